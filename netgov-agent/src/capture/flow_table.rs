@@ -1,0 +1,492 @@
+//! The user-space flow table: merges what the kernel reports about a flow at
+//! each interface into one oriented flow, derives its state and decides when
+//! it ends.
+//!
+//! Pure: no I/O and no clock of its own. The capture loop feeds it ring-buffer
+//! events ([`FlowTable::on_event`]) and periodic snapshots of the kernel map
+//! ([`FlowTable::drain`]), and it answers which flows ended and which kernel
+//! entries may be deleted.
+//!
+//! # Decisions
+//! - A same-node pod-to-pod flow is seen twice: leaving the client's
+//!   interface and entering the server's. Both observations are kept; the
+//!   flow's counts per direction are the largest seen at any observation
+//!   point (normally the sender's own interface), and each observation keeps
+//!   its own counts, so a drop between the two points stays visible.
+//! - Orientation: the initiator is the sender of the first packet seen (the
+//!   earliest observation's first packet). A TCP flow first seen without any
+//!   SYN began before the capture: its initiator is guessed from the ports
+//!   (the endpoint with the higher port, when the other port is below the
+//!   Linux ephemeral range start, 32768).
+//! - TCP state: `refused` when the responder answered the SYN with RST and
+//!   never with SYN; `established` once the responder's SYN-ACK and the
+//!   initiator's ACK are seen (or, for flows first seen mid-stream, once
+//!   both directions carry packets); `closed` once an established flow shows
+//!   FIN or RST; `replied` when the responder answered but no connection was
+//!   established (e.g. SYN-ACK without the final ACK); `attempted` when
+//!   nothing came back. Other protocols are `replied` once any packet came
+//!   back, `attempted` otherwise.
+//! - A TCP flow ends when it shows FIN from both sides or an RST, and then no
+//!   packet for `close_grace` (so the last ACK is counted); any flow ends
+//!   after `idle_timeout` without packets; every flow ends at exit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use netgov_common::{EventKind, FlowEvent, FlowKey, FlowStats, proto, seen_at, tcp_flags};
+
+use super::record::{EndReason, FlowRecord, FlowState, Observation, Protocol, TcpFlags};
+
+/// Start of the Linux default ephemeral port range
+/// (`net.ipv4.ip_local_port_range`).
+const EPHEMERAL_PORT_START: u16 = 32768;
+
+/// Timing rules of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowTableConfig {
+    /// A flow with no packet for this long ends (`idle`).
+    pub idle_timeout: Duration,
+    /// A TCP flow that closed (FIN both ways or RST) ends after this long
+    /// without packets.
+    pub close_grace: Duration,
+}
+
+impl Default for FlowTableConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A flow's identity across interfaces: the canonical 5-tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConversationKey {
+    addr_a: IpAddr,
+    addr_b: IpAddr,
+    port_a: u16,
+    port_b: u16,
+    protocol: u8,
+}
+
+impl ConversationKey {
+    /// The conversation a kernel key (one interface's view) belongs to.
+    pub fn of(key: &FlowKey) -> Self {
+        Self {
+            addr_a: to_ip(&key.addr_a, key.ip_version),
+            addr_b: to_ip(&key.addr_b, key.ip_version),
+            port_a: key.port_a,
+            port_b: key.port_b,
+            protocol: key.protocol,
+        }
+    }
+}
+
+/// Decodes an address field of a [`FlowKey`].
+pub fn to_ip(addr: &[u8; 16], ip_version: u8) -> IpAddr {
+    if ip_version == 4 {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        IpAddr::from(*addr)
+    }
+}
+
+/// What one interface saw of a flow.
+#[derive(Clone, Debug)]
+struct InterfaceView {
+    key: FlowKey,
+    stats: FlowStats,
+    /// Whether the latest drain found the entry in the kernel map.
+    drained: bool,
+    /// Whether the entry vanished from the kernel map without us deleting
+    /// it (counted once; the view keeps what it had).
+    evicted: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Flow {
+    views: Vec<InterfaceView>,
+}
+
+/// Losses the table noticed itself (the kernel counts its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableLosses {
+    /// Kernel entries that disappeared before the table ended their flow:
+    /// the LRU map evicted them under pressure, and packets counted since
+    /// the previous drain were lost.
+    pub kernel_evictions: u64,
+    /// Ring-buffer records too short or of an unknown kind.
+    pub malformed_events: u64,
+}
+
+/// The flow table.
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    config: FlowTableConfig,
+    flows: HashMap<ConversationKey, Flow>,
+    losses: TableLosses,
+}
+
+/// A flow that ended, with the kernel entries to delete.
+#[derive(Debug)]
+pub struct EndedFlow {
+    /// The flow's final record.
+    pub record: FlowRecord,
+    /// Kernel map keys that belonged to it (one per interface).
+    pub kernel_keys: Vec<FlowKey>,
+}
+
+/// Resolves interface indexes to names for records.
+pub trait InterfaceNames {
+    /// The name of `ifindex`, if known.
+    fn name(&self, ifindex: u32) -> Option<String>;
+}
+
+impl<F: Fn(u32) -> Option<String>> InterfaceNames for F {
+    fn name(&self, ifindex: u32) -> Option<String> {
+        self(ifindex)
+    }
+}
+
+/// Converts kernel monotonic nanoseconds to wall-clock nanoseconds since
+/// the Unix epoch.
+pub trait WallClock {
+    /// Unix-epoch nanoseconds for a `bpf_ktime_get_ns` value.
+    fn to_unix_nanos(&self, monotonic_ns: u64) -> i128;
+}
+
+impl FlowTable {
+    /// An empty table.
+    pub fn new(config: FlowTableConfig) -> Self {
+        Self {
+            config,
+            flows: HashMap::new(),
+            losses: TableLosses::default(),
+        }
+    }
+
+    /// Number of live flows.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether the table holds no flow.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Losses noticed so far.
+    pub fn losses(&self) -> TableLosses {
+        self.losses
+    }
+
+    /// Records that a ring-buffer record could not be decoded.
+    pub fn count_malformed_event(&mut self) {
+        self.losses.malformed_events += 1;
+    }
+
+    /// Applies a ring-buffer event. Counts come from drains; an event makes
+    /// the flow known at once and carries the flags of its packet.
+    pub fn on_event(&mut self, event: &FlowEvent) {
+        if EventKind::from_u8(event.header.kind).is_none() {
+            self.losses.malformed_events += 1;
+            return;
+        }
+        let dir = (event.direction & 1) as usize;
+        let seen_bit = if event.header.hook == netgov_common::Hook::ToPod as u8 {
+            seen_at::TO_POD
+        } else {
+            seen_at::FROM_POD
+        };
+        let view = self.view_mut(&event.key);
+        let stats = &mut view.stats;
+        // A transition event whose flow start was lost sets a provisional
+        // first packet; the next drain brings the kernel's true one.
+        if stats.first_seen_ns == 0 || event.header.timestamp_ns < stats.first_seen_ns {
+            stats.first_seen_ns = event.header.timestamp_ns;
+            stats.first_direction = event.direction;
+        }
+        stats.last_seen_ns = stats.last_seen_ns.max(event.header.timestamp_ns);
+        stats.flags[dir] |= u64::from(event.tcp_flags) | u64::from(seen_bit);
+    }
+
+    fn view_mut(&mut self, key: &FlowKey) -> &mut InterfaceView {
+        let flow = self.flows.entry(ConversationKey::of(key)).or_default();
+        let index = match flow.views.iter().position(|v| v.key.ifindex == key.ifindex) {
+            Some(index) => index,
+            None => {
+                flow.views.push(InterfaceView {
+                    key: *key,
+                    stats: FlowStats::default(),
+                    drained: false,
+                    evicted: false,
+                });
+                flow.views.len() - 1
+            }
+        };
+        &mut flow.views[index]
+    }
+
+    /// Applies one full snapshot of the kernel map, then ends the flows whose
+    /// time has come (see the module docs) as of `now_ns` (kernel monotonic
+    /// time).
+    pub fn drain(
+        &mut self,
+        snapshot: impl IntoIterator<Item = (FlowKey, FlowStats)>,
+        now_ns: u64,
+        names: &impl InterfaceNames,
+        clock: &impl WallClock,
+    ) -> Vec<EndedFlow> {
+        for flow in self.flows.values_mut() {
+            for view in &mut flow.views {
+                view.drained = false;
+            }
+        }
+        for (key, stats) in snapshot {
+            let view = self.view_mut(&key);
+            merge_snapshot(&mut view.stats, &stats);
+            view.drained = true;
+            view.evicted = false;
+        }
+        let mut ended = Vec::new();
+        let config = self.config;
+        let mut evictions = 0;
+        self.flows.retain(|_, flow| {
+            // Entries end only through us, together with their flow; one the
+            // kernel no longer holds was evicted by the LRU map under
+            // pressure, and what it counted since the previous drain is lost.
+            for view in flow.views.iter_mut().filter(|v| !v.drained && !v.evicted) {
+                view.evicted = true;
+                evictions += 1;
+            }
+            match flow.end_reason(now_ns, &config) {
+                Some(reason) => {
+                    ended.push(std::mem::take(flow).finish(reason, names, clock));
+                    false
+                }
+                None => true,
+            }
+        });
+        self.losses.kernel_evictions += evictions;
+        ended
+    }
+
+    /// Ends every flow (at exit).
+    pub fn finish_all(
+        &mut self,
+        names: &impl InterfaceNames,
+        clock: &impl WallClock,
+    ) -> Vec<EndedFlow> {
+        self.flows
+            .drain()
+            .map(|(_, flow)| flow.finish(EndReason::Exit, names, clock))
+            .collect()
+    }
+}
+
+/// Merges a kernel snapshot into what events already told: counts and last
+/// seen come from the kernel (its numbers are absolute), flags are the union.
+fn merge_snapshot(known: &mut FlowStats, kernel: &FlowStats) {
+    let first_seen_known = known.first_seen_ns != 0 && known.first_seen_ns <= kernel.first_seen_ns;
+    if !first_seen_known {
+        known.first_seen_ns = kernel.first_seen_ns;
+        known.first_direction = kernel.first_direction;
+    }
+    known.last_seen_ns = known.last_seen_ns.max(kernel.last_seen_ns);
+    known.packets = kernel.packets;
+    known.bytes = kernel.bytes;
+    known.flags[0] |= kernel.flags[0];
+    known.flags[1] |= kernel.flags[1];
+}
+
+/// Which canonical direction is initiator → responder.
+fn outbound_direction(flow: &Flow) -> usize {
+    let Some(first) = flow
+        .views
+        .iter()
+        .filter(|v| v.stats.first_seen_ns != 0)
+        .min_by_key(|v| v.stats.first_seen_ns)
+    else {
+        return 0;
+    };
+    let first_direction = (first.stats.first_direction & 1) as usize;
+    let key = &first.key;
+    if key.protocol != proto::TCP {
+        return first_direction;
+    }
+    let any_syn = flow
+        .views
+        .iter()
+        .any(|v| (v.stats.flags[0] | v.stats.flags[1]) & u64::from(tcp_flags::SYN) != 0);
+    if any_syn {
+        return first_direction;
+    }
+    // Mid-stream TCP: the server is the endpoint with the low port.
+    if key.port_a < EPHEMERAL_PORT_START && key.port_b > key.port_a {
+        1 // B → A: B is the client
+    } else if key.port_b < EPHEMERAL_PORT_START && key.port_a > key.port_b {
+        0
+    } else {
+        first_direction
+    }
+}
+
+impl Flow {
+    fn last_seen_ns(&self) -> u64 {
+        self.views
+            .iter()
+            .map(|v| v.stats.last_seen_ns)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn flags(&self, dir: usize) -> u64 {
+        self.views.iter().fold(0, |acc, v| acc | v.stats.flags[dir])
+    }
+
+    fn tcp_ended(&self) -> bool {
+        let (a, b) = (self.flags(0), self.flags(1));
+        let fin = u64::from(tcp_flags::FIN);
+        let rst = u64::from(tcp_flags::RST);
+        (a | b) & rst != 0 || (a & fin != 0 && b & fin != 0)
+    }
+
+    fn end_reason(&self, now_ns: u64, config: &FlowTableConfig) -> Option<EndReason> {
+        let quiet = Duration::from_nanos(now_ns.saturating_sub(self.last_seen_ns()));
+        let protocol = self.views.first().map(|v| v.key.protocol)?;
+        if protocol == proto::TCP && self.tcp_ended() && quiet >= config.close_grace {
+            return Some(EndReason::Closed);
+        }
+        (quiet >= config.idle_timeout).then_some(EndReason::Idle)
+    }
+
+    fn finish(
+        self,
+        reason: EndReason,
+        names: &impl InterfaceNames,
+        clock: &impl WallClock,
+    ) -> EndedFlow {
+        let out = outbound_direction(&self);
+        let back = 1 - out;
+        let key = self.views[0].key;
+        let (src, src_port, dst, dst_port) = if out == 0 {
+            (key.addr_a, key.port_a, key.addr_b, key.port_b)
+        } else {
+            (key.addr_b, key.port_b, key.addr_a, key.port_a)
+        };
+        let max = |f: &dyn Fn(&FlowStats) -> u64| {
+            self.views.iter().map(|v| f(&v.stats)).max().unwrap_or(0)
+        };
+        let packets_out = max(&|s| s.packets[out]);
+        let packets_in = max(&|s| s.packets[back]);
+        let bytes_out = max(&|s| s.bytes[out]);
+        let bytes_in = max(&|s| s.bytes[back]);
+        let flags_out = self.flags(out);
+        let flags_in = self.flags(back);
+        let state = derive_state(key.protocol, flags_out, flags_in, packets_in);
+        let first_seen = self
+            .views
+            .iter()
+            .map(|v| v.stats.first_seen_ns)
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0);
+        let mut views = self.views;
+        views.sort_by_key(|v| v.stats.first_seen_ns);
+        let observations = views
+            .iter()
+            .map(|v| Observation {
+                interface: names
+                    .name(v.key.ifindex)
+                    .unwrap_or_else(|| format!("if{}", v.key.ifindex)),
+                ifindex: v.key.ifindex,
+                role: role(v.stats.flags[out], v.stats.flags[back]),
+                packets_out: v.stats.packets[out],
+                bytes_out: v.stats.bytes[out],
+                packets_in: v.stats.packets[back],
+                bytes_in: v.stats.bytes[back],
+            })
+            .collect::<Vec<_>>();
+        let record = FlowRecord {
+            src: to_ip(&src, key.ip_version),
+            src_port,
+            dst: to_ip(&dst, key.ip_version),
+            dst_port,
+            protocol: Protocol::from_number(key.protocol),
+            packets_out,
+            bytes_out,
+            packets_in,
+            bytes_in,
+            state,
+            tcp_flags_out: TcpFlags::from_bits(flags_out, key.protocol),
+            tcp_flags_in: TcpFlags::from_bits(flags_in, key.protocol),
+            first_seen: clock.to_unix_nanos(first_seen),
+            last_seen: clock.to_unix_nanos(
+                views
+                    .iter()
+                    .map(|v| v.stats.last_seen_ns)
+                    .max()
+                    .unwrap_or(0),
+            ),
+            interfaces: observations.iter().map(|o| o.interface.clone()).collect(),
+            observations,
+            end_reason: reason,
+        };
+        EndedFlow {
+            record,
+            kernel_keys: views.iter().map(|v| v.key).collect(),
+        }
+    }
+}
+
+/// The part an interface played, from the hooks that saw each direction.
+fn role(flags_out: u64, flags_in: u64) -> super::record::Role {
+    use super::record::Role;
+    let from_pod = u64::from(seen_at::FROM_POD);
+    let to_pod = u64::from(seen_at::TO_POD);
+    if flags_out & from_pod != 0 || flags_in & to_pod != 0 {
+        Role::Initiator
+    } else if flags_out & to_pod != 0 || flags_in & from_pod != 0 {
+        Role::Responder
+    } else {
+        Role::Unknown
+    }
+}
+
+/// The flow's state from the flags each direction showed (see module docs).
+pub fn derive_state(protocol: u8, flags_out: u64, flags_in: u64, packets_in: u64) -> FlowState {
+    if protocol != proto::TCP {
+        return if packets_in > 0 {
+            FlowState::Replied
+        } else {
+            FlowState::Attempted
+        };
+    }
+    let has = |flags: u64, bit: u32| flags & u64::from(bit) != 0;
+    let syn_out = has(flags_out, tcp_flags::SYN);
+    let syn_in = has(flags_in, tcp_flags::SYN);
+    if syn_out && !syn_in && has(flags_in, tcp_flags::RST) {
+        return FlowState::Refused;
+    }
+    let handshake = syn_in && has(flags_in, tcp_flags::ACK) && has(flags_out, tcp_flags::ACK);
+    let mid_stream = !syn_out && !syn_in && packets_in > 0;
+    if handshake || mid_stream {
+        let fin_or_rst = u64::from(tcp_flags::FIN | tcp_flags::RST);
+        return if (flags_out | flags_in) & fin_or_rst != 0 {
+            FlowState::Closed
+        } else {
+            FlowState::Established
+        };
+    }
+    if packets_in > 0 {
+        FlowState::Replied
+    } else {
+        FlowState::Attempted
+    }
+}
+
+#[cfg(test)]
+#[path = "flow_table_tests.rs"]
+mod tests;

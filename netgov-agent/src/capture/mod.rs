@@ -1,0 +1,313 @@
+//! Flow capture: the eBPF datapath on pod interfaces, interface discovery,
+//! and the user-space flow table that turns kernel counters into flow
+//! records.
+
+pub mod clock;
+pub mod datapath;
+pub mod flow_table;
+pub mod interfaces;
+pub mod record;
+pub mod test_run;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use netgov_common::{Counter, FlowEvent, FlowKey, FlowStats};
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use clock::{MonotonicClock, monotonic_now_ns};
+use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter};
+use flow_table::{EndedFlow, FlowTable, FlowTableConfig, TableLosses};
+use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
+use record::FlowRecord;
+
+/// How records are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+/// Settings of a capture run.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    /// Interface name globs; empty means the defaults.
+    pub interface_globs: Vec<String>,
+    /// Stop after this long; `None` runs until SIGINT/SIGTERM.
+    pub duration: Option<Duration>,
+    /// Output format.
+    pub format: OutputFormat,
+    /// TCX or netlink attachment.
+    pub attach_mode: AttachMode,
+    /// How often the kernel map is read.
+    pub drain_interval: Duration,
+    /// Flow expiry rules.
+    pub table: FlowTableConfig,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        Self {
+            interface_globs: Vec::new(),
+            duration: None,
+            format: OutputFormat::Json,
+            attach_mode: AttachMode::Auto,
+            drain_interval: Duration::from_secs(1),
+            table: FlowTableConfig::default(),
+        }
+    }
+}
+
+/// Errors that stop a capture.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Loading or reading the datapath failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// Interface discovery failed.
+    #[error(transparent)]
+    Interfaces(#[from] InterfaceError),
+    /// Writing records failed (e.g. a closed pipe).
+    #[error("cannot write flow records: {0}")]
+    Output(#[source] std::io::Error),
+    /// Reading the ring buffer or installing signal handlers failed.
+    #[error("capture I/O: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// What a capture saw and lost, printed at exit.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CaptureSummary {
+    /// Flow records emitted.
+    pub flows: u64,
+    /// Interfaces attached during the run, by name.
+    pub interfaces: Vec<String>,
+    /// Kernel counters by name (see `netgov_common::Counter`).
+    pub kernel: BTreeMap<&'static str, u64>,
+    /// Kernel flow entries evicted before being read (LRU pressure).
+    pub kernel_evictions: u64,
+    /// Undecodable ring-buffer records.
+    pub malformed_events: u64,
+    /// Interfaces whose attachment failed, with the reason.
+    pub attach_failures: Vec<String>,
+}
+
+/// Attaches to pod interfaces and prints a record for every flow when it
+/// ends, expires, or at exit; returns the run's summary.
+///
+/// # Errors
+/// [`CaptureError`] when the datapath cannot be loaded, interface discovery
+/// fails, or output cannot be written. Attach failures on single interfaces
+/// are logged and counted, not fatal.
+pub async fn run(
+    options: CaptureOptions,
+    mut out: impl Write,
+    ready: impl FnOnce(AttachMode),
+) -> Result<CaptureSummary, CaptureError> {
+    let filter = InterfaceFilter::new(&options.interface_globs)?;
+    let mut datapath = Datapath::load(options.attach_mode)?;
+    let DatapathMaps {
+        mut flows,
+        events,
+        counters,
+    } = datapath.take_maps()?;
+    // SAFETY: the ring buffer owns its map fd, which stays open and
+    // unchanged for as long as the AsyncFd owns the ring buffer.
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| CaptureError::Io(e.into()))?;
+    let clock = MonotonicClock::new();
+    let mut table = FlowTable::new(options.table);
+    let mut summary = CaptureSummary::default();
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+
+    let (link_tx, mut link_rx) = mpsc::channel(1024);
+    let mut watcher = tokio::spawn(interfaces::watch_links(link_tx));
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut drain_tick = tokio::time::interval(options.drain_interval);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let sleep_until_deadline = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until_deadline);
+
+    if options.format == OutputFormat::Table {
+        writeln!(out, "{}", FlowRecord::table_header()).map_err(CaptureError::Output)?;
+    }
+    let mut ready = Some(ready);
+
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = &mut sleep_until_deadline => break Ok(()),
+            joined = &mut watcher => {
+                break match joined {
+                    Ok(Err(error)) => Err(CaptureError::Interfaces(error)),
+                    _ => Err(CaptureError::Interfaces(InterfaceError::NotificationsEnded)),
+                };
+            }
+            guard = events.readable_mut() => {
+                let mut guard = guard.map_err(CaptureError::Io)?;
+                read_events(guard.get_inner_mut(), &mut table);
+                guard.clear_ready();
+            }
+            Some(event) = link_rx.recv() => {
+                if event == LinkEvent::DumpComplete {
+                    if let Some(ready) = ready.take() {
+                        ready(datapath.mode());
+                    }
+                }
+                on_link_event(event, &filter, &mut datapath, &mut names, &mut summary);
+            }
+            _ = drain_tick.tick() => {
+                let ended = drain(&flows, &mut table, &names, &clock)?;
+                emit(&mut out, options.format, &ended, &mut summary)?;
+                delete_kernel_entries(&mut flows, &ended);
+            }
+        }
+    };
+    watcher.abort();
+
+    // Read what is still queued, then end every flow.
+    read_events(events.get_mut(), &mut table);
+    let ended = drain(&flows, &mut table, &names, &clock)?;
+    emit(&mut out, options.format, &ended, &mut summary)?;
+    let ended = table.finish_all(&|i: u32| names.get(&i).cloned(), &clock);
+    emit(&mut out, options.format, &ended, &mut summary)?;
+    for error in datapath.detach_all() {
+        summary.attach_failures.push(format!("detach: {error}"));
+    }
+    out.flush().map_err(CaptureError::Output)?;
+
+    let TableLosses {
+        kernel_evictions,
+        malformed_events,
+    } = table.losses();
+    summary.kernel_evictions = kernel_evictions;
+    summary.malformed_events = malformed_events;
+    for counter in Counter::ALL {
+        summary
+            .kernel
+            .insert(counter.name(), read_counter(&counters, counter)?);
+    }
+    result.map(|()| summary)
+}
+
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, CaptureError> {
+    tokio::signal::unix::signal(kind).map_err(CaptureError::Io)
+}
+
+fn on_link_event(
+    event: LinkEvent,
+    filter: &InterfaceFilter,
+    datapath: &mut Datapath,
+    names: &mut BTreeMap<u32, String>,
+    summary: &mut CaptureSummary,
+) {
+    match event {
+        LinkEvent::Present { index, name } => {
+            if !filter.matches(&name) {
+                // A renamed link that no longer matches is left alone: its
+                // flows keep being counted until it disappears.
+                return;
+            }
+            let newly = !datapath.is_attached(index);
+            match datapath.attach(index, &name) {
+                Ok(()) => {
+                    if newly {
+                        tracing::info!(interface = %name, index, "attached");
+                        summary.interfaces.push(name.clone());
+                    }
+                    names.insert(index, name);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "attach failed");
+                    summary.attach_failures.push(error.to_string());
+                }
+            }
+        }
+        LinkEvent::Removed { index } => {
+            if datapath.is_attached(index) {
+                if let Err(error) = datapath.detach(index) {
+                    tracing::warn!(%error, "detach failed");
+                }
+                tracing::info!(index, "interface removed");
+            }
+            // The name stays known so that flows seen there still name it.
+        }
+        LinkEvent::DumpComplete => {}
+    }
+}
+
+fn read_events(ring: &mut RingBuf<MapData>, table: &mut FlowTable) {
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<FlowEvent>() {
+            table.count_malformed_event();
+            continue;
+        }
+        // SAFETY: the length was checked; FlowEvent is plain old data and the
+        // read is unaligned-safe.
+        let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+        table.on_event(&event);
+    }
+}
+
+fn drain(
+    flows: &aya::maps::HashMap<MapData, FlowKey, FlowStats>,
+    table: &mut FlowTable,
+    names: &BTreeMap<u32, String>,
+    clock: &MonotonicClock,
+) -> Result<Vec<EndedFlow>, CaptureError> {
+    let now = monotonic_now_ns();
+    // An entry deleted by the kernel between key and value lookups is simply
+    // skipped: `iter` yields an error for it, which is not a loss of counts
+    // we could have read.
+    let snapshot: Vec<(FlowKey, FlowStats)> = flows.iter().filter_map(Result::ok).collect();
+    Ok(table.drain(snapshot, now, &|i: u32| names.get(&i).cloned(), clock))
+}
+
+fn emit(
+    out: &mut impl Write,
+    format: OutputFormat,
+    ended: &[EndedFlow],
+    summary: &mut CaptureSummary,
+) -> Result<(), CaptureError> {
+    for flow in ended {
+        let line = match format {
+            OutputFormat::Json => flow.record.to_json_line(),
+            OutputFormat::Table => flow.record.to_table_row(),
+        };
+        writeln!(out, "{line}").map_err(CaptureError::Output)?;
+        summary.flows += 1;
+    }
+    if !ended.is_empty() {
+        out.flush().map_err(CaptureError::Output)?;
+    }
+    Ok(())
+}
+
+fn delete_kernel_entries(
+    flows: &mut aya::maps::HashMap<MapData, FlowKey, FlowStats>,
+    ended: &[EndedFlow],
+) {
+    for key in ended.iter().flat_map(|flow| &flow.kernel_keys) {
+        // An entry the LRU already evicted is gone either way.
+        let _ = flows.remove(key);
+    }
+}

@@ -1,0 +1,275 @@
+//! The flow record `netgov capture` prints: one JSON line per ended flow
+//! (format documented in the README), or a table row.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use netgov_common::{proto, tcp_flags};
+use serde::{Serialize, Serializer};
+
+/// Transport protocol of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+    /// ICMP (IPv4).
+    Icmp,
+    /// ICMPv6.
+    Icmpv6,
+    /// Any other IP protocol number (the datapath does not aggregate these
+    /// today; kept so a future one is never mislabelled).
+    Other(u8),
+}
+
+impl Protocol {
+    /// The protocol for an IP protocol number.
+    pub fn from_number(number: u8) -> Self {
+        match number {
+            proto::TCP => Self::Tcp,
+            proto::UDP => Self::Udp,
+            proto::SCTP => Self::Sctp,
+            proto::ICMP => Self::Icmp,
+            proto::ICMPV6 => Self::Icmpv6,
+            other => Self::Other(other),
+        }
+    }
+
+    /// The name used in output (`IP-<number>` for [`Protocol::Other`]).
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Tcp => "TCP".into(),
+            Self::Udp => "UDP".into(),
+            Self::Sctp => "SCTP".into(),
+            Self::Icmp => "ICMP".into(),
+            Self::Icmpv6 => "ICMPv6".into(),
+            Self::Other(number) => format!("IP-{number}").into(),
+        }
+    }
+}
+
+impl Serialize for Protocol {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name())
+    }
+}
+
+/// Connection state derived from what both directions showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowState {
+    /// Nothing came back from the responder.
+    Attempted,
+    /// The responder answered, but no TCP connection was established (for
+    /// non-TCP protocols: any answer).
+    Replied,
+    /// TCP handshake completed (or both directions seen mid-stream).
+    Established,
+    /// TCP SYN answered by RST.
+    Refused,
+    /// Established, then FIN or RST.
+    Closed,
+}
+
+impl FlowState {
+    /// The name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempted => "attempted",
+            Self::Replied => "replied",
+            Self::Established => "established",
+            Self::Refused => "refused",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Why a record was emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// TCP FIN both ways or RST, then quiet for the close grace.
+    Closed,
+    /// No packet for the idle timeout.
+    Idle,
+    /// The capture stopped.
+    Exit,
+}
+
+/// The part an interface played in a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The initiator's pod is behind this interface.
+    Initiator,
+    /// The responder's pod is behind this interface.
+    Responder,
+    /// Not decidable from the hooks that saw the flow.
+    Unknown,
+}
+
+/// What one interface saw of a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    /// Interface name.
+    pub interface: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Whose pod is behind it.
+    pub role: Role,
+    /// Initiator → responder packets seen here.
+    pub packets_out: u64,
+    /// Initiator → responder IP-layer bytes seen here.
+    pub bytes_out: u64,
+    /// Responder → initiator packets seen here.
+    pub packets_in: u64,
+    /// Responder → initiator IP-layer bytes seen here.
+    pub bytes_in: u64,
+}
+
+/// Union of TCP flags seen in one direction; empty for other protocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// The TCP flags in a kernel flags word (`None`-like empty for non-TCP).
+    pub fn from_bits(bits: u64, protocol: u8) -> Self {
+        if protocol == proto::TCP {
+            Self((bits & 0xFF) as u8)
+        } else {
+            Self(0)
+        }
+    }
+
+    /// `SYN|ACK|FIN` style text, empty when no flag.
+    pub fn text(self) -> String {
+        const NAMES: [(u32, &str); 8] = [
+            (tcp_flags::SYN, "SYN"),
+            (tcp_flags::ACK, "ACK"),
+            (tcp_flags::PSH, "PSH"),
+            (tcp_flags::FIN, "FIN"),
+            (tcp_flags::RST, "RST"),
+            (tcp_flags::URG, "URG"),
+            (tcp_flags::ECE, "ECE"),
+            (tcp_flags::CWR, "CWR"),
+        ];
+        let names: Vec<&str> = NAMES
+            .iter()
+            .filter(|(bit, _)| u32::from(self.0) & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        names.join("|")
+    }
+}
+
+impl Serialize for TcpFlags {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text())
+    }
+}
+
+/// One ended flow, oriented initiator → responder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    /// Initiator address.
+    pub src: IpAddr,
+    /// Initiator port (ICMP echo: the identifier; other ICMP: 0).
+    pub src_port: u16,
+    /// Responder address.
+    pub dst: IpAddr,
+    /// Responder port (ICMP echo: 0; other ICMP: `type * 256 + code`).
+    pub dst_port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Initiator → responder packets.
+    pub packets_out: u64,
+    /// Initiator → responder IP-layer bytes (IP header + payload).
+    pub bytes_out: u64,
+    /// Responder → initiator packets.
+    pub packets_in: u64,
+    /// Responder → initiator IP-layer bytes.
+    pub bytes_in: u64,
+    /// Derived connection state.
+    pub state: FlowState,
+    /// TCP flags the initiator sent (union).
+    pub tcp_flags_out: TcpFlags,
+    /// TCP flags the responder sent (union).
+    pub tcp_flags_in: TcpFlags,
+    /// First packet, RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
+    pub first_seen: i128,
+    /// Latest packet, RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_seen: i128,
+    /// Interfaces that saw the flow, earliest first.
+    pub interfaces: Vec<String>,
+    /// What each interface saw.
+    pub observations: Vec<Observation>,
+    /// Why the record was emitted.
+    pub end_reason: EndReason,
+}
+
+/// Formats Unix-epoch nanoseconds as RFC 3339 in UTC.
+pub fn format_rfc3339(unix_nanos: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{unix_nanos}ns"))
+}
+
+fn rfc3339<S: Serializer>(unix_nanos: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_rfc3339(*unix_nanos))
+}
+
+impl FlowRecord {
+    /// One JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Column headings matching [`FlowRecord::to_table_row`].
+    pub fn table_header() -> String {
+        format!(
+            "{:<6} {:<42} {:<42} {:<11} {:>10} {:>12} {:>10} {:>12} {}",
+            "PROTO",
+            "SOURCE",
+            "DESTINATION",
+            "STATE",
+            "PKTS_OUT",
+            "BYTES_OUT",
+            "PKTS_IN",
+            "BYTES_IN",
+            "INTERFACES"
+        )
+    }
+
+    /// One human-readable row.
+    pub fn to_table_row(&self) -> String {
+        let endpoint = |ip: IpAddr, port: u16| match ip {
+            IpAddr::V4(v4) => format!("{v4}:{port}"),
+            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        };
+        let mut row = String::new();
+        let _ = write!(
+            row,
+            "{:<6} {:<42} {:<42} {:<11} {:>10} {:>12} {:>10} {:>12} {}",
+            self.protocol.name(),
+            endpoint(self.src, self.src_port),
+            endpoint(self.dst, self.dst_port),
+            self.state.as_str(),
+            self.packets_out,
+            self.bytes_out,
+            self.packets_in,
+            self.bytes_in,
+            self.interfaces.join(",")
+        );
+        row
+    }
+}

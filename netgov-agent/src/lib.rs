@@ -1,0 +1,8 @@
+//! netgov's agent library: flow capture with eBPF on pod interfaces.
+//!
+//! The binary `netgov` (in `main.rs`) is a thin command-line front end over
+//! these modules.
+#![deny(missing_docs)]
+
+pub mod capture;
+pub mod cli;

@@ -1,0 +1,53 @@
+//! The `netgov` binary: parses the command line and runs the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use netgov_agent::capture;
+use netgov_agent::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("NETGOV_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    match cli.command {
+        Command::Capture(args) => {
+            let options = match args.options() {
+                Ok(options) => options,
+                Err(error) => return fail(&error),
+            };
+            let ready = |mode| eprintln!("netgov capture: ready ({mode:?} attachment)");
+            match runtime.block_on(capture::run(options, std::io::stdout().lock(), ready)) {
+                Ok(summary) => {
+                    let json = serde_json::to_string(&summary).unwrap_or_default();
+                    eprintln!("netgov capture: summary {json}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
+    }
+}
+
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    let mut message = format!("netgov: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    eprintln!("{message}");
+    ExitCode::FAILURE
+}

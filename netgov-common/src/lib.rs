@@ -1,0 +1,321 @@
+//! Types shared between netgov's eBPF programs (`netgov-ebpf`) and its
+//! user-space agent (`netgov-agent`).
+//!
+//! Every type here is `#[repr(C)]` with explicit padding and a compile-time
+//! size assertion: the kernel side writes these bytes and user space reads
+//! them back, so a layout drift between the two would silently corrupt every
+//! flow. Build both sides from the same commit.
+#![no_std]
+#![deny(missing_docs)]
+
+use core::mem::size_of;
+
+/// Names of the maps and programs in the eBPF object, shared so that both
+/// sides agree on them.
+pub mod names {
+    /// Per-flow, per-interface aggregates (`LRU_HASH<FlowKey, FlowStats>`).
+    pub const FLOWS_MAP: &str = "NETGOV_FLOWS";
+    /// First-fragment → ports memo used to attribute later fragments
+    /// (`LRU_HASH<FragmentKey, FragmentPorts>`).
+    pub const FRAGMENTS_MAP: &str = "NETGOV_FRAGMENTS";
+    /// Flow-start and TCP-transition events (`RINGBUF` of [`super::FlowEvent`]).
+    pub const EVENTS_MAP: &str = "NETGOV_EVENTS";
+    /// Per-CPU health counters (`PERCPU_ARRAY<u64>`, indexed by [`super::Counter`]).
+    pub const COUNTERS_MAP: &str = "NETGOV_COUNTERS";
+    /// TC program for packets entering the host from a pod (TC ingress of the
+    /// host-side interface).
+    pub const FROM_POD_PROGRAM: &str = "netgov_from_pod";
+    /// TC program for packets the host delivers into a pod (TC egress of the
+    /// host-side interface).
+    pub const TO_POD_PROGRAM: &str = "netgov_to_pod";
+}
+
+/// IP protocol numbers netgov aggregates into flows. Other protocols are
+/// only counted ([`Counter::OtherProtocolPackets`]).
+pub mod proto {
+    /// ICMP for IPv4.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMP for IPv6.
+    pub const ICMPV6: u8 = 58;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
+}
+
+/// TCP flag bits as they appear in byte 13 of the TCP header; stored in the
+/// low byte of [`FlowStats::flags`].
+pub mod tcp_flags {
+    /// No more data from sender.
+    pub const FIN: u32 = 0x01;
+    /// Synchronise sequence numbers.
+    pub const SYN: u32 = 0x02;
+    /// Reset the connection.
+    pub const RST: u32 = 0x04;
+    /// Push function.
+    pub const PSH: u32 = 0x08;
+    /// Acknowledgment field significant.
+    pub const ACK: u32 = 0x10;
+    /// Urgent pointer field significant.
+    pub const URG: u32 = 0x20;
+    /// ECN echo.
+    pub const ECE: u32 = 0x40;
+    /// Congestion window reduced.
+    pub const CWR: u32 = 0x80;
+    /// The flags whose first appearance in a direction is reported as a
+    /// [`super::EventKind::TcpTransition`].
+    pub const TRANSITIONS: u32 = SYN | FIN | RST;
+}
+
+/// Bits above the TCP flags in [`FlowStats::flags`]: at which hook of the
+/// interface a direction of the flow was seen.
+pub mod seen_at {
+    /// Seen at TC ingress of the host-side interface: the packet left the pod
+    /// behind that interface.
+    pub const FROM_POD: u32 = 1 << 16;
+    /// Seen at TC egress of the host-side interface: the packet was delivered
+    /// towards the pod behind that interface.
+    pub const TO_POD: u32 = 1 << 17;
+}
+
+/// Which hook of a host-side interface a program runs at.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// TC ingress of the host-side interface: traffic leaving the pod.
+    FromPod = 0,
+    /// TC egress of the host-side interface: traffic delivered to the pod.
+    ToPod = 1,
+}
+
+impl Hook {
+    /// The [`seen_at`] bit for this hook.
+    pub const fn seen_bit(self) -> u32 {
+        match self {
+            Hook::FromPod => seen_at::FROM_POD,
+            Hook::ToPod => seen_at::TO_POD,
+        }
+    }
+}
+
+/// Direction of a packet relative to its canonical [`FlowKey`]: `AToB`
+/// travels from `addr_a:port_a` to `addr_b:port_b`.
+pub mod direction {
+    /// From endpoint A to endpoint B of the key.
+    pub const A_TO_B: u8 = 0;
+    /// From endpoint B to endpoint A of the key.
+    pub const B_TO_A: u8 = 1;
+}
+
+/// A flow as observed at one interface, in canonical order: endpoint A is the
+/// lexicographically smaller `(address, port)` pair, so both directions of a
+/// conversation share one key.
+///
+/// IPv4 addresses occupy the first four bytes of the address fields; the rest
+/// is zero. Ports are in host byte order. For ICMP echo the identifier is the
+/// requester's "port" and the responder's port is 0; for other ICMP messages
+/// the sender's port is 0 and the receiver's port is `type << 8 | code`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Endpoint A's address.
+    pub addr_a: [u8; 16],
+    /// Endpoint B's address.
+    pub addr_b: [u8; 16],
+    /// Endpoint A's port (host byte order).
+    pub port_a: u16,
+    /// Endpoint B's port (host byte order).
+    pub port_b: u16,
+    /// Interface index of the observation point.
+    pub ifindex: u32,
+    /// IP protocol number (see [`proto`]).
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Explicit padding; always zero so keys hash identically.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 44);
+
+/// Per-flow, per-interface aggregate kept in the kernel. Index `[0]` of each
+/// pair is [`direction::A_TO_B`], `[1]` is [`direction::B_TO_A`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first packet.
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_ns` of the latest packet.
+    pub last_seen_ns: u64,
+    /// Packets per direction (a GSO packet counts as its segments).
+    pub packets: [u64; 2],
+    /// IP-layer bytes (IP header + payload) per direction, as on the wire.
+    pub bytes: [u64; 2],
+    /// Per direction: union of TCP flags (low byte) and [`seen_at`] bits.
+    pub flags: [u64; 2],
+    /// Direction of the packet that created the entry.
+    pub first_direction: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(size_of::<FlowStats>() == 72);
+
+/// Key of the fragment memo: IPv4 (src, dst, protocol, id) or IPv6
+/// (src, dst, id) of a fragmented datagram, in packet order (not canonical).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragmentKey {
+    /// Source address.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// IP identification (16 bits for IPv4, 32 for IPv6).
+    pub id: u32,
+    /// IP protocol number of the datagram.
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FragmentKey>() == 40);
+
+/// Ports learned from a datagram's first fragment, in packet order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragmentPorts {
+    /// Source port (host byte order).
+    pub src_port: u16,
+    /// Destination port (host byte order).
+    pub dst_port: u16,
+}
+const _: () = assert!(size_of::<FragmentPorts>() == 4);
+
+/// What a ring-buffer event reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The first packet of a flow at an interface (a new [`FlowKey`] entry).
+    FlowStart = 1,
+    /// A TCP flag in [`tcp_flags::TRANSITIONS`] seen for the first time in a
+    /// direction of a flow at an interface.
+    TcpTransition = 2,
+}
+
+impl EventKind {
+    /// Decodes the wire value, `None` for an unknown kind.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::FlowStart),
+            2 => Some(Self::TcpTransition),
+            _ => None,
+        }
+    }
+}
+
+/// Common header of every ring-buffer event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns` when the event was produced.
+    pub timestamp_ns: u64,
+    /// An [`EventKind`] value.
+    pub kind: u8,
+    /// A [`Hook`] value.
+    pub hook: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<EventHeader>() == 16);
+
+/// A flow start or TCP transition.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEvent {
+    /// Common header.
+    pub header: EventHeader,
+    /// The flow at the interface that saw the packet.
+    pub key: FlowKey,
+    /// Direction of the packet relative to `key` (see [`direction`]).
+    pub direction: u8,
+    /// TCP flags of the packet (0 for other protocols).
+    pub tcp_flags: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowEvent>() == 64);
+
+/// Per-CPU health counters, indexes into [`names::COUNTERS_MAP`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets the programs ran on.
+    Packets = 0,
+    /// Frames that are not IPv4 or IPv6 (ARP, LLDP, ...): not flows.
+    NonIpPackets,
+    /// IP packets of a protocol other than TCP, UDP, SCTP, ICMP, ICMPv6.
+    OtherProtocolPackets,
+    /// Packets whose headers were truncated or malformed: not attributed to
+    /// any flow.
+    ParseErrors,
+    /// Non-first fragments attributed to their flow through the fragment memo.
+    FragmentsMatched,
+    /// Non-first fragments whose first fragment was not seen: not attributed.
+    FragmentsUnmatched,
+    /// Events that did not fit in the ring buffer.
+    RingbufDrops,
+    /// Failed inserts into the flow map: the packet was not counted.
+    FlowMapUpdateFailures,
+    /// Failed inserts into the fragment memo.
+    FragmentMapUpdateFailures,
+}
+
+impl Counter {
+    /// Number of counters (the size of the per-CPU array).
+    pub const COUNT: u32 = 9;
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Packets,
+        Counter::NonIpPackets,
+        Counter::OtherProtocolPackets,
+        Counter::ParseErrors,
+        Counter::FragmentsMatched,
+        Counter::FragmentsUnmatched,
+        Counter::RingbufDrops,
+        Counter::FlowMapUpdateFailures,
+        Counter::FragmentMapUpdateFailures,
+    ];
+
+    /// Stable snake_case name, used in output and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Packets => "packets",
+            Counter::NonIpPackets => "non_ip_packets",
+            Counter::OtherProtocolPackets => "other_protocol_packets",
+            Counter::ParseErrors => "parse_errors",
+            Counter::FragmentsMatched => "fragments_matched",
+            Counter::FragmentsUnmatched => "fragments_unmatched",
+            Counter::RingbufDrops => "ringbuf_drops",
+            Counter::FlowMapUpdateFailures => "flow_map_update_failures",
+            Counter::FragmentMapUpdateFailures => "fragment_map_update_failures",
+        }
+    }
+}
+
+/// Maximum number of flow entries (per interface observation) in the kernel.
+pub const FLOWS_MAX_ENTRIES: u32 = 262_144;
+/// Maximum number of in-flight fragmented datagrams remembered.
+pub const FRAGMENTS_MAX_ENTRIES: u32 = 16_384;
+/// Ring buffer size in bytes (a power of two, multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 4 * 1024 * 1024;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all these types are plain old data: repr(C), no pointers, every
+    // bit pattern valid, padding explicit.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FragmentKey {}
+    unsafe impl aya::Pod for super::FragmentPorts {}
+}

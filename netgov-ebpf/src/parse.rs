@@ -1,0 +1,433 @@
+//! Header parsing: Ethernet (up to two VLAN tags) → IPv4 (options,
+//! fragments) / IPv6 (extension headers, fragments) → TCP / UDP / SCTP /
+//! ICMP / ICMPv6.
+//!
+//! Every read goes through `bpf_skb_load_bytes`, which bounds-checks against
+//! the packet and works on non-linear skbs; a read past the end makes the
+//! packet `Malformed` rather than misread.
+
+use aya_ebpf::programs::TcContext;
+use netgov_common::{FlowKey, FragmentKey, direction, proto};
+
+const ETH_HEADER_LEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_TAG_LEN: usize = 4;
+/// Stacked tags beyond this (QinQinQ) are not followed.
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPV4_MIN_HEADER_LEN: usize = 20;
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1FFF;
+
+const IPV6_HEADER_LEN: usize = 40;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+/// Extension headers beyond this count make the packet `Malformed`: the
+/// verifier needs a bound, and real stacks emit only a handful.
+const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+const TCP_MIN_HEADER_LEN: usize = 20;
+const UDP_HEADER_LEN: usize = 8;
+const SCTP_COMMON_HEADER_LEN: usize = 12;
+const ICMP_HEADER_LEN: usize = 8;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// A packet reduced to what flow accounting needs, in packet order.
+pub struct Packet {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub ip_version: u8,
+    pub tcp_flags: u8,
+    /// Wire packets this skb stands for (GSO segments, at least 1).
+    pub segments: u32,
+    /// IP-layer bytes of those packets as they appear on the wire.
+    pub ip_bytes: u32,
+}
+
+/// What the parser made of a frame.
+pub enum Outcome {
+    /// A complete flow packet.
+    Flow(Packet),
+    /// The first fragment of a datagram: a flow packet whose ports must be
+    /// remembered for the fragments that follow.
+    FirstFragment(Packet, FragmentKey),
+    /// A later fragment: no transport header, ports to be looked up.
+    LaterFragment(Packet, FragmentKey),
+    /// Not IPv4 or IPv6.
+    NonIp,
+    /// An IP protocol netgov does not aggregate.
+    OtherProtocol,
+    /// Truncated or inconsistent headers.
+    Malformed,
+}
+
+/// Where the network header starts and its protocol, after VLAN tags.
+#[inline(always)]
+fn network_layer(ctx: &TcContext) -> Option<(usize, u16)> {
+    let mut offset = ETH_HEADER_LEN;
+    let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = u16::from_be(ctx.load::<u16>(offset + 2).ok()?);
+        offset += VLAN_TAG_LEN;
+    }
+    Some((offset, ethertype))
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Outcome {
+    let Some((l3, ethertype)) = network_layer(ctx) else {
+        return Outcome::Malformed;
+    };
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(ctx, l3),
+        ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        _ => Outcome::NonIp,
+    }
+}
+
+/// IPv4 fields netgov reads, loaded in one helper call.
+#[repr(C)]
+struct Ipv4Header {
+    version_ihl: u8,
+    _tos: u8,
+    total_len: u16,
+    id: u16,
+    frag: u16,
+    _ttl: u8,
+    protocol: u8,
+    _checksum: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &TcContext, l3: usize) -> Outcome {
+    let Ok(ip) = ctx.load::<Ipv4Header>(l3) else {
+        return Outcome::Malformed;
+    };
+    let header_len = ((ip.version_ihl & 0x0F) as usize) * 4;
+    let total_len = u16::from_be(ip.total_len) as usize;
+    if ip.version_ihl >> 4 != 4 || header_len < IPV4_MIN_HEADER_LEN {
+        return Outcome::Malformed;
+    }
+    let available = (ctx.len() as usize).saturating_sub(l3);
+    let Some(datagram_len) = datagram_len(ctx, total_len, header_len, available) else {
+        return Outcome::Malformed;
+    };
+    let mut packet = Packet {
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        protocol: ip.protocol,
+        ip_version: 4,
+        tcp_flags: 0,
+        segments: 1,
+        ip_bytes: datagram_len as u32,
+    };
+    packet.src[..4].copy_from_slice(&ip.src);
+    packet.dst[..4].copy_from_slice(&ip.dst);
+
+    let frag = u16::from_be(ip.frag);
+    let fragment = FragmentKey {
+        src: packet.src,
+        dst: packet.dst,
+        id: u16::from_be(ip.id) as u32,
+        protocol: ip.protocol,
+        ip_version: 4,
+        _pad: [0; 2],
+    };
+    if frag & IPV4_OFFSET_MASK != 0 {
+        if !is_flow_protocol(ip.protocol) {
+            return Outcome::OtherProtocol;
+        }
+        return Outcome::LaterFragment(packet, fragment);
+    }
+    let first_fragment = frag & IPV4_MORE_FRAGMENTS != 0;
+    finish(
+        ctx,
+        packet,
+        l3 + header_len,
+        header_len,
+        first_fragment,
+        fragment,
+    )
+}
+
+/// IP-layer length of the datagram(s) in this skb. For GSO skbs the header
+/// length field describes the super-packet (or is 0 for BIG TCP), so the skb
+/// length is used. A header that claims more bytes than the skb holds is
+/// malformed.
+#[inline(always)]
+fn datagram_len(
+    ctx: &TcContext,
+    claimed: usize,
+    header_len: usize,
+    available: usize,
+) -> Option<usize> {
+    if gso_segments(ctx) > 1 {
+        return Some(available);
+    }
+    if claimed < header_len || claimed > available {
+        return None;
+    }
+    Some(claimed)
+}
+
+#[inline(always)]
+fn gso_segments(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    unsafe { (*ctx.skb.skb).gso_segs }
+}
+
+#[inline(always)]
+fn is_flow_protocol(protocol: u8) -> bool {
+    matches!(
+        protocol,
+        proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6
+    )
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &TcContext, l3: usize) -> Outcome {
+    let Ok(header) = ctx.load::<[u8; IPV6_HEADER_LEN]>(l3) else {
+        return Outcome::Malformed;
+    };
+    if header[0] >> 4 != 6 {
+        return Outcome::Malformed;
+    }
+    let payload_len = u16::from_be_bytes([header[4], header[5]]) as usize;
+    let available = (ctx.len() as usize).saturating_sub(l3);
+    let Some(datagram_len) = datagram_len(
+        ctx,
+        IPV6_HEADER_LEN + payload_len,
+        IPV6_HEADER_LEN,
+        available,
+    ) else {
+        return Outcome::Malformed;
+    };
+    let mut packet = Packet {
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        protocol: 0,
+        ip_version: 6,
+        tcp_flags: 0,
+        segments: 1,
+        ip_bytes: datagram_len as u32,
+    };
+    packet.src.copy_from_slice(&header[8..24]);
+    packet.dst.copy_from_slice(&header[24..40]);
+
+    let mut next_header = header[6];
+    let mut offset = l3 + IPV6_HEADER_LEN;
+    let mut fragment: Option<(FragmentKey, bool)> = None;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next_header {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+                let Ok(ext) = ctx.load::<[u8; 2]>(offset) else {
+                    return Outcome::Malformed;
+                };
+                next_header = ext[0];
+                offset += (ext[1] as usize + 1) * 8;
+            }
+            IPV6_AUTH => {
+                let Ok(ext) = ctx.load::<[u8; 2]>(offset) else {
+                    return Outcome::Malformed;
+                };
+                next_header = ext[0];
+                offset += (ext[1] as usize + 2) * 4;
+            }
+            IPV6_FRAGMENT => {
+                let Ok(ext) = ctx.load::<[u8; 8]>(offset) else {
+                    return Outcome::Malformed;
+                };
+                next_header = ext[0];
+                let frag = u16::from_be_bytes([ext[2], ext[3]]);
+                let key = FragmentKey {
+                    src: packet.src,
+                    dst: packet.dst,
+                    id: u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]),
+                    protocol: 0,
+                    ip_version: 6,
+                    _pad: [0; 2],
+                };
+                let later = frag & 0xFFF8 != 0;
+                let more = frag & 1 != 0;
+                offset += 8;
+                if later {
+                    packet.protocol = next_header;
+                    if !is_flow_protocol(next_header) {
+                        return Outcome::OtherProtocol;
+                    }
+                    return Outcome::LaterFragment(packet, key);
+                }
+                fragment = Some((key, more));
+            }
+            _ => break,
+        }
+    }
+    packet.protocol = next_header;
+    let header_len = offset - l3;
+    if header_len > datagram_len {
+        return Outcome::Malformed;
+    }
+    match fragment {
+        Some((key, more)) => finish(ctx, packet, offset, header_len, more, key),
+        None => finish(
+            ctx,
+            packet,
+            offset,
+            header_len,
+            false,
+            FragmentKey::default(),
+        ),
+    }
+}
+
+/// Parses the transport header at `l4` and classifies the packet.
+#[inline(always)]
+fn finish(
+    ctx: &TcContext,
+    mut packet: Packet,
+    l4: usize,
+    l3_header_len: usize,
+    first_fragment: bool,
+    fragment: FragmentKey,
+) -> Outcome {
+    let l4_header_len = match packet.protocol {
+        proto::TCP => {
+            let Ok(tcp) = ctx.load::<[u8; TCP_MIN_HEADER_LEN]>(l4) else {
+                return Outcome::Malformed;
+            };
+            packet.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+            packet.dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+            packet.tcp_flags = tcp[13];
+            let data_offset = (tcp[12] >> 4) as usize * 4;
+            if data_offset < TCP_MIN_HEADER_LEN {
+                return Outcome::Malformed;
+            }
+            data_offset
+        }
+        proto::UDP => {
+            let Ok(udp) = ctx.load::<[u8; 4]>(l4) else {
+                return Outcome::Malformed;
+            };
+            packet.src_port = u16::from_be_bytes([udp[0], udp[1]]);
+            packet.dst_port = u16::from_be_bytes([udp[2], udp[3]]);
+            UDP_HEADER_LEN
+        }
+        proto::SCTP => {
+            let Ok(sctp) = ctx.load::<[u8; 4]>(l4) else {
+                return Outcome::Malformed;
+            };
+            packet.src_port = u16::from_be_bytes([sctp[0], sctp[1]]);
+            packet.dst_port = u16::from_be_bytes([sctp[2], sctp[3]]);
+            SCTP_COMMON_HEADER_LEN
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let Ok(icmp) = ctx.load::<[u8; ICMP_HEADER_LEN]>(l4) else {
+                return Outcome::Malformed;
+            };
+            let (request, reply) = if packet.protocol == proto::ICMP {
+                (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
+            } else {
+                (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+            };
+            let identifier = u16::from_be_bytes([icmp[4], icmp[5]]);
+            // Echo request and reply share one key: the identifier is the
+            // requester's "port". Other messages are keyed by type and code.
+            if icmp[0] == request {
+                packet.src_port = identifier;
+            } else if icmp[0] == reply {
+                packet.dst_port = identifier;
+            } else {
+                packet.dst_port = u16::from_be_bytes([icmp[0], icmp[1]]);
+            }
+            ICMP_HEADER_LEN
+        }
+        _ => return Outcome::OtherProtocol,
+    };
+    let segments = gso_segments(ctx);
+    if segments > 1 {
+        // Each wire segment repeats the network and transport headers.
+        packet.segments = segments;
+        packet.ip_bytes += (segments - 1) * (l3_header_len + l4_header_len) as u32;
+    }
+    if first_fragment {
+        let mut fragment = fragment;
+        // IPv4 keys a datagram by protocol too (RFC 791); IPv6 by the 32-bit
+        // identification alone, as later fragments' chains may differ.
+        if packet.ip_version == 4 {
+            fragment.protocol = packet.protocol;
+        }
+        return Outcome::FirstFragment(packet, fragment);
+    }
+    Outcome::Flow(packet)
+}
+
+impl Packet {
+    /// The flow key at `ifindex` in canonical order, and this packet's
+    /// direction relative to it.
+    #[inline(always)]
+    pub fn canonical_key(&self, ifindex: u32) -> (FlowKey, u8) {
+        let src_first = endpoint_le(&self.src, self.src_port, &self.dst, self.dst_port);
+        let (a, port_a, b, port_b, dir) = if src_first {
+            (
+                self.src,
+                self.src_port,
+                self.dst,
+                self.dst_port,
+                direction::A_TO_B,
+            )
+        } else {
+            (
+                self.dst,
+                self.dst_port,
+                self.src,
+                self.src_port,
+                direction::B_TO_A,
+            )
+        };
+        (
+            FlowKey {
+                addr_a: a,
+                addr_b: b,
+                port_a,
+                port_b,
+                ifindex,
+                protocol: self.protocol,
+                ip_version: self.ip_version,
+                _pad: [0; 2],
+            },
+            dir,
+        )
+    }
+}
+
+/// `(a, port_a) <= (b, port_b)`, addresses compared bytewise.
+#[inline(always)]
+fn endpoint_le(a: &[u8; 16], port_a: u16, b: &[u8; 16], port_b: u16) -> bool {
+    for i in 0..16 {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+    }
+    port_a <= port_b
+}
