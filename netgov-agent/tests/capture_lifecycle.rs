@@ -1,0 +1,183 @@
+//! Attachment lifecycle of `netgov capture`: programs are on every pod
+//! interface while it runs, including interfaces created after it started,
+//! and nothing of netgov is left on any interface after it exits — by
+//! `--duration`, SIGINT, SIGTERM, or even SIGKILL (TCX links die with the
+//! process) — in both TCX and netlink (clsact) attachment modes.
+//!
+//! Privileged: needs root. These tests fail (never skip) without it.
+
+mod common;
+
+use std::time::Duration;
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use common::Capture;
+use netgov_testbed::{Netns, Testbed};
+
+fn testbed(tag: &str, pods: usize) -> Testbed {
+    let mut testbed = Testbed::new(&Testbed::unique_prefix(tag))
+        .expect("building namespaces needs root (these tests must not be skipped)");
+    for i in 0..pods {
+        testbed.add_pod(&format!("pod{i}")).expect("add pod");
+    }
+    testbed
+}
+
+/// Names of the TCX programs on `interface` in `netns`, both directions.
+fn tcx_programs(netns: &Netns, interface: &str) -> Vec<String> {
+    let interface = interface.to_owned();
+    netns
+        .run_in(move || {
+            let mut names = Vec::new();
+            for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let (_, programs) =
+                    SchedClassifier::query_tcx(&interface, attach_type).expect("query tcx");
+                names.extend(
+                    programs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("<unnamed>").to_owned()),
+                );
+            }
+            names
+        })
+        .expect("enter node namespace")
+}
+
+/// `tc filter show` output for both directions of `interface`.
+fn tc_filters(netns: &Netns, interface: &str) -> String {
+    ["ingress", "egress"]
+        .iter()
+        .map(|direction| {
+            let output = netns
+                .exec("tc", &["filter", "show", "dev", interface, direction])
+                .expect("tc filter show");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+        .collect()
+}
+
+fn assert_attached_tcx(testbed: &Testbed) {
+    for pod in testbed.pods() {
+        let mut programs = tcx_programs(testbed.node(), &pod.host_interface);
+        programs.sort();
+        assert_eq!(
+            programs,
+            ["netgov_from_pod", "netgov_to_pod"],
+            "on {}",
+            pod.host_interface
+        );
+    }
+}
+
+fn assert_nothing_attached(testbed: &Testbed) {
+    for pod in testbed.pods() {
+        let programs = tcx_programs(testbed.node(), &pod.host_interface);
+        assert!(
+            programs.is_empty(),
+            "left on {}: {programs:?}",
+            pod.host_interface
+        );
+        let filters = tc_filters(testbed.node(), &pod.host_interface);
+        assert!(
+            !filters.contains("netgov"),
+            "filters left on {}: {filters}",
+            pod.host_interface
+        );
+    }
+}
+
+#[test]
+fn sigterm_detaches_everything_tcx() {
+    let testbed = testbed("term", 2);
+    let capture = Capture::start(&testbed, &["--attach-mode", "tcx"]);
+    assert_attached_tcx(&testbed);
+    let output = capture.stop_with(libc::SIGTERM);
+    assert!(
+        output.summary["attach_failures"]
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+    assert_nothing_attached(&testbed);
+}
+
+#[test]
+fn sigint_detaches_everything_netlink() {
+    let testbed = testbed("int", 2);
+    let capture = Capture::start(&testbed, &["--attach-mode", "netlink"]);
+    for pod in testbed.pods() {
+        let filters = tc_filters(testbed.node(), &pod.host_interface);
+        assert!(filters.contains("netgov_from_pod"), "{filters}");
+        assert!(filters.contains("netgov_to_pod"), "{filters}");
+        assert!(tcx_programs(testbed.node(), &pod.host_interface).is_empty());
+    }
+    // Traffic is captured in this mode too.
+    let pods = testbed.pods();
+    pods[0]
+        .netns
+        .exec("ping", &["-c", "2", "-i", "0.2", &pods[1].ipv4.to_string()])
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(300));
+    let output = capture.stop_with(libc::SIGINT);
+    let echo = output.flows(&pods[0].ipv4.to_string(), &pods[1].ipv4.to_string(), "ICMP");
+    assert_eq!(echo.len(), 1, "{:#?}", output.records);
+    assert_eq!(echo[0]["packets_out"], 2);
+    assert_eq!(echo[0]["packets_in"], 2);
+    assert_nothing_attached(&testbed);
+}
+
+#[test]
+fn duration_ends_the_capture_and_detaches() {
+    let testbed = testbed("dur", 1);
+    let capture = Capture::start(&testbed, &["--duration", "1"]);
+    assert_attached_tcx(&testbed);
+    let output = capture.wait();
+    assert_eq!(output.summary["interfaces"], serde_json::json!(["vethp1"]));
+    assert_nothing_attached(&testbed);
+}
+
+#[test]
+fn sigkill_leaves_no_tcx_link_behind() {
+    let testbed = testbed("kill", 1);
+    let mut capture = Capture::start(&testbed, &["--attach-mode", "tcx"]);
+    assert_attached_tcx(&testbed);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(capture.pid() as libc::pid_t, libc::SIGKILL) };
+    // The kernel releases the links when the process's descriptors close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !tcx_programs(testbed.node(), &testbed.pods()[0].host_interface).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TCX links outlived the process"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = &mut capture;
+    assert_nothing_attached(&testbed);
+}
+
+#[test]
+fn interface_created_after_start_is_attached() {
+    let mut testbed = testbed("late", 1);
+    let mut capture = Capture::start(&testbed, &[]);
+    let late = testbed.add_pod("late").expect("add pod");
+    let (late_ip, late_interface) = (late.ipv4, late.host_interface.clone());
+    capture.wait_for_stderr(
+        &format!("interface={late_interface}"),
+        Duration::from_secs(10),
+    );
+    assert_attached_tcx(&testbed);
+    let pods = testbed.pods();
+    pods[1]
+        .netns
+        .exec("ping", &["-c", "2", "-i", "0.2", &pods[0].ipv4.to_string()])
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(300));
+    let output = capture.stop();
+    let echo = output.flows(&late_ip.to_string(), &pods[0].ipv4.to_string(), "ICMP");
+    assert_eq!(echo.len(), 1, "{:#?}", output.records);
+    assert_eq!(echo[0]["observations"][0]["interface"], late_interface);
+    assert_eq!(echo[0]["observations"][0]["role"], "initiator");
+    assert_eq!(echo[0]["packets_in"], 2);
+    assert_nothing_attached(&testbed);
+}
