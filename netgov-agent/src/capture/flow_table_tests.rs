@@ -1,1 +1,269 @@
+use super::*;
+use crate::capture::record::{EndReason, FlowState, Role};
+use netgov_common::{EventHeader, Hook, direction};
 
+const SEC: u64 = 1_000_000_000;
+
+struct FixedClock;
+
+impl WallClock for FixedClock {
+    fn to_unix_nanos(&self, monotonic_ns: u64) -> i128 {
+        i128::from(monotonic_ns)
+    }
+}
+
+fn names(ifindex: u32) -> Option<String> {
+    Some(format!("veth{ifindex}"))
+}
+
+fn key(ifindex: u32, protocol: u8, port_a: u16, port_b: u16) -> FlowKey {
+    let mut key = FlowKey {
+        port_a,
+        port_b,
+        ifindex,
+        protocol,
+        ip_version: 4,
+        ..FlowKey::default()
+    };
+    key.addr_a[..4].copy_from_slice(&[10, 0, 0, 1]);
+    key.addr_b[..4].copy_from_slice(&[10, 0, 0, 2]);
+    key
+}
+
+/// Kernel stats: `(packets, bytes, flags)` per direction [A→B, B→A].
+fn stats(
+    first_seen: u64,
+    last_seen: u64,
+    first_direction: u8,
+    dirs: [(u64, u64, u32); 2],
+) -> FlowStats {
+    FlowStats {
+        first_seen_ns: first_seen,
+        last_seen_ns: last_seen,
+        packets: [dirs[0].0, dirs[1].0],
+        bytes: [dirs[0].1, dirs[1].1],
+        flags: [u64::from(dirs[0].2), u64::from(dirs[1].2)],
+        first_direction,
+        _pad: [0; 7],
+    }
+}
+
+const SYN: u32 = tcp_flags::SYN;
+const ACK: u32 = tcp_flags::ACK;
+const FIN: u32 = tcp_flags::FIN;
+const RST: u32 = tcp_flags::RST;
+const FROM: u32 = seen_at::FROM_POD;
+const TO: u32 = seen_at::TO_POD;
+
+#[test]
+fn state_table() {
+    use FlowState::*;
+    let tcp = proto::TCP;
+    let udp = proto::UDP;
+    let f = |bits: u32| u64::from(bits);
+    // (protocol, flags out, flags in, packets in, expected)
+    let rows = [
+        (tcp, f(SYN), 0, 0, Attempted),
+        (tcp, f(SYN), f(RST | ACK), 1, Refused),
+        (tcp, f(SYN), f(SYN | ACK), 1, Replied),
+        (tcp, f(SYN | ACK), f(SYN | ACK), 2, Established),
+        (tcp, f(SYN | ACK | FIN), f(SYN | ACK | FIN), 3, Closed),
+        (tcp, f(SYN | ACK | RST), f(SYN | ACK), 3, Closed),
+        // Mid-stream (no SYN seen): both directions → established.
+        (tcp, f(ACK), f(ACK), 5, Established),
+        (tcp, f(ACK | FIN), f(ACK), 5, Closed),
+        (tcp, f(ACK), 0, 0, Attempted),
+        (udp, 0, 0, 0, Attempted),
+        (udp, 0, 0, 1, Replied),
+        (proto::ICMP, 0, 0, 3, Replied),
+        (proto::SCTP, 0, 0, 0, Attempted),
+    ];
+    for (i, (protocol, out, back, packets_in, expected)) in rows.into_iter().enumerate() {
+        assert_eq!(
+            derive_state(protocol, out, back, packets_in),
+            expected,
+            "row {i}"
+        );
+    }
+}
+
+#[test]
+fn same_node_flow_merges_two_interfaces_and_orients_by_first_packet() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    // Client 10.0.0.2:40000 (endpoint B) → server 10.0.0.1:8080 (A):
+    // first packet B→A. Client interface 3 sees it leave the pod, server
+    // interface 4 sees it delivered.
+    let client_if = key(3, proto::TCP, 8080, 40000);
+    let server_if = key(4, proto::TCP, 8080, 40000);
+    let client_view = stats(
+        10,
+        20,
+        direction::B_TO_A,
+        [(4, 300, SYN | ACK | TO), (5, 500, SYN | ACK | FROM)],
+    );
+    let server_view = stats(
+        11,
+        21,
+        direction::B_TO_A,
+        [(4, 300, SYN | ACK | FROM), (5, 500, SYN | ACK | TO)],
+    );
+    let ended = table.drain(
+        [(client_if, client_view), (server_if, server_view)],
+        30,
+        &names,
+        &FixedClock,
+    );
+    assert!(ended.is_empty());
+    assert_eq!(table.len(), 1);
+
+    let ended = table.finish_all(&names, &FixedClock);
+    assert_eq!(ended.len(), 1);
+    let record = &ended[0].record;
+    assert_eq!(record.src.to_string(), "10.0.0.2");
+    assert_eq!((record.src_port, record.dst_port), (40000, 8080));
+    assert_eq!(record.dst.to_string(), "10.0.0.1");
+    assert_eq!((record.packets_out, record.bytes_out), (5, 500));
+    assert_eq!((record.packets_in, record.bytes_in), (4, 300));
+    assert_eq!(record.state, FlowState::Established);
+    assert_eq!(record.interfaces, ["veth3", "veth4"]);
+    assert_eq!(record.observations[0].role, Role::Initiator);
+    assert_eq!(record.observations[1].role, Role::Responder);
+    assert_eq!((record.first_seen, record.last_seen), (10, 21));
+    assert_eq!(record.end_reason, EndReason::Exit);
+    assert_eq!(ended[0].kernel_keys.len(), 2);
+}
+
+#[test]
+fn counts_are_the_largest_seen_and_each_observation_keeps_its_own() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    // 3 SYNs left the client, only 1 reached the server's interface.
+    let client = stats(1, 5, direction::A_TO_B, [(3, 180, SYN | FROM), (0, 0, 0)]);
+    let server = stats(2, 2, direction::A_TO_B, [(1, 60, SYN | TO), (0, 0, 0)]);
+    table.drain(
+        [
+            (key(3, proto::TCP, 40000, 80), client),
+            (key(4, proto::TCP, 40000, 80), server),
+        ],
+        6,
+        &names,
+        &FixedClock,
+    );
+    let record = table.finish_all(&names, &FixedClock).remove(0).record;
+    assert_eq!(record.packets_out, 3);
+    assert_eq!(record.observations[1].packets_out, 1);
+    assert_eq!(record.state, FlowState::Attempted);
+}
+
+#[test]
+fn mid_stream_tcp_is_oriented_by_ports() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    // First packet seen is the server's (A, port 443) → client (B, 51000).
+    let view = stats(
+        1,
+        2,
+        direction::A_TO_B,
+        [(2, 100, ACK | FROM), (2, 100, ACK | TO)],
+    );
+    table.drain(
+        [(key(3, proto::TCP, 443, 51000), view)],
+        3,
+        &names,
+        &FixedClock,
+    );
+    let record = table.finish_all(&names, &FixedClock).remove(0).record;
+    assert_eq!((record.src_port, record.dst_port), (51000, 443));
+    assert_eq!(record.src.to_string(), "10.0.0.2");
+    assert_eq!(record.state, FlowState::Established);
+}
+
+#[test]
+fn closed_tcp_ends_after_grace_and_idle_flows_expire() {
+    let config = FlowTableConfig {
+        idle_timeout: Duration::from_secs(10),
+        close_grace: Duration::from_secs(1),
+    };
+    let mut table = FlowTable::new(config);
+    let closed = stats(
+        SEC,
+        2 * SEC,
+        0,
+        [(5, 400, SYN | ACK | FIN), (4, 300, SYN | ACK | FIN)],
+    );
+    let open = stats(SEC, 2 * SEC, 0, [(5, 400, SYN | ACK), (4, 300, SYN | ACK)]);
+    let udp = stats(SEC, 2 * SEC, 0, [(1, 40, 0), (0, 0, 0)]);
+    let snapshot = [
+        (key(3, proto::TCP, 1000, 80), closed),
+        (key(3, proto::TCP, 1001, 80), open),
+        (key(3, proto::UDP, 1002, 53), udp),
+    ];
+    // Within the grace: nothing ends.
+    assert!(
+        table
+            .drain(snapshot, 2 * SEC + SEC / 2, &names, &FixedClock)
+            .is_empty()
+    );
+    // After the grace: the closed flow ends, the others go on.
+    let ended = table.drain(snapshot, 3 * SEC, &names, &FixedClock);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].record.end_reason, EndReason::Closed);
+    assert_eq!(ended[0].record.src_port, 1000);
+    assert_eq!(ended[0].record.state, FlowState::Closed);
+    // The closed flow's entry is deleted by the caller; after the idle
+    // timeout the rest expire.
+    let rest = &snapshot[1..];
+    let ended = table.drain(rest.iter().copied(), 12 * SEC, &names, &FixedClock);
+    assert_eq!(ended.len(), 2);
+    assert!(ended.iter().all(|e| e.record.end_reason == EndReason::Idle));
+    assert!(table.is_empty());
+}
+
+#[test]
+fn a_vanished_kernel_entry_is_counted_once_and_keeps_its_counts() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let k = key(3, proto::UDP, 1000, 53);
+    table.drain(
+        [(k, stats(1, 2, 0, [(7, 700, 0), (0, 0, 0)]))],
+        3,
+        &names,
+        &FixedClock,
+    );
+    table.drain([], 4, &names, &FixedClock);
+    table.drain([], 5, &names, &FixedClock);
+    assert_eq!(table.losses().kernel_evictions, 1);
+    let record = table.finish_all(&names, &FixedClock).remove(0).record;
+    assert_eq!(record.packets_out, 7);
+}
+
+#[test]
+fn events_make_flows_known_before_the_first_drain() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let event = FlowEvent {
+        header: EventHeader {
+            timestamp_ns: 42,
+            kind: EventKind::FlowStart as u8,
+            hook: Hook::FromPod as u8,
+            _pad: [0; 6],
+        },
+        key: key(3, proto::TCP, 8080, 40000),
+        direction: direction::B_TO_A,
+        tcp_flags: SYN as u8,
+        _pad: [0; 2],
+    };
+    table.on_event(&event);
+    assert_eq!(table.len(), 1);
+    // A later drain brings counts; the event's first packet stands.
+    let kernel = stats(
+        42,
+        50,
+        direction::B_TO_A,
+        [(0, 0, 0), (2, 120, SYN | ACK | FROM)],
+    );
+    table.drain([(event.key, kernel)], 60, &names, &FixedClock);
+    let record = table.finish_all(&names, &FixedClock).remove(0).record;
+    assert_eq!((record.src_port, record.packets_out), (40000, 2));
+
+    let mut bad = event;
+    bad.header.kind = 99;
+    table.on_event(&bad);
+    assert_eq!(table.losses().malformed_events, 1);
+}
