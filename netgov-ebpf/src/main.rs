@@ -72,7 +72,7 @@ fn observe(ctx: &TcContext, hook: Hook) {
                 src_port: packet.src_port,
                 dst_port: packet.dst_port,
             };
-            if NETGOV_FRAGMENTS.insert(&fragment, &ports, 0).is_err() {
+            if NETGOV_FRAGMENTS.insert(fragment, ports, 0).is_err() {
                 count(Counter::FragmentMapUpdateFailures);
             }
             account(ctx, hook, &packet);
@@ -80,7 +80,7 @@ fn observe(ctx: &TcContext, hook: Hook) {
         Outcome::LaterFragment(mut packet, fragment) => {
             // SAFETY: the value is copied out at once; a concurrent delete
             // cannot free it while this program runs (RCU).
-            match unsafe { NETGOV_FRAGMENTS.get(&fragment) } {
+            match unsafe { NETGOV_FRAGMENTS.get(fragment) } {
                 Some(ports) => {
                     packet.src_port = ports.src_port;
                     packet.dst_port = ports.dst_port;
@@ -108,7 +108,7 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     let now = unsafe { bpf_ktime_get_ns() };
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 
-    if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(&key) {
+    if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) {
         update(stats, dir, now, packet, bits, &key, hook);
         return;
     }
@@ -122,7 +122,7 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     stats.packets[dir] = packet.segments as u64;
     stats.bytes[dir] = packet.ip_bytes as u64;
     stats.flags[dir] = bits;
-    match NETGOV_FLOWS.insert(&key, &stats, BPF_NOEXIST) {
+    match NETGOV_FLOWS.insert(key, stats, BPF_NOEXIST) {
         Ok(()) => emit(
             EventKind::FlowStart,
             hook,
@@ -132,7 +132,7 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
             packet.tcp_flags,
         ),
         // Another CPU created the entry between our lookup and insert.
-        Err(EEXIST) => match NETGOV_FLOWS.get_ptr_mut(&key) {
+        Err(EEXIST) => match NETGOV_FLOWS.get_ptr_mut(key) {
             Some(stats) => update(stats, dir, now, packet, bits, &key, hook),
             None => count(Counter::FlowMapUpdateFailures),
         },

@@ -1,1 +1,236 @@
-fn main() {}
+//! netgov's developer tasks, run as `cargo xtask <task>`:
+//!
+//! - `setup`: install what the eBPF build and the tests need (idempotent);
+//! - `test`: everything — formatting, lints, unit tests and the privileged
+//!   eBPF and network-namespace tests (as root; never skipped);
+//! - `demo`: a simulated node in network namespaces with traffic, captured;
+//! - `bench datapath`: throughput with and without capture attached.
+//!
+//! Every task but `setup` runs `setup` first.
+
+mod bench;
+mod demo;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+/// Errors of the tasks.
+#[derive(Debug, thiserror::Error)]
+pub enum XtaskError {
+    /// A command could not start.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command failed.
+    #[error("`{command}` failed ({status})")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: std::process::ExitStatus,
+    },
+    /// Something required is not there.
+    #[error("{what} not found: {hint}")]
+    Missing {
+        /// What is missing.
+        what: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The task needs root.
+    #[error("`cargo xtask {task}` must run as root: {why}")]
+    NotRoot {
+        /// The task.
+        task: &'static str,
+        /// Why root is needed.
+        why: &'static str,
+    },
+    /// Building the namespaces failed.
+    #[error(transparent)]
+    Testbed(#[from] netgov_testbed::TestbedError),
+    /// A tool printed something unexpected.
+    #[error("unexpected output from {tool}: {detail}")]
+    Output {
+        /// The tool.
+        tool: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Bad command line.
+    #[error(
+        "usage: cargo xtask setup | test [cargo test args] | demo | bench datapath [--runs N] [--seconds S]\n{0}"
+    )]
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::setup(),
+        Some("test") => setup::setup().and_then(|()| test(&args[1..])),
+        Some("demo") => setup::setup().and_then(|()| demo::demo()),
+        Some("bench") => setup::setup().and_then(|()| bench::bench(&args[1..])),
+        other => Err(XtaskError::Usage(format!("unknown task {other:?}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+/// Where `cargo install` puts binaries.
+pub fn cargo_bin_dir() -> PathBuf {
+    if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
+        return PathBuf::from(cargo_home).join("bin");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cargo/bin")
+}
+
+/// PATH with cargo's bin directory first, so aya-build finds bpf-linker
+/// and rustup even when the caller's PATH lacks them.
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin_dir()];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).unwrap_or_default()
+}
+
+/// Whether `command` is on PATH (or in cargo's bin directory).
+pub fn command_exists(command: &str) -> bool {
+    let path = path_with_cargo_bin();
+    std::env::split_paths(&path).any(|dir| dir.join(command).is_file())
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| PathBuf::from(d).join(command).is_file())
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Runs a command with inherited output, failing on a non-zero exit.
+///
+/// # Errors
+/// [`XtaskError::Spawn`] or [`XtaskError::Failed`].
+pub fn run(command: &mut Command) -> Result<(), XtaskError> {
+    command.env("PATH", path_with_cargo_bin());
+    let status = command.status().map_err(|source| XtaskError::Spawn {
+        command: describe(command),
+        source,
+    })?;
+    if !status.success() {
+        return Err(XtaskError::Failed {
+            command: describe(command),
+            status,
+        });
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output.
+///
+/// # Errors
+/// [`XtaskError::Spawn`] or [`XtaskError::Failed`].
+pub fn run_output(command: &mut Command) -> Result<String, XtaskError> {
+    command.env("PATH", path_with_cargo_bin());
+    let output = command.output().map_err(|source| XtaskError::Spawn {
+        command: describe(command),
+        source,
+    })?;
+    if !output.status.success() {
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        return Err(XtaskError::Failed {
+            command: describe(command),
+            status: output.status,
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A `cargo` command in the workspace root.
+pub fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Fails unless running as root.
+///
+/// # Errors
+/// [`XtaskError::NotRoot`].
+pub fn require_root(task: &'static str, why: &'static str) -> Result<(), XtaskError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(XtaskError::NotRoot { task, why });
+    }
+    Ok(())
+}
+
+/// Builds the `netgov` binary and returns its path.
+///
+/// # Errors
+/// When the build fails.
+pub fn build_netgov(release: bool) -> Result<PathBuf, XtaskError> {
+    let mut command = cargo();
+    command.args(["build", "--package", "netgov-agent", "--bin", "netgov"]);
+    if release {
+        command.arg("--release");
+    }
+    run(&mut command)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root().join("target").join(profile).join("netgov"))
+}
+
+/// `cargo xtask test`: formatting, lints, then every test — unit, parser
+/// (BPF_PROG_TEST_RUN) and network-namespace tests. Needs root, and fails
+/// rather than skip when the privileged tests cannot run.
+fn test(extra: &[String]) -> Result<(), XtaskError> {
+    require_root(
+        "test",
+        "the eBPF and network-namespace tests are part of the suite and are never skipped",
+    )?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    Ok(())
+}

@@ -136,10 +136,10 @@ pub async fn watch_links(events: mpsc::Sender<LinkEvent>) -> Result<(), Interfac
 
     let mut dump = handle.link().get().execute();
     while let Some(message) = dump.try_next().await.map_err(InterfaceError::Dump)? {
-        if let Some(event) = link_event(&message, true) {
-            if events.send(event).await.is_err() {
-                return Ok(());
-            }
+        if let Some(event) = link_event(&message, true)
+            && events.send(event).await.is_err()
+        {
+            return Ok(());
         }
     }
     if events.send(LinkEvent::DumpComplete).await.is_err() {
@@ -155,10 +155,10 @@ pub async fn watch_links(events: mpsc::Sender<LinkEvent>) -> Result<(), Interfac
             }
             _ => None,
         };
-        if let Some(event) = event {
-            if events.send(event).await.is_err() {
-                return Ok(());
-            }
+        if let Some(event) = event
+            && events.send(event).await.is_err()
+        {
+            return Ok(());
         }
     }
     Err(InterfaceError::NotificationsEnded)

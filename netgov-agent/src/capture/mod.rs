@@ -166,10 +166,10 @@ pub async fn run(
                 guard.clear_ready();
             }
             Some(event) = link_rx.recv() => {
-                if event == LinkEvent::DumpComplete {
-                    if let Some(ready) = ready.take() {
-                        ready(datapath.mode());
-                    }
+                if event == LinkEvent::DumpComplete
+                    && let Some(ready) = ready.take()
+                {
+                    ready(datapath.mode());
                 }
                 on_link_event(event, &filter, &mut datapath, &mut names, &mut summary);
             }

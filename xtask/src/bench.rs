@@ -1,0 +1,179 @@
+//! `cargo xtask bench datapath`: iperf3 TCP throughput between two
+//! namespace pods, alternating runs without and with `netgov capture`
+//! attached; prints the median throughput ratio and the capture's CPU
+//! seconds per GB. A figure, not a pass/fail test.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use netgov_testbed::{Pod, Testbed};
+use serde_json::Value;
+
+use crate::{XtaskError, build_netgov, require_root};
+
+struct Options {
+    runs: usize,
+    seconds: u32,
+}
+
+fn parse(args: &[String]) -> Result<Options, XtaskError> {
+    let mut options = Options {
+        runs: 5,
+        seconds: 5,
+    };
+    let mut args = args.iter();
+    match args.next().map(String::as_str) {
+        Some("datapath") => {}
+        other => return Err(XtaskError::Usage(format!("unknown benchmark {other:?}"))),
+    }
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|v| *v > 0);
+        match (flag.as_str(), value) {
+            ("--runs", Some(v)) => options.runs = v as usize,
+            ("--seconds", Some(v)) => options.seconds = v,
+            _ => return Err(XtaskError::Usage(format!("bad flag {flag} or its value"))),
+        }
+    }
+    Ok(options)
+}
+
+/// Runs a benchmark.
+///
+/// # Errors
+/// Without root, or when a tool fails.
+pub fn bench(args: &[String]) -> Result<(), XtaskError> {
+    let options = parse(args)?;
+    require_root(
+        "bench",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let netgov = build_netgov(true)?;
+    let mut testbed = Testbed::new(&Testbed::unique_prefix("bench"))?;
+    testbed.add_pod("client")?;
+    testbed.add_pod("server")?;
+    let (client, server) = (&testbed.pods()[0], &testbed.pods()[1]);
+
+    println!(
+        "datapath benchmark: iperf3 TCP {} s x {} runs each, alternating without / with capture",
+        options.seconds, options.runs
+    );
+    let mut ratios = Vec::new();
+    let mut cpu_seconds = 0.0;
+    let mut captured_bytes = 0.0;
+    for run in 1..=options.runs {
+        let baseline = iperf(client, server, options.seconds)?;
+        let mut capture = testbed
+            .node()
+            .command(netgov.to_str().unwrap_or("netgov"))
+            .args(["capture", "--iface", "vethp*"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| XtaskError::Spawn {
+                command: "netgov capture".into(),
+                source,
+            })?;
+        std::thread::sleep(Duration::from_millis(700));
+        let with_capture = iperf(client, server, options.seconds);
+        let cpu = cpu_time(&capture);
+        stop(&mut capture);
+        let with_capture = with_capture?;
+        cpu_seconds += cpu?;
+        captured_bytes += with_capture.bytes;
+        let ratio = with_capture.bits_per_second / baseline.bits_per_second;
+        println!(
+            "  run {run}: without {:>7.2} Gbit/s   with {:>7.2} Gbit/s   ratio {ratio:.3}",
+            baseline.bits_per_second / 1e9,
+            with_capture.bits_per_second / 1e9
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    println!("median throughput ratio (with / without capture): {median:.3}  (target >= 0.97)");
+    println!(
+        "capture process CPU: {:.4} s per GB transferred ({cpu_seconds:.2} s for {:.2} GB)",
+        cpu_seconds / (captured_bytes / 1e9),
+        captured_bytes / 1e9
+    );
+    Ok(())
+}
+
+struct IperfResult {
+    bits_per_second: f64,
+    bytes: f64,
+}
+
+fn iperf(client: &Pod, server: &Pod, seconds: u32) -> Result<IperfResult, XtaskError> {
+    let address = server.ipv4.to_string();
+    let mut server_process = server
+        .netns
+        .command("iperf3")
+        .args(["-s", "-1", "-B", &address])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| XtaskError::Spawn {
+            command: "iperf3 -s".into(),
+            source,
+        })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let output = client.netns.exec(
+        "iperf3",
+        &["-c", &address, "-t", &seconds.to_string(), "-J"],
+    );
+    let _ = server_process.kill();
+    let _ = server_process.wait();
+    let json: Value = serde_json::from_slice(&output?.stdout).map_err(|e| XtaskError::Output {
+        tool: "iperf3",
+        detail: e.to_string(),
+    })?;
+    let received = &json["end"]["sum_received"];
+    match (
+        received["bits_per_second"].as_f64(),
+        received["bytes"].as_f64(),
+    ) {
+        (Some(bits_per_second), Some(bytes)) => Ok(IperfResult {
+            bits_per_second,
+            bytes,
+        }),
+        _ => Err(XtaskError::Output {
+            tool: "iperf3",
+            detail: format!("no end.sum_received in {json}"),
+        }),
+    }
+}
+
+/// User + system CPU seconds of a running process.
+fn cpu_time(child: &Child) -> Result<f64, XtaskError> {
+    let path = format!("/proc/{}/stat", child.id());
+    let stat = std::fs::read_to_string(&path).map_err(|source| XtaskError::Io {
+        what: format!("reading {path}"),
+        source,
+    })?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(utime), Some(stime)) => {
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            Ok((utime + stime) / hz)
+        }
+        _ => Err(XtaskError::Output {
+            tool: "/proc/<pid>/stat",
+            detail: stat,
+        }),
+    }
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+}

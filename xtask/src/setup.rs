@@ -1,0 +1,183 @@
+//! `cargo xtask setup`: installs what building and testing netgov needs, on
+//! a fresh machine, idempotently (seconds when everything is in place).
+//!
+//! - the nightly toolchain's `rust-src` (the eBPF crate is built with
+//!   `-Z build-std=core` for `bpfel-unknown-none`);
+//! - `bpf-linker`, built against the nightly's own LLVM so the bitcode
+//!   rustc emits and the linker's LLVM always agree;
+//! - the Debian packages the tests, demo and benchmarks call.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{XtaskError, cargo_bin_dir, command_exists, run, run_output};
+
+/// bpf-linker version installed (pinned for reproducible builds).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Commands the tests, demo and benchmarks run, with their Debian package.
+const DEBIAN_COMMANDS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+    ("bpftool", "bpftool"),
+    ("iperf3", "iperf3"),
+    ("sysctl", "procps"),
+];
+
+/// Runs every setup step.
+///
+/// # Errors
+/// The first step that fails, naming what it ran.
+pub fn setup() -> Result<(), XtaskError> {
+    if !command_exists("rustup") {
+        return Err(XtaskError::Missing {
+            what: "rustup".into(),
+            hint: "install Rust with rustup; the eBPF build runs `rustup run nightly`".into(),
+        });
+    }
+    ensure_nightly()?;
+    ensure_bpf_linker()?;
+    ensure_debian_packages()?;
+    Ok(())
+}
+
+fn ensure_nightly() -> Result<(), XtaskError> {
+    let toolchains = run_output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("setup: installing the nightly toolchain");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let components = run_output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The nightly's LLVM shared library: (path, file name = soname, major).
+fn nightly_llvm() -> Result<(PathBuf, String, u32), XtaskError> {
+    let sysroot =
+        run_output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let entries = std::fs::read_dir(&lib).map_err(|source| XtaskError::Io {
+        what: format!("reading {}", lib.display()),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // e.g. libLLVM.so.22.1-rust-1.97.0-nightly
+        if let Some(version) = name.strip_prefix("libLLVM.so.") {
+            let major = version
+                .split(['.', '-'])
+                .next()
+                .and_then(|m| m.parse().ok());
+            if let Some(major) = major {
+                return Ok((entry.path(), name, major));
+            }
+        }
+    }
+    Err(XtaskError::Missing {
+        what: format!("libLLVM.so.* in {}", lib.display()),
+        hint: "the nightly toolchain looks incomplete; reinstall it".into(),
+    })
+}
+
+fn netgov_data_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".local/share/netgov")
+}
+
+fn ensure_bpf_linker() -> Result<(), XtaskError> {
+    let (llvm_library, soname, major) = nightly_llvm()?;
+    let stamp = netgov_data_dir().join("bpf-linker.stamp");
+    let wanted = format!("bpf-linker {BPF_LINKER_VERSION} against {soname}\n");
+    let linker = cargo_bin_dir().join("bpf-linker");
+    let linker_runs = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if linker_runs && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"
+    );
+    // bpf-linker's RUNPATH points into this prefix, so it lives outside
+    // target/ and outlives the build.
+    let prefix = netgov_data_dir().join(format!("llvm-{soname}"));
+    let prefix_lib = prefix.join("lib");
+    let io = |what: String| move |source| XtaskError::Io { what, source };
+    std::fs::create_dir_all(&prefix_lib)
+        .map_err(io(format!("creating {}", prefix_lib.display())))?;
+    for link in ["libLLVM.so".to_owned(), soname.clone()] {
+        let path = prefix_lib.join(&link);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&llvm_library, &path)
+            .map_err(io(format!("linking {}", path.display())))?;
+    }
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix))?;
+    std::fs::write(&stamp, wanted).map_err(io(format!("writing {}", stamp.display())))?;
+    Ok(())
+}
+
+fn ensure_debian_packages() -> Result<(), XtaskError> {
+    let mut missing: Vec<&str> = DEBIAN_COMMANDS
+        .iter()
+        .filter(|(command, _)| !command_exists(command))
+        .map(|(_, package)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !command_exists("apt-get") {
+        return Err(XtaskError::Missing {
+            what: format!("packages {}", missing.join(", ")),
+            hint: "install them with your distribution's package manager".into(),
+        });
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
