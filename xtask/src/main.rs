@@ -231,6 +231,61 @@ fn test(extra: &[String]) -> Result<(), XtaskError> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    let mut command = cargo();
+    command.args(["test", "--workspace"]).args(extra);
+    let (passed, failed) = run_counting_tests(&mut command)?;
+    // One closing line for the whole suite (cargo prints one per test
+    // binary, the last of which is usually an empty doc-test run).
+    println!("cargo-test: {passed} passed, {failed} failed");
+    if passed == 0 {
+        return Err(XtaskError::Output {
+            tool: "cargo test",
+            detail: "no test ran".into(),
+        });
+    }
     Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and adds up the
+/// `test result:` lines of every test binary.
+fn run_counting_tests(command: &mut Command) -> Result<(u64, u64), XtaskError> {
+    use std::io::{BufRead, BufReader};
+    command
+        .env("PATH", path_with_cargo_bin())
+        .stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().map_err(|source| XtaskError::Spawn {
+        command: describe(command),
+        source,
+    })?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(result) = line.strip_prefix("test result: ") {
+                passed += count_before(result, " passed");
+                failed += count_before(result, " failed");
+            }
+        }
+    }
+    let status = child.wait().map_err(|source| XtaskError::Spawn {
+        command: describe(command),
+        source,
+    })?;
+    if !status.success() {
+        println!("cargo-test: {passed} passed, {failed} failed");
+        return Err(XtaskError::Failed {
+            command: describe(command),
+            status,
+        });
+    }
+    Ok((passed, failed))
+}
+
+/// The number just before `label` in `ok. 7 passed; 0 failed; ...`.
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| part.trim_end().strip_suffix(label))
+        .and_then(|part| part.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
