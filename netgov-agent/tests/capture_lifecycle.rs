@@ -11,17 +11,8 @@ mod common;
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use common::Capture;
+use common::{Capture, testbed};
 use netgov_testbed::{Netns, Testbed};
-
-fn testbed(tag: &str, pods: usize) -> Testbed {
-    let mut testbed = Testbed::new(&Testbed::unique_prefix(tag))
-        .expect("building namespaces needs root (these tests must not be skipped)");
-    for i in 0..pods {
-        testbed.add_pod(&format!("pod{i}")).expect("add pod");
-    }
-    testbed
-}
 
 /// Names of the TCX programs on `interface` in `netns`, both directions.
 fn tcx_programs(netns: &Netns, interface: &str) -> Vec<String> {

@@ -12,18 +12,9 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Capture, nft_counter, nft_load};
-use netgov_testbed::{Pod, Testbed};
+use common::{Capture, assert_counts, nft_counter, nft_load, testbed};
+use netgov_testbed::Pod;
 use serde_json::Value;
-
-fn testbed(tag: &str, pods: usize) -> Testbed {
-    let mut testbed = Testbed::new(&Testbed::unique_prefix(tag))
-        .expect("building namespaces needs root (these tests must not be skipped)");
-    for i in 0..pods {
-        testbed.add_pod(&format!("pod{i}")).expect("add pod");
-    }
-    testbed
-}
 
 /// Lets the last packets of an exchange cross the veths before stopping.
 fn settle() {
@@ -253,14 +244,7 @@ fn udp_with_and_without_reply() {
         5353,
     );
     assert_eq!(u(&replied["src_port"]), u64::from(replied_port));
-    assert_eq!(
-        (u(&replied["packets_out"]), u(&replied["bytes_out"])),
-        (3, 3 * (20 + 8 + 100))
-    );
-    assert_eq!(
-        (u(&replied["packets_in"]), u(&replied["bytes_in"])),
-        (3, 3 * (20 + 8 + 50))
-    );
+    assert_counts(replied, (3, 3 * (20 + 8 + 100)), (3, 3 * (20 + 8 + 50)));
     assert_eq!(replied["state"], "replied");
 
     let silent = output.flow(
@@ -270,11 +254,7 @@ fn udp_with_and_without_reply() {
         5353,
     );
     assert_eq!(u(&silent["src_port"]), u64::from(silent_port));
-    assert_eq!(
-        (u(&silent["packets_out"]), u(&silent["bytes_out"])),
-        (2, 2 * (20 + 8 + 200))
-    );
-    assert_eq!((u(&silent["packets_in"]), u(&silent["bytes_in"])), (0, 0));
+    assert_counts(silent, (2, 2 * (20 + 8 + 200)), (0, 0));
     assert_eq!(silent["state"], "attempted");
     // Delivered into the server's interface although nobody answered.
     let delivered = &silent["observations"][1];
@@ -288,14 +268,7 @@ fn udp_with_and_without_reply() {
         5353,
     );
     assert_eq!(u(&v6["src_port"]), u64::from(v6_port));
-    assert_eq!(
-        (u(&v6["packets_out"]), u(&v6["bytes_out"])),
-        (4, 4 * (40 + 8 + 64))
-    );
-    assert_eq!(
-        (u(&v6["packets_in"]), u(&v6["bytes_in"])),
-        (4, 4 * (40 + 8 + 32))
-    );
+    assert_counts(v6, (4, 4 * (40 + 8 + 64)), (4, 4 * (40 + 8 + 32)));
     assert_eq!(v6["state"], "replied");
 }
 
@@ -337,14 +310,7 @@ fn icmp_echo_ipv4_and_ipv6() {
         assert_eq!(echo.len(), 1, "{icmp_type} echo flows: {flows:#?}");
         let echo = echo[0];
         let size = ip_header + 8 + 56;
-        assert_eq!(
-            (u(&echo["packets_out"]), u(&echo["bytes_out"])),
-            (3, 3 * size)
-        );
-        assert_eq!(
-            (u(&echo["packets_in"]), u(&echo["bytes_in"])),
-            (3, 3 * size)
-        );
+        assert_counts(echo, (3, 3 * size), (3, 3 * size));
         assert_eq!(echo["state"], "replied");
         assert_ne!(
             u(&echo["src_port"]),
@@ -354,23 +320,31 @@ fn icmp_echo_ipv4_and_ipv6() {
     }
 }
 
+/// Connects from `client`, expecting failure; returns how it failed.
+fn failed_connect(
+    client: &Pod,
+    server: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> std::io::ErrorKind {
+    client
+        .netns
+        .run_in(|| {
+            TcpStream::connect_timeout(&SocketAddr::new(server, port), timeout)
+                .expect_err("the connection must fail")
+                .kind()
+        })
+        .expect("client namespace")
+}
+
 #[test]
 fn refused_tcp_connection() {
     let testbed = testbed("rst", 2);
     let pods = testbed.pods();
     let capture = Capture::start(&testbed, &[]);
     let server_ip = pods[1].ipv4;
-    pods[0]
-        .netns
-        .run_in(|| {
-            let error = TcpStream::connect_timeout(
-                &SocketAddr::new(server_ip.into(), 9),
-                Duration::from_secs(2),
-            )
-            .expect_err("nothing listens on port 9");
-            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
-        })
-        .expect("client namespace");
+    let error = failed_connect(&pods[0], server_ip.into(), 9, Duration::from_secs(2));
+    assert_eq!(error, std::io::ErrorKind::ConnectionRefused);
     settle();
     let output = capture.stop();
     let flow = output.flow(&pods[0].ipv4.to_string(), &server_ip.to_string(), "TCP", 9);
@@ -398,18 +372,14 @@ fn syn_dropped_in_the_server_namespace_is_attempted() {
     );
     let capture = Capture::start(&testbed, &[]);
     let server_ip = pods[1].ipv4;
-    pods[0]
-        .netns
-        .run_in(|| {
-            // The SYN and its first retransmission (after 1 s) are dropped.
-            let error = TcpStream::connect_timeout(
-                &SocketAddr::new(server_ip.into(), 9090),
-                Duration::from_millis(1500),
-            )
-            .expect_err("the SYN is dropped");
-            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-        })
-        .expect("client namespace");
+    // The SYN and its first retransmission (after 1 s) are dropped.
+    let error = failed_connect(
+        &pods[0],
+        server_ip.into(),
+        9090,
+        Duration::from_millis(1500),
+    );
+    assert_eq!(error, std::io::ErrorKind::TimedOut);
     settle();
     let output = capture.stop();
     let (dropped_packets, dropped_bytes) = nft_counter(&pods[1].netns, "ngtest", "dropped");

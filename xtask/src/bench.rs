@@ -9,7 +9,7 @@ use std::time::Duration;
 use netgov_testbed::{Pod, Testbed};
 use serde_json::Value;
 
-use crate::{XtaskError, build_netgov, require_root};
+use crate::{XtaskError, build_netgov, require_root, spawn};
 
 struct Options {
     runs: usize,
@@ -65,17 +65,14 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     let mut captured_bytes = 0.0;
     for run in 1..=options.runs {
         let baseline = iperf(client, server, options.seconds)?;
-        let mut capture = testbed
-            .node()
-            .command(netgov.to_str().unwrap_or("netgov"))
-            .args(["capture", "--iface", "vethp*"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| XtaskError::Spawn {
-                command: "netgov capture".into(),
-                source,
-            })?;
+        let mut capture = spawn(
+            testbed
+                .node()
+                .command(netgov.to_str().unwrap_or("netgov"))
+                .args(["capture", "--iface", "vethp*"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
         std::thread::sleep(Duration::from_millis(700));
         let with_capture = iperf(client, server, options.seconds);
         let cpu = cpu_time(&capture);
@@ -109,17 +106,14 @@ struct IperfResult {
 
 fn iperf(client: &Pod, server: &Pod, seconds: u32) -> Result<IperfResult, XtaskError> {
     let address = server.ipv4.to_string();
-    let mut server_process = server
-        .netns
-        .command("iperf3")
-        .args(["-s", "-1", "-B", &address])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|source| XtaskError::Spawn {
-            command: "iperf3 -s".into(),
-            source,
-        })?;
+    let mut server_process = spawn(
+        server
+            .netns
+            .command("iperf3")
+            .args(["-s", "-1", "-B", &address])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let output = client.netns.exec(
         "iperf3",

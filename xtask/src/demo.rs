@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use netgov_testbed::{Pod, Testbed};
 
-use crate::{XtaskError, build_netgov, require_root};
+use crate::{XtaskError, build_netgov, require_root, spawn};
 
 /// Pods of the demo, in creation order.
 const PODS: &[&str] = &[
@@ -48,17 +48,14 @@ pub fn demo() -> Result<(), XtaskError> {
         );
     }
 
-    let mut capture = testbed
-        .node()
-        .command(netgov.to_str().unwrap_or("netgov"))
-        .args(["capture", "--iface", "vethp*", "--close-grace", "0.5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|source| XtaskError::Spawn {
-            command: "netgov capture".into(),
-            source,
-        })?;
+    let mut capture = spawn(
+        testbed
+            .node()
+            .command(netgov.to_str().unwrap_or("netgov"))
+            .args(["capture", "--iface", "vethp*", "--close-grace", "0.5"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )?;
     // Let the programs attach before the traffic starts.
     std::thread::sleep(Duration::from_secs(1));
 

@@ -141,6 +141,17 @@ fn describe(command: &Command) -> String {
     text
 }
 
+/// Starts a long-running child.
+///
+/// # Errors
+/// [`XtaskError::Spawn`] naming the command line.
+pub fn spawn(command: &mut Command) -> Result<std::process::Child, XtaskError> {
+    command.spawn().map_err(|source| XtaskError::Spawn {
+        command: describe(command),
+        source,
+    })
+}
+
 /// Runs a command with inherited output, failing on a non-zero exit.
 ///
 /// # Errors

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use netgov_testbed::Testbed;
+
 use serde_json::Value;
 
 /// A `netgov capture` process in the node namespace; killed on drop if the
@@ -189,4 +190,34 @@ pub fn nft_load(netns: &netgov_testbed::Netns, ruleset: &str) {
         .exec("nft", &["-f", path.to_str().expect("utf-8 path")])
         .expect("nft -f");
     let _ = std::fs::remove_file(path);
+}
+
+/// A testbed with `pods` pods, named uniquely for this test.
+pub fn testbed(tag: &str, pods: usize) -> Testbed {
+    let mut testbed = Testbed::new(&Testbed::unique_prefix(tag))
+        .expect("building namespaces needs root (these tests must not be skipped)");
+    for i in 0..pods {
+        testbed.add_pod(&format!("pod{i}")).expect("add pod");
+    }
+    testbed
+}
+
+/// Asserts a record's `(packets, bytes)` in both directions.
+#[track_caller]
+pub fn assert_counts(flow: &Value, out: (u64, u64), back: (u64, u64)) {
+    let get = |field: &str| {
+        flow[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field} in {flow}"))
+    };
+    assert_eq!(
+        (get("packets_out"), get("bytes_out")),
+        out,
+        "initiator -> responder of {flow:#}"
+    );
+    assert_eq!(
+        (get("packets_in"), get("bytes_in")),
+        back,
+        "responder -> initiator of {flow:#}"
+    );
 }
