@@ -517,3 +517,23 @@ fn random_garbage_never_crashes_or_miscounts() {
         "every packet is either in a flow or in exactly one counter"
     );
 }
+
+#[test]
+fn sctp_ports_are_read_from_the_common_header() {
+    let h = Harness::new();
+    // Common header (ports, verification tag, checksum) + an INIT chunk.
+    let mut sctp = Vec::new();
+    sctp.extend_from_slice(&36412u16.to_be_bytes());
+    sctp.extend_from_slice(&38412u16.to_be_bytes());
+    sctp.extend_from_slice(&[0; 8]);
+    sctp.extend_from_slice(&[1, 0, 0, 20]);
+    sctp.extend_from_slice(&[0; 16]);
+    let v4 = V4 {
+        protocol: proto::SCTP,
+        ..V4::default()
+    };
+    h.run(&frame(ethernet(0x0800, &[]), ipv4(v4, &sctp)));
+    let (key, stats) = h.only_flow();
+    assert_eq!((key.port_a, key.port_b, key.protocol), (36412, 38412, proto::SCTP));
+    assert_eq!(stats.bytes, [20 + 12 + 20, 0]);
+}
