@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::capture::datapath::AttachMode;
 use crate::capture::flow_table::FlowTableConfig;
 use crate::capture::{CaptureOptions, OutputFormat};
+use crate::policy::check::{CheckFormat, CheckOptions};
 
 /// netgov: see whether real traffic matches your Kubernetes NetworkPolicies.
 #[derive(Debug, Parser)]
@@ -23,6 +24,41 @@ pub enum Command {
     /// Capture flows on pod interfaces and print one record per flow when it
     /// ends, expires, or at exit (needs root: loads eBPF programs).
     Capture(CaptureArgs),
+    /// Would these flows be allowed? Judges flows against NetworkPolicies
+    /// in manifest files, offline (exit 0 whatever the verdicts).
+    Check(CheckArgs),
+}
+
+/// Arguments of `netgov check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// YAML or JSON files, or directories of them, with Namespaces, Pods,
+    /// NetworkPolicies, Services, EndpointSlices and Nodes (repeatable).
+    #[arg(long, value_name = "PATH", required = true, num_args = 1..)]
+    pub manifests: Vec<std::path::PathBuf>,
+    /// JSON Lines of flows (`{"src":..,"dst":..,"protocol":..,"dst_port":..}`),
+    /// or `-` for standard input.
+    #[arg(long, value_name = "FILE")]
+    pub flows: Option<std::path::PathBuf>,
+    /// A flow as `SRC -> DST:PORT/PROTO` (SRC and DST: IP or namespace/pod;
+    /// `SRC -> DST/ICMP` for ICMP). Repeatable.
+    #[arg(long = "flow", value_name = "FLOW")]
+    pub flow: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Json)]
+    pub format: CheckFormat,
+}
+
+impl CheckArgs {
+    /// The check options.
+    pub fn options(&self) -> CheckOptions {
+        CheckOptions {
+            manifests: self.manifests.clone(),
+            flows_file: self.flows.clone(),
+            flows: self.flow.clone(),
+            format: self.format,
+        }
+    }
 }
 
 /// Arguments of `netgov capture`.

@@ -1,4 +1,5 @@
-//! netgov's agent library: flow capture with eBPF on pod interfaces.
+//! netgov's agent library: flow capture with eBPF on pod interfaces, and
+//! the NetworkPolicy engine.
 //!
 //! The binary `netgov` (in `main.rs`) is a thin command-line front end over
 //! these modules.
@@ -6,3 +7,4 @@
 
 pub mod capture;
 pub mod cli;
+pub mod policy;

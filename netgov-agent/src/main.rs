@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use netgov_agent::capture;
 use netgov_agent::cli::{Cli, Command};
+use netgov_agent::{capture, policy};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -38,6 +38,16 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(error) => fail(&error),
+            }
+        }
+        Command::Check(args) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match policy::check::run(&args.options(), &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    drop(out);
+                    fail(&error)
+                }
             }
         }
     }

@@ -534,6 +534,9 @@ fn sctp_ports_are_read_from_the_common_header() {
     };
     h.run(&frame(ethernet(0x0800, &[]), ipv4(v4, &sctp)));
     let (key, stats) = h.only_flow();
-    assert_eq!((key.port_a, key.port_b, key.protocol), (36412, 38412, proto::SCTP));
+    assert_eq!(
+        (key.port_a, key.port_b, key.protocol),
+        (36412, 38412, proto::SCTP)
+    );
     assert_eq!(stats.bytes, [20 + 12 + 20, 0]);
 }

@@ -1,0 +1,569 @@
+//! The cluster state the engine judges against: namespaces, pods, nodes,
+//! services, endpoint slices and compiled policies, indexed for verdicts
+//! and updated one object at a time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::PolicyError;
+use super::compile::{CompiledPolicy, PortProtocol, compile};
+use super::selector::Labels;
+
+/// The label the API server puts on every namespace (since 1.21); added
+/// here when manifests omit it, so selectors on it work offline too.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A container port a named port can resolve to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPort {
+    /// Port name.
+    pub name: String,
+    /// Container port number.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: PortProtocol,
+}
+
+/// A pod as the engine sees it.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Pod IPs (dual stack: both families).
+    pub ips: Vec<IpAddr>,
+    /// Uses the node's network namespace.
+    pub host_network: bool,
+    /// Node it runs on.
+    pub node: Option<String>,
+    /// Named container ports.
+    pub named_ports: Vec<NamedPort>,
+    /// Policies of its namespace that select it with the Ingress type.
+    pub(crate) ingress_policies: Vec<Arc<CompiledPolicy>>,
+    /// Policies of its namespace that select it with the Egress type.
+    pub(crate) egress_policies: Vec<Arc<CompiledPolicy>>,
+}
+
+impl PodInfo {
+    /// `namespace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The number of the named port `name` for `protocol`, if the pod has it.
+    pub fn named_port(&self, name: &str, protocol: PortProtocol) -> Option<u16> {
+        self.named_ports
+            .iter()
+            .find(|p| p.name == name && p.protocol == protocol)
+            .map(|p| p.port)
+    }
+}
+
+/// A Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    /// Port name (empty for a single unnamed port).
+    pub name: String,
+    /// The port clients connect to.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: PortProtocol,
+    /// `targetPort`: a number or a container port name.
+    pub target: IntOrString,
+}
+
+/// A Service with cluster IPs.
+#[derive(Clone, Debug)]
+pub struct ServiceInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Ports.
+    pub ports: Vec<ServicePortInfo>,
+}
+
+/// An EndpointSlice reduced to what resolution needs.
+#[derive(Clone, Debug)]
+pub struct SliceInfo {
+    /// The Service it belongs to.
+    pub service: String,
+    /// `(name, port, protocol)` of each slice port.
+    pub ports: Vec<(String, u16, PortProtocol)>,
+    /// Addresses of ready endpoints.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// What an IP address is.
+#[derive(Clone, Copy, Debug)]
+pub enum Resolved<'a> {
+    /// A pod with its own network namespace.
+    Pod(&'a PodInfo),
+    /// A node, or a hostNetwork pod (which shares its node's addresses).
+    Host,
+    /// A Service cluster IP.
+    Service(&'a ServiceInfo),
+    /// Nothing the cluster knows: outside the cluster.
+    External,
+}
+
+/// Object identity `namespace/name`.
+type Key = (String, String);
+
+/// The indexed cluster state.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    namespaces: HashMap<String, Labels>,
+    pods: Vec<Option<PodInfo>>,
+    free_pod_slots: Vec<usize>,
+    pod_slots: HashMap<Key, usize>,
+    pods_by_namespace: HashMap<String, HashSet<usize>>,
+    pod_by_ip: HashMap<IpAddr, usize>,
+    host_network_ips: HashMap<IpAddr, HashSet<Key>>,
+    node_ips: HashMap<String, Vec<IpAddr>>,
+    node_by_ip: HashMap<IpAddr, String>,
+    services: HashMap<Key, Arc<ServiceInfo>>,
+    service_by_ip: HashMap<IpAddr, Key>,
+    slices: HashMap<Key, SliceInfo>,
+    policies: HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>,
+    policy_errors: BTreeMap<String, PolicyError>,
+    /// Bumped on every change; caches of verdicts compare it.
+    generation: u64,
+}
+
+fn key_of(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (
+        metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl ClusterState {
+    /// An empty cluster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Changes so far (a cache tag: equal generations, equal answers).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Labels of `namespace`, with the name label the API server adds. A
+    /// namespace known only from its pods has just that label.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&Labels> {
+        self.namespaces.get(namespace)
+    }
+
+    fn ensure_namespace(&mut self, namespace: &str) {
+        if !self.namespaces.contains_key(namespace) {
+            let labels = [(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())].into();
+            self.namespaces.insert(namespace.to_owned(), labels);
+        }
+    }
+
+    /// Adds or replaces a namespace.
+    pub fn upsert_namespace(&mut self, namespace: &Namespace) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+        labels
+            .entry(NAMESPACE_NAME_LABEL.to_owned())
+            .or_insert_with(|| name.clone());
+        self.namespaces.insert(name, labels);
+        self.generation += 1;
+    }
+
+    /// Removes a namespace's labels (its pods and policies go with their
+    /// own delete events).
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+        self.generation += 1;
+    }
+
+    /// The compiled policies, by namespace then name.
+    pub fn policies(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
+        self.policies.values().flat_map(|p| p.values())
+    }
+
+    /// Policies that failed to compile, by `namespace/name`, with why. They
+    /// are not applied; every other policy is.
+    pub fn policy_errors(&self) -> &BTreeMap<String, PolicyError> {
+        &self.policy_errors
+    }
+
+    /// Compiles and adds or replaces a policy, then updates which pods of its
+    /// namespace it selects.
+    ///
+    /// # Errors
+    /// The compile error, also kept in [`ClusterState::policy_errors`]; a
+    /// previous valid version of the policy is removed (the object as it
+    /// stands now is invalid, and the API server would not have stored it).
+    pub fn upsert_policy(&mut self, policy: &NetworkPolicy) -> Result<(), PolicyError> {
+        let (namespace, name) = key_of(&policy.metadata);
+        let id = format!("{namespace}/{name}");
+        self.generation += 1;
+        match compile(policy) {
+            Ok(compiled) => {
+                self.policy_errors.remove(&id);
+                self.policies
+                    .entry(namespace.clone())
+                    .or_default()
+                    .insert(name, Arc::new(compiled));
+                self.refresh_namespace_pods(&namespace);
+                Ok(())
+            }
+            Err(error) => {
+                self.policy_errors.insert(id, error.clone());
+                if let Some(policies) = self.policies.get_mut(&namespace) {
+                    policies.remove(&name);
+                }
+                self.refresh_namespace_pods(&namespace);
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes a policy.
+    pub fn delete_policy(&mut self, namespace: &str, name: &str) {
+        self.policy_errors.remove(&format!("{namespace}/{name}"));
+        if let Some(policies) = self.policies.get_mut(namespace) {
+            policies.remove(name);
+        }
+        self.generation += 1;
+        self.refresh_namespace_pods(namespace);
+    }
+
+    fn refresh_namespace_pods(&mut self, namespace: &str) {
+        let slots: Vec<usize> = self
+            .pods_by_namespace
+            .get(namespace)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for slot in slots {
+            self.refresh_pod_policies(slot);
+        }
+    }
+
+    fn refresh_pod_policies(&mut self, slot: usize) {
+        let Some(pod) = self.pods[slot].as_ref() else {
+            return;
+        };
+        let (mut ingress, mut egress) = (Vec::new(), Vec::new());
+        for policy in self
+            .policies
+            .get(&pod.namespace)
+            .into_iter()
+            .flat_map(|p| p.values())
+        {
+            if !policy.pod_selector.matches(&pod.labels) {
+                continue;
+            }
+            if policy.ingress.is_some() {
+                ingress.push(Arc::clone(policy));
+            }
+            if policy.egress.is_some() {
+                egress.push(Arc::clone(policy));
+            }
+        }
+        let pod = self.pods[slot].as_mut().expect("checked above");
+        pod.ingress_policies = ingress;
+        pod.egress_policies = egress;
+    }
+
+    /// Adds or replaces a pod. Pods that finished (`Succeeded`, `Failed`)
+    /// are removed: their IPs may already belong to someone else.
+    pub fn upsert_pod(&mut self, pod: &Pod) {
+        let key = key_of(&pod.metadata);
+        self.delete_pod(&key.0, &key.1);
+        let status = pod.status.clone().unwrap_or_default();
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            return;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut ips: Vec<IpAddr> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
+        if ips.is_empty()
+            && let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok())
+        {
+            ips.push(ip);
+        }
+        let named_ports = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                Some(NamedPort {
+                    name: p.name.clone()?,
+                    port: u16::try_from(p.container_port).ok()?,
+                    protocol: PortProtocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
+                })
+            })
+            .collect();
+        let host_network = spec.host_network.unwrap_or(false);
+        self.ensure_namespace(&key.0);
+        let info = PodInfo {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ips: ips.clone(),
+            host_network,
+            node: spec.node_name.clone(),
+            named_ports,
+            ingress_policies: Vec::new(),
+            egress_policies: Vec::new(),
+        };
+        let slot = match self.free_pod_slots.pop() {
+            Some(slot) => {
+                self.pods[slot] = Some(info);
+                slot
+            }
+            None => {
+                self.pods.push(Some(info));
+                self.pods.len() - 1
+            }
+        };
+        for ip in ips {
+            if host_network {
+                self.host_network_ips
+                    .entry(ip)
+                    .or_default()
+                    .insert(key.clone());
+            } else {
+                // The newest owner of an IP wins: a pod that reuses the IP of
+                // one whose deletion we have not seen yet is the live one.
+                self.pod_by_ip.insert(ip, slot);
+            }
+        }
+        self.pods_by_namespace
+            .entry(key.0.clone())
+            .or_default()
+            .insert(slot);
+        self.pod_slots.insert(key, slot);
+        self.refresh_pod_policies(slot);
+        self.generation += 1;
+    }
+
+    /// Removes a pod; its IPs resolve to nobody unless another pod holds them.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let Some(slot) = self.pod_slots.remove(&key) else {
+            return;
+        };
+        if let Some(pod) = self.pods[slot].take() {
+            for ip in &pod.ips {
+                if self.pod_by_ip.get(ip) == Some(&slot) {
+                    self.pod_by_ip.remove(ip);
+                }
+                if let Some(owners) = self.host_network_ips.get_mut(ip) {
+                    owners.remove(&key);
+                    if owners.is_empty() {
+                        self.host_network_ips.remove(ip);
+                    }
+                }
+            }
+        }
+        if let Some(slots) = self.pods_by_namespace.get_mut(namespace) {
+            slots.remove(&slot);
+        }
+        self.free_pod_slots.push(slot);
+        self.generation += 1;
+    }
+
+    /// The pod `namespace/name`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodInfo> {
+        let slot = self
+            .pod_slots
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        self.pods[*slot].as_ref()
+    }
+
+    /// Number of pods known.
+    pub fn pod_count(&self) -> usize {
+        self.pod_slots.len()
+    }
+
+    /// Adds or replaces a node (its InternalIP and ExternalIP addresses).
+    pub fn upsert_node(&mut self, node: &Node) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        self.delete_node(&name);
+        let ips: Vec<IpAddr> = node
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        for ip in &ips {
+            self.node_by_ip.insert(*ip, name.clone());
+        }
+        self.node_ips.insert(name, ips);
+        self.generation += 1;
+    }
+
+    /// Removes a node.
+    pub fn delete_node(&mut self, name: &str) {
+        for ip in self.node_ips.remove(name).unwrap_or_default() {
+            if self.node_by_ip.get(&ip).is_some_and(|n| n == name) {
+                self.node_by_ip.remove(&ip);
+            }
+        }
+        self.generation += 1;
+    }
+
+    /// Adds or replaces a Service (headless services have no cluster IP and
+    /// resolve nothing).
+    pub fn upsert_service(&mut self, service: &Service) {
+        let key = key_of(&service.metadata);
+        self.delete_service(&key.0, &key.1);
+        let spec = service.spec.clone().unwrap_or_default();
+        let mut ips: Vec<IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        if ips.is_empty()
+            && let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
+        {
+            ips.push(ip);
+        }
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(ServicePortInfo {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port).ok()?,
+                    protocol: PortProtocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
+                    target: p.target_port.clone().unwrap_or(IntOrString::Int(p.port)),
+                })
+            })
+            .collect();
+        let info = Arc::new(ServiceInfo {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            ports,
+        });
+        for ip in ips {
+            self.service_by_ip.insert(ip, key.clone());
+        }
+        self.services.insert(key, info);
+        self.generation += 1;
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        if self.services.remove(&key).is_some() {
+            self.service_by_ip.retain(|_, owner| *owner != key);
+        }
+        self.generation += 1;
+    }
+
+    /// Adds or replaces an EndpointSlice (ready endpoints only; an endpoint
+    /// without conditions counts as ready, as upstream).
+    pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
+        let key = key_of(&slice.metadata);
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.port?).ok()?,
+                    PortProtocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
+                ))
+            })
+            .collect();
+        let addresses = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .flat_map(|e| e.addresses.iter())
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        self.slices.insert(
+            key,
+            SliceInfo {
+                service,
+                ports,
+                addresses,
+            },
+        );
+        self.generation += 1;
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        self.slices.remove(&(namespace.to_owned(), name.to_owned()));
+        self.generation += 1;
+    }
+
+    /// The slices of Service `namespace/service`.
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        service: &'a str,
+    ) -> impl Iterator<Item = &'a SliceInfo> {
+        self.slices
+            .iter()
+            .filter(move |((ns, _), slice)| ns == namespace && slice.service == service)
+            .map(|(_, slice)| slice)
+    }
+
+    /// What `ip` is.
+    pub fn resolve(&self, ip: IpAddr) -> Resolved<'_> {
+        if let Some(pod) = self
+            .pod_by_ip
+            .get(&ip)
+            .and_then(|slot| self.pods[*slot].as_ref())
+        {
+            return Resolved::Pod(pod);
+        }
+        if self.node_by_ip.contains_key(&ip) || self.host_network_ips.contains_key(&ip) {
+            return Resolved::Host;
+        }
+        if let Some(service) = self
+            .service_by_ip
+            .get(&ip)
+            .and_then(|key| self.services.get(key))
+        {
+            return Resolved::Service(service);
+        }
+        Resolved::External
+    }
+
+    /// The node name owning `ip`, for explanations.
+    pub fn node_of(&self, ip: IpAddr) -> Option<&str> {
+        self.node_by_ip.get(&ip).map(String::as_str)
+    }
+}

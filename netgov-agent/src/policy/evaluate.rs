@@ -1,0 +1,494 @@
+//! Judging one flow: the source's egress and the destination's ingress,
+//! each explained.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use super::cluster::{ClusterState, PodInfo, Resolved, ServiceInfo};
+use super::compile::{
+    CompiledPolicy, NamespaceScope, Peer, PortMatch, PortProtocol, PortSpec, Rule,
+};
+
+/// Protocol of a flow to judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum FlowProtocol {
+    /// TCP.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp,
+    /// ICMP.
+    #[serde(rename = "ICMP")]
+    Icmp,
+    /// ICMPv6.
+    #[serde(rename = "ICMPv6")]
+    Icmpv6,
+}
+
+impl FlowProtocol {
+    /// Parses `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_uppercase().as_str() {
+            "TCP" => Some(Self::Tcp),
+            "UDP" => Some(Self::Udp),
+            "SCTP" => Some(Self::Sctp),
+            "ICMP" => Some(Self::Icmp),
+            "ICMPV6" => Some(Self::Icmpv6),
+            _ => None,
+        }
+    }
+
+    /// The NetworkPolicy protocol, for the three policies can name.
+    pub fn port_protocol(self) -> Option<PortProtocol> {
+        match self {
+            Self::Tcp => Some(PortProtocol::Tcp),
+            Self::Udp => Some(PortProtocol::Udp),
+            Self::Sctp => Some(PortProtocol::Sctp),
+            Self::Icmp | Self::Icmpv6 => None,
+        }
+    }
+}
+
+/// A flow to judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowQuery {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Protocol.
+    pub protocol: FlowProtocol,
+    /// Destination port (ignored for ICMP).
+    pub dst_port: u16,
+}
+
+/// The answer for a flow or one side of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// Policies allow it (or nothing isolates the pod).
+    Allow,
+    /// Policies isolate the pod and no rule admits the flow.
+    Deny,
+    /// NetworkPolicy does not govern it: a node or hostNetwork pod is an
+    /// end, or no end is a pod.
+    NotApplicable,
+}
+
+/// A rule that admitted a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// Index of the rule in the policy's `ingress` or `egress` list.
+    pub rule: usize,
+}
+
+/// One side's judgement: the source's egress or the destination's ingress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SideVerdict {
+    /// The side's decision.
+    pub verdict: Decision,
+    /// The pod on this side (`namespace/name`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Whether policies isolate the pod in this direction.
+    pub isolated: bool,
+    /// The policies that isolate it (select it with this policy type).
+    pub isolating_policies: Vec<String>,
+    /// The rules that admit the flow.
+    pub allowed_by: Vec<RuleRef>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl SideVerdict {
+    fn not_applicable(reason: impl Into<String>) -> Self {
+        Self {
+            verdict: Decision::NotApplicable,
+            pod: None,
+            isolated: false,
+            isolating_policies: Vec::new(),
+            allowed_by: Vec::new(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What an end of the flow is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A pod.
+    Pod {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A node, or a hostNetwork pod.
+    Host,
+    /// A Service cluster IP.
+    Service {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Outside the cluster.
+    External,
+}
+
+/// The judgement of one Service backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendVerdict {
+    /// Backend address.
+    pub ip: IpAddr,
+    /// Backend port (the Service's target port).
+    pub port: u16,
+    /// The verdict for this backend.
+    pub verdict: Decision,
+    /// Egress of the source towards it.
+    pub egress: SideVerdict,
+    /// Ingress of the backend.
+    pub ingress: SideVerdict,
+}
+
+/// The judgement of a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Allowed, denied, or not governed by NetworkPolicy.
+    pub verdict: Decision,
+    /// The source's egress.
+    pub egress: SideVerdict,
+    /// The destination's ingress.
+    pub ingress: SideVerdict,
+    /// What the source is.
+    pub source: EndpointKind,
+    /// What the destination is.
+    pub destination: EndpointKind,
+    /// For a flow to a Service: each backend's judgement.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendVerdict>,
+    /// For a flow to a Service: whether backends disagree (the verdict is
+    /// then `deny`: the flow is not reliably allowed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backends_disagree: bool,
+}
+
+fn endpoint_kind(resolved: Resolved<'_>) -> EndpointKind {
+    match resolved {
+        Resolved::Pod(pod) => EndpointKind::Pod {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+        },
+        Resolved::Host => EndpointKind::Host,
+        Resolved::Service(service) => EndpointKind::Service {
+            namespace: service.namespace.clone(),
+            name: service.name.clone(),
+        },
+        Resolved::External => EndpointKind::External,
+    }
+}
+
+/// Combines the two sides: deny if either denies, allow if either allows,
+/// otherwise not applicable.
+fn combine(egress: Decision, ingress: Decision) -> Decision {
+    match (egress, ingress) {
+        (Decision::Deny, _) | (_, Decision::Deny) => Decision::Deny,
+        (Decision::Allow, _) | (_, Decision::Allow) => Decision::Allow,
+        _ => Decision::NotApplicable,
+    }
+}
+
+/// Judges `flow` against `cluster`.
+pub fn evaluate(cluster: &ClusterState, flow: &FlowQuery) -> Verdict {
+    let source = cluster.resolve(flow.src);
+    let destination = cluster.resolve(flow.dst);
+    let mut verdict = match destination {
+        Resolved::Service(service) => evaluate_service(cluster, flow, source, service),
+        _ => {
+            let (egress, ingress) =
+                judge_sides(cluster, flow, source, destination, flow.dst, flow.dst_port);
+            Verdict {
+                verdict: combine(egress.verdict, ingress.verdict),
+                egress,
+                ingress,
+                source: EndpointKind::External,
+                destination: EndpointKind::External,
+                backends: Vec::new(),
+                backends_disagree: false,
+            }
+        }
+    };
+    verdict.source = endpoint_kind(source);
+    verdict.destination = endpoint_kind(destination);
+    verdict
+}
+
+fn judge_sides(
+    cluster: &ClusterState,
+    flow: &FlowQuery,
+    source: Resolved<'_>,
+    destination: Resolved<'_>,
+    dst_ip: IpAddr,
+    dst_port: u16,
+) -> (SideVerdict, SideVerdict) {
+    if matches!(source, Resolved::Host) || matches!(destination, Resolved::Host) {
+        let reason =
+            "a node or hostNetwork pod is an end of the flow: NetworkPolicy does not govern it";
+        return (
+            SideVerdict::not_applicable(reason),
+            SideVerdict::not_applicable(reason),
+        );
+    }
+    let target = Target {
+        cluster,
+        protocol: flow.protocol,
+        port: dst_port,
+        destination_pod: match destination {
+            Resolved::Pod(pod) => Some(pod),
+            _ => None,
+        },
+    };
+    let egress = match source {
+        Resolved::Pod(pod) => judge_pod(
+            pod,
+            &pod.egress_policies,
+            Direction::Egress,
+            |policy, rule| rule_admits(&target, policy, rule, destination, dst_ip),
+        ),
+        _ => SideVerdict::not_applicable("the source is not a pod: no egress policy applies"),
+    };
+    let ingress = match destination {
+        Resolved::Pod(pod) => judge_pod(
+            pod,
+            &pod.ingress_policies,
+            Direction::Ingress,
+            |policy, rule| rule_admits(&target, policy, rule, source, flow.src),
+        ),
+        _ => SideVerdict::not_applicable("the destination is not a pod: no ingress policy applies"),
+    };
+    (egress, ingress)
+}
+
+fn evaluate_service(
+    cluster: &ClusterState,
+    flow: &FlowQuery,
+    source: Resolved<'_>,
+    service: &ServiceInfo,
+) -> Verdict {
+    let not_applicable = |reason: String| Verdict {
+        verdict: Decision::NotApplicable,
+        egress: SideVerdict::not_applicable(reason.clone()),
+        ingress: SideVerdict::not_applicable(reason),
+        source: EndpointKind::External,
+        destination: EndpointKind::External,
+        backends: Vec::new(),
+        backends_disagree: false,
+    };
+    let Some(protocol) = flow.protocol.port_protocol() else {
+        return not_applicable(format!(
+            "Service {}/{} carries no ICMP to its backends",
+            service.namespace, service.name
+        ));
+    };
+    let Some(service_port) = service
+        .ports
+        .iter()
+        .find(|p| p.port == flow.dst_port && p.protocol == protocol)
+    else {
+        return not_applicable(format!(
+            "Service {}/{} has no port {}/{:?}",
+            service.namespace, service.name, flow.dst_port, protocol
+        ));
+    };
+    // Backends and their ports come from the EndpointSlices, which hold
+    // each backend's resolved target port.
+    let mut backends: Vec<(IpAddr, u16)> = Vec::new();
+    for slice in cluster.slices_of(&service.namespace, &service.name) {
+        let port = slice
+            .ports
+            .iter()
+            .find(|(name, _, p)| *name == service_port.name && *p == protocol)
+            .map(|(_, port, _)| *port)
+            .or(match &service_port.target {
+                IntOrString::Int(port) => u16::try_from(*port).ok(),
+                IntOrString::String(_) => None,
+            });
+        if let Some(port) = port {
+            backends.extend(slice.addresses.iter().map(|ip| (*ip, port)));
+        }
+    }
+    backends.sort();
+    backends.dedup();
+    if backends.is_empty() {
+        return not_applicable(format!(
+            "Service {}/{} has no ready endpoints",
+            service.namespace, service.name
+        ));
+    }
+    let judged: Vec<BackendVerdict> = backends
+        .into_iter()
+        .map(|(ip, port)| {
+            let backend = cluster.resolve(ip);
+            let (egress, ingress) = judge_sides(cluster, flow, source, backend, ip, port);
+            BackendVerdict {
+                ip,
+                port,
+                verdict: combine(egress.verdict, ingress.verdict),
+                egress,
+                ingress,
+            }
+        })
+        .collect();
+    let first = judged[0].verdict;
+    let disagree = judged.iter().any(|b| b.verdict != first);
+    let verdict = if disagree { Decision::Deny } else { first };
+    Verdict {
+        verdict,
+        egress: judged[0].egress.clone(),
+        ingress: judged[0].ingress.clone(),
+        source: EndpointKind::External,
+        destination: EndpointKind::External,
+        backends: judged,
+        backends_disagree: disagree,
+    }
+}
+
+fn judge_pod(
+    pod: &PodInfo,
+    policies: &[Arc<CompiledPolicy>],
+    direction: Direction,
+    admits: impl Fn(&CompiledPolicy, &Rule) -> bool,
+) -> SideVerdict {
+    if policies.is_empty() {
+        return SideVerdict {
+            verdict: Decision::Allow,
+            pod: Some(pod.id()),
+            isolated: false,
+            isolating_policies: Vec::new(),
+            allowed_by: Vec::new(),
+            reason: "no policy isolates the pod in this direction".into(),
+        };
+    }
+    let mut allowed_by = Vec::new();
+    for policy in policies {
+        let rules = match direction {
+            Direction::Ingress => policy.ingress.as_deref(),
+            Direction::Egress => policy.egress.as_deref(),
+        };
+        for (index, rule) in rules.unwrap_or_default().iter().enumerate() {
+            if admits(policy, rule) {
+                allowed_by.push(RuleRef {
+                    policy: policy.id(),
+                    rule: index,
+                });
+            }
+        }
+    }
+    let (verdict, reason) = if allowed_by.is_empty() {
+        (
+            Decision::Deny,
+            "isolated, and no rule of the isolating policies admits the flow",
+        )
+    } else {
+        (
+            Decision::Allow,
+            "admitted by a rule of a policy that selects the pod",
+        )
+    };
+    SideVerdict {
+        verdict,
+        pod: Some(pod.id()),
+        isolated: true,
+        isolating_policies: policies.iter().map(|p| p.id()).collect(),
+        allowed_by,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+struct Target<'a> {
+    cluster: &'a ClusterState,
+    protocol: FlowProtocol,
+    port: u16,
+    destination_pod: Option<&'a PodInfo>,
+}
+
+fn rule_admits(
+    target: &Target<'_>,
+    policy: &CompiledPolicy,
+    rule: &Rule,
+    peer: Resolved<'_>,
+    peer_ip: IpAddr,
+) -> bool {
+    ports_admit(target, rule.ports.as_deref()) && peers_admit(target, policy, rule, peer, peer_ip)
+}
+
+fn ports_admit(target: &Target<'_>, ports: Option<&[PortMatch]>) -> bool {
+    let Some(ports) = ports else {
+        return true;
+    };
+    let Some(protocol) = target.protocol.port_protocol() else {
+        // Rules with ports only admit TCP, UDP and SCTP.
+        return false;
+    };
+    ports.iter().any(|entry| {
+        entry.protocol == protocol
+            && match &entry.port {
+                PortSpec::Any => true,
+                PortSpec::Range(start, end) => (*start..=*end).contains(&target.port),
+                // Named ports resolve against the destination pod's own
+                // container ports; a non-pod destination has none.
+                PortSpec::Named(name) => {
+                    target
+                        .destination_pod
+                        .and_then(|pod| pod.named_port(name, protocol))
+                        == Some(target.port)
+                }
+            }
+    })
+}
+
+fn peers_admit(
+    target: &Target<'_>,
+    policy: &CompiledPolicy,
+    rule: &Rule,
+    peer: Resolved<'_>,
+    peer_ip: IpAddr,
+) -> bool {
+    let Some(peers) = rule.peers.as_deref() else {
+        return true;
+    };
+    peers.iter().any(|entry| match entry {
+        Peer::IpBlock { cidr, except } => {
+            cidr.contains(&peer_ip) && !except.iter().any(|hole| hole.contains(&peer_ip))
+        }
+        Peer::Pods { namespaces, pods } => {
+            let Resolved::Pod(pod) = peer else {
+                return false;
+            };
+            let namespace_matches = match namespaces {
+                NamespaceScope::Own => pod.namespace == policy.namespace,
+                NamespaceScope::Matching(selector) => target
+                    .cluster
+                    .namespace_labels(&pod.namespace)
+                    .is_some_and(|labels| selector.matches(labels)),
+            };
+            namespace_matches && pods.matches(&pod.labels)
+        }
+    })
+}

@@ -1,0 +1,309 @@
+//! Kubernetes objects from YAML or JSON files: multi-document YAML, and
+//! `kind: List` (what `kubectl get -o yaml` prints) both work.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::ClusterState;
+
+/// A supported object.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// A Namespace.
+    Namespace(Box<Namespace>),
+    /// A Node.
+    Node(Box<Node>),
+    /// A NetworkPolicy.
+    NetworkPolicy(Box<NetworkPolicy>),
+    /// A Pod.
+    Pod(Box<Pod>),
+    /// A Service.
+    Service(Box<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+}
+
+impl Object {
+    /// Load order: what others refer to first.
+    fn rank(&self) -> u8 {
+        match self {
+            Object::Namespace(_) => 0,
+            Object::Node(_) => 1,
+            Object::NetworkPolicy(_) => 2,
+            Object::Pod(_) => 3,
+            Object::Service(_) => 4,
+            Object::EndpointSlice(_) => 5,
+        }
+    }
+}
+
+/// Where an object came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// `Kind namespace/name` (or `Kind name`).
+    pub object: String,
+}
+
+/// Errors reading manifests.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A path cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not valid YAML or JSON.
+    #[error("{path}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with its line and column).
+        reason: String,
+    },
+    /// An object does not match its kind's schema.
+    #[error("{path}: {object}: {field}: {reason}")]
+    Object {
+        /// The file.
+        path: PathBuf,
+        /// `Kind namespace/name`.
+        object: String,
+        /// Path of the offending field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A policy is invalid (see [`super::PolicyError`]).
+    #[error("{path}: {error}")]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// The compile error.
+        error: super::PolicyError,
+    },
+}
+
+/// Objects read from files, with what was skipped.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    /// Supported objects with their origin.
+    pub objects: Vec<(Object, Origin)>,
+    /// Kinds present but not used by the engine (Deployments, ...), with
+    /// their count.
+    pub skipped_kinds: std::collections::BTreeMap<String, usize>,
+}
+
+/// Reads every `.yaml`, `.yml` and `.json` file under `paths` (files or
+/// directories, recursively, in name order).
+///
+/// # Errors
+/// Every problem found, each naming file, object and field; objects of the
+/// files without problems are still returned in `Ok` only if there is no
+/// error at all.
+pub fn load(paths: &[PathBuf]) -> Result<Manifests, Vec<ManifestError>> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files, &mut errors);
+    }
+    let mut manifests = Manifests::default();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => parse_file(&file, &text, &mut manifests, &mut errors),
+            Err(source) => errors.push(ManifestError::Read { path: file, source }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(errors)
+    }
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError>) {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(source) => {
+            errors.push(ManifestError::Read {
+                path: path.to_owned(),
+                source,
+            });
+            return;
+        }
+    };
+    if metadata.is_file() {
+        files.push(path.to_owned());
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(source) => {
+            errors.push(ManifestError::Read {
+                path: path.to_owned(),
+                source,
+            });
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    children.sort();
+    for child in children {
+        let is_manifest = child
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        if child.is_dir() {
+            collect_files(&child, files, errors);
+        } else if is_manifest {
+            files.push(child);
+        }
+    }
+}
+
+/// Parses one file's text (YAML is a superset of JSON, but JSON files go
+/// through the JSON parser for its error messages).
+pub fn parse_file(
+    file: &Path,
+    text: &str,
+    manifests: &mut Manifests,
+    errors: &mut Vec<ManifestError>,
+) {
+    let syntax = |reason: String| ManifestError::Syntax {
+        path: file.to_owned(),
+        reason,
+    };
+    let is_json = file.extension().is_some_and(|e| e == "json");
+    let documents: Vec<Value> = if is_json {
+        match serde_json::from_str(text) {
+            Ok(value) => vec![value],
+            Err(e) => return errors.push(syntax(e.to_string())),
+        }
+    } else {
+        let mut documents = Vec::new();
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            match Value::deserialize(document) {
+                Ok(Value::Null) => {} // an empty document (`---` at the end)
+                Ok(value) => documents.push(value),
+                Err(e) => return errors.push(syntax(e.to_string())),
+            }
+        }
+        documents
+    };
+    for document in documents {
+        add_value(file, document, manifests, errors);
+    }
+}
+
+fn describe(value: &Value) -> String {
+    let kind = value["kind"].as_str().unwrap_or("object without kind");
+    let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
+    match value["metadata"]["namespace"].as_str() {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+fn add_value(
+    file: &Path,
+    value: Value,
+    manifests: &mut Manifests,
+    errors: &mut Vec<ManifestError>,
+) {
+    let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+    if kind.ends_with("List") && value["items"].is_array() {
+        if let Value::Object(mut map) = value
+            && let Some(Value::Array(items)) = map.remove("items")
+        {
+            for item in items {
+                add_value(file, item, manifests, errors);
+            }
+        }
+        return;
+    }
+    let object = describe(&value);
+    let origin = Origin {
+        file: file.to_owned(),
+        object: object.clone(),
+    };
+    macro_rules! typed {
+        ($variant:ident) => {
+            match serde_path_to_error::deserialize(value) {
+                Ok(typed) => Object::$variant(Box::new(typed)),
+                Err(error) => {
+                    let field = error.path().to_string();
+                    errors.push(ManifestError::Object {
+                        path: file.to_owned(),
+                        object,
+                        field,
+                        reason: error.into_inner().to_string(),
+                    });
+                    return;
+                }
+            }
+        };
+    }
+    let parsed = match kind.as_str() {
+        "Namespace" => typed!(Namespace),
+        "Node" => typed!(Node),
+        "NetworkPolicy" => typed!(NetworkPolicy),
+        "Pod" => typed!(Pod),
+        "Service" => typed!(Service),
+        "EndpointSlice" => typed!(EndpointSlice),
+        "" => {
+            errors.push(ManifestError::Object {
+                path: file.to_owned(),
+                object,
+                field: "kind".into(),
+                reason: "missing".into(),
+            });
+            return;
+        }
+        other => {
+            *manifests.skipped_kinds.entry(other.to_owned()).or_default() += 1;
+            return;
+        }
+    };
+    manifests.objects.push((parsed, origin));
+}
+
+impl Manifests {
+    /// Builds a cluster state from the objects (namespaces, nodes and
+    /// policies before pods, so each pod is indexed once).
+    ///
+    /// # Errors
+    /// Every invalid policy, naming its file; the state holds every valid
+    /// object either way.
+    pub fn into_cluster(mut self) -> (ClusterState, Vec<ManifestError>) {
+        self.objects.sort_by_key(|(object, _)| object.rank());
+        let mut cluster = ClusterState::new();
+        let mut errors = Vec::new();
+        for (object, origin) in &self.objects {
+            match object {
+                Object::Namespace(o) => cluster.upsert_namespace(o),
+                Object::Node(o) => cluster.upsert_node(o),
+                Object::NetworkPolicy(o) => {
+                    if let Err(error) = cluster.upsert_policy(o) {
+                        errors.push(ManifestError::Policy {
+                            path: origin.file.clone(),
+                            error,
+                        });
+                    }
+                }
+                Object::Pod(o) => cluster.upsert_pod(o),
+                Object::Service(o) => cluster.upsert_service(o),
+                Object::EndpointSlice(o) => cluster.upsert_endpoint_slice(o),
+            }
+        }
+        (cluster, errors)
+    }
+}
