@@ -49,3 +49,6 @@ pub enum PolicyError {
         reason: String,
     },
 }
+
+#[cfg(test)]
+mod tests;
