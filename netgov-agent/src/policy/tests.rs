@@ -927,7 +927,7 @@ mod properties {
     fn render(pod_labels: &[String], policies: &[(String, Vec<String>, bool)]) -> String {
         let mut yaml = namespace("n1", "{env: one}") + &namespace("n2", "{env: two}");
         for (i, labels) in pod_labels.iter().enumerate() {
-            let ns = if i % 2 == 0 { "n1" } else { "n2" };
+            let ns = if i.is_multiple_of(2) { "n1" } else { "n2" };
             yaml += &pod(ns, &format!("p{i}"), &format!("10.0.0.{}", i + 1), labels);
         }
         for (i, (selector, rules, egress)) in policies.iter().enumerate() {
@@ -986,7 +986,7 @@ mod properties {
             let (src, dst) = (src % count, dst % count);
             let verdict = evaluate(&state, &flow(&format!("10.0.0.{}", src + 1), &format!("10.0.0.{}", dst + 1), Tcp, 80));
             let selected = |i: usize| {
-                let pod = state.pod(if i % 2 == 0 { "n1" } else { "n2" }, &format!("p{i}")).expect("pod");
+                let pod = state.pod(if i.is_multiple_of(2) { "n1" } else { "n2" }, &format!("p{i}")).expect("pod");
                 state.policies().any(|p| p.namespace == pod.namespace && p.pod_selector.matches(&pod.labels))
             };
             if !selected(dst) {
