@@ -11,9 +11,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::PolicyError;
 use super::compile::{CompiledPolicy, PortProtocol, compile};
 use super::selector::Labels;
+use super::{Name, PolicyError};
 
 /// The label the API server puts on every namespace (since 1.21); added
 /// here when manifests omit it, so selectors on it work offline too.
@@ -36,9 +36,11 @@ pub struct NamedPort {
 #[derive(Clone, Debug)]
 pub struct PodInfo {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Name,
     /// Name.
-    pub name: String,
+    pub name: Name,
+    /// `namespace/name`.
+    pub id: Name,
     /// Labels.
     pub labels: Labels,
     /// Pod IPs (dual stack: both families).
@@ -56,11 +58,6 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    /// `namespace/name`.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     /// The number of the named port `name` for `protocol`, if the pod has it.
     pub fn named_port(&self, name: &str, protocol: PortProtocol) -> Option<u16> {
         self.named_ports
@@ -265,7 +262,7 @@ impl ClusterState {
         let (mut ingress, mut egress) = (Vec::new(), Vec::new());
         for policy in self
             .policies
-            .get(&pod.namespace)
+            .get(&*pod.namespace)
             .into_iter()
             .flat_map(|p| p.values())
         {
@@ -321,8 +318,9 @@ impl ClusterState {
         let host_network = spec.host_network.unwrap_or(false);
         self.ensure_namespace(&key.0);
         let info = PodInfo {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
+            namespace: Name::from(key.0.as_str()),
+            name: Name::from(key.1.as_str()),
+            id: Name::from(format!("{}/{}", key.0, key.1)),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             ips: ips.clone(),
             host_network,

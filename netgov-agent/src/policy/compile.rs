@@ -5,8 +5,8 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::PolicyError;
 use super::selector::Selector;
+use super::{Name, PolicyError};
 
 /// A transport protocol NetworkPolicy ports can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -95,6 +95,8 @@ pub struct Rule {
 /// A policy ready to judge flows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledPolicy {
+    /// `namespace/name`.
+    pub id: Name,
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -105,13 +107,6 @@ pub struct CompiledPolicy {
     pub ingress: Option<Vec<Rule>>,
     /// Egress rules when the policy has the Egress type.
     pub egress: Option<Vec<Rule>>,
-}
-
-impl CompiledPolicy {
-    /// `namespace/name`.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
 }
 
 /// Compiles a NetworkPolicy.
@@ -200,6 +195,7 @@ pub fn compile(policy: &NetworkPolicy) -> Result<CompiledPolicy, PolicyError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CompiledPolicy {
+        id: Name::from(format!("{namespace}/{name}")),
         namespace,
         name,
         pod_selector,

@@ -1,12 +1,14 @@
 //! Judging one flow: the source's egress and the destination's ingress,
 //! each explained.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
+use super::Name;
 use super::cluster::{ClusterState, PodInfo, Resolved, ServiceInfo};
 use super::compile::{
     CompiledPolicy, NamespaceScope, Peer, PortMatch, PortProtocol, PortSpec, Rule,
@@ -86,7 +88,7 @@ pub enum Decision {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRef {
     /// `namespace/name` of the policy.
-    pub policy: String,
+    pub policy: Name,
     /// Index of the rule in the policy's `ingress` or `egress` list.
     pub rule: usize,
 }
@@ -98,19 +100,19 @@ pub struct SideVerdict {
     pub verdict: Decision,
     /// The pod on this side (`namespace/name`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+    pub pod: Option<Name>,
     /// Whether policies isolate the pod in this direction.
     pub isolated: bool,
     /// The policies that isolate it (select it with this policy type).
-    pub isolating_policies: Vec<String>,
+    pub isolating_policies: Vec<Name>,
     /// The rules that admit the flow.
     pub allowed_by: Vec<RuleRef>,
     /// Why, in words.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 impl SideVerdict {
-    fn not_applicable(reason: impl Into<String>) -> Self {
+    fn not_applicable(reason: impl Into<Cow<'static, str>>) -> Self {
         Self {
             verdict: Decision::NotApplicable,
             pod: None,
@@ -129,18 +131,18 @@ pub enum EndpointKind {
     /// A pod.
     Pod {
         /// Namespace.
-        namespace: String,
+        namespace: Name,
         /// Name.
-        name: String,
+        name: Name,
     },
     /// A node, or a hostNetwork pod.
     Host,
     /// A Service cluster IP.
     Service {
         /// Namespace.
-        namespace: String,
+        namespace: Name,
         /// Name.
-        name: String,
+        name: Name,
     },
     /// Outside the cluster.
     External,
@@ -191,8 +193,8 @@ fn endpoint_kind(resolved: Resolved<'_>) -> EndpointKind {
         },
         Resolved::Host => EndpointKind::Host,
         Resolved::Service(service) => EndpointKind::Service {
-            namespace: service.namespace.clone(),
-            name: service.name.clone(),
+            namespace: Name::from(service.namespace.as_str()),
+            name: Name::from(service.name.as_str()),
         },
         Resolved::External => EndpointKind::External,
     }
@@ -372,7 +374,7 @@ fn judge_pod(
     if policies.is_empty() {
         return SideVerdict {
             verdict: Decision::Allow,
-            pod: Some(pod.id()),
+            pod: Some(Arc::clone(&pod.id)),
             isolated: false,
             isolating_policies: Vec::new(),
             allowed_by: Vec::new(),
@@ -388,7 +390,7 @@ fn judge_pod(
         for (index, rule) in rules.unwrap_or_default().iter().enumerate() {
             if admits(policy, rule) {
                 allowed_by.push(RuleRef {
-                    policy: policy.id(),
+                    policy: Arc::clone(&policy.id),
                     rule: index,
                 });
             }
@@ -407,9 +409,9 @@ fn judge_pod(
     };
     SideVerdict {
         verdict,
-        pod: Some(pod.id()),
+        pod: Some(Arc::clone(&pod.id)),
         isolated: true,
-        isolating_policies: policies.iter().map(|p| p.id()).collect(),
+        isolating_policies: policies.iter().map(|p| Arc::clone(&p.id)).collect(),
         allowed_by,
         reason: reason.into(),
     }
@@ -482,7 +484,7 @@ fn peers_admit(
                 return false;
             };
             let namespace_matches = match namespaces {
-                NamespaceScope::Own => pod.namespace == policy.namespace,
+                NamespaceScope::Own => *pod.namespace == *policy.namespace,
                 NamespaceScope::Matching(selector) => target
                     .cluster
                     .namespace_labels(&pod.namespace)
@@ -491,4 +493,53 @@ fn peers_admit(
             namespace_matches && pods.matches(&pod.labels)
         }
     })
+}
+
+/// Remembers verdicts until the cluster state changes (any change: the
+/// cache compares [`ClusterState::generation`]). Bounded: when full it
+/// starts over, which keeps the hot set without bookkeeping per entry.
+#[derive(Debug)]
+pub struct VerdictCache {
+    generation: u64,
+    capacity: usize,
+    entries: std::collections::HashMap<FlowQuery, Arc<Verdict>>,
+}
+
+impl VerdictCache {
+    /// A cache of at most `capacity` verdicts.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            generation: u64::MAX,
+            capacity: capacity.max(1),
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Verdicts held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The verdict for `flow`, evaluated only if not cached for the current
+    /// cluster state.
+    pub fn get_or_evaluate(&mut self, cluster: &ClusterState, flow: &FlowQuery) -> Arc<Verdict> {
+        if cluster.generation() != self.generation {
+            self.entries.clear();
+            self.generation = cluster.generation();
+        }
+        if let Some(verdict) = self.entries.get(flow) {
+            return Arc::clone(verdict);
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.clear();
+        }
+        let verdict = Arc::new(evaluate(cluster, flow));
+        self.entries.insert(*flow, Arc::clone(&verdict));
+        verdict
+    }
 }

@@ -33,6 +33,10 @@ pub mod manifests;
 pub mod selector;
 
 pub use cluster::ClusterState;
+
+/// A shared name (`namespace/name`, a namespace, a pod name): verdicts
+/// carry these by reference count instead of copying strings.
+pub type Name = std::sync::Arc<str>;
 pub use evaluate::{Decision, FlowProtocol, FlowQuery, Verdict, evaluate};
 
 /// An object the engine cannot use.

@@ -615,13 +615,19 @@ fn explanations_name_policies_and_rules() {
             rule: 1
         }]
     );
-    assert_eq!(allowed.ingress.isolating_policies, ["prod/db", "prod/deny"]);
+    assert_eq!(
+        allowed.ingress.isolating_policies,
+        [Name::from("prod/db"), Name::from("prod/deny")]
+    );
     assert!(!allowed.egress.isolated);
 
     let denied = evaluate(&state, &flow(API, DB, Tcp, 22));
     assert_eq!(denied.verdict, Decision::Deny);
     assert!(denied.ingress.allowed_by.is_empty());
-    assert_eq!(denied.ingress.isolating_policies, ["prod/db", "prod/deny"]);
+    assert_eq!(
+        denied.ingress.isolating_policies,
+        [Name::from("prod/db"), Name::from("prod/deny")]
+    );
 }
 
 const SERVICE: &str = "---
@@ -987,7 +993,7 @@ mod properties {
             let verdict = evaluate(&state, &flow(&format!("10.0.0.{}", src + 1), &format!("10.0.0.{}", dst + 1), Tcp, 80));
             let selected = |i: usize| {
                 let pod = state.pod(if i.is_multiple_of(2) { "n1" } else { "n2" }, &format!("p{i}")).expect("pod");
-                state.policies().any(|p| p.namespace == pod.namespace && p.pod_selector.matches(&pod.labels))
+                state.policies().any(|p| *p.namespace == *pod.namespace && p.pod_selector.matches(&pod.labels))
             };
             if !selected(dst) {
                 prop_assert!(!verdict.ingress.isolated);
