@@ -1,7 +1,12 @@
-//! `cargo xtask bench datapath`: iperf3 TCP throughput between two
-//! namespace pods, alternating runs without and with `netgov capture`
-//! attached; prints the median throughput ratio and the capture's CPU
-//! seconds per GB. A figure, not a pass/fail test.
+//! Benchmarks: figures, not pass/fail tests.
+//!
+//! - `cargo xtask bench datapath`: iperf3 TCP throughput between two
+//!   namespace pods, alternating runs without and with `netgov capture`
+//!   attached; prints the median throughput ratio and the capture's CPU
+//!   seconds per GB.
+//! - `cargo xtask bench policy`: the policy engine on a generated cluster of
+//!   10,000 pods, 200 namespaces and 2,000 policies (compile time,
+//!   verdicts/s), then `netgov check` end to end on a million JSON flows.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -9,7 +14,9 @@ use std::time::Duration;
 use netgov_testbed::{Pod, Testbed};
 use serde_json::Value;
 
-use crate::{XtaskError, build_netgov, require_root, spawn};
+use std::process::Command;
+
+use crate::{XtaskError, build_netgov, cargo, require_root, run, spawn};
 
 struct Options {
     runs: usize,
@@ -45,7 +52,64 @@ fn parse(args: &[String]) -> Result<Options, XtaskError> {
 /// # Errors
 /// Without root, or when a tool fails.
 pub fn bench(args: &[String]) -> Result<(), XtaskError> {
-    let options = parse(args)?;
+    match args.first().map(String::as_str) {
+        Some("datapath") => datapath(&parse(args)?),
+        Some("policy") => policy(),
+        other => Err(XtaskError::Usage(format!("unknown benchmark {other:?}"))),
+    }
+}
+
+/// Runs the engine benchmark example, then times `netgov check` on the
+/// cluster and flows it wrote.
+fn policy() -> Result<(), XtaskError> {
+    let netgov = build_netgov(true)?;
+    let dir = std::env::temp_dir().join(format!("netgov-bench-policy-{}", std::process::id()));
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "netgov-agent",
+            "--example",
+            "policy_bench",
+            "--",
+        ])
+        .arg(&dir))?;
+    let flows = dir.join("flows.jsonl");
+    let one_flow = dir.join("one-flow.jsonl");
+    let all = std::fs::read_to_string(&flows).map_err(|source| XtaskError::Io {
+        what: format!("reading {}", flows.display()),
+        source,
+    })?;
+    let count = all.lines().count();
+    std::fs::write(&one_flow, all.lines().next().unwrap_or_default()).map_err(|source| {
+        XtaskError::Io {
+            what: format!("writing {}", one_flow.display()),
+            source,
+        }
+    })?;
+    let time_check = |flows: &std::path::Path| -> Result<f64, XtaskError> {
+        let started = std::time::Instant::now();
+        run(Command::new(&netgov)
+            .args(["check", "--manifests"])
+            .arg(dir.join("cluster.json"))
+            .arg("--flows")
+            .arg(flows)
+            .stdout(Stdio::null()))?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let startup = time_check(&one_flow)?;
+    let total = time_check(&flows)?;
+    println!(
+        "netgov check end to end: {count} JSON flows in {total:.2} s, of which {startup:.2} s loading the manifests: {:.0} flows/s (one process, one core)",
+        count as f64 / (total - startup)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn datapath(options: &Options) -> Result<(), XtaskError> {
     require_root(
         "bench",
         "it creates network namespaces and loads eBPF programs",

@@ -190,27 +190,84 @@ pub fn parse_flow_flag(
     parse_json_flow(cluster, &line, origin)
 }
 
-/// Adds the verdict to the echoed input: `verdict`, `egress`, `ingress`,
-/// `source`, `destination`, and for Services `backends`.
-pub fn annotate(
-    mut input: Map<String, Value>,
+/// Writes one JSON result: the input object as given (every field echoed,
+/// byte for byte), `src_ip` / `dst_ip` when an end was named as
+/// `namespace/pod`, then the verdict's fields: `verdict`, `egress`,
+/// `ingress`, `source`, `destination`, and for Services `backends`.
+///
+/// # Errors
+/// The I/O error writing.
+pub fn write_json(
+    out: &mut impl Write,
+    input_object: &str,
+    input: &FlowText<'_>,
     query: &FlowQuery,
     verdict: &Verdict,
-) -> Map<String, Value> {
-    if !input.contains_key("src_ip")
-        && input.get("src").and_then(Value::as_str) != Some(&query.src.to_string())
-    {
-        input.insert("src_ip".into(), Value::from(query.src.to_string()));
+) -> std::io::Result<()> {
+    let body = input_object.trim().strip_suffix('}').unwrap_or("{");
+    out.write_all(body.as_bytes())?;
+    for (field, given, ip) in [
+        ("src_ip", input.src, query.src),
+        ("dst_ip", input.dst, query.dst),
+    ] {
+        if given.parse::<IpAddr>().ok() != Some(ip) {
+            write!(out, ",\"{field}\":\"{ip}\"")?;
+        }
     }
-    if !input.contains_key("dst_ip")
-        && input.get("dst").and_then(Value::as_str) != Some(&query.dst.to_string())
-    {
-        input.insert("dst_ip".into(), Value::from(query.dst.to_string()));
+    let verdict = serde_json::to_string(verdict).map_err(std::io::Error::other)?;
+    out.write_all(b",")?;
+    out.write_all(verdict.strip_prefix('{').unwrap_or(&verdict).as_bytes())?;
+    out.write_all(b"\n")
+}
+
+/// The text of a flow's ends, as given.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowText<'a> {
+    /// `src` as given.
+    pub src: &'a str,
+    /// `dst` as given.
+    pub dst: &'a str,
+}
+
+/// The fields of a JSON flow, borrowed from the line (the fast path; lines
+/// it cannot take, such as escaped strings or bad values, go through
+/// [`parse_json_flow`], which names what is wrong).
+#[derive(serde::Deserialize)]
+struct BorrowedFlow<'a> {
+    src: &'a str,
+    dst: &'a str,
+    protocol: &'a str,
+    #[serde(default)]
+    dst_port: Option<u64>,
+    #[serde(default)]
+    src_port: Option<u64>,
+}
+
+fn fast_parse<'a>(cluster: &ClusterState, line: &'a str) -> Option<(FlowQuery, FlowText<'a>)> {
+    let flow: BorrowedFlow<'a> = serde_json::from_str(line).ok()?;
+    let protocol = FlowProtocol::parse(flow.protocol)?;
+    let dst_port = match protocol.port_protocol() {
+        None => 0,
+        Some(_) => u16::try_from(flow.dst_port?).ok().filter(|p| *p > 0)?,
+    };
+    if let Some(port) = flow.src_port {
+        u16::try_from(port).ok()?;
     }
-    if let Ok(Value::Object(judged)) = serde_json::to_value(verdict) {
-        input.extend(judged);
-    }
-    input
+    let dst = endpoint(cluster, flow.dst, "", "dst", flow.src.parse().ok()).ok()?;
+    let src = endpoint(cluster, flow.src, "", "src", Some(dst)).ok()?;
+    let query = FlowQuery {
+        src,
+        dst,
+        protocol,
+        dst_port,
+    };
+    Some((
+        query,
+        FlowText {
+            src: flow.src,
+            dst: flow.dst,
+        },
+    ))
 }
 
 /// Output format of `netgov check`.
@@ -252,14 +309,7 @@ fn side_text(side: &super::evaluate::SideVerdict) -> String {
 }
 
 /// One table row.
-pub fn table_row(input: &Map<String, Value>, query: &FlowQuery, verdict: &Verdict) -> String {
-    let text = |field: &str| {
-        input
-            .get(field)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+pub fn table_row(input: &FlowText<'_>, query: &FlowQuery, verdict: &Verdict) -> String {
     let port = match query.protocol.port_protocol() {
         Some(_) => format!("{}/{:?}", query.dst_port, query.protocol).to_uppercase(),
         None => format!("{:?}", query.protocol).to_uppercase(),
@@ -275,8 +325,8 @@ pub fn table_row(input: &Map<String, Value>, query: &FlowQuery, verdict: &Verdic
     }
     format!(
         "{:<28} {:<28} {:<12} {:<15} {:<40} {}",
-        text("src"),
-        text("dst"),
+        input.src,
+        input.dst,
         port,
         decision,
         side_text(&verdict.egress),
@@ -291,42 +341,83 @@ pub fn table_row(input: &Map<String, Value>, query: &FlowQuery, verdict: &Verdic
 /// A [`FlowError`] for a bad line, or the I/O error writing output.
 pub fn check_json_lines(
     cluster: &ClusterState,
-    input: impl BufRead,
+    mut input: impl BufRead,
     source_name: &str,
     format: CheckFormat,
     out: &mut impl Write,
 ) -> Result<u64, CheckError> {
     let mut count = 0;
-    for (number, line) in input.lines().enumerate() {
-        let line = line.map_err(CheckError::Io)?;
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if input.read_line(&mut line).map_err(CheckError::Io)? == 0 {
+            break;
+        }
+        number += 1;
         if line.trim().is_empty() {
             continue;
         }
-        let origin = format!("{source_name}:{}", number + 1);
-        let (query, fields) = parse_json_flow(cluster, &line, &origin)?;
-        write_result(cluster, &query, fields, format, out)?;
+        match fast_parse(cluster, &line) {
+            Some((query, text)) => write_result(cluster, &query, &line, &text, format, out)?,
+            None => {
+                let origin = format!("{source_name}:{number}");
+                let (query, fields) = parse_json_flow(cluster, &line, &origin)?;
+                judge_parsed(cluster, &query, &fields, format, out)?;
+            }
+        }
         count += 1;
     }
     Ok(count)
 }
 
-/// Judges one parsed flow and writes its result.
+/// Judges a flow parsed by [`parse_json_flow`] or [`parse_flow_flag`] and
+/// writes its result.
+///
+/// # Errors
+/// The I/O error writing output.
+pub fn judge_parsed(
+    cluster: &ClusterState,
+    query: &FlowQuery,
+    fields: &Map<String, Value>,
+    format: CheckFormat,
+    out: &mut impl Write,
+) -> Result<(), CheckError> {
+    let text = |field| {
+        fields
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let object = Value::Object(fields.clone()).to_string();
+    let flow_text = FlowText {
+        src: text("src"),
+        dst: text("dst"),
+    };
+    write_result(cluster, query, &object, &flow_text, format, out)
+}
+
+/// Judges one flow and writes its result.
 ///
 /// # Errors
 /// The I/O error writing output.
 pub fn write_result(
     cluster: &ClusterState,
     query: &FlowQuery,
-    fields: Map<String, Value>,
+    input_object: &str,
+    text: &FlowText<'_>,
     format: CheckFormat,
     out: &mut impl Write,
 ) -> Result<(), CheckError> {
     let verdict = evaluate(cluster, query);
-    let line = match format {
-        CheckFormat::Json => Value::Object(annotate(fields, query, &verdict)).to_string(),
-        CheckFormat::Table => table_row(&fields, query, &verdict),
-    };
-    writeln!(out, "{line}").map_err(CheckError::Io)
+    match format {
+        CheckFormat::Json => {
+            write_json(out, input_object, text, query, &verdict).map_err(CheckError::Io)
+        }
+        CheckFormat::Table => {
+            writeln!(out, "{}", table_row(text, query, &verdict)).map_err(CheckError::Io)
+        }
+    }
 }
 
 /// Errors of `netgov check`.
@@ -400,7 +491,7 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<u64, CheckRun
     for (i, text) in options.flows.iter().enumerate() {
         let (query, fields) = parse_flow_flag(&cluster, text, &format!("--flow #{}", i + 1))
             .map_err(CheckError::from)?;
-        write_result(&cluster, &query, fields, options.format, out)?;
+        judge_parsed(&cluster, &query, &fields, options.format, out)?;
         count += 1;
     }
     match options.flows_file.as_deref() {

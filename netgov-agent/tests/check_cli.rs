@@ -1,0 +1,254 @@
+//! `netgov check` as users run it: manifests and flows in, one result per
+//! flow out, clear errors with non-zero exit on bad input.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-scenario");
+
+fn netgov(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netgov"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netgov");
+    let mut child_stdin = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        child_stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(child_stdin);
+    child.wait_with_output().expect("wait")
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    assert!(
+        output.status.success(),
+        "netgov check failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netgov-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn judges_flows_from_stdin_in_order_and_echoes_input_fields() {
+    let flows = r#"{"src":"10.244.0.12","dst":"10.244.0.11","protocol":"TCP","dst_port":8080,"ticket":"A-1"}
+{"src":"10.244.0.15","dst":"10.244.0.11","protocol":"TCP","dst_port":8080,"src_port":40000}
+
+{"src":"10.244.0.13","dst":"10.0.3.4","protocol":"TCP","dst_port":5432}
+{"src":"10.244.0.13","dst":"203.0.113.10","protocol":"TCP","dst_port":443}
+{"src":"10.244.0.15","dst":"203.0.113.10","protocol":"ICMP"}
+"#;
+    let results = lines(&netgov(
+        &["check", "--manifests", SEED, "--flows", "-"],
+        Some(flows),
+    ));
+    let verdicts: Vec<&str> = results
+        .iter()
+        .map(|r| r["verdict"].as_str().expect("verdict"))
+        .collect();
+    assert_eq!(verdicts, ["allow", "deny", "allow", "deny", "allow"]);
+    assert_eq!(
+        results[0]["ticket"], "A-1",
+        "unknown input fields are echoed"
+    );
+    assert_eq!(results[1]["src_port"], 40000);
+    assert_eq!(
+        results[0]["ingress"]["allowed_by"][0]["policy"],
+        "ai-platform/allow-monitoring"
+    );
+    assert_eq!(results[0]["ingress"]["allowed_by"][0]["rule"], 0);
+    assert_eq!(results[1]["ingress"]["verdict"], "deny");
+    assert_eq!(
+        results[1]["ingress"]["isolating_policies"],
+        serde_json::json!(["ai-platform/allow-monitoring", "ai-platform/default-deny"])
+    );
+    assert_eq!(
+        results[3]["egress"]["isolating_policies"][0],
+        "ai-platform/restrict-egress"
+    );
+    assert_eq!(results[4]["destination"]["kind"], "external");
+}
+
+#[test]
+fn flow_flags_accept_pod_names_and_the_table_reads_well() {
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            SEED,
+            "--format",
+            "table",
+            "--flow",
+            "ai-platform/monitoring-0 -> ai-platform/model-serving-0:8080/TCP",
+            "--flow",
+            "ai-platform/unauthorised-0 -> 10.244.0.11:8080/TCP",
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(rows[0].starts_with("SOURCE"));
+    assert!(
+        rows[1].contains("allow by ai-platform/allow-monitoring#0"),
+        "{text}"
+    );
+    assert!(rows[2].contains("deny: isolated by"), "{text}");
+
+    let json = lines(&netgov(
+        &[
+            "check",
+            "--manifests",
+            SEED,
+            "--flow",
+            "ai-platform/monitoring-0 -> ai-platform/model-serving-0:8080/TCP",
+        ],
+        None,
+    ));
+    assert_eq!(json[0]["src_ip"], "10.244.0.12");
+    assert_eq!(json[0]["dst_ip"], "10.244.0.11");
+}
+
+#[test]
+fn kind_list_and_json_manifests_work() {
+    let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "x", "labels": {"app": "a"}}, "status": {"podIP": "10.9.0.1"}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b", "namespace": "x"}, "status": {"podIP": "10.9.0.2"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ignored", "namespace": "x"}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "x"},
+         "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": []}}]}"#;
+    let path = temp_file("list.json", list);
+    let results = lines(&netgov(
+        &[
+            "check",
+            "--manifests",
+            path.to_str().expect("utf-8"),
+            "--flow",
+            "x/b -> x/a:80/TCP",
+        ],
+        None,
+    ));
+    assert_eq!(results[0]["verdict"], "deny");
+}
+
+#[test]
+fn bad_input_names_file_object_and_field() {
+    let bad_policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: broken, namespace: x}\n\
+                      spec:\n  podSelector: {}\n  ingress:\n    - from:\n        - ipBlock: {cidr: 10.0.0.0/99}\n";
+    let path = temp_file("broken-policy.yaml", bad_policy);
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            path.to_str().expect("utf-8"),
+            "--flow",
+            "10.0.0.1 -> 10.0.0.2:80/TCP",
+        ],
+        None,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken-policy.yaml"), "{stderr}");
+    assert!(stderr.contains("NetworkPolicy x/broken"), "{stderr}");
+    assert!(
+        stderr.contains("spec.ingress[0].from[0].ipBlock.cidr"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+
+    // A schema error: the field path comes from the typed parse.
+    let bad_pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {containers: [{name: c, ports: [{containerPort: eighty}]}]}\n";
+    let path = temp_file("broken-pod.yaml", bad_pod);
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            path.to_str().expect("utf-8"),
+            "--flow",
+            "10.0.0.1 -> 10.0.0.2:80/TCP",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("broken-pod.yaml") && stderr.contains("Pod x/p"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.containers[0].ports[0].containerPort"),
+        "{stderr}"
+    );
+
+    // YAML syntax.
+    let path = temp_file("syntax.yaml", "kind: Pod\nmetadata: {name: [\n");
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            path.to_str().expect("utf-8"),
+            "--flow",
+            "10.0.0.1 -> 10.0.0.2:80/TCP",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("syntax.yaml") && stderr.contains("line"),
+        "{stderr}"
+    );
+
+    // A bad flow line names its line and field.
+    let output = netgov(
+        &["check", "--manifests", SEED, "--flows", "-"],
+        Some(
+            "{\"src\":\"10.244.0.12\",\"dst\":\"10.244.0.11\",\"protocol\":\"TCP\",\"dst_port\":8080}\n{\"src\":\"10.244.0.12\",\"dst\":\"10.244.0.11\",\"protocol\":\"TCP\",\"dst_port\":99999}\n",
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("stdin:2") && stderr.contains("dst_port"),
+        "{stderr}"
+    );
+
+    // No flows at all.
+    let output = netgov(&["check", "--manifests", SEED], None);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no flows"));
+
+    // A pod name that is not in the manifests.
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            SEED,
+            "--flow",
+            "ai-platform/ghost -> 10.244.0.11:8080/TCP",
+        ],
+        None,
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no pod ai-platform/ghost"));
+}
