@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::compile::{CompiledPolicy, PortProtocol, compile};
 use super::selector::Labels;
 use super::{Name, PolicyError};
+use crate::cluster::workload::{Workload, workload_of};
 
 /// The label the API server puts on every namespace (since 1.21); added
 /// here when manifests omit it, so selectors on it work offline too.
@@ -51,6 +52,8 @@ pub struct PodInfo {
     pub node: Option<String>,
     /// Named container ports.
     pub named_ports: Vec<NamedPort>,
+    /// The pod's top owner.
+    pub workload: Workload,
     /// Policies of its namespace that select it with the Ingress type.
     pub(crate) ingress_policies: Vec<Arc<CompiledPolicy>>,
     /// Policies of its namespace that select it with the Egress type.
@@ -326,6 +329,7 @@ impl ClusterState {
             host_network,
             node: spec.node_name.clone(),
             named_ports,
+            workload: workload_of(pod),
             ingress_policies: Vec::new(),
             egress_policies: Vec::new(),
         };
