@@ -1,0 +1,133 @@
+//! Cluster state from manifest files (`--cluster-state PATH...`, the
+//! format of `netgov check --manifests`), reloaded when the files change:
+//! for the demo, tests, and users without a cluster.
+//!
+//! Changes are found by polling each file's size and modification time
+//! (portable, and cheap for the handful of files this is meant for). A
+//! reload that fails to parse keeps the previous state and reports why; an
+//! invalid policy is reported and every other object still applies.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::policy::ClusterState;
+use crate::policy::manifests::{self, ManifestError};
+
+use super::ClusterHealth;
+
+/// Size and modification time of every manifest file, to notice changes.
+type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
+
+fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    let mut files = BTreeMap::new();
+    let mut pending: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = pending.pop() {
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            // A missing path is part of the state too: it shows up as gone.
+            files.insert(path, (u64::MAX, None));
+            continue;
+        };
+        if metadata.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else {
+            files.insert(path, (metadata.len(), metadata.modified().ok()));
+        }
+    }
+    files
+}
+
+/// Loads the state once: every valid object, and the problems found.
+///
+/// # Errors
+/// When a file cannot be read or parsed (then nothing is returned: a
+/// half-read file would silently drop objects).
+pub fn load(paths: &[PathBuf]) -> Result<(ClusterState, Vec<ManifestError>), Vec<ManifestError>> {
+    let manifests = manifests::load(paths)?;
+    Ok(manifests.into_cluster())
+}
+
+/// A file-backed cluster state that follows its files.
+#[derive(Debug)]
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    state: Arc<RwLock<ClusterState>>,
+    health: Arc<RwLock<ClusterHealth>>,
+    fingerprint: Fingerprint,
+}
+
+impl FileSource {
+    /// Loads `paths` for the first time.
+    ///
+    /// # Errors
+    /// When the files cannot be read or parsed at all; invalid objects in
+    /// readable files are reported in the health, not here.
+    pub fn open(paths: Vec<PathBuf>) -> Result<Self, Vec<ManifestError>> {
+        let fingerprint = fingerprint(&paths);
+        let (state, problems) = load(&paths)?;
+        let mut health = ClusterHealth::default();
+        health.record_load(problems.iter().map(ToString::to_string).collect());
+        Ok(Self {
+            paths,
+            state: Arc::new(RwLock::new(state)),
+            health: Arc::new(RwLock::new(health)),
+            fingerprint,
+        })
+    }
+
+    /// The shared state (readers take the read lock per use).
+    pub fn state(&self) -> Arc<RwLock<ClusterState>> {
+        Arc::clone(&self.state)
+    }
+
+    /// The shared health.
+    pub fn health(&self) -> Arc<RwLock<ClusterHealth>> {
+        Arc::clone(&self.health)
+    }
+
+    /// Reloads if any file changed since the last look; returns whether the
+    /// state was replaced.
+    pub fn reload_if_changed(&mut self) -> bool {
+        let now = fingerprint(&self.paths);
+        if now == self.fingerprint {
+            return false;
+        }
+        self.fingerprint = now;
+        match load(&self.paths) {
+            Ok((state, problems)) => {
+                *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+                self.health
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_load(problems.iter().map(ToString::to_string).collect());
+                true
+            }
+            Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                tracing::warn!(
+                    ?errors,
+                    "cluster-state files did not load; keeping the previous state"
+                );
+                self.health
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_failed_reload(errors);
+                false
+            }
+        }
+    }
+
+    /// Polls the files every `interval` until the task is dropped.
+    pub async fn follow(mut self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if self.reload_if_changed() {
+                tracing::info!(paths = ?self.paths, "cluster state reloaded");
+            }
+        }
+    }
+}
