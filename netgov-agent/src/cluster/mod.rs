@@ -5,6 +5,7 @@
 //! Kubernetes API watchers, with the same state and health, follow.
 
 pub mod file_source;
+pub mod kube_source;
 pub mod workload;
 
 use std::time::Instant;

@@ -1,0 +1,312 @@
+//! Cluster state from the Kubernetes API: a kube-rs watcher per resource
+//! (Pods, Namespaces, NetworkPolicies, Services, EndpointSlices, Nodes, all
+//! namespaces) feeding the policy engine's [`ClusterState`] one object at a
+//! time.
+//!
+//! Decisions:
+//! - The [`ClusterState`] is the store: each object is reduced to the fields
+//!   the engine uses as it arrives (no `managedFields`, no full copies in
+//!   reflector stores), so memory stays flat on big clusters.
+//! - Objects are watched untyped and converted one by one, so a malformed
+//!   object is skipped with an error naming it and its field, and the rest
+//!   of the list still applies.
+//! - A relist (after `410 Gone` or a broken watch) applies every listed
+//!   object as it comes and, once the list is complete, deletes the objects
+//!   it no longer contains: nothing is lost or duplicated.
+//! - Ready once every resource has completed its first list; watch errors
+//!   back off (kube-rs default backoff) and resume.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+
+use crate::policy::ClusterState;
+
+/// The resources the agent watches (the ClusterRole grants `get`, `list`,
+/// `watch` on exactly these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WatchedKind {
+    /// core/v1 Namespaces.
+    Namespace,
+    /// core/v1 Nodes.
+    Node,
+    /// networking.k8s.io/v1 NetworkPolicies.
+    NetworkPolicy,
+    /// core/v1 Pods.
+    Pod,
+    /// core/v1 Services.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlice,
+}
+
+impl WatchedKind {
+    /// Every watched kind.
+    pub const ALL: [WatchedKind; 6] = [
+        WatchedKind::Namespace,
+        WatchedKind::Node,
+        WatchedKind::NetworkPolicy,
+        WatchedKind::Pod,
+        WatchedKind::Service,
+        WatchedKind::EndpointSlice,
+    ];
+
+    /// The kind's name, as in manifests and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchedKind::Namespace => "Namespace",
+            WatchedKind::Node => "Node",
+            WatchedKind::NetworkPolicy => "NetworkPolicy",
+            WatchedKind::Pod => "Pod",
+            WatchedKind::Service => "Service",
+            WatchedKind::EndpointSlice => "EndpointSlice",
+        }
+    }
+
+    fn api_resource(self) -> ApiResource {
+        match self {
+            WatchedKind::Namespace => ApiResource::erase::<Namespace>(&()),
+            WatchedKind::Node => ApiResource::erase::<Node>(&()),
+            WatchedKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+            WatchedKind::Pod => ApiResource::erase::<Pod>(&()),
+            WatchedKind::Service => ApiResource::erase::<Service>(&()),
+            WatchedKind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
+        }
+    }
+}
+
+/// Health of one watched resource.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceHealth {
+    /// The first complete list has been applied.
+    pub synced: bool,
+    /// Watch errors so far (each followed by a backoff and a resume).
+    pub watch_errors: u64,
+    /// When the last event arrived.
+    pub last_event: Option<Instant>,
+    /// Objects currently known.
+    pub objects: usize,
+    /// Objects skipped because they do not fit their schema, or are invalid
+    /// policies (the latest error of each is in `problems`).
+    pub skipped_objects: u64,
+    /// The latest watch error.
+    pub last_error: Option<String>,
+    /// Objects skipped, by `Kind namespace/name`, with why.
+    pub problems: BTreeMap<String, String>,
+}
+
+/// Health of the whole source.
+#[derive(Clone, Debug, Default)]
+pub struct KubeHealth {
+    /// Per resource.
+    pub resources: BTreeMap<WatchedKind, ResourceHealth>,
+}
+
+impl KubeHealth {
+    /// Ready once every resource completed its first list.
+    pub fn ready(&self) -> bool {
+        WatchedKind::ALL
+            .iter()
+            .all(|kind| self.resources.get(kind).is_some_and(|r| r.synced))
+    }
+}
+
+/// Errors creating the client.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Neither in-cluster configuration nor a default kubeconfig was found.
+    #[error("no Kubernetes configuration (in-cluster or $KUBECONFIG/~/.kube/config): {0}")]
+    Infer(#[source] kube::config::InferConfigError),
+    /// The client could not be built.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// A client from `kubeconfig`, or inferred like every kube-rs tool
+/// (in-cluster service account, then `$KUBECONFIG`, then
+/// `~/.kube/config`).
+///
+/// # Errors
+/// [`KubeSourceError`] naming what could not be used.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeSourceError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_error = |source| KubeSourceError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(KubeSourceError::Infer)?,
+    };
+    kube::Client::try_from(config).map_err(KubeSourceError::Client)
+}
+
+/// Watches every resource into `state` until the returned tasks are
+/// aborted (dropping the handles does not stop them).
+pub fn start(
+    client: kube::Client,
+    state: Arc<RwLock<ClusterState>>,
+    health: Arc<RwLock<KubeHealth>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    WatchedKind::ALL
+        .iter()
+        .map(|kind| {
+            let (client, state, health) = (client.clone(), Arc::clone(&state), Arc::clone(&health));
+            tokio::spawn(watch_kind(*kind, client, state, health))
+        })
+        .collect()
+}
+
+type ObjectKey = (String, String);
+
+fn object_key(object: &DynamicObject) -> ObjectKey {
+    (
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+async fn watch_kind(
+    kind: WatchedKind,
+    client: kube::Client,
+    state: Arc<RwLock<ClusterState>>,
+    health: Arc<RwLock<KubeHealth>>,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client, &kind.api_resource());
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut known: HashSet<ObjectKey> = HashSet::new();
+    let mut relisted: Option<HashSet<ObjectKey>> = None;
+    let update_health = |f: &mut dyn FnMut(&mut ResourceHealth)| {
+        let mut health = health.write().unwrap_or_else(|e| e.into_inner());
+        f(health.resources.entry(kind).or_default());
+    };
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(kind = kind.name(), %error, "watch error; backing off");
+                update_health(&mut |h| {
+                    h.watch_errors += 1;
+                    h.last_error = Some(error.to_string());
+                });
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                let key = object_key(&object);
+                let result = apply(kind, &state, object);
+                update_health(&mut |h| record(h, kind, &key, &result));
+                if let Some(relisted) = &mut relisted {
+                    relisted.insert(key.clone());
+                }
+                known.insert(key);
+            }
+            watcher::Event::Delete(object) => {
+                let key = object_key(&object);
+                delete(kind, &state, &key);
+                known.remove(&key);
+                update_health(&mut |h| {
+                    h.problems
+                        .remove(&format!("{} {}/{}", kind.name(), key.0, key.1));
+                });
+            }
+            watcher::Event::InitDone => {
+                let listed = relisted.take().unwrap_or_default();
+                for key in known.difference(&listed) {
+                    delete(kind, &state, key);
+                }
+                known = listed;
+                update_health(&mut |h| h.synced = true);
+            }
+        }
+        let objects = known.len();
+        update_health(&mut |h| {
+            h.last_event = Some(Instant::now());
+            h.objects = objects;
+        });
+    }
+}
+
+fn record(
+    health: &mut ResourceHealth,
+    kind: WatchedKind,
+    key: &ObjectKey,
+    result: &Result<(), String>,
+) {
+    let name = format!("{} {}/{}", kind.name(), key.0, key.1);
+    match result {
+        Ok(()) => {
+            health.problems.remove(&name);
+        }
+        Err(reason) => {
+            tracing::warn!(object = %name, %reason, "object skipped");
+            health.skipped_objects += 1;
+            health.problems.insert(name, reason.clone());
+        }
+    }
+}
+
+/// Converts an untyped object, naming the field that does not fit.
+fn typed<K: DeserializeOwned>(object: DynamicObject) -> Result<K, String> {
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+fn apply(
+    kind: WatchedKind,
+    state: &RwLock<ClusterState>,
+    object: DynamicObject,
+) -> Result<(), String> {
+    let mut state = state.write().unwrap_or_else(|e| e.into_inner());
+    match kind {
+        WatchedKind::Namespace => state.upsert_namespace(&typed(object)?),
+        WatchedKind::Node => state.upsert_node(&typed(object)?),
+        WatchedKind::NetworkPolicy => state
+            .upsert_policy(&typed(object)?)
+            .map_err(|e| e.to_string())?,
+        WatchedKind::Pod => state.upsert_pod(&typed(object)?),
+        WatchedKind::Service => state.upsert_service(&typed(object)?),
+        WatchedKind::EndpointSlice => state.upsert_endpoint_slice(&typed(object)?),
+    }
+    Ok(())
+}
+
+fn delete(kind: WatchedKind, state: &RwLock<ClusterState>, (namespace, name): &ObjectKey) {
+    let mut state = state.write().unwrap_or_else(|e| e.into_inner());
+    match kind {
+        WatchedKind::Namespace => state.delete_namespace(name),
+        WatchedKind::Node => state.delete_node(name),
+        WatchedKind::NetworkPolicy => state.delete_policy(namespace, name),
+        WatchedKind::Pod => state.delete_pod(namespace, name),
+        WatchedKind::Service => state.delete_service(namespace, name),
+        WatchedKind::EndpointSlice => state.delete_endpoint_slice(namespace, name),
+    }
+}

@@ -1,0 +1,325 @@
+//! Cluster state through kube-rs against the in-process fake API server
+//! (real list/watch wire protocol, reached through an ordinary
+//! kubeconfig): initial sync, churn with IP reuse, label and policy
+//! changes, API server restart, 410 Gone → relist, malformed objects.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use netgov_agent::cluster::kube_source::{self, KubeHealth, WatchedKind};
+use netgov_agent::policy::evaluate::EndpointKind;
+use netgov_agent::policy::{ClusterState, Decision, FlowProtocol, FlowQuery, evaluate};
+use netgov_fakeapi::{FakeApiServer, Resource};
+use serde_json::{Value, json};
+
+struct Harness {
+    server: FakeApiServer,
+    state: Arc<RwLock<ClusterState>>,
+    health: Arc<RwLock<KubeHealth>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn pod(namespace: &str, name: &str, ip: &str, labels: Value) -> Value {
+    json!({"metadata": {"name": name, "namespace": namespace, "labels": labels},
+           "spec": {"containers": [{"name": "c", "image": "i"}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    json!({"metadata": {"name": name, "labels": labels}})
+}
+
+fn policy(namespace: &str, name: &str, spec: Value) -> Value {
+    json!({"metadata": {"name": name, "namespace": namespace}, "spec": spec})
+}
+
+impl Harness {
+    async fn start(seed: impl FnOnce(&FakeApiServer)) -> Self {
+        let server = FakeApiServer::start().await;
+        seed(&server);
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "netgov-kubeconfig-{}-{}",
+            std::process::id(),
+            server.address().port()
+        ));
+        server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        let client = kube_source::client(Some(&kubeconfig))
+            .await
+            .expect("client");
+        let state = Arc::new(RwLock::new(ClusterState::new()));
+        let health = Arc::new(RwLock::new(KubeHealth::default()));
+        let tasks = kube_source::start(client, Arc::clone(&state), Arc::clone(&health));
+        let harness = Self {
+            server,
+            state,
+            health,
+            tasks,
+        };
+        harness
+            .eventually("initial sync", |h| h.health.read().expect("lock").ready())
+            .await;
+        harness
+    }
+
+    async fn eventually(&self, what: &str, condition: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !condition(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.health.read().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn verdict(&self, src: &str, dst: &str, port: u16) -> Decision {
+        let state = self.state.read().expect("lock");
+        evaluate(&state, &query(src, dst, port)).verdict
+    }
+
+    fn destination(&self, dst: &str) -> EndpointKind {
+        let state = self.state.read().expect("lock");
+        evaluate(&state, &query("203.0.113.1", dst, 80)).destination
+    }
+}
+
+fn query(src: &str, dst: &str, port: u16) -> FlowQuery {
+    FlowQuery {
+        src: src.parse::<IpAddr>().expect("ip"),
+        dst: dst.parse().expect("ip"),
+        protocol: FlowProtocol::Tcp,
+        dst_port: port,
+    }
+}
+
+fn seed(server: &FakeApiServer) {
+    server.apply(
+        Resource::Namespaces,
+        namespace("prod", json!({"env": "prod"})),
+    );
+    server.apply(
+        Resource::Namespaces,
+        namespace("dev", json!({"env": "dev"})),
+    );
+    server.apply(
+        Resource::Pods,
+        pod("prod", "db", "10.0.1.3", json!({"app": "db"})),
+    );
+    server.apply(
+        Resource::Pods,
+        pod("dev", "tool", "10.0.2.3", json!({"app": "tool"})),
+    );
+    server.apply(
+        Resource::NetworkPolicies,
+        policy(
+            "prod",
+            "db",
+            json!({"podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "data"}}}]}]}),
+        ),
+    );
+    server.apply(
+        Resource::Nodes,
+        json!({"metadata": {"name": "node-1"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"}]}}),
+    );
+    server.apply(
+        Resource::Services,
+        json!({"metadata": {"name": "db", "namespace": "prod"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 5432}]}}),
+    );
+    server.apply(
+        Resource::EndpointSlices,
+        json!({"metadata": {"name": "db-1", "namespace": "prod", "labels": {"kubernetes.io/service-name": "db"}},
+               "addressType": "IPv4", "ports": [{"port": 5432, "protocol": "TCP"}], "endpoints": [{"addresses": ["10.0.1.3"]}]}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_label_and_policy_changes() {
+    let h = Harness::start(seed).await;
+    {
+        let health = h.health.read().expect("lock");
+        assert_eq!(health.resources[&WatchedKind::Pod].objects, 2);
+        assert_eq!(health.resources[&WatchedKind::NetworkPolicy].objects, 1);
+    }
+    assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
+    assert_eq!(h.destination("192.168.1.10"), EndpointKind::Host);
+    assert!(matches!(
+        h.destination("10.96.0.10"),
+        EndpointKind::Service { .. }
+    ));
+
+    // A namespace label change flips the verdict.
+    h.server.apply(
+        Resource::Namespaces,
+        namespace("dev", json!({"env": "dev", "team": "data"})),
+    );
+    h.eventually("namespace relabel", |h| {
+        h.verdict("10.0.2.3", "10.0.1.3", 5432) == Decision::Allow
+    })
+    .await;
+
+    // A policy changed, then a new one, then both removed.
+    h.server.apply(
+        Resource::NetworkPolicies,
+        policy("prod", "db", json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"ports": [{"port": 5432}]}]})),
+    );
+    h.eventually("policy change", |h| {
+        h.verdict("10.0.2.3", "10.0.1.3", 22) == Decision::Deny
+    })
+    .await;
+    assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Allow);
+    h.server.apply(
+        Resource::NetworkPolicies,
+        policy(
+            "prod",
+            "deny-all",
+            json!({"podSelector": {}, "ingress": []}),
+        ),
+    );
+    h.server.delete(Resource::NetworkPolicies, "prod", "db");
+    h.eventually("policy swap", |h| {
+        h.verdict("10.0.2.3", "10.0.1.3", 5432) == Decision::Deny
+    })
+    .await;
+    h.server
+        .delete(Resource::NetworkPolicies, "prod", "deny-all");
+    h.eventually("policies removed", |h| {
+        h.verdict("10.0.2.3", "10.0.1.3", 22) == Decision::Allow
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_churn_with_ip_reuse() {
+    let h = Harness::start(seed).await;
+    // The old owner finishes, a new pod takes its IP: the IP is the new pod.
+    let mut finished = pod("prod", "db", "10.0.1.3", json!({"app": "db"}));
+    finished["status"]["phase"] = json!("Succeeded");
+    h.server.apply(Resource::Pods, finished);
+    h.server.apply(
+        Resource::Pods,
+        pod("dev", "new", "10.0.1.3", json!({"app": "new"})),
+    );
+    let new_owner = EndpointKind::Pod {
+        namespace: "dev".into(),
+        name: "new".into(),
+    };
+    h.eventually("IP reuse", |h| h.destination("10.0.1.3") == new_owner)
+        .await;
+    // The stale owner's deletion does not unmap the new one.
+    h.server.delete(Resource::Pods, "prod", "db");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.destination("10.0.1.3"), new_owner);
+    h.server.delete(Resource::Pods, "dev", "new");
+    h.eventually("deletion", |h| {
+        h.destination("10.0.1.3") == EndpointKind::External
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_gone_relist_lose_and_duplicate_nothing() {
+    let mut h = Harness::start(seed).await;
+    // API server restart mid-watch: a change made while it was down is seen.
+    h.server.restart(Duration::from_millis(300)).await;
+    h.server.apply(
+        Resource::Pods,
+        pod("dev", "after-restart", "10.0.2.9", json!({"app": "x"})),
+    );
+    h.eventually("change after restart", |h| {
+        matches!(h.destination("10.0.2.9"), EndpointKind::Pod { .. })
+    })
+    .await;
+
+    // History compacted and every watch dropped: the watcher gets 410 Gone,
+    // relists, and removes what was deleted in between.
+    let (lists_before, _) = h.server.requests(Resource::Pods);
+    // Hold the watchers' reconnections (a slow server) while the pod is
+    // deleted and history compacted, so they resume from a version that
+    // is gone.
+    h.server.set_delay(Duration::from_millis(600));
+    h.server.drop_connections();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.server.delete(Resource::Pods, "dev", "tool");
+    h.server.compact();
+    h.server.set_delay(Duration::ZERO);
+    h.eventually("relist after 410", |h| {
+        h.server.requests(Resource::Pods).0 > lists_before
+    })
+    .await;
+    h.eventually("deletion seen through the relist", |h| {
+        h.destination("10.0.2.3") == EndpointKind::External
+    })
+    .await;
+    assert_eq!(
+        h.state.read().expect("lock").pod_count(),
+        2,
+        "db and after-restart, nothing duplicated"
+    );
+    let errors: u64 = h
+        .health
+        .read()
+        .expect("lock")
+        .resources
+        .values()
+        .map(|r| r.watch_errors)
+        .sum();
+    assert!(errors > 0, "the broken watches were counted");
+    assert!(h.health.read().expect("lock").ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_objects_are_skipped_and_named() {
+    let h = Harness::start(|server| {
+        seed(server);
+        let mut bad = pod("prod", "broken", "10.0.1.99", json!({"app": "x"}));
+        bad["spec"]["containers"][0]["ports"] = json!([{"containerPort": "eighty"}]);
+        server.apply(Resource::Pods, bad);
+        server.apply(
+            Resource::NetworkPolicies,
+            policy(
+                "prod",
+                "bad-cidr",
+                json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "nope"}}]}]}),
+            ),
+        );
+    })
+    .await;
+    let health = h.health.read().expect("lock").clone();
+    let pods = &health.resources[&WatchedKind::Pod];
+    assert_eq!(pods.skipped_objects, 1);
+    let reason = &pods.problems["Pod prod/broken"];
+    assert!(
+        reason.contains("spec.containers[0].ports[0].containerPort"),
+        "{reason}"
+    );
+    let policies = &health.resources[&WatchedKind::NetworkPolicy];
+    assert!(policies.problems["NetworkPolicy prod/bad-cidr"].contains("ipBlock.cidr"));
+    // Everything else applies.
+    assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
+    assert_eq!(h.destination("10.0.1.99"), EndpointKind::External);
+    // Fixing the object clears its problem.
+    h.server.apply(
+        Resource::Pods,
+        pod("prod", "broken", "10.0.1.99", json!({"app": "x"})),
+    );
+    h.eventually("fixed object", |h| {
+        matches!(h.destination("10.0.1.99"), EndpointKind::Pod { .. })
+    })
+    .await;
+    assert!(
+        h.health.read().expect("lock").resources[&WatchedKind::Pod]
+            .problems
+            .is_empty()
+    );
+}

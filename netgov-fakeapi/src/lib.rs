@@ -1,0 +1,459 @@
+//! An in-process fake Kubernetes API server for tests and benchmarks. It
+//! speaks the real list/watch wire protocol for the cluster-wide
+//! collections netgov reads — Pods, Namespaces, Services, Nodes,
+//! NetworkPolicies, EndpointSlices:
+//!
+//! - `GET <collection>`: a list with `metadata.resourceVersion`;
+//! - `GET <collection>?watch=1&resourceVersion=N`: a stream of
+//!   `ADDED`/`MODIFIED`/`DELETED` events after N, `BOOKMARK`s when asked
+//!   (`allowWatchBookmarks`), ending after `timeoutSeconds`; a version older
+//!   than the last compaction gets an `ERROR` event with a `410 Expired`
+//!   status, as the real server sends;
+//!
+//! and lets a test change objects, compact history, drop every connection,
+//! restart on the same port, slow responses down, or serve malformed
+//! objects. Clients reach it through an ordinary kubeconfig
+//! ([`FakeApiServer::write_kubeconfig`]). Plain HTTP on loopback only.
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+/// A collection the server serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// `/api/v1/pods`.
+    Pods,
+    /// `/api/v1/namespaces`.
+    Namespaces,
+    /// `/api/v1/services`.
+    Services,
+    /// `/api/v1/nodes`.
+    Nodes,
+    /// `/apis/networking.k8s.io/v1/networkpolicies`.
+    NetworkPolicies,
+    /// `/apis/discovery.k8s.io/v1/endpointslices`.
+    EndpointSlices,
+}
+
+impl Resource {
+    /// Every resource.
+    pub const ALL: [Resource; 6] = [
+        Resource::Pods,
+        Resource::Namespaces,
+        Resource::Services,
+        Resource::Nodes,
+        Resource::NetworkPolicies,
+        Resource::EndpointSlices,
+    ];
+
+    fn path(self) -> &'static str {
+        match self {
+            Resource::Pods => "/api/v1/pods",
+            Resource::Namespaces => "/api/v1/namespaces",
+            Resource::Services => "/api/v1/services",
+            Resource::Nodes => "/api/v1/nodes",
+            Resource::NetworkPolicies => "/apis/networking.k8s.io/v1/networkpolicies",
+            Resource::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            Resource::NetworkPolicies => "networking.k8s.io/v1",
+            Resource::EndpointSlices => "discovery.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Resource::Pods => "Pod",
+            Resource::Namespaces => "Namespace",
+            Resource::Services => "Service",
+            Resource::Nodes => "Node",
+            Resource::NetworkPolicies => "NetworkPolicy",
+            Resource::EndpointSlices => "EndpointSlice",
+        }
+    }
+
+    /// The resource of a request path (collection paths only).
+    fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.path() == path)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct WatchEvent {
+    resource: Resource,
+    resource_version: u64,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    resource_version: u64,
+    objects: BTreeMap<(Resource, String, String), Value>,
+    history: Vec<WatchEvent>,
+    /// Watches from before this version get 410 Gone.
+    compacted: u64,
+    delay: Duration,
+}
+
+/// The server. Dropping it stops it.
+pub struct FakeApiServer {
+    address: SocketAddr,
+    store: Arc<Mutex<Store>>,
+    events: broadcast::Sender<WatchEvent>,
+    shutdown: broadcast::Sender<()>,
+    accept_loop: Option<JoinHandle<()>>,
+    /// Requests served, by resource and kind (`list` or `watch`).
+    requests: Arc<Mutex<BTreeMap<(Resource, &'static str), u64>>>,
+}
+
+impl FakeApiServer {
+    /// Starts on an ephemeral loopback port (within a Tokio runtime).
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let address = listener.local_addr().expect("local address");
+        let (events, _) = broadcast::channel(65536);
+        let (shutdown, _) = broadcast::channel(1);
+        let mut server = Self {
+            address,
+            store: Arc::new(Mutex::new(Store {
+                resource_version: 1000,
+                ..Store::default()
+            })),
+            events,
+            shutdown,
+            accept_loop: None,
+            requests: Arc::default(),
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let store = Arc::clone(&self.store);
+        let events = self.events.clone();
+        let shutdown = self.shutdown.clone();
+        let requests = Arc::clone(&self.requests);
+        self.accept_loop = Some(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (store, events, requests) =
+                    (Arc::clone(&store), events.clone(), Arc::clone(&requests));
+                let mut stop = shutdown.subscribe();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        handle(
+                            Arc::clone(&store),
+                            events.clone(),
+                            Arc::clone(&requests),
+                            request,
+                        )
+                    });
+                    let connection =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stop.recv() => {}
+                    }
+                });
+            }
+        }));
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Writes a kubeconfig for this server to `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+                 users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+                 current-context: fake\n",
+                self.address
+            ),
+        )
+    }
+
+    /// Creates or replaces an object (`metadata.name`, and
+    /// `metadata.namespace` for namespaced kinds), as an event to watchers.
+    pub fn apply(&self, resource: Resource, mut object: Value) {
+        let mut store = self.store.lock().expect("store");
+        store.resource_version += 1;
+        let version = store.resource_version;
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        if object["metadata"]["uid"].is_null() {
+            object["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
+        }
+        object["apiVersion"] = json!(resource.api_version());
+        object["kind"] = json!(resource.kind());
+        let kind = if store
+            .objects
+            .insert((resource, namespace, name), object.clone())
+            .is_some()
+        {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let event = WatchEvent {
+            resource,
+            resource_version: version,
+            kind,
+            object,
+        };
+        store.history.push(event.clone());
+        let _ = self.events.send(event);
+    }
+
+    /// Deletes an object, as an event to watchers.
+    pub fn delete(&self, resource: Resource, namespace: &str, name: &str) {
+        let mut store = self.store.lock().expect("store");
+        let Some(mut object) =
+            store
+                .objects
+                .remove(&(resource, namespace.to_owned(), name.to_owned()))
+        else {
+            return;
+        };
+        store.resource_version += 1;
+        let version = store.resource_version;
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        let event = WatchEvent {
+            resource,
+            resource_version: version,
+            kind: "DELETED",
+            object,
+        };
+        store.history.push(event.clone());
+        let _ = self.events.send(event);
+    }
+
+    /// Forgets the event history: every watch from an older version gets
+    /// `410 Gone` and must relist.
+    pub fn compact(&self) {
+        let mut store = self.store.lock().expect("store");
+        store.compacted = store.resource_version;
+        store.history.clear();
+    }
+
+    /// Closes every open connection (watches end abruptly).
+    pub fn drop_connections(&self) {
+        let _ = self.shutdown.send(());
+    }
+
+    /// Stops listening and closes every connection, then listens again on
+    /// the same port after `down_for`, with the same objects — an API
+    /// server restart.
+    ///
+    /// # Panics
+    /// When the port cannot be bound again.
+    pub async fn restart(&mut self, down_for: Duration) {
+        if let Some(accept_loop) = self.accept_loop.take() {
+            accept_loop.abort();
+            let _ = accept_loop.await;
+        }
+        self.drop_connections();
+        tokio::time::sleep(down_for).await;
+        let listener = TcpListener::bind(self.address)
+            .await
+            .expect("rebind the same port");
+        self.serve(listener);
+    }
+
+    /// Delays every response by `delay` (slow API server).
+    pub fn set_delay(&self, delay: Duration) {
+        self.store.lock().expect("store").delay = delay;
+    }
+
+    /// Requests served so far for `resource`: `(lists, watches)`.
+    pub fn requests(&self, resource: Resource) -> (u64, u64) {
+        let requests = self.requests.lock().expect("requests");
+        (
+            requests.get(&(resource, "list")).copied().unwrap_or(0),
+            requests.get(&(resource, "watch")).copied().unwrap_or(0),
+        )
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        if let Some(accept_loop) = self.accept_loop.take() {
+            accept_loop.abort();
+        }
+        let _ = self.shutdown.send(());
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .expect("response")
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+async fn handle(
+    store: Arc<Mutex<Store>>,
+    events: broadcast::Sender<WatchEvent>,
+    requests: Arc<Mutex<BTreeMap<(Resource, &'static str), u64>>>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let delay = store.lock().expect("store").delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(resource) = Resource::from_path(request.uri().path()) else {
+        return Ok(full(
+            StatusCode::NOT_FOUND,
+            status(404, "NotFound", "unknown path"),
+        ));
+    };
+    let query: BTreeMap<String, String> = request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let watch = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
+    *requests
+        .lock()
+        .expect("requests")
+        .entry((resource, if watch { "watch" } else { "list" }))
+        .or_default() += 1;
+    if !watch {
+        let store = store.lock().expect("store");
+        let items: Vec<&Value> = store
+            .objects
+            .iter()
+            .filter(|((r, _, _), _)| *r == resource)
+            .map(|(_, object)| object)
+            .collect();
+        let list = json!({"apiVersion": resource.api_version(), "kind": format!("{}List", resource.kind()),
+                          "metadata": {"resourceVersion": store.resource_version.to_string()}, "items": items});
+        return Ok(full(StatusCode::OK, list));
+    }
+    let from: u64 = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bookmarks = matches!(
+        query.get("allowWatchBookmarks").map(String::as_str),
+        Some("true" | "1")
+    );
+    let timeout = Duration::from_secs(
+        query
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(290),
+    );
+    // Subscribe before reading history so nothing falls in between.
+    let live = events.subscribe();
+    let (backlog, expired, current) = {
+        let store = store.lock().expect("store");
+        let expired = from != 0 && from < store.compacted;
+        let backlog: Vec<WatchEvent> = store
+            .history
+            .iter()
+            .filter(|e| e.resource == resource && e.resource_version > from)
+            .cloned()
+            .collect();
+        (backlog, expired, store.resource_version)
+    };
+    let line = |event_type: &str, object: &Value| -> Result<Frame<Bytes>, Infallible> {
+        Ok(Frame::data(Bytes::from(format!(
+            "{}\n",
+            json!({"type": event_type, "object": object})
+        ))))
+    };
+    if expired {
+        let gone = status(
+            410,
+            "Expired",
+            &format!("too old resource version: {from} ({current})"),
+        );
+        let body = StreamBody::new(futures::stream::iter([line("ERROR", &gone)]));
+        return Ok(Response::new(BodyExt::boxed(body)));
+    }
+    let last_backlog = backlog.last().map_or(from, |e| e.resource_version);
+    let backlog = futures::stream::iter(backlog.into_iter().map(move |e| line(e.kind, &e.object)));
+    let live =
+        tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |event| async move {
+            match event {
+                Ok(event)
+                    if event.resource == resource && event.resource_version > last_backlog =>
+                {
+                    Some(line(event.kind, &event.object))
+                }
+                _ => None,
+            }
+        });
+    let bookmark_stream = futures::stream::unfold(store, move |store| async move {
+        if !bookmarks {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let version = store.lock().expect("store").resource_version;
+        let bookmark = json!({"apiVersion": resource.api_version(), "kind": resource.kind(),
+                              "metadata": {"resourceVersion": version.to_string()}});
+        Some((line("BOOKMARK", &bookmark), store))
+    });
+    let stream = backlog
+        .chain(futures::stream::select(live, bookmark_stream))
+        .take_until(tokio::time::sleep(timeout));
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("response"))
+}
