@@ -3,7 +3,8 @@
 //! collections netgov reads — Pods, Namespaces, Services, Nodes,
 //! NetworkPolicies, EndpointSlices:
 //!
-//! - `GET <collection>`: a list with `metadata.resourceVersion`;
+//! - `GET <collection>`: a list with `metadata.resourceVersion`, paginated
+//!   by `limit` and `continue`;
 //! - `GET <collection>?watch=1&resourceVersion=N`: a stream of
 //!   `ADDED`/`MODIFIED`/`DELETED` events after N, `BOOKMARK`s when asked
 //!   (`allowWatchBookmarks`), ending after `timeoutSeconds`; a version older
@@ -373,15 +374,32 @@ async fn handle(
         .entry((resource, if watch { "watch" } else { "list" }))
         .or_default() += 1;
     if !watch {
+        // Paginated like the real server: `limit` items a page, with a
+        // `continue` token (the offset) while more remain.
         let store = store.lock().expect("store");
-        let items: Vec<&Value> = store
+        let offset: usize = query
+            .get("continue")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let limit: usize = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let mut items = store
             .objects
             .iter()
             .filter(|((r, _, _), _)| *r == resource)
             .map(|(_, object)| object)
-            .collect();
+            .skip(offset);
+        let page: Vec<&Value> = items.by_ref().take(limit).collect();
+        let more = items.next().is_some();
+        let mut metadata = json!({"resourceVersion": store.resource_version.to_string()});
+        if more {
+            metadata["continue"] = json!((offset + page.len()).to_string());
+        }
         let list = json!({"apiVersion": resource.api_version(), "kind": format!("{}List", resource.kind()),
-                          "metadata": {"resourceVersion": store.resource_version.to_string()}, "items": items});
+                          "metadata": metadata, "items": page});
         return Ok(full(StatusCode::OK, list));
     }
     let from: u64 = query

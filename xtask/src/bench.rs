@@ -7,6 +7,9 @@
 //! - `cargo xtask bench policy`: the policy engine on a generated cluster of
 //!   10,000 pods, 200 namespaces and 2,000 policies (compile time,
 //!   verdicts/s), then `netgov check` end to end on a million JSON flows.
+//! - `cargo xtask bench cluster`: initial sync of 10,000 pods, 500
+//!   namespaces, 2,000 policies and 3,000 services from the fake API server
+//!   (time to ready, memory, IP resolutions/s).
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -55,6 +58,15 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     match args.first().map(String::as_str) {
         Some("datapath") => datapath(&parse(args)?),
         Some("policy") => policy(),
+        Some("cluster") => run(cargo().args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "netgov-agent",
+            "--example",
+            "cluster_bench",
+        ])),
         other => Err(XtaskError::Usage(format!("unknown benchmark {other:?}"))),
     }
 }

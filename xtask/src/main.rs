@@ -73,7 +73,7 @@ pub enum XtaskError {
     },
     /// Bad command line.
     #[error(
-        "usage: cargo xtask setup | test [cargo test args] | demo | bench datapath [--runs N] [--seconds S]\n{0}"
+        "usage: cargo xtask setup | test [cargo test args] | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster\n{0}"
     )]
     Usage(String),
 }
