@@ -152,7 +152,12 @@ async fn initial_sync_label_and_policy_changes() {
         assert_eq!(health.resources[&WatchedKind::NetworkPolicy].objects, 1);
     }
     assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
-    assert_eq!(h.destination("192.168.1.10"), EndpointKind::Host);
+    assert_eq!(
+        h.destination("192.168.1.10"),
+        EndpointKind::Host {
+            node: Some("node-1".into())
+        }
+    );
     assert!(matches!(
         h.destination("10.96.0.10"),
         EndpointKind::Service { .. }

@@ -110,8 +110,9 @@ pub struct SliceInfo {
 pub enum Resolved<'a> {
     /// A pod with its own network namespace.
     Pod(&'a PodInfo),
-    /// A node, or a hostNetwork pod (which shares its node's addresses).
-    Host,
+    /// A node, or a hostNetwork pod (which shares its node's addresses),
+    /// with the node's name when known.
+    Host(Option<&'a str>),
     /// A Service cluster IP.
     Service(&'a ServiceInfo),
     /// Nothing the cluster knows: outside the cluster.
@@ -551,8 +552,17 @@ impl ClusterState {
         {
             return Resolved::Pod(pod);
         }
-        if self.node_by_ip.contains_key(&ip) || self.host_network_ips.contains_key(&ip) {
-            return Resolved::Host;
+        if let Some(node) = self.node_by_ip.get(&ip) {
+            return Resolved::Host(Some(node));
+        }
+        if let Some(owners) = self.host_network_ips.get(&ip) {
+            // A hostNetwork pod is its node, as far as the network goes.
+            let node = owners
+                .iter()
+                .filter_map(|key| self.pod_slots.get(key))
+                .filter_map(|slot| self.pods[*slot].as_ref()?.node.as_deref())
+                .next();
+            return Resolved::Host(node);
         }
         if let Some(service) = self
             .service_by_ip
@@ -562,10 +572,5 @@ impl ClusterState {
             return Resolved::Service(service);
         }
         Resolved::External
-    }
-
-    /// The node name owning `ip`, for explanations.
-    pub fn node_of(&self, ip: IpAddr) -> Option<&str> {
-        self.node_by_ip.get(&ip).map(String::as_str)
     }
 }

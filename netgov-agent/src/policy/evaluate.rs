@@ -136,7 +136,11 @@ pub enum EndpointKind {
         name: Name,
     },
     /// A node, or a hostNetwork pod.
-    Host,
+    Host {
+        /// The node's name, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<Name>,
+    },
     /// A Service cluster IP.
     Service {
         /// Namespace.
@@ -191,7 +195,9 @@ fn endpoint_kind(resolved: Resolved<'_>) -> EndpointKind {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
         },
-        Resolved::Host => EndpointKind::Host,
+        Resolved::Host(node) => EndpointKind::Host {
+            node: node.map(Name::from),
+        },
         Resolved::Service(service) => EndpointKind::Service {
             namespace: Name::from(service.namespace.as_str()),
             name: Name::from(service.name.as_str()),
@@ -243,7 +249,7 @@ fn judge_sides(
     dst_ip: IpAddr,
     dst_port: u16,
 ) -> (SideVerdict, SideVerdict) {
-    if matches!(source, Resolved::Host) || matches!(destination, Resolved::Host) {
+    if matches!(source, Resolved::Host(_)) || matches!(destination, Resolved::Host(_)) {
         let reason =
             "a node or hostNetwork pod is an end of the flow: NetworkPolicy does not govern it";
         return (

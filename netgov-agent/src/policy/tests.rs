@@ -589,6 +589,14 @@ fn hosts_are_not_applicable() {
         assert_eq!(verdict.verdict, Decision::NotApplicable, "{src} -> {dst}");
         assert_eq!(verdict.egress.verdict, Decision::NotApplicable);
     }
+    // A hostNetwork pod is its node.
+    let verdict = evaluate(&state, &flow(API, "192.168.1.11", Tcp, 10250));
+    assert_eq!(
+        verdict.destination,
+        evaluate::EndpointKind::Host {
+            node: Some("node-1".into())
+        }
+    );
     // Outside to outside: no pod at either end.
     let verdict = evaluate(&state, &flow(OUTSIDE, "198.51.100.1", Tcp, 80));
     assert_eq!(verdict.verdict, Decision::NotApplicable);
