@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use netgov_agent::cluster::kube_source::{self, KubeHealth};
+use netgov_agent::cluster::ClusterHealth;
+use netgov_agent::cluster::kube_source;
 use netgov_agent::policy::ClusterState;
 use netgov_agent::policy::cluster::Resolved;
 use netgov_fakeapi::{FakeApiServer, Resource};
@@ -159,7 +160,7 @@ fn main() {
         let live_before = live_mib();
 
         let state = Arc::new(RwLock::new(ClusterState::new()));
-        let health = Arc::new(RwLock::new(KubeHealth::default()));
+        let health = Arc::new(RwLock::new(ClusterHealth::default()));
         let started = Instant::now();
         let tasks = kube_source::start(client, Arc::clone(&state), Arc::clone(&health));
         while !health.read().expect("lock").ready() {

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netgov_agent::cluster::kube_source::{self, KubeHealth, WatchedKind};
+use netgov_agent::cluster::kube_source;
+use netgov_agent::cluster::{ClusterHealth, ResourceKind};
 use netgov_agent::policy::evaluate::EndpointKind;
 use netgov_agent::policy::{ClusterState, Decision, FlowProtocol, FlowQuery, evaluate};
 use netgov_fakeapi::{FakeApiServer, Resource};
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 struct Harness {
     server: FakeApiServer,
     state: Arc<RwLock<ClusterState>>,
-    health: Arc<RwLock<KubeHealth>>,
+    health: Arc<RwLock<ClusterHealth>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -56,7 +57,7 @@ impl Harness {
             .await
             .expect("client");
         let state = Arc::new(RwLock::new(ClusterState::new()));
-        let health = Arc::new(RwLock::new(KubeHealth::default()));
+        let health = Arc::new(RwLock::new(ClusterHealth::default()));
         let tasks = kube_source::start(client, Arc::clone(&state), Arc::clone(&health));
         let harness = Self {
             server,
@@ -148,8 +149,8 @@ async fn initial_sync_label_and_policy_changes() {
     let h = Harness::start(seed).await;
     {
         let health = h.health.read().expect("lock");
-        assert_eq!(health.resources[&WatchedKind::Pod].objects, 2);
-        assert_eq!(health.resources[&WatchedKind::NetworkPolicy].objects, 1);
+        assert_eq!(health.resources[&ResourceKind::Pod].objects, 2);
+        assert_eq!(health.resources[&ResourceKind::NetworkPolicy].objects, 1);
     }
     assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
     assert_eq!(
@@ -277,7 +278,7 @@ async fn restart_and_gone_relist_lose_and_duplicate_nothing() {
         .expect("lock")
         .resources
         .values()
-        .map(|r| r.watch_errors)
+        .map(|r| r.errors)
         .sum();
     assert!(errors > 0, "the broken watches were counted");
     assert!(h.health.read().expect("lock").ready());
@@ -301,14 +302,14 @@ async fn malformed_objects_are_skipped_and_named() {
     })
     .await;
     let health = h.health.read().expect("lock").clone();
-    let pods = &health.resources[&WatchedKind::Pod];
+    let pods = &health.resources[&ResourceKind::Pod];
     assert_eq!(pods.skipped_objects, 1);
     let reason = &pods.problems["Pod prod/broken"];
     assert!(
         reason.contains("spec.containers[0].ports[0].containerPort"),
         "{reason}"
     );
-    let policies = &health.resources[&WatchedKind::NetworkPolicy];
+    let policies = &health.resources[&ResourceKind::NetworkPolicy];
     assert!(policies.problems["NetworkPolicy prod/bad-cidr"].contains("ipBlock.cidr"));
     // Everything else applies.
     assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
@@ -323,7 +324,7 @@ async fn malformed_objects_are_skipped_and_named() {
     })
     .await;
     assert!(
-        h.health.read().expect("lock").resources[&WatchedKind::Pod]
+        h.health.read().expect("lock").resources[&ResourceKind::Pod]
             .problems
             .is_empty()
     );

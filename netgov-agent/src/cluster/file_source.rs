@@ -13,9 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::policy::ClusterState;
-use crate::policy::manifests::{self, ManifestError};
+use crate::policy::manifests::{self, ManifestError, Object};
 
-use super::ClusterHealth;
+use super::{ClusterHealth, ResourceKind};
 
 /// Size and modification time of every manifest file, to notice changes.
 type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
@@ -40,14 +40,82 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     files
 }
 
+/// What a load produced: the state, objects per kind, and the objects it
+/// had to skip (`Kind namespace/name` → why).
+struct Loaded {
+    state: ClusterState,
+    counts: BTreeMap<ResourceKind, usize>,
+    problems: BTreeMap<String, String>,
+}
+
+fn kind_of(object: &Object) -> ResourceKind {
+    match object {
+        Object::Namespace(_) => ResourceKind::Namespace,
+        Object::Node(_) => ResourceKind::Node,
+        Object::NetworkPolicy(_) => ResourceKind::NetworkPolicy,
+        Object::Pod(_) => ResourceKind::Pod,
+        Object::Service(_) => ResourceKind::Service,
+        Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
+    }
+}
+
 /// Loads the state once: every valid object, and the problems found.
 ///
 /// # Errors
 /// When a file cannot be read or parsed (then nothing is returned: a
 /// half-read file would silently drop objects).
-pub fn load(paths: &[PathBuf]) -> Result<(ClusterState, Vec<ManifestError>), Vec<ManifestError>> {
+fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<ManifestError>> {
     let manifests = manifests::load(paths)?;
-    Ok(manifests.into_cluster())
+    let mut counts = BTreeMap::new();
+    for (object, _) in &manifests.objects {
+        *counts.entry(kind_of(object)).or_default() += 1;
+    }
+    let (state, errors) = manifests.into_cluster();
+    let problems = errors
+        .iter()
+        .map(|error| match error {
+            ManifestError::Policy {
+                error: crate::policy::PolicyError::Invalid { object, .. },
+                ..
+            } => (object.clone(), error.to_string()),
+            other => (String::new(), other.to_string()),
+        })
+        .collect();
+    Ok(Loaded {
+        state,
+        counts,
+        problems,
+    })
+}
+
+fn record_load(health: &mut ClusterHealth, loaded: &Loaded) {
+    for kind in ResourceKind::ALL {
+        let resource = health.resources.entry(kind).or_default();
+        resource.synced = true;
+        resource.last_event = Some(std::time::Instant::now());
+        resource.objects = loaded.counts.get(&kind).copied().unwrap_or(0);
+        let prefix = format!("{} ", kind.name());
+        resource.problems = loaded
+            .problems
+            .iter()
+            .filter(|(object, _)| object.starts_with(&prefix))
+            .map(|(object, why)| (object.clone(), why.clone()))
+            .collect();
+        resource.skipped_objects = resource.problems.len() as u64;
+    }
+}
+
+fn record_failed_reload(health: &mut ClusterHealth, errors: &[ManifestError]) {
+    let message = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    for kind in ResourceKind::ALL {
+        let resource = health.resources.entry(kind).or_default();
+        resource.errors += 1;
+        resource.last_error = Some(message.clone());
+    }
 }
 
 /// A file-backed cluster state that follows its files.
@@ -67,9 +135,10 @@ impl FileSource {
     /// readable files are reported in the health, not here.
     pub fn open(paths: Vec<PathBuf>) -> Result<Self, Vec<ManifestError>> {
         let fingerprint = fingerprint(&paths);
-        let (state, problems) = load(&paths)?;
+        let mut loaded = load(&paths)?;
         let mut health = ClusterHealth::default();
-        health.record_load(problems.iter().map(ToString::to_string).collect());
+        record_load(&mut health, &loaded);
+        let state = std::mem::take(&mut loaded.state);
         Ok(Self {
             paths,
             state: Arc::new(RwLock::new(state)),
@@ -97,24 +166,24 @@ impl FileSource {
         }
         self.fingerprint = now;
         match load(&self.paths) {
-            Ok((state, problems)) => {
-                *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
-                self.health
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record_load(problems.iter().map(ToString::to_string).collect());
+            Ok(mut loaded) => {
+                record_load(
+                    &mut self.health.write().unwrap_or_else(|e| e.into_inner()),
+                    &loaded,
+                );
+                *self.state.write().unwrap_or_else(|e| e.into_inner()) =
+                    std::mem::take(&mut loaded.state);
                 true
             }
             Err(errors) => {
-                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 tracing::warn!(
-                    ?errors,
+                    errors = ?errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "cluster-state files did not load; keeping the previous state"
                 );
-                self.health
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record_failed_reload(errors);
+                record_failed_reload(
+                    &mut self.health.write().unwrap_or_else(|e| e.into_inner()),
+                    &errors,
+                );
                 false
             }
         }

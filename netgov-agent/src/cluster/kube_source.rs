@@ -29,96 +29,8 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
+use super::{ClusterHealth, ResourceHealth, ResourceKind};
 use crate::policy::ClusterState;
-
-/// The resources the agent watches (the ClusterRole grants `get`, `list`,
-/// `watch` on exactly these).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum WatchedKind {
-    /// core/v1 Namespaces.
-    Namespace,
-    /// core/v1 Nodes.
-    Node,
-    /// networking.k8s.io/v1 NetworkPolicies.
-    NetworkPolicy,
-    /// core/v1 Pods.
-    Pod,
-    /// core/v1 Services.
-    Service,
-    /// discovery.k8s.io/v1 EndpointSlices.
-    EndpointSlice,
-}
-
-impl WatchedKind {
-    /// Every watched kind.
-    pub const ALL: [WatchedKind; 6] = [
-        WatchedKind::Namespace,
-        WatchedKind::Node,
-        WatchedKind::NetworkPolicy,
-        WatchedKind::Pod,
-        WatchedKind::Service,
-        WatchedKind::EndpointSlice,
-    ];
-
-    /// The kind's name, as in manifests and metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            WatchedKind::Namespace => "Namespace",
-            WatchedKind::Node => "Node",
-            WatchedKind::NetworkPolicy => "NetworkPolicy",
-            WatchedKind::Pod => "Pod",
-            WatchedKind::Service => "Service",
-            WatchedKind::EndpointSlice => "EndpointSlice",
-        }
-    }
-
-    fn api_resource(self) -> ApiResource {
-        match self {
-            WatchedKind::Namespace => ApiResource::erase::<Namespace>(&()),
-            WatchedKind::Node => ApiResource::erase::<Node>(&()),
-            WatchedKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
-            WatchedKind::Pod => ApiResource::erase::<Pod>(&()),
-            WatchedKind::Service => ApiResource::erase::<Service>(&()),
-            WatchedKind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
-        }
-    }
-}
-
-/// Health of one watched resource.
-#[derive(Clone, Debug, Default)]
-pub struct ResourceHealth {
-    /// The first complete list has been applied.
-    pub synced: bool,
-    /// Watch errors so far (each followed by a backoff and a resume).
-    pub watch_errors: u64,
-    /// When the last event arrived.
-    pub last_event: Option<Instant>,
-    /// Objects currently known.
-    pub objects: usize,
-    /// Objects skipped because they do not fit their schema, or are invalid
-    /// policies (the latest error of each is in `problems`).
-    pub skipped_objects: u64,
-    /// The latest watch error.
-    pub last_error: Option<String>,
-    /// Objects skipped, by `Kind namespace/name`, with why.
-    pub problems: BTreeMap<String, String>,
-}
-
-/// Health of the whole source.
-#[derive(Clone, Debug, Default)]
-pub struct KubeHealth {
-    /// Per resource.
-    pub resources: BTreeMap<WatchedKind, ResourceHealth>,
-}
-
-impl KubeHealth {
-    /// Ready once every resource completed its first list.
-    pub fn ready(&self) -> bool {
-        WatchedKind::ALL
-            .iter()
-            .all(|kind| self.resources.get(kind).is_some_and(|r| r.synced))
-    }
-}
 
 /// Errors creating the client.
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +82,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeSourc
 pub fn start(
     client: kube::Client,
     state: Arc<RwLock<ClusterState>>,
-    health: Arc<RwLock<KubeHealth>>,
+    health: Arc<RwLock<ClusterHealth>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    WatchedKind::ALL
+    ResourceKind::ALL
         .iter()
         .map(|kind| {
             let (client, state, health) = (client.clone(), Arc::clone(&state), Arc::clone(&health));
@@ -191,12 +103,12 @@ fn object_key(object: &DynamicObject) -> ObjectKey {
 }
 
 async fn watch_kind(
-    kind: WatchedKind,
+    kind: ResourceKind,
     client: kube::Client,
     state: Arc<RwLock<ClusterState>>,
-    health: Arc<RwLock<KubeHealth>>,
+    health: Arc<RwLock<ClusterHealth>>,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(client, &kind.api_resource());
+    let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -212,7 +124,7 @@ async fn watch_kind(
             Err(error) => {
                 tracing::warn!(kind = kind.name(), %error, "watch error; backing off");
                 update_health(&mut |h| {
-                    h.watch_errors += 1;
+                    h.errors += 1;
                     h.last_error = Some(error.to_string());
                 });
                 continue;
@@ -257,7 +169,7 @@ async fn watch_kind(
 
 fn record(
     health: &mut ResourceHealth,
-    kind: WatchedKind,
+    kind: ResourceKind,
     key: &ObjectKey,
     result: &Result<(), String>,
 ) {
@@ -281,32 +193,43 @@ fn typed<K: DeserializeOwned>(object: DynamicObject) -> Result<K, String> {
 }
 
 fn apply(
-    kind: WatchedKind,
+    kind: ResourceKind,
     state: &RwLock<ClusterState>,
     object: DynamicObject,
 ) -> Result<(), String> {
     let mut state = state.write().unwrap_or_else(|e| e.into_inner());
     match kind {
-        WatchedKind::Namespace => state.upsert_namespace(&typed(object)?),
-        WatchedKind::Node => state.upsert_node(&typed(object)?),
-        WatchedKind::NetworkPolicy => state
+        ResourceKind::Namespace => state.upsert_namespace(&typed(object)?),
+        ResourceKind::Node => state.upsert_node(&typed(object)?),
+        ResourceKind::NetworkPolicy => state
             .upsert_policy(&typed(object)?)
             .map_err(|e| e.to_string())?,
-        WatchedKind::Pod => state.upsert_pod(&typed(object)?),
-        WatchedKind::Service => state.upsert_service(&typed(object)?),
-        WatchedKind::EndpointSlice => state.upsert_endpoint_slice(&typed(object)?),
+        ResourceKind::Pod => state.upsert_pod(&typed(object)?),
+        ResourceKind::Service => state.upsert_service(&typed(object)?),
+        ResourceKind::EndpointSlice => state.upsert_endpoint_slice(&typed(object)?),
     }
     Ok(())
 }
 
-fn delete(kind: WatchedKind, state: &RwLock<ClusterState>, (namespace, name): &ObjectKey) {
+fn delete(kind: ResourceKind, state: &RwLock<ClusterState>, (namespace, name): &ObjectKey) {
     let mut state = state.write().unwrap_or_else(|e| e.into_inner());
     match kind {
-        WatchedKind::Namespace => state.delete_namespace(name),
-        WatchedKind::Node => state.delete_node(name),
-        WatchedKind::NetworkPolicy => state.delete_policy(namespace, name),
-        WatchedKind::Pod => state.delete_pod(namespace, name),
-        WatchedKind::Service => state.delete_service(namespace, name),
-        WatchedKind::EndpointSlice => state.delete_endpoint_slice(namespace, name),
+        ResourceKind::Namespace => state.delete_namespace(name),
+        ResourceKind::Node => state.delete_node(name),
+        ResourceKind::NetworkPolicy => state.delete_policy(namespace, name),
+        ResourceKind::Pod => state.delete_pod(namespace, name),
+        ResourceKind::Service => state.delete_service(namespace, name),
+        ResourceKind::EndpointSlice => state.delete_endpoint_slice(namespace, name),
+    }
+}
+
+fn api_resource(kind: ResourceKind) -> ApiResource {
+    match kind {
+        ResourceKind::Namespace => ApiResource::erase::<Namespace>(&()),
+        ResourceKind::Node => ApiResource::erase::<Node>(&()),
+        ResourceKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+        ResourceKind::Pod => ApiResource::erase::<Pod>(&()),
+        ResourceKind::Service => ApiResource::erase::<Service>(&()),
+        ResourceKind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
     }
 }

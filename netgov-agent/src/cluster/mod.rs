@@ -1,44 +1,94 @@
 //! Cluster state for the agent: who an IP is (pod, workload, node,
 //! service) and the policies that apply, kept current.
 //!
-//! Today the state comes from manifest files ([`file_source`]); the
-//! Kubernetes API watchers, with the same state and health, follow.
+//! Two sources fill the same [`crate::policy::ClusterState`] and report the
+//! same [`ClusterHealth`]: the Kubernetes API ([`kube_source`]) and
+//! manifest files ([`file_source`]).
 
 pub mod file_source;
 pub mod kube_source;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// How current the cluster state is, for readiness and metrics.
+/// The resources the cluster state is made of (the agent's ClusterRole
+/// grants `get`, `list`, `watch` on exactly these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceKind {
+    /// core/v1 Namespaces.
+    Namespace,
+    /// core/v1 Nodes.
+    Node,
+    /// networking.k8s.io/v1 NetworkPolicies.
+    NetworkPolicy,
+    /// core/v1 Pods.
+    Pod,
+    /// core/v1 Services.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlice,
+}
+
+impl ResourceKind {
+    /// Every kind.
+    pub const ALL: [ResourceKind; 6] = [
+        ResourceKind::Namespace,
+        ResourceKind::Node,
+        ResourceKind::NetworkPolicy,
+        ResourceKind::Pod,
+        ResourceKind::Service,
+        ResourceKind::EndpointSlice,
+    ];
+
+    /// The kind's name, as in manifests and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceKind::Namespace => "Namespace",
+            ResourceKind::Node => "Node",
+            ResourceKind::NetworkPolicy => "NetworkPolicy",
+            ResourceKind::Pod => "Pod",
+            ResourceKind::Service => "Service",
+            ResourceKind::EndpointSlice => "EndpointSlice",
+        }
+    }
+}
+
+/// Health of one resource of the state.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceHealth {
+    /// The first complete list has been applied.
+    pub synced: bool,
+    /// Errors so far: watch errors (each followed by a backoff and a
+    /// resume), or failed reloads of the files.
+    pub errors: u64,
+    /// When the last event arrived.
+    pub last_event: Option<Instant>,
+    /// Objects currently known.
+    pub objects: usize,
+    /// Objects skipped because they do not fit their schema, or are invalid
+    /// policies (the latest error of each is in `problems`).
+    pub skipped_objects: u64,
+    /// The latest error.
+    pub last_error: Option<String>,
+    /// Objects skipped, by `Kind namespace/name`, with why.
+    pub problems: BTreeMap<String, String>,
+}
+
+/// Health of the whole state, the same for both sources.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterHealth {
-    /// Whether a complete state has been loaded at least once.
-    pub synced: bool,
-    /// When the state last changed.
-    pub last_change: Option<Instant>,
-    /// Loads that succeeded.
-    pub loads: u64,
-    /// Reloads that failed (the previous state was kept).
-    pub failed_reloads: u64,
-    /// Problems of the current state: invalid objects that were skipped, or
-    /// why the last reload failed.
-    pub problems: Vec<String>,
+    /// Per resource.
+    pub resources: BTreeMap<ResourceKind, ResourceHealth>,
 }
 
 impl ClusterHealth {
-    /// Records a successful (re)load with the objects it had to skip.
-    pub fn record_load(&mut self, problems: Vec<String>) {
-        self.synced = true;
-        self.last_change = Some(Instant::now());
-        self.loads += 1;
-        self.problems = problems;
-    }
-
-    /// Records a reload that failed; the previous state stays.
-    pub fn record_failed_reload(&mut self, problems: Vec<String>) {
-        self.failed_reloads += 1;
-        self.problems = problems;
+    /// Ready once every resource completed its first list (or the files
+    /// loaded).
+    pub fn ready(&self) -> bool {
+        ResourceKind::ALL
+            .iter()
+            .all(|kind| self.resources.get(kind).is_some_and(|r| r.synced))
     }
 }
 

@@ -1,6 +1,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use super::ResourceKind;
 use super::file_source::FileSource;
 use crate::policy::{Decision, FlowProtocol, FlowQuery, evaluate};
 
@@ -39,7 +40,7 @@ fn file_source_follows_its_files_and_keeps_the_last_good_state() {
     let dir = temp_dir("follow");
     std::fs::write(dir.join("pods.yaml"), PODS).expect("write");
     let mut source = FileSource::open(vec![dir.clone()]).expect("open");
-    assert!(source.health().read().expect("lock").synced);
+    assert!(source.health().read().expect("lock").ready());
     assert_eq!(b_to_a(&source), Decision::Allow);
     assert!(!source.reload_if_changed(), "nothing changed");
 
@@ -56,12 +57,11 @@ fn file_source_follows_its_files_and_keeps_the_last_good_state() {
     assert!(!source.reload_if_changed());
     assert_eq!(b_to_a(&source), Decision::Deny);
     let health = source.health().read().expect("lock").clone();
-    assert_eq!(health.failed_reloads, 1);
-    assert!(
-        health.problems[0].contains("policy.yaml"),
-        "{:?}",
-        health.problems
-    );
+    let policies = &health.resources[&ResourceKind::NetworkPolicy];
+    assert_eq!(policies.errors, 1);
+    let error = policies.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("policy.yaml"), "{error}");
+    assert!(health.ready(), "the previous state is still complete");
 
     // An invalid policy next to a valid one: the valid one applies, the
     // invalid one is reported with its field.
@@ -71,12 +71,12 @@ fn file_source_follows_its_files_and_keeps_the_last_good_state() {
     assert!(source.reload_if_changed());
     assert_eq!(b_to_a(&source), Decision::Deny);
     let health = source.health().read().expect("lock").clone();
-    assert_eq!(health.problems.len(), 1);
-    assert!(
-        health.problems[0].contains("spec.ingress[0].ports[0].port"),
-        "{:?}",
-        health.problems
-    );
+    let policies = &health.resources[&ResourceKind::NetworkPolicy];
+    assert_eq!(policies.skipped_objects, 1);
+    assert_eq!(policies.objects, 2);
+    let why = &policies.problems["NetworkPolicy x/bad"];
+    assert!(why.contains("spec.ingress[0].ports[0].port"), "{why}");
+    assert_eq!(health.resources[&ResourceKind::Pod].objects, 2);
 
     // Removing the policy file un-isolates.
     std::fs::remove_file(dir.join("policy.yaml")).expect("remove");
