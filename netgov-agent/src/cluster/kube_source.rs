@@ -16,7 +16,7 @@
 //! - Ready once every resource has completed its first list; watch errors
 //!   back off (kube-rs default backoff) and resume.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
