@@ -8,4 +8,5 @@
 pub mod capture;
 pub mod cli;
 pub mod cluster;
+pub mod export;
 pub mod policy;
