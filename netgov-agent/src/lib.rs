@@ -5,6 +5,7 @@
 //! these modules.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod capture;
 pub mod cli;
 pub mod cluster;

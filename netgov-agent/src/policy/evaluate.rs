@@ -549,3 +549,38 @@ impl VerdictCache {
         verdict
     }
 }
+
+/// Whether an egress rule of a policy selecting `pod` admits `flow` by an
+/// `ipBlock` that covers its destination — the rule *names* the
+/// destination, unlike a rule that admits every peer. Pods that are not
+/// egress-isolated have no such rule.
+pub fn egress_names_destination(cluster: &ClusterState, pod: &PodInfo, flow: &FlowQuery) -> bool {
+    let target = Target {
+        cluster,
+        protocol: flow.protocol,
+        port: flow.dst_port,
+        destination_pod: None,
+    };
+    pod.egress_policies.iter().any(|policy| {
+        policy
+            .egress
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|rule| {
+                ports_admit(&target, rule.ports.as_deref())
+                    && rule
+                        .peers
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|peer| match peer {
+                            Peer::IpBlock { cidr, except } => {
+                                cidr.contains(&flow.dst)
+                                    && !except.iter().any(|hole| hole.contains(&flow.dst))
+                            }
+                            Peer::Pods { .. } => false,
+                        })
+            })
+    })
+}
