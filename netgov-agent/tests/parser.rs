@@ -540,3 +540,48 @@ fn sctp_ports_are_read_from_the_common_header() {
     );
     assert_eq!(stats.bytes, [20 + 12 + 20, 0]);
 }
+
+#[test]
+fn the_last_fragment_retires_the_memo() {
+    let h = Harness::new();
+    let v4 = |frag: u16| V4 {
+        protocol: proto::UDP,
+        id: 0x7777,
+        frag,
+        ..V4::default()
+    };
+    let mut first = udp(6100, 6101, 100);
+    first.truncate(8 + 40);
+    h.run(&frame(ethernet(0x0800, &[]), ipv4(v4(0x2000), &first)));
+    h.run(&frame(ethernet(0x0800, &[]), ipv4(v4(6), &[0; 60]))); // last fragment
+    // The same IP ID reused later, without its first fragment: unmatched,
+    // not attributed to the finished datagram's ports.
+    h.run(&frame(ethernet(0x0800, &[]), ipv4(v4(6), &[0; 60])));
+    let (_, stats) = h.only_flow();
+    assert_eq!(stats.packets, [2, 0]);
+    assert_eq!(h.counter(Counter::FragmentsMatched), 1);
+    assert_eq!(h.counter(Counter::FragmentsUnmatched), 1);
+}
+
+#[test]
+fn offloaded_packets_without_segment_count_use_the_segment_size() {
+    let h = Harness::new();
+    // 2,500 payload bytes with a 1,000-byte segment size: 3 wire segments.
+    let ip = ipv4(V4::default(), &tcp(40000, 8080, tcp_flags::ACK as u8, 2500));
+    h.run_gso(&frame(ethernet(0x0800, &[]), ip), Hook::ToPod, 0, 1000);
+    let (_, stats) = h.only_flow();
+    assert_eq!(stats.packets, [3, 0]);
+    assert_eq!(stats.bytes, [3 * 40 + 2500, 0]);
+}
+
+#[test]
+fn the_first_packets_flags_are_kept() {
+    let h = Harness::new();
+    let synack = (tcp_flags::SYN | tcp_flags::ACK) as u8;
+    h.run(&frame(
+        ethernet(0x0800, &[]),
+        ipv4(V4::default(), &tcp(8080, 40000, synack, 0)),
+    ));
+    let (_, stats) = h.only_flow();
+    assert_eq!(stats.first_tcp_flags, synack);
+}

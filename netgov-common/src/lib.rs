@@ -156,8 +156,11 @@ pub struct FlowStats {
     pub flags: [u64; 2],
     /// Direction of the packet that created the entry.
     pub first_direction: u8,
+    /// TCP flags of the packet that created the entry (a SYN-ACK first
+    /// means the capture missed the SYN: its sender is the responder).
+    pub first_tcp_flags: u8,
     /// Explicit padding.
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 6],
 }
 const _: () = assert!(size_of::<FlowStats>() == 72);
 
@@ -185,12 +188,21 @@ const _: () = assert!(size_of::<FragmentKey>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FragmentPorts {
+    /// `bpf_ktime_get_ns` of the first fragment: memos older than
+    /// [`FRAGMENT_MEMO_TIMEOUT_NS`] are stale (the IP ID may have wrapped).
+    pub seen_ns: u64,
     /// Source port (host byte order).
     pub src_port: u16,
     /// Destination port (host byte order).
     pub dst_port: u16,
+    /// Explicit padding.
+    pub _pad: [u8; 4],
 }
-const _: () = assert!(size_of::<FragmentPorts>() == 4);
+const _: () = assert!(size_of::<FragmentPorts>() == 16);
+
+/// How long a first fragment's ports stay valid: the kernel's default
+/// reassembly timeout (`net.ipv4.ipfrag_time`, 30 s).
+pub const FRAGMENT_MEMO_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// What a ring-buffer event reports.
 #[repr(u8)]

@@ -24,8 +24,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netgov_common::{
-    Counter, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES,
-    FlowEvent, FlowKey, FlowStats, FragmentKey, FragmentPorts, Hook, tcp_flags,
+    Counter, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES,
+    FRAGMENT_MEMO_TIMEOUT_NS, FRAGMENTS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, FragmentKey,
+    FragmentPorts, Hook, tcp_flags,
 };
 use parse::{Outcome, Packet};
 
@@ -69,25 +70,36 @@ fn observe(ctx: &TcContext, hook: Hook) {
         Outcome::Flow(packet) => account(ctx, hook, &packet),
         Outcome::FirstFragment(packet, fragment) => {
             let ports = FragmentPorts {
+                // SAFETY: plain helper call without arguments.
+                seen_ns: unsafe { bpf_ktime_get_ns() },
                 src_port: packet.src_port,
                 dst_port: packet.dst_port,
+                _pad: [0; 4],
             };
             if NETGOV_FRAGMENTS.insert(fragment, ports, 0).is_err() {
                 count(Counter::FragmentMapUpdateFailures);
             }
             account(ctx, hook, &packet);
         }
-        Outcome::LaterFragment(mut packet, fragment) => {
+        Outcome::LaterFragment(mut packet, fragment, last) => {
+            // SAFETY: plain helper call without arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
             // SAFETY: the value is copied out at once; a concurrent delete
             // cannot free it while this program runs (RCU).
-            match unsafe { NETGOV_FRAGMENTS.get(fragment) } {
-                Some(ports) => {
+            let memo = unsafe { NETGOV_FRAGMENTS.get(fragment) }.copied();
+            match memo {
+                Some(ports) if now.wrapping_sub(ports.seen_ns) < FRAGMENT_MEMO_TIMEOUT_NS => {
                     packet.src_port = ports.src_port;
                     packet.dst_port = ports.dst_port;
                     count(Counter::FragmentsMatched);
                     account(ctx, hook, &packet);
+                    if last {
+                        // The datagram is complete: a later reuse of its
+                        // IP ID must not inherit these ports.
+                        let _ = NETGOV_FRAGMENTS.remove(fragment);
+                    }
                 }
-                None => count(Counter::FragmentsUnmatched),
+                _ => count(Counter::FragmentsUnmatched),
             }
         }
         Outcome::NonIp => count(Counter::NonIpPackets),
@@ -122,6 +134,7 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     stats.packets[dir] = packet.segments as u64;
     stats.bytes[dir] = packet.ip_bytes as u64;
     stats.flags[dir] = bits;
+    stats.first_tcp_flags = packet.tcp_flags;
     match NETGOV_FLOWS.insert(key, stats, BPF_NOEXIST) {
         Ok(()) => emit(
             EventKind::FlowStart,

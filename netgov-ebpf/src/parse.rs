@@ -63,8 +63,9 @@ pub enum Outcome {
     /// The first fragment of a datagram: a flow packet whose ports must be
     /// remembered for the fragments that follow.
     FirstFragment(Packet, FragmentKey),
-    /// A later fragment: no transport header, ports to be looked up.
-    LaterFragment(Packet, FragmentKey),
+    /// A later fragment: no transport header, ports to be looked up; `true`
+    /// for the datagram's last fragment.
+    LaterFragment(Packet, FragmentKey, bool),
     /// Not IPv4 or IPv6.
     NonIp,
     /// An IP protocol netgov does not aggregate.
@@ -156,7 +157,8 @@ fn parse_ipv4(ctx: &TcContext, l3: usize) -> Outcome {
         if !is_flow_protocol(ip.protocol) {
             return Outcome::OtherProtocol;
         }
-        return Outcome::LaterFragment(packet, fragment);
+        let last = frag & IPV4_MORE_FRAGMENTS == 0;
+        return Outcome::LaterFragment(packet, fragment, last);
     }
     let first_fragment = frag & IPV4_MORE_FRAGMENTS != 0;
     finish(
@@ -180,7 +182,7 @@ fn datagram_len(
     header_len: usize,
     available: usize,
 ) -> Option<usize> {
-    if gso_segments(ctx) > 1 {
+    if gso_segments(ctx) > 1 || gso_size(ctx) > 0 {
         return Some(available);
     }
     if claimed < header_len || claimed > available {
@@ -193,6 +195,12 @@ fn datagram_len(
 fn gso_segments(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
     unsafe { (*ctx.skb.skb).gso_segs }
+}
+
+#[inline(always)]
+fn gso_size(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    unsafe { (*ctx.skb.skb).gso_size }
 }
 
 #[inline(always)]
@@ -276,7 +284,7 @@ fn parse_ipv6(ctx: &TcContext, l3: usize) -> Outcome {
                     if !is_flow_protocol(next_header) {
                         return Outcome::OtherProtocol;
                     }
-                    return Outcome::LaterFragment(packet, key);
+                    return Outcome::LaterFragment(packet, key, !more);
                 }
                 fragment = Some((key, more));
             }
@@ -364,11 +372,19 @@ fn finish(
         }
         _ => return Outcome::OtherProtocol,
     };
-    let segments = gso_segments(ctx);
+    let headers = (l3_header_len + l4_header_len) as u32;
+    let mut segments = gso_segments(ctx);
+    let gso_size = gso_size(ctx);
+    if segments <= 1 && gso_size > 0 {
+        // Some receive offloads leave gso_segs unset (the stack fills it in
+        // later): derive it from the payload and the segment size.
+        let payload = packet.ip_bytes.saturating_sub(headers);
+        segments = payload.div_ceil(gso_size);
+    }
     if segments > 1 {
         // Each wire segment repeats the network and transport headers.
         packet.segments = segments;
-        packet.ip_bytes += (segments - 1) * (l3_header_len + l4_header_len) as u32;
+        packet.ip_bytes += (segments - 1) * headers;
     }
     if first_fragment {
         let mut fragment = fragment;
