@@ -172,3 +172,22 @@ fn interface_created_after_start_is_attached() {
     assert_eq!(echo[0]["packets_in"], 2);
     assert_nothing_attached(&testbed);
 }
+
+#[test]
+fn netlink_filters_left_by_a_killed_capture_are_removed_at_the_next_start() {
+    let testbed = testbed("stale", 1);
+    let interface = &testbed.pods()[0].host_interface;
+    let mut killed = Capture::start(&testbed, &["--attach-mode", "netlink"]);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(killed.pid() as libc::pid_t, libc::SIGKILL) };
+    let _ = &mut killed;
+    drop(killed);
+    // Filters survive their process in netlink mode.
+    assert!(tc_filters(testbed.node(), interface).contains("netgov_from_pod"));
+    let capture = Capture::start(&testbed, &["--attach-mode", "netlink"]);
+    let filters = tc_filters(testbed.node(), interface);
+    assert_eq!(filters.matches("name netgov_from_pod").count(), 1, "{filters}");
+    assert_eq!(filters.matches("name netgov_to_pod").count(), 1, "{filters}");
+    capture.stop();
+    assert_nothing_attached(&testbed);
+}

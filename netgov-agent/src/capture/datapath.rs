@@ -220,6 +220,18 @@ impl Datapath {
             return Ok(());
         }
         if self.mode == AttachMode::Netlink {
+            // Filters outlive their process (unlike TCX links): remove any
+            // a killed predecessor left, so they neither run twice nor pin
+            // its maps.
+            for (attach_type, name) in [
+                (TcAttachType::Ingress, names::FROM_POD_PROGRAM),
+                (TcAttachType::Egress, names::TO_POD_PROGRAM),
+            ] {
+                match tc::qdisc_detach_program(interface, attach_type, name) {
+                    Ok(()) => tracing::info!(interface, name, "removed a stale filter"),
+                    Err(error) => tracing::debug!(interface, name, %error, "no stale filter"),
+                }
+            }
             match tc::qdisc_add_clsact(interface) {
                 Ok(()) => {}
                 Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -361,4 +373,58 @@ pub fn read_counter(
             name: names::COUNTERS_MAP,
             source,
         })
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` command number of `bpf(2)`.
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+/// The `map element` member of `union bpf_attr`.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Reads and deletes a flow entry in one step (Linux ≥ 5.14 for hash
+/// maps), so no packet counted between a read and a delete is lost.
+/// Returns `None` when the entry is already gone (evicted).
+///
+/// # Errors
+/// The `bpf(2)` error other than "no such entry".
+pub fn take_flow(
+    flows: &BpfHashMap<MapData, FlowKey, FlowStats>,
+    key: &FlowKey,
+) -> std::io::Result<Option<FlowStats>> {
+    use aya::maps::IterableMap;
+    use std::os::fd::AsRawFd;
+    let mut value = std::mem::MaybeUninit::<FlowStats>::zeroed();
+    let attr = MapElemAttr {
+        map_fd: flows.map().fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at a valid key and a value buffer of the map's
+    // value size, both alive across the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &attr as *const MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    };
+    if result < 0 {
+        let error = std::io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: the kernel filled the value on success.
+    Ok(Some(unsafe { value.assume_init() }))
 }

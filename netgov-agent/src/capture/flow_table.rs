@@ -97,7 +97,18 @@ pub fn to_ip(addr: &[u8; 16], ip_version: u8) -> IpAddr {
 #[derive(Clone, Debug)]
 struct InterfaceView {
     key: FlowKey,
+    /// What the view saw in all: counts of earlier kernel entries plus the
+    /// current one's.
     stats: FlowStats,
+    /// Counts of kernel entries for this key that were evicted and
+    /// replaced by a newer entry.
+    base_packets: [u64; 2],
+    base_bytes: [u64; 2],
+    /// The kernel entry last read: its first packet (identifies the entry)
+    /// and counts.
+    kernel_first_seen: u64,
+    kernel_packets: [u64; 2],
+    kernel_bytes: [u64; 2],
     /// Whether the latest drain found the entry in the kernel map.
     drained: bool,
     /// Whether the entry vanished from the kernel map without us deleting
@@ -136,6 +147,26 @@ pub struct EndedFlow {
     pub record: FlowRecord,
     /// Kernel map keys that belonged to it (one per interface).
     pub kernel_keys: Vec<FlowKey>,
+    flow: Flow,
+}
+
+impl EndedFlow {
+    /// Folds in the kernel's last word on each entry — the values read
+    /// atomically as the entries were deleted — so packets counted between
+    /// the drain and the deletion are not lost, and rebuilds the record.
+    pub fn finalize(
+        &mut self,
+        finals: impl IntoIterator<Item = (FlowKey, FlowStats)>,
+        names: &impl InterfaceNames,
+        clock: &impl WallClock,
+    ) {
+        for (key, stats) in finals {
+            if let Some(view) = self.flow.views.iter_mut().find(|v| v.key == key) {
+                merge_snapshot(view, &stats);
+            }
+        }
+        self.record = self.flow.record(self.record.end_reason, names, clock);
+    }
 }
 
 /// Resolves interface indexes to names for records.
@@ -190,8 +221,18 @@ impl FlowTable {
     /// Applies a ring-buffer event. Counts come from drains; an event makes
     /// the flow known at once and carries the flags of its packet.
     pub fn on_event(&mut self, event: &FlowEvent) {
-        if EventKind::from_u8(event.header.kind).is_none() {
+        let Some(kind) = EventKind::from_u8(event.header.kind) else {
             self.losses.malformed_events += 1;
+            return;
+        };
+        // Only a flow start makes a flow known: a transition for a flow we
+        // do not know is stale (its entry was just read and deleted) or its
+        // start was lost, and then the next drain finds the entry anyway.
+        let known = self
+            .flows
+            .get(&ConversationKey::of(&event.key))
+            .is_some_and(|f| f.views.iter().any(|v| v.key.ifindex == event.key.ifindex));
+        if kind == EventKind::TcpTransition && !known {
             return;
         }
         let dir = (event.direction & 1) as usize;
@@ -204,9 +245,12 @@ impl FlowTable {
         let stats = &mut view.stats;
         // A transition event whose flow start was lost sets a provisional
         // first packet; the next drain brings the kernel's true one.
-        if stats.first_seen_ns == 0 || event.header.timestamp_ns < stats.first_seen_ns {
+        if kind == EventKind::FlowStart
+            && (stats.first_seen_ns == 0 || event.header.timestamp_ns < stats.first_seen_ns)
+        {
             stats.first_seen_ns = event.header.timestamp_ns;
             stats.first_direction = event.direction;
+            stats.first_tcp_flags = event.tcp_flags;
         }
         stats.last_seen_ns = stats.last_seen_ns.max(event.header.timestamp_ns);
         stats.flags[dir] |= u64::from(event.tcp_flags) | u64::from(seen_bit);
@@ -220,6 +264,11 @@ impl FlowTable {
                 flow.views.push(InterfaceView {
                     key: *key,
                     stats: FlowStats::default(),
+                    base_packets: [0; 2],
+                    base_bytes: [0; 2],
+                    kernel_first_seen: 0,
+                    kernel_packets: [0; 2],
+                    kernel_bytes: [0; 2],
                     drained: false,
                     evicted: false,
                 });
@@ -244,15 +293,16 @@ impl FlowTable {
                 view.drained = false;
             }
         }
+        let mut evictions = 0;
         for (key, stats) in snapshot {
             let view = self.view_mut(&key);
-            merge_snapshot(&mut view.stats, &stats);
+            if merge_snapshot(view, &stats) {
+                evictions += 1;
+            }
             view.drained = true;
-            view.evicted = false;
         }
         let mut ended = Vec::new();
         let config = self.config;
-        let mut evictions = 0;
         self.flows.retain(|_, flow| {
             // Entries end only through us, together with their flow; one the
             // kernel no longer holds was evicted by the LRU map under
@@ -286,19 +336,38 @@ impl FlowTable {
     }
 }
 
-/// Merges a kernel snapshot into what events already told: counts and last
-/// seen come from the kernel (its numbers are absolute), flags are the union.
-fn merge_snapshot(known: &mut FlowStats, kernel: &FlowStats) {
-    let first_seen_known = known.first_seen_ns != 0 && known.first_seen_ns <= kernel.first_seen_ns;
-    if !first_seen_known {
+/// Merges a kernel snapshot of the view's entry: counts are the kernel's
+/// (absolute) plus those of earlier entries for the same key, flags the
+/// union, the first packet the earliest seen. Returns whether it found the
+/// entry evicted and re-created since the previous read without the drain
+/// noticing it missing (a loss to count).
+fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
+    let mut silent_eviction = false;
+    if view.kernel_first_seen != 0 && kernel.first_seen_ns != view.kernel_first_seen {
+        // A new kernel entry: keep what the old one had counted.
+        for dir in 0..2 {
+            view.base_packets[dir] += view.kernel_packets[dir];
+            view.base_bytes[dir] += view.kernel_bytes[dir];
+        }
+        silent_eviction = !view.evicted;
+    }
+    view.evicted = false;
+    view.kernel_first_seen = kernel.first_seen_ns;
+    view.kernel_packets = kernel.packets;
+    view.kernel_bytes = kernel.bytes;
+    let known = &mut view.stats;
+    if known.first_seen_ns == 0 || kernel.first_seen_ns < known.first_seen_ns {
         known.first_seen_ns = kernel.first_seen_ns;
         known.first_direction = kernel.first_direction;
+        known.first_tcp_flags = kernel.first_tcp_flags;
     }
     known.last_seen_ns = known.last_seen_ns.max(kernel.last_seen_ns);
-    known.packets = kernel.packets;
-    known.bytes = kernel.bytes;
-    known.flags[0] |= kernel.flags[0];
-    known.flags[1] |= kernel.flags[1];
+    for dir in 0..2 {
+        known.packets[dir] = view.base_packets[dir] + kernel.packets[dir];
+        known.bytes[dir] = view.base_bytes[dir] + kernel.bytes[dir];
+        known.flags[dir] |= kernel.flags[dir];
+    }
+    silent_eviction
 }
 
 /// Which canonical direction is initiator → responder.
@@ -315,6 +384,16 @@ fn outbound_direction(flow: &Flow) -> usize {
     let key = &first.key;
     if key.protocol != proto::TCP {
         return first_direction;
+    }
+    let first_flags = u32::from(first.stats.first_tcp_flags);
+    if first_flags & tcp_flags::SYN != 0 {
+        // The opening SYN came from the initiator; a SYN-ACK seen first
+        // (the capture missed the SYN) came from the responder.
+        return if first_flags & tcp_flags::ACK == 0 {
+            first_direction
+        } else {
+            1 - first_direction
+        };
     }
     let any_syn = flow
         .views
@@ -363,11 +442,26 @@ impl Flow {
     }
 
     fn finish(
-        self,
+        mut self,
         reason: EndReason,
         names: &impl InterfaceNames,
         clock: &impl WallClock,
     ) -> EndedFlow {
+        self.views.sort_by_key(|v| v.stats.first_seen_ns);
+        EndedFlow {
+            record: self.record(reason, names, clock),
+            kernel_keys: self.views.iter().map(|v| v.key).collect(),
+            flow: self,
+        }
+    }
+
+    /// The flow's record as of now.
+    fn record(
+        &self,
+        reason: EndReason,
+        names: &impl InterfaceNames,
+        clock: &impl WallClock,
+    ) -> FlowRecord {
         let out = outbound_direction(&self);
         let back = 1 - out;
         let key = self.views[0].key;
@@ -393,8 +487,7 @@ impl Flow {
             .filter(|&t| t != 0)
             .min()
             .unwrap_or(0);
-        let mut views = self.views;
-        views.sort_by_key(|v| v.stats.first_seen_ns);
+        let views = &self.views;
         let observations = views
             .iter()
             .map(|v| Observation {
@@ -409,7 +502,7 @@ impl Flow {
                 bytes_in: v.stats.bytes[back],
             })
             .collect::<Vec<_>>();
-        let record = FlowRecord {
+        FlowRecord {
             src: to_ip(&src, key.ip_version),
             src_port,
             dst: to_ip(&dst, key.ip_version),
@@ -433,10 +526,6 @@ impl Flow {
             interfaces: observations.iter().map(|o| o.interface.clone()).collect(),
             observations,
             end_reason: reason,
-        };
-        EndedFlow {
-            record,
-            kernel_keys: views.iter().map(|v| v.key).collect(),
         }
     }
 }

@@ -44,7 +44,8 @@ fn stats(
         bytes: [dirs[0].1, dirs[1].1],
         flags: [u64::from(dirs[0].2), u64::from(dirs[1].2)],
         first_direction,
-        _pad: [0; 7],
+        first_tcp_flags: 0,
+        _pad: [0; 6],
     }
 }
 
@@ -266,4 +267,111 @@ fn events_make_flows_known_before_the_first_drain() {
     bad.header.kind = 99;
     table.on_event(&bad);
     assert_eq!(table.losses().malformed_events, 1);
+}
+
+#[test]
+fn a_recreated_kernel_entry_keeps_the_earlier_counts() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let k = key(3, proto::UDP, 1000, 53);
+    table.drain(
+        [(k, stats(10, 20, 0, [(100, 10_000, 0), (0, 0, 0)]))],
+        21,
+        &names,
+        &FixedClock,
+    );
+    // Between two reads the entry was evicted and a new one created.
+    table.drain(
+        [(k, stats(30, 40, 0, [(5, 500, 0), (0, 0, 0)]))],
+        41,
+        &names,
+        &FixedClock,
+    );
+    assert_eq!(
+        table.losses().kernel_evictions,
+        1,
+        "the silent re-creation is a loss"
+    );
+    // The new entry keeps counting; earlier counts stay.
+    table.drain(
+        [(k, stats(30, 50, 0, [(7, 700, 0), (0, 0, 0)]))],
+        51,
+        &names,
+        &FixedClock,
+    );
+    assert_eq!(table.losses().kernel_evictions, 1);
+    let record = table.finish_all(&names, &FixedClock).remove(0).record;
+    assert_eq!((record.packets_out, record.bytes_out), (107, 10_700));
+    assert_eq!(record.first_seen, 10);
+}
+
+#[test]
+fn a_syn_ack_seen_first_is_the_responder() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    // The capture started after the SYN: the first packet seen is the
+    // SYN-ACK from A (the server, port 443) to B.
+    let mut view = stats(
+        1,
+        2,
+        direction::A_TO_B,
+        [(1, 60, SYN | ACK | FROM), (1, 52, ACK | TO)],
+    );
+    view.first_tcp_flags = (SYN | ACK) as u8;
+    table.drain(
+        [(key(3, proto::TCP, 443, 51000), view)],
+        3,
+        &names,
+        &FixedClock,
+    );
+    let record = table.finish_all(&names, &FixedClock).remove(0).record;
+    assert_eq!((record.src_port, record.dst_port), (51000, 443));
+}
+
+#[test]
+fn stale_transition_events_do_not_create_flows() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let event = FlowEvent {
+        header: EventHeader {
+            timestamp_ns: 5,
+            kind: EventKind::TcpTransition as u8,
+            hook: Hook::FromPod as u8,
+            _pad: [0; 6],
+        },
+        key: key(3, proto::TCP, 8080, 40000),
+        direction: direction::A_TO_B,
+        tcp_flags: (ACK | FIN) as u8,
+        _pad: [0; 2],
+    };
+    table.on_event(&event);
+    assert!(table.is_empty());
+    table.drain([], 10, &names, &FixedClock);
+    assert_eq!(table.losses().kernel_evictions, 0);
+}
+
+#[test]
+fn finalize_folds_in_what_arrived_after_the_drain() {
+    let config = FlowTableConfig {
+        idle_timeout: Duration::from_secs(1),
+        close_grace: Duration::from_secs(1),
+    };
+    let mut table = FlowTable::new(config);
+    let k = key(3, proto::UDP, 1000, 53);
+    let mut ended = table.drain(
+        [(k, stats(1, 2, 0, [(3, 300, 0), (0, 0, 0)]))],
+        5 * SEC,
+        &names,
+        &FixedClock,
+    );
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].record.packets_out, 3);
+    // The entry read atomically at deletion had one more packet.
+    ended[0].finalize(
+        [(k, stats(1, 6, 0, [(4, 400, 0), (0, 0, 0)]))],
+        &names,
+        &FixedClock,
+    );
+    assert_eq!(
+        (ended[0].record.packets_out, ended[0].record.bytes_out),
+        (4, 400)
+    );
+    assert_eq!(ended[0].record.end_reason, EndReason::Idle);
 }

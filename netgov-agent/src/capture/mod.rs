@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use clock::{MonotonicClock, monotonic_now_ns};
-use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter};
+use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter, take_flow};
 use flow_table::{EndedFlow, FlowTable, FlowTableConfig, TableLosses};
 use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
 use record::FlowRecord;
@@ -114,7 +114,7 @@ pub async fn run(
     let filter = InterfaceFilter::new(&options.interface_globs)?;
     let mut datapath = Datapath::load(options.attach_mode)?;
     let DatapathMaps {
-        mut flows,
+        flows,
         events,
         counters,
     } = datapath.take_maps()?;
@@ -161,7 +161,10 @@ pub async fn run(
                 };
             }
             guard = events.readable_mut() => {
-                let mut guard = guard.map_err(CaptureError::Io)?;
+                let mut guard = match guard {
+                    Ok(guard) => guard,
+                    Err(error) => break Err(CaptureError::Io(error)),
+                };
                 read_events(guard.get_inner_mut(), &mut table);
                 guard.clear_ready();
             }
@@ -174,24 +177,28 @@ pub async fn run(
                 on_link_event(event, &filter, &mut datapath, &mut names, &mut summary);
             }
             _ = drain_tick.tick() => {
-                let ended = drain(&flows, &mut table, &names, &clock)?;
-                emit(&mut out, options.format, &ended, &mut summary)?;
-                delete_kernel_entries(&mut flows, &ended);
+                let mut ended = drain(&flows, &mut table, &names, &clock);
+                take_kernel_entries(&flows, &mut ended, &names, &clock);
+                if let Err(error) = emit(&mut out, options.format, &ended, &mut summary) {
+                    break Err(error);
+                }
             }
         }
     };
     watcher.abort();
 
-    // Read what is still queued, then end every flow.
+    // Whatever stopped the loop: read what is still queued, end every
+    // flow, detach. An output error still detaches first.
     read_events(events.get_mut(), &mut table);
-    let ended = drain(&flows, &mut table, &names, &clock)?;
-    emit(&mut out, options.format, &ended, &mut summary)?;
-    let ended = table.finish_all(&|i: u32| names.get(&i).cloned(), &clock);
-    emit(&mut out, options.format, &ended, &mut summary)?;
+    let mut ended = drain(&flows, &mut table, &names, &clock);
+    take_kernel_entries(&flows, &mut ended, &names, &clock);
+    ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
+    let emitted = emit(&mut out, options.format, &ended, &mut summary)
+        .and_then(|()| out.flush().map_err(CaptureError::Output));
     for error in datapath.detach_all() {
         summary.attach_failures.push(format!("detach: {error}"));
     }
-    out.flush().map_err(CaptureError::Output)?;
+    let result = result.and(emitted);
 
     let TableLosses {
         kernel_evictions,
@@ -273,13 +280,13 @@ fn drain(
     table: &mut FlowTable,
     names: &BTreeMap<u32, String>,
     clock: &MonotonicClock,
-) -> Result<Vec<EndedFlow>, CaptureError> {
+) -> Vec<EndedFlow> {
     let now = monotonic_now_ns();
     // An entry deleted by the kernel between key and value lookups is simply
     // skipped: `iter` yields an error for it, which is not a loss of counts
     // we could have read.
     let snapshot: Vec<(FlowKey, FlowStats)> = flows.iter().filter_map(Result::ok).collect();
-    Ok(table.drain(snapshot, now, &|i: u32| names.get(&i).cloned(), clock))
+    table.drain(snapshot, now, &|i: u32| names.get(&i).cloned(), clock)
 }
 
 fn emit(
@@ -302,12 +309,26 @@ fn emit(
     Ok(())
 }
 
-fn delete_kernel_entries(
-    flows: &mut aya::maps::HashMap<MapData, FlowKey, FlowStats>,
-    ended: &[EndedFlow],
+/// Deletes the kernel entries of ended flows, reading each one's final
+/// counts in the same step and folding them into the record.
+fn take_kernel_entries(
+    flows: &aya::maps::HashMap<MapData, FlowKey, FlowStats>,
+    ended: &mut [EndedFlow],
+    names: &BTreeMap<u32, String>,
+    clock: &MonotonicClock,
 ) {
-    for key in ended.iter().flat_map(|flow| &flow.kernel_keys) {
-        // An entry the LRU already evicted is gone either way.
-        let _ = flows.remove(key);
+    for flow in ended {
+        let finals: Vec<(FlowKey, FlowStats)> = flow
+            .kernel_keys
+            .iter()
+            .filter_map(|key| match take_flow(flows, key) {
+                Ok(stats) => stats.map(|stats| (*key, stats)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot delete an ended flow's kernel entry");
+                    None
+                }
+            })
+            .collect();
+        flow.finalize(finals, &|i: u32| names.get(&i).cloned(), clock);
     }
 }
