@@ -462,7 +462,7 @@ impl Flow {
         names: &impl InterfaceNames,
         clock: &impl WallClock,
     ) -> FlowRecord {
-        let out = outbound_direction(&self);
+        let out = outbound_direction(self);
         let back = 1 - out;
         let key = self.views[0].key;
         let (src, src_port, dst, dst_port) = if out == 0 {
