@@ -186,8 +186,16 @@ fn netlink_filters_left_by_a_killed_capture_are_removed_at_the_next_start() {
     assert!(tc_filters(testbed.node(), interface).contains("netgov_from_pod"));
     let capture = Capture::start(&testbed, &["--attach-mode", "netlink"]);
     let filters = tc_filters(testbed.node(), interface);
-    assert_eq!(filters.matches("name netgov_from_pod").count(), 1, "{filters}");
-    assert_eq!(filters.matches("name netgov_to_pod").count(), 1, "{filters}");
+    assert_eq!(
+        filters.matches("name netgov_from_pod").count(),
+        1,
+        "{filters}"
+    );
+    assert_eq!(
+        filters.matches("name netgov_to_pod").count(),
+        1,
+        "{filters}"
+    );
     capture.stop();
     assert_nothing_attached(&testbed);
 }

@@ -54,6 +54,9 @@ pub struct PodInfo {
     pub named_ports: Vec<NamedPort>,
     /// The pod's top owner.
     pub workload: Workload,
+    /// Which pod keeps an IP several pods claim: one not being deleted,
+    /// then the newest created, then the latest seen.
+    pub(crate) ip_claim: (bool, i64, u64),
     /// Policies of its namespace that select it with the Ingress type.
     pub(crate) ingress_policies: Vec<Arc<CompiledPolicy>>,
     /// Policies of its namespace that select it with the Egress type.
@@ -131,6 +134,10 @@ pub struct ClusterState {
     pod_slots: HashMap<Key, usize>,
     pods_by_namespace: HashMap<String, HashSet<usize>>,
     pod_by_ip: HashMap<IpAddr, usize>,
+    /// Every pod that claims an IP, so the IP falls back to another
+    /// claimant when its owner goes.
+    ip_claimants: HashMap<IpAddr, Vec<usize>>,
+    pod_arrivals: u64,
     host_network_ips: HashMap<IpAddr, HashSet<Key>>,
     node_ips: HashMap<String, Vec<IpAddr>>,
     node_by_ip: HashMap<IpAddr, String>,
@@ -181,9 +188,8 @@ impl ClusterState {
     pub fn upsert_namespace(&mut self, namespace: &Namespace) {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
-        labels
-            .entry(NAMESPACE_NAME_LABEL.to_owned())
-            .or_insert_with(|| name.clone());
+        // The API server sets this label to the name, whatever was asked.
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
         self.namespaces.insert(name, labels);
         self.generation += 1;
     }
@@ -309,7 +315,14 @@ impl ClusterState {
         let named_ports = spec
             .containers
             .iter()
-            .chain(spec.init_containers.iter().flatten())
+            // Named ports resolve against the containers and the sidecar
+            // init containers (restartPolicy Always), as upstream.
+            .chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.restart_policy.as_deref() == Some("Always")),
+            )
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
                 Some(NamedPort {
@@ -331,9 +344,18 @@ impl ClusterState {
             node: spec.node_name.clone(),
             named_ports,
             workload: workload_of(pod),
+            ip_claim: (
+                pod.metadata.deletion_timestamp.is_none(),
+                pod.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(i64::MIN, |t| t.0.as_second()),
+                self.pod_arrivals,
+            ),
             ingress_policies: Vec::new(),
             egress_policies: Vec::new(),
         };
+        self.pod_arrivals += 1;
         let slot = match self.free_pod_slots.pop() {
             Some(slot) => {
                 self.pods[slot] = Some(info);
@@ -351,9 +373,8 @@ impl ClusterState {
                     .or_default()
                     .insert(key.clone());
             } else {
-                // The newest owner of an IP wins: a pod that reuses the IP of
-                // one whose deletion we have not seen yet is the live one.
-                self.pod_by_ip.insert(ip, slot);
+                self.ip_claimants.entry(ip).or_default().push(slot);
+                self.elect_ip_owner(ip);
             }
         }
         self.pods_by_namespace
@@ -373,9 +394,13 @@ impl ClusterState {
         };
         if let Some(pod) = self.pods[slot].take() {
             for ip in &pod.ips {
-                if self.pod_by_ip.get(ip) == Some(&slot) {
-                    self.pod_by_ip.remove(ip);
+                if let Some(claimants) = self.ip_claimants.get_mut(ip) {
+                    claimants.retain(|s| *s != slot);
+                    if claimants.is_empty() {
+                        self.ip_claimants.remove(ip);
+                    }
                 }
+                self.elect_ip_owner(*ip);
                 if let Some(owners) = self.host_network_ips.get_mut(ip) {
                     owners.remove(&key);
                     if owners.is_empty() {
@@ -389,6 +414,26 @@ impl ClusterState {
         }
         self.free_pod_slots.push(slot);
         self.generation += 1;
+    }
+
+    /// Points `ip` at its best claimant (see [`PodInfo::ip_claim`]), or at
+    /// nobody.
+    fn elect_ip_owner(&mut self, ip: IpAddr) {
+        let owner = self.ip_claimants.get(&ip).and_then(|claimants| {
+            claimants
+                .iter()
+                .filter_map(|slot| Some((self.pods[*slot].as_ref()?.ip_claim, *slot)))
+                .max()
+                .map(|(_, slot)| slot)
+        });
+        match owner {
+            Some(slot) => {
+                self.pod_by_ip.insert(ip, slot);
+            }
+            None => {
+                self.pod_by_ip.remove(&ip);
+            }
+        }
     }
 
     /// The pod `namespace/name`.

@@ -77,7 +77,25 @@ impl Selector {
         field: &str,
     ) -> Result<Self, PolicyError> {
         let mut requirements = Vec::new();
+        let invalid_label = |field: String, reason: String| PolicyError::Invalid {
+            object: object.to_owned(),
+            field,
+            reason,
+        };
         for (key, value) in selector.match_labels.iter().flatten() {
+            let field = format!("{field}.matchLabels");
+            if !is_label_key(key) {
+                return Err(invalid_label(
+                    field,
+                    format!("`{key}` is not a valid label key"),
+                ));
+            }
+            if !is_label_value(value) {
+                return Err(invalid_label(
+                    format!("{field}.{key}"),
+                    format!("`{value}` is not a valid label value"),
+                ));
+            }
             requirements.push(Requirement::Equals(key.clone(), value.clone()));
         }
         for (i, expression) in selector.match_expressions.iter().flatten().enumerate() {
@@ -89,6 +107,12 @@ impl Selector {
                 reason,
             };
             let key = expression.key.clone();
+            if !is_label_key(&key) {
+                return Err(invalid(format!("`{key}` is not a valid label key")));
+            }
+            if let Some(value) = values.iter().find(|v| !is_label_value(v)) {
+                return Err(invalid(format!("`{value}` is not a valid label value")));
+            }
             let requirement = match expression.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
                     return Err(invalid(format!(
@@ -116,4 +140,41 @@ impl Selector {
         }
         Ok(Self { requirements })
     }
+}
+
+/// A label name part: 1-63 characters, alphanumeric at both ends, `-`, `_`
+/// and `.` inside (the API server's qualified-name rule).
+fn is_label_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name.
+fn is_label_key(key: &str) -> bool {
+    match key.split_once('/') {
+        None => is_label_name(key),
+        Some((prefix, name)) => {
+            let labels_ok = prefix.split('.').all(|label| {
+                let bytes = label.as_bytes();
+                !bytes.is_empty()
+                    && bytes.len() <= 63
+                    && bytes[0].is_ascii_alphanumeric()
+                    && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                    && bytes
+                        .iter()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            });
+            prefix.len() <= 253 && labels_ok && is_label_name(name)
+        }
+    }
+}
+
+/// A label value: empty, or a label name.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty() || is_label_name(value)
 }

@@ -753,6 +753,18 @@ fn invalid_policies_are_rejected_with_object_and_field_and_others_still_apply() 
             "spec.egress[0].to[0].ipBlock",
         ),
         ("policyTypes: [Ingress, Sideways]", "spec.policyTypes[1]"),
+        (
+            "ingress: [{from: [{podSelector: {matchLabels: {app: \"a b\"}}}]}]",
+            "spec.ingress[0].from[0].podSelector.matchLabels.app",
+        ),
+        (
+            "ingress: [{from: [{podSelector: {matchLabels: {\"bad key!\": x}}}]}]",
+            "spec.ingress[0].from[0].podSelector.matchLabels",
+        ),
+        (
+            "ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: \"-x\", operator: Exists}]}}]}]",
+            "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0]",
+        ),
     ];
     for (spec, field) in cases {
         let mut manifests = Manifests::default();
@@ -1011,4 +1023,86 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn the_namespace_name_label_cannot_be_forged() {
+    let yaml = base()
+        + &namespace("forged", "{kubernetes.io/metadata.name: prod}")
+        + &pod("forged", "x", "10.0.9.1", "{app: x}")
+        + &policy(
+            "prod",
+            "db",
+            "podSelector: {matchLabels: {app: db}}\ningress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: prod}}}]}]",
+        );
+    let state = cluster(&yaml);
+    assert_eq!(
+        evaluate(&state, &flow("10.0.9.1", DB, Tcp, 5432)).verdict,
+        Decision::Deny
+    );
+    assert_eq!(
+        evaluate(&state, &flow(API, DB, Tcp, 5432)).verdict,
+        Decision::Allow
+    );
+}
+
+#[test]
+fn named_ports_ignore_ordinary_init_containers() {
+    let yaml = base()
+        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: s, namespace: prod, labels: {app: s}}\n\
+           spec: {initContainers: [{name: setup, image: i, ports: [{name: metrics, containerPort: 9090}]},\n\
+                                   {name: proxy, image: i, restartPolicy: Always, ports: [{name: proxy, containerPort: 15001}]}],\n\
+                  containers: [{name: c, image: i}]}\nstatus: {podIP: 10.0.1.50}\n"
+        + &policy(
+            "prod",
+            "s",
+            "podSelector: {matchLabels: {app: s}}\ningress: [{ports: [{port: metrics}, {port: proxy}]}]",
+        );
+    let state = cluster(&yaml);
+    assert_eq!(
+        evaluate(&state, &flow(API, "10.0.1.50", Tcp, 9090)).verdict,
+        Decision::Deny
+    );
+    assert_eq!(
+        evaluate(&state, &flow(API, "10.0.1.50", Tcp, 15001)).verdict,
+        Decision::Allow,
+        "sidecars count"
+    );
+}
+
+#[test]
+fn a_stale_update_of_the_old_owner_does_not_steal_a_reused_ip() {
+    let mut state = cluster(&base());
+    let pod = |json: &str| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_str(json).expect("json")
+    };
+    // db (10.0.1.3) is being deleted; a new pod takes its IP.
+    state.upsert_pod(&pod(
+        r#"{"metadata": {"name": "db", "namespace": "prod", "creationTimestamp": "2026-01-01T00:00:00Z",
+            "deletionTimestamp": "2026-01-02T00:00:00Z", "labels": {"app": "db"}}, "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
+    ));
+    state.upsert_pod(&pod(
+        r#"{"metadata": {"name": "web-2", "namespace": "prod", "creationTimestamp": "2026-01-02T00:00:05Z", "labels": {"app": "web"}},
+            "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
+    ));
+    // A late status update of the old owner arrives.
+    state.upsert_pod(&pod(
+        r#"{"metadata": {"name": "db", "namespace": "prod", "creationTimestamp": "2026-01-01T00:00:00Z",
+            "deletionTimestamp": "2026-01-02T00:00:00Z", "labels": {"app": "db"}}, "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
+    ));
+    let owner = || evaluate(&state, &flow(API, DB, Tcp, 1)).destination;
+    let web2 = evaluate::EndpointKind::Pod {
+        namespace: "prod".into(),
+        name: "web-2".into(),
+    };
+    assert_eq!(owner(), web2);
+    // Then its deletion: the IP stays with the new pod.
+    state.delete_pod("prod", "db");
+    assert_eq!(evaluate(&state, &flow(API, DB, Tcp, 1)).destination, web2);
+    // And when the new pod goes, nobody holds it.
+    state.delete_pod("prod", "web-2");
+    assert_eq!(
+        evaluate(&state, &flow(API, DB, Tcp, 1)).destination,
+        evaluate::EndpointKind::External
+    );
 }
