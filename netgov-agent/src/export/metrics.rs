@@ -273,39 +273,60 @@ impl Metrics {
     }
 
     /// Counts a judged flow.
-    pub fn count_flow(&self, mut labels: FlowLabels) {
+    pub fn count_flow(&self, labels: FlowLabels) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        labels.src_workload = self.bounded(&mut index, &labels.src_namespace, &labels.src_workload);
-        labels.dst_workload = self.bounded(&mut index, &labels.dst_namespace, &labels.dst_workload);
-        for side in [
-            (&labels.src_namespace, &labels.src_workload),
-            (&labels.dst_namespace, &labels.dst_workload),
-        ] {
-            index
-                .flows
-                .entry((side.0.clone(), side.1.clone()))
-                .or_default()
-                .insert(labels.clone());
-        }
+        let labels = self.pair_labels(&mut index, labels, |l| {
+            (
+                &mut l.src_namespace,
+                &mut l.src_workload,
+                &mut l.dst_namespace,
+                &mut l.dst_workload,
+            )
+        });
+        record_pair(&mut index.flows, &labels, |l| {
+            (
+                &l.src_namespace,
+                &l.src_workload,
+                &l.dst_namespace,
+                &l.dst_workload,
+            )
+        });
         self.flows.get_or_create(&labels).inc();
     }
 
     /// Counts a policy violation.
-    pub fn count_violation(&self, mut labels: ViolationLabels) {
+    pub fn count_violation(&self, labels: ViolationLabels) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        labels.src_workload = self.bounded(&mut index, &labels.src_namespace, &labels.src_workload);
-        labels.dst_workload = self.bounded(&mut index, &labels.dst_namespace, &labels.dst_workload);
-        for side in [
-            (&labels.src_namespace, &labels.src_workload),
-            (&labels.dst_namespace, &labels.dst_workload),
-        ] {
-            index
-                .violations
-                .entry((side.0.clone(), side.1.clone()))
-                .or_default()
-                .insert(labels.clone());
-        }
+        let labels = self.pair_labels(&mut index, labels, |l| {
+            (
+                &mut l.src_namespace,
+                &mut l.src_workload,
+                &mut l.dst_namespace,
+                &mut l.dst_workload,
+            )
+        });
+        record_pair(&mut index.violations, &labels, |l| {
+            (
+                &l.src_namespace,
+                &l.src_workload,
+                &l.dst_namespace,
+                &l.dst_workload,
+            )
+        });
         self.violations.get_or_create(&labels).inc();
+    }
+
+    /// Caps both workload labels of a source/destination label set.
+    fn pair_labels<L>(
+        &self,
+        index: &mut SeriesIndex,
+        mut labels: L,
+        fields: impl Fn(&mut L) -> (&mut String, &mut String, &mut String, &mut String),
+    ) -> L {
+        let (src_namespace, src_workload, dst_namespace, dst_workload) = fields(&mut labels);
+        *src_workload = self.bounded(index, src_namespace, src_workload);
+        *dst_workload = self.bounded(index, dst_namespace, dst_workload);
+        labels
     }
 
     /// Counts an unexpected egress flow to `destination` (outside the
@@ -358,6 +379,22 @@ impl Metrics {
             self.unexpected_egress.remove(&labels);
         }
         index.workloads.remove(&key);
+    }
+}
+
+/// Remembers that `labels` names both its workloads, so that forgetting
+/// either removes the series.
+fn record_pair<L: Clone + Ord>(
+    series: &mut BTreeMap<(String, String), BTreeSet<L>>,
+    labels: &L,
+    fields: impl Fn(&L) -> (&String, &String, &String, &String),
+) {
+    let (src_namespace, src_workload, dst_namespace, dst_workload) = fields(labels);
+    for key in [
+        (src_namespace.clone(), src_workload.clone()),
+        (dst_namespace.clone(), dst_workload.clone()),
+    ] {
+        series.entry(key).or_default().insert(labels.clone());
     }
 }
 

@@ -482,9 +482,7 @@ fn peers_admit(
         return true;
     };
     peers.iter().any(|entry| match entry {
-        Peer::IpBlock { cidr, except } => {
-            cidr.contains(&peer_ip) && !except.iter().any(|hole| hole.contains(&peer_ip))
-        }
+        Peer::IpBlock { cidr, except } => ip_block_contains(cidr, except, peer_ip),
         Peer::Pods { namespaces, pods } => {
             let Resolved::Pod(pod) = peer else {
                 return false;
@@ -576,11 +574,15 @@ pub fn egress_names_destination(cluster: &ClusterState, pod: &PodInfo, flow: &Fl
                         .iter()
                         .any(|peer| match peer {
                             Peer::IpBlock { cidr, except } => {
-                                cidr.contains(&flow.dst)
-                                    && !except.iter().any(|hole| hole.contains(&flow.dst))
+                                ip_block_contains(cidr, except, flow.dst)
                             }
                             Peer::Pods { .. } => false,
                         })
             })
     })
+}
+
+/// `ip` is in `cidr` and in none of its `except` holes.
+fn ip_block_contains(cidr: &ipnet::IpNet, except: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    cidr.contains(&ip) && !except.iter().any(|hole| hole.contains(&ip))
 }
