@@ -31,7 +31,12 @@ fn main() -> ExitCode {
                 Err(error) => return fail(&error),
             };
             let ready = |mode| eprintln!("netgov capture: ready ({mode:?} attachment)");
-            match runtime.block_on(capture::run(options, std::io::stdout().lock(), ready)) {
+            let format = options.format;
+            let mut writer = match capture::RecordWriter::new(std::io::stdout().lock(), format) {
+                Ok(writer) => writer,
+                Err(error) => return fail(&error),
+            };
+            match runtime.block_on(capture::run(options, &mut writer, ready)) {
                 Ok(summary) => {
                     let json = serde_json::to_string(&summary).unwrap_or_default();
                     eprintln!("netgov capture: summary {json}");

@@ -119,6 +119,8 @@ struct InterfaceView {
 #[derive(Clone, Debug, Default)]
 struct Flow {
     views: Vec<InterfaceView>,
+    /// Counts, flags or views changed since the last live report.
+    changed: bool,
 }
 
 /// Losses the table noticed itself (the kernel counts its own).
@@ -258,24 +260,23 @@ impl FlowTable {
 
     fn view_mut(&mut self, key: &FlowKey) -> &mut InterfaceView {
         let flow = self.flows.entry(ConversationKey::of(key)).or_default();
-        let index = match flow.views.iter().position(|v| v.key.ifindex == key.ifindex) {
-            Some(index) => index,
-            None => {
-                flow.views.push(InterfaceView {
-                    key: *key,
-                    stats: FlowStats::default(),
-                    base_packets: [0; 2],
-                    base_bytes: [0; 2],
-                    kernel_first_seen: 0,
-                    kernel_packets: [0; 2],
-                    kernel_bytes: [0; 2],
-                    drained: false,
-                    evicted: false,
-                });
-                flow.views.len() - 1
-            }
-        };
-        &mut flow.views[index]
+        flow_view_mut(flow, key)
+    }
+
+    /// Records of the live flows that changed since the previous call (for
+    /// judging flows while they last, not only when they end).
+    pub fn live_records(
+        &mut self,
+        names: &impl InterfaceNames,
+        clock: &impl WallClock,
+    ) -> Vec<FlowRecord> {
+        let mut records = Vec::new();
+        for flow in self.flows.values_mut().filter(|f| f.changed) {
+            flow.changed = false;
+            flow.views.sort_by_key(|v| v.stats.first_seen_ns);
+            records.push(flow.record(EndReason::Active, names, clock));
+        }
+        records
     }
 
     /// Applies one full snapshot of the kernel map, then ends the flows whose
@@ -295,11 +296,16 @@ impl FlowTable {
         }
         let mut evictions = 0;
         for (key, stats) in snapshot {
-            let view = self.view_mut(&key);
+            let flow = self.flows.entry(ConversationKey::of(&key)).or_default();
+            let view = flow_view_mut(flow, &key);
+            let before = view.stats;
             if merge_snapshot(view, &stats) {
                 evictions += 1;
             }
             view.drained = true;
+            if view.stats != before {
+                flow.changed = true;
+            }
         }
         let mut ended = Vec::new();
         let config = self.config;
@@ -334,6 +340,28 @@ impl FlowTable {
             .map(|(_, flow)| flow.finish(EndReason::Exit, names, clock))
             .collect()
     }
+}
+
+/// The view of `flow` at `key`'s interface, created when missing.
+fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey) -> &'a mut InterfaceView {
+    let index = match flow.views.iter().position(|v| v.key.ifindex == key.ifindex) {
+        Some(index) => index,
+        None => {
+            flow.views.push(InterfaceView {
+                key: *key,
+                stats: FlowStats::default(),
+                base_packets: [0; 2],
+                base_bytes: [0; 2],
+                kernel_first_seen: 0,
+                kernel_packets: [0; 2],
+                kernel_bytes: [0; 2],
+                drained: false,
+                evicted: false,
+            });
+            flow.views.len() - 1
+        }
+    };
+    &mut flow.views[index]
 }
 
 /// Merges a kernel snapshot of the view's entry: counts are the kernel's

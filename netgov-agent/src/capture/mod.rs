@@ -99,8 +99,70 @@ pub struct CaptureSummary {
     pub attach_failures: Vec<String>,
 }
 
-/// Attaches to pod interfaces and prints a record for every flow when it
-/// ends, expires, or at exit; returns the run's summary.
+/// Where a capture delivers flows.
+pub trait FlowSink {
+    /// Flows that ended (each exactly once).
+    ///
+    /// # Errors
+    /// A failure that must stop the capture (e.g. a closed output).
+    fn ended(&mut self, records: Vec<FlowRecord>) -> Result<(), CaptureError>;
+
+    /// Live flows that changed since the previous drain. Must not block:
+    /// the capture loop also reads the ring buffer.
+    fn live(&mut self, _records: Vec<FlowRecord>) {}
+
+    /// After each drain: the capture's own figures.
+    fn health(&mut self, _health: &CaptureHealth) {}
+}
+
+/// The capture's figures after a drain.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureHealth {
+    /// Interfaces with programs attached.
+    pub attached_interfaces: usize,
+    /// Live flows in the table.
+    pub flow_table_entries: usize,
+    /// Losses the table noticed.
+    pub table_losses: TableLosses,
+    /// Kernel counters by name.
+    pub kernel: BTreeMap<&'static str, u64>,
+}
+
+/// Prints ended flows as JSON lines or table rows (`netgov capture`).
+pub struct RecordWriter<W: Write> {
+    out: W,
+    format: OutputFormat,
+}
+
+impl<W: Write> RecordWriter<W> {
+    /// A writer; the table format starts with its header.
+    ///
+    /// # Errors
+    /// When the header cannot be written.
+    pub fn new(mut out: W, format: OutputFormat) -> Result<Self, CaptureError> {
+        if format == OutputFormat::Table {
+            writeln!(out, "{}", FlowRecord::table_header()).map_err(CaptureError::Output)?;
+        }
+        Ok(Self { out, format })
+    }
+}
+
+impl<W: Write> FlowSink for RecordWriter<W> {
+    fn ended(&mut self, records: Vec<FlowRecord>) -> Result<(), CaptureError> {
+        for record in &records {
+            let line = match self.format {
+                OutputFormat::Json => record.to_json_line(),
+                OutputFormat::Table => record.to_table_row(),
+            };
+            writeln!(self.out, "{line}").map_err(CaptureError::Output)?;
+        }
+        self.out.flush().map_err(CaptureError::Output)
+    }
+}
+
+/// Attaches to pod interfaces and hands `sink` a record for every flow when
+/// it ends, expires, or at exit (and, as they change, live flows); returns
+/// the run's summary.
 ///
 /// # Errors
 /// [`CaptureError`] when the datapath cannot be loaded, interface discovery
@@ -108,7 +170,7 @@ pub struct CaptureSummary {
 /// are logged and counted, not fatal.
 pub async fn run(
     options: CaptureOptions,
-    mut out: impl Write,
+    sink: &mut impl FlowSink,
     ready: impl FnOnce(AttachMode),
 ) -> Result<CaptureSummary, CaptureError> {
     let filter = InterfaceFilter::new(&options.interface_globs)?;
@@ -143,9 +205,6 @@ pub async fn run(
     };
     tokio::pin!(sleep_until_deadline);
 
-    if options.format == OutputFormat::Table {
-        writeln!(out, "{}", FlowRecord::table_header()).map_err(CaptureError::Output)?;
-    }
     let mut ready = Some(ready);
 
     let result = loop {
@@ -179,9 +238,22 @@ pub async fn run(
             _ = drain_tick.tick() => {
                 let mut ended = drain(&flows, &mut table, &names, &clock);
                 take_kernel_entries(&flows, &mut ended, &names, &clock);
-                if let Err(error) = emit(&mut out, options.format, &ended, &mut summary) {
+                if let Err(error) = emit(sink, ended, &mut summary) {
                     break Err(error);
                 }
+                sink.live(table.live_records(&|i: u32| names.get(&i).cloned(), &clock));
+                let mut kernel = BTreeMap::new();
+                for counter in Counter::ALL {
+                    if let Ok(value) = read_counter(&counters, counter) {
+                        kernel.insert(counter.name(), value);
+                    }
+                }
+                sink.health(&CaptureHealth {
+                    attached_interfaces: datapath.attached().count(),
+                    flow_table_entries: table.len(),
+                    table_losses: table.losses(),
+                    kernel,
+                });
             }
         }
     };
@@ -193,8 +265,7 @@ pub async fn run(
     let mut ended = drain(&flows, &mut table, &names, &clock);
     take_kernel_entries(&flows, &mut ended, &names, &clock);
     ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
-    let emitted = emit(&mut out, options.format, &ended, &mut summary)
-        .and_then(|()| out.flush().map_err(CaptureError::Output));
+    let emitted = emit(sink, ended, &mut summary);
     for error in datapath.detach_all() {
         summary.attach_failures.push(format!("detach: {error}"));
     }
@@ -290,23 +361,15 @@ fn drain(
 }
 
 fn emit(
-    out: &mut impl Write,
-    format: OutputFormat,
-    ended: &[EndedFlow],
+    sink: &mut impl FlowSink,
+    ended: Vec<EndedFlow>,
     summary: &mut CaptureSummary,
 ) -> Result<(), CaptureError> {
-    for flow in ended {
-        let line = match format {
-            OutputFormat::Json => flow.record.to_json_line(),
-            OutputFormat::Table => flow.record.to_table_row(),
-        };
-        writeln!(out, "{line}").map_err(CaptureError::Output)?;
-        summary.flows += 1;
+    if ended.is_empty() {
+        return Ok(());
     }
-    if !ended.is_empty() {
-        out.flush().map_err(CaptureError::Output)?;
-    }
-    Ok(())
+    summary.flows += ended.len() as u64;
+    sink.ended(ended.into_iter().map(|flow| flow.record).collect())
 }
 
 /// Deletes the kernel entries of ended flows, reading each one's final

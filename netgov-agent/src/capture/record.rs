@@ -97,6 +97,9 @@ pub enum EndReason {
     Idle,
     /// The capture stopped.
     Exit,
+    /// Not ended: a live flow's record so far (the agent judges flows while
+    /// they last; `netgov capture` prints ended flows only).
+    Active,
 }
 
 /// The part an interface played in a flow.
