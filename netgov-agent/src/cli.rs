@@ -27,6 +27,108 @@ pub enum Command {
     /// Would these flows be allowed? Judges flows against NetworkPolicies
     /// in manifest files, offline (exit 0 whatever the verdicts).
     Check(CheckArgs),
+    /// Judge every flow on this node live against the NetworkPolicies:
+    /// metrics, flow log, `/flows` (needs root: loads eBPF programs).
+    Agent(AgentArgs),
+}
+
+/// Arguments of `netgov agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Kubeconfig to read the cluster with (default: in-cluster, then
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "NETGOV_KUBECONFIG",
+        conflicts_with = "cluster_state"
+    )]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Read the cluster state from manifest files instead of the API
+    /// (reloaded when they change). Repeatable.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "NETGOV_CLUSTER_STATE",
+        value_delimiter = ','
+    )]
+    pub cluster_state: Vec<std::path::PathBuf>,
+    /// YAML configuration: cluster CIDRs, expected egress, limits.
+    #[arg(long, value_name = "FILE", env = "NETGOV_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Interface name glob to attach to (repeatable).
+    #[arg(
+        long = "iface",
+        value_name = "GLOB",
+        env = "NETGOV_IFACE",
+        value_delimiter = ','
+    )]
+    pub iface: Vec<String>,
+    /// Address of /metrics, /healthz, /readyz and /flows.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "NETGOV_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Flow log: a file, or `-` for standard output.
+    #[arg(long, value_name = "PATH", env = "NETGOV_FLOW_LOG")]
+    pub flow_log: Option<std::path::PathBuf>,
+    /// This node's name, to know which pods are local.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How programs are attached.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto, env = "NETGOV_ATTACH_MODE")]
+    pub attach_mode: AttachMode,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+/// A bad `netgov agent` setting.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentArgsError {
+    /// A duration flag.
+    #[error(transparent)]
+    Seconds(#[from] InvalidSeconds),
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] crate::agent::config::ConfigError),
+}
+
+impl AgentArgs {
+    /// Validated agent options.
+    ///
+    /// # Errors
+    /// [`AgentArgsError`] naming the flag or the configuration field.
+    pub fn options(&self) -> Result<crate::agent::run::AgentOptions, AgentArgsError> {
+        use crate::agent::run::{AgentOptions, ClusterSource};
+        let config = match &self.config {
+            Some(path) => crate::agent::config::AgentConfig::load(path)?,
+            None => crate::agent::config::AgentConfig::default(),
+        };
+        let capture = CaptureOptions {
+            interface_globs: self.iface.clone(),
+            duration: self.duration.map(|d| seconds("duration", d)).transpose()?,
+            attach_mode: self.attach_mode,
+            ..CaptureOptions::default()
+        };
+        Ok(AgentOptions {
+            capture,
+            cluster: if self.cluster_state.is_empty() {
+                ClusterSource::Kubernetes(self.kubeconfig.clone())
+            } else {
+                ClusterSource::Files(self.cluster_state.clone())
+            },
+            config,
+            metrics_addr: self.metrics_addr,
+            flow_log: self.flow_log.clone(),
+            node: crate::agent::judge::NodeContext {
+                node_name: self.node_name.clone(),
+            },
+        })
+    }
 }
 
 /// Arguments of `netgov check`.

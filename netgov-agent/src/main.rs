@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use netgov_agent::cli::{Cli, Command};
-use netgov_agent::{capture, policy};
+use netgov_agent::{agent, capture, policy};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -42,6 +42,17 @@ fn main() -> ExitCode {
                     eprintln!("netgov capture: summary {json}");
                     ExitCode::SUCCESS
                 }
+                Err(error) => fail(&error),
+            }
+        }
+        Command::Agent(args) => {
+            let options = match args.options() {
+                Ok(options) => options,
+                Err(error) => return fail(&error),
+            };
+            let ready = |addr| eprintln!("netgov agent: ready (HTTP on {addr})");
+            match runtime.block_on(agent::run::run(options, ready)) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             }
         }

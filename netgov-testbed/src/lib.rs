@@ -168,6 +168,35 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Like [`Netns::run_in`], on a thread of its own that outlives this
+    /// call (a server, say); join it to get the result.
+    ///
+    /// # Errors
+    /// [`TestbedError::Enter`] when the namespace cannot be opened.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<T>, TestbedError> {
+        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.clone();
+        let file = File::open(&path).map_err(|source| TestbedError::Enter {
+            name: name.clone(),
+            source,
+        })?;
+        Ok(std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a valid fd.
+            let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+            assert!(
+                entered,
+                "cannot enter network namespace {name}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        }))
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run("ip", &["netns", "del", &self.name]);

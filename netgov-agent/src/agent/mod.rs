@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod judge;
+pub mod run;
 
 #[cfg(test)]
 mod tests;

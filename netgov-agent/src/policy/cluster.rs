@@ -444,6 +444,19 @@ impl ClusterState {
         self.pods[*slot].as_ref()
     }
 
+    /// Every pod known.
+    pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.iter().flatten()
+    }
+
+    /// Whether policies isolate `pod` for ingress and for egress.
+    pub fn isolation(pod: &PodInfo) -> (bool, bool) {
+        (
+            !pod.ingress_policies.is_empty(),
+            !pod.egress_policies.is_empty(),
+        )
+    }
+
     /// Number of pods known.
     pub fn pod_count(&self) -> usize {
         self.pod_slots.len()

@@ -1,0 +1,308 @@
+//! `netgov agent` on a simulated node with the seed scenario as its
+//! cluster state: an allowed flow, a denied flow that gets through (gap),
+//! a denied flow a firewall in the node drops (enforced), and egress to an
+//! address outside the cluster (unexpected) — read back from `/metrics`,
+//! `/flows` and the flow log.
+//!
+//! Privileged: needs root. These tests fail (never skip) without it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{nft_load, testbed};
+use netgov_testbed::{Netns, Pod, Testbed};
+
+const AGENT_PORT: u16 = 9464;
+
+struct Agent {
+    child: Child,
+    flow_log: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(
+    testbed: &Testbed,
+    cluster_state: &std::path::Path,
+    config: &std::path::Path,
+) -> Agent {
+    let flow_log =
+        std::env::temp_dir().join(format!("netgov-agent-flows-{}.jsonl", std::process::id()));
+    let mut child = testbed
+        .node()
+        .command(env!("CARGO_BIN_EXE_netgov"))
+        .args(["agent", "--iface", "vethp*", "--node-name", "test-node"])
+        .arg("--cluster-state")
+        .arg(cluster_state)
+        .arg("--config")
+        .arg(config)
+        .arg("--flow-log")
+        .arg(&flow_log)
+        .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netgov agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the agent never became ready");
+        if line.contains("netgov agent: ready") {
+            break;
+        }
+    }
+    Agent { child, flow_log }
+}
+
+/// `GET path` on the agent, from inside the node namespace.
+fn http_get(node: &Netns, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    node.run_in(move || {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", AGENT_PORT)).expect("connect to the agent");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .expect("node namespace")
+}
+
+/// A server in `server` that answers one request on `port`.
+fn answer_once(server: &Pod, port: u16) -> std::thread::JoinHandle<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let ip: IpAddr = server.ipv4.into();
+    let handle = server
+        .netns
+        .spawn_in(move || {
+            let listener = TcpListener::bind(SocketAddr::new(ip, port)).expect("bind");
+            ready_tx.send(()).expect("ready");
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buffer = [0; 64];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"ok");
+        })
+        .expect("server namespace");
+    ready_rx.recv().expect("server ready");
+    handle
+}
+
+fn call(client: &Pod, server: IpAddr, port: u16) -> bool {
+    client
+        .netns
+        .run_in(|| {
+            match TcpStream::connect_timeout(
+                &SocketAddr::new(server, port),
+                Duration::from_millis(1500),
+            ) {
+                Ok(mut stream) => {
+                    let _ = stream.write_all(b"hello");
+                    let mut buffer = Vec::new();
+                    let _ = stream.read_to_end(&mut buffer);
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .expect("client namespace")
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn agent_flags_gaps_enforcement_and_unexpected_egress() {
+    // Pods 1..6: model-serving .11, monitoring .12, data-ingestion .13,
+    // database .14, unauthorised .15, an "internet" host .16 that the
+    // cluster state does not know.
+    let testbed = testbed("agent", 6);
+    let pods = testbed.pods();
+    let (serving, monitoring, unauthorised, internet) = (&pods[0], &pods[1], &pods[4], &pods[5]);
+    assert_eq!(serving.ipv4.to_string(), "10.244.0.11");
+    assert_eq!(unauthorised.ipv4.to_string(), "10.244.0.15");
+
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/seed-scenario/cluster.yaml"
+    ))
+    .expect("seed");
+    let dir = std::env::temp_dir().join(format!("netgov-agent-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cluster_state = dir.join("cluster.yaml");
+    std::fs::write(
+        &cluster_state,
+        seed.replace(
+            "spec:\n  containers:",
+            "spec:\n  nodeName: test-node\n  containers:",
+        ),
+    )
+    .expect("write");
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
+    // A firewall in the node stands in for an enforcing CNI: it drops
+    // port 9090 towards model serving before delivery.
+    nft_load(
+        testbed.node(),
+        "table bridge ngtest {\n chain forward { type filter hook forward priority 0; ip daddr 10.244.0.11 tcp dport 9090 drop; }\n}",
+    );
+
+    let agent = start_agent(&testbed, &cluster_state, &config);
+    let server = answer_once(serving, 8080);
+    assert!(
+        call(monitoring, serving.ipv4.into(), 8080),
+        "allowed scrape"
+    );
+    server.join().expect("server");
+    let server = answer_once(serving, 8080);
+    assert!(
+        call(unauthorised, serving.ipv4.into(), 8080),
+        "nothing enforces policy here: it gets through"
+    );
+    server.join().expect("server");
+    assert!(
+        !call(unauthorised, serving.ipv4.into(), 9090),
+        "the firewall drops it"
+    );
+    let server = answer_once(internet, 443);
+    assert!(call(unauthorised, internet.ipv4.into(), 443));
+    server.join().expect("server");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (status, text) = http_get(testbed.node(), "/metrics");
+        assert_eq!(status, 200);
+        let done = metric(
+            &text,
+            "netgov_policy_violations_total",
+            &[("dst_port", "9090"), ("enforcement", "enforced")],
+        )
+        .is_some()
+            && metric(
+                &text,
+                "netgov_unexpected_egress_total",
+                &[("src_workload", "unauthorised-0")],
+            )
+            .is_some();
+        if done || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let violation = |port: &str, enforcement: &str| {
+        metric(
+            &text,
+            "netgov_policy_violations_total",
+            &[
+                ("src_namespace", "ai-platform"),
+                ("src_workload", "unauthorised-0"),
+                ("dst_namespace", "ai-platform"),
+                ("dst_workload", "model-serving-0"),
+                ("protocol", "TCP"),
+                ("dst_port", port),
+                ("denied_by", "ingress"),
+                ("enforcement", enforcement),
+            ],
+        )
+    };
+    assert_eq!(violation("8080", "gap"), Some(1.0), "{text}");
+    assert_eq!(violation("9090", "enforced"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_unexpected_egress_total",
+            &[
+                ("src_workload", "unauthorised-0"),
+                ("destination", "10.244.0.0/24")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_flows_total",
+            &[
+                ("src_workload", "monitoring-0"),
+                ("dst_workload", "model-serving-0"),
+                ("verdict", "allow")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("netgov_policy_violations_total")
+                && l.contains("src_workload=\"monitoring-0\"")),
+        "an allowed flow is never a violation: {text}"
+    );
+    assert_eq!(http_get(testbed.node(), "/readyz").0, 200);
+    assert_eq!(http_get(testbed.node(), "/healthz").0, 200);
+    let (_, flows) = http_get(testbed.node(), "/flows?enforcement=gap");
+    let flows: serde_json::Value = serde_json::from_str(&flows).expect("flows JSON");
+    assert!(
+        flows
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|f| f["enforcement"] == "gap")
+            && !flows.as_array().expect("array").is_empty(),
+        "{flows}"
+    );
+    let log = std::fs::read_to_string(&agent.flow_log).expect("flow log");
+    let gap = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .find(|e| e["enforcement"] == "gap")
+        .expect("a gap in the flow log");
+    assert_eq!(gap["src_identity"]["pod"], "unauthorised-0");
+    assert_eq!(gap["dst_identity"]["workload"], "model-serving-0");
+    assert_eq!(
+        gap["ingress"]["isolating_policies"][0],
+        "ai-platform/allow-monitoring"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
