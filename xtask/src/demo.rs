@@ -1,10 +1,11 @@
 //! `cargo xtask demo`: a simulated node of an AI platform in network
-//! namespaces, real traffic between its "pods", and what `netgov capture`
-//! saw of it.
+//! namespaces, the seed scenario's NetworkPolicies as its cluster state,
+//! `netgov agent` judging real traffic, and a summary a newcomer can read.
 //!
-//! Today the demo shows the datapath: every flow on the node, with exact
-//! counts and connection state. Policy verdicts, enforcement gaps and
-//! unexpected egress join it with the agent.
+//! Nothing enforces policy on this bare node — that is the point: denied
+//! traffic that gets through shows up as an enforcement gap. One firewall
+//! rule in the node stands in for an enforcing CNI on one port, so an
+//! enforced violation shows up too.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,21 +14,36 @@ use std::time::Duration;
 
 use netgov_testbed::{Pod, Testbed};
 
-use crate::{XtaskError, build_netgov, require_root, spawn};
+use crate::{XtaskError, build_netgov, require_root, spawn, workspace_root};
 
-/// Pods of the demo, in creation order.
+/// Pods of the demo, in creation order (their IPs, 10.244.0.11 up, match
+/// the seed scenario's).
 const PODS: &[&str] = &[
     "model-serving",
     "monitoring",
     "data-ingestion",
     "database",
     "unauthorised",
+    "internet",
 ];
+/// The database's address in the network restrict-egress allows.
+const DATABASE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+/// A documentation-range "internet" address, existing only in the demo.
+const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const AGENT_PORT: u16 = 9464;
+const NODE: &str = "demo-node";
+
+fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> XtaskError + '_ {
+    move |source| XtaskError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
 
 /// Runs the demo.
 ///
 /// # Errors
-/// Without root, or when the namespaces or the capture cannot be set up.
+/// Without root, or when the namespaces or the agent cannot be set up.
 pub fn demo() -> Result<(), XtaskError> {
     require_root(
         "demo",
@@ -38,190 +54,305 @@ pub fn demo() -> Result<(), XtaskError> {
     for name in PODS {
         testbed.add_pod(name)?;
     }
-    println!("\nA simulated node: one network namespace per pod, joined by a bridge.\n");
-    for pod in testbed.pods() {
-        println!(
-            "  {:<15} {:<12} host interface {}",
-            pod.name,
-            pod.ipv4.to_string(),
-            pod.host_interface
-        );
-    }
-
-    let mut capture = spawn(
-        testbed
-            .node()
-            .command(netgov.to_str().unwrap_or("netgov"))
-            .args(["capture", "--iface", "vethp*", "--close-grace", "0.5"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
-    )?;
-    // Let the programs attach before the traffic starts.
-    std::thread::sleep(Duration::from_secs(1));
-
     let pod = |name: &str| {
         testbed
             .pods()
             .iter()
             .find(|p| p.name == name)
-            .expect("demo pod exists")
+            .expect("demo pod")
     };
+    // The database and the internet host get addresses outside the pod
+    // network; the node routes to them.
+    for (name, address) in [("database", DATABASE), ("internet", INTERNET)] {
+        let host = pod(name);
+        host.netns
+            .ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
+        testbed.node().ip(&[
+            "route",
+            "add",
+            &format!("{address}/32"),
+            "via",
+            &host.ipv4.to_string(),
+        ])?;
+    }
+    // The node routes between the pod network and those addresses over the
+    // same bridge; it must not answer with ICMP redirects.
+    for interface in ["all", "default", "br0"] {
+        testbed
+            .node()
+            .sysctl(&format!("net.ipv4.conf.{interface}.send_redirects"), "0")?;
+    }
+    // A firewall rule in the node stands in for an enforcing CNI on one
+    // port: it drops model-serving's port 9090 before delivery.
+    let rules = "table bridge demo {\n chain forward { type filter hook forward priority 0; ip daddr 10.244.0.11 tcp dport 9090 drop; }\n}\n";
+    let rules_file = std::env::temp_dir().join("netgov-demo.nft");
+    std::fs::write(&rules_file, rules).map_err(io_error("writing the demo firewall"))?;
+    testbed
+        .node()
+        .exec("nft", &["-f", rules_file.to_str().unwrap_or_default()])?;
+
+    // The seed scenario, with the pods placed on this node.
+    let seed_path = workspace_root().join("examples/seed-scenario/cluster.yaml");
+    let seed =
+        std::fs::read_to_string(&seed_path).map_err(io_error("reading the seed scenario"))?;
+    let cluster_state = std::env::temp_dir().join("netgov-demo-cluster.yaml");
+    // The node itself, so its own traffic is not mistaken for the world.
+    let node = format!(
+        "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {NODE}}}\n\
+         status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
+        netgov_testbed::GATEWAY_V4
+    );
+    std::fs::write(
+        &cluster_state,
+        seed.replace(
+            "spec:\n  containers:",
+            &format!("spec:\n  nodeName: {NODE}\n  containers:"),
+        ) + &node,
+    )
+    .map_err(io_error("writing the demo cluster state"))?;
+    let config = std::env::temp_dir().join("netgov-demo-agent.yaml");
+    std::fs::write(
+        &config,
+        "clusterCIDRs: [10.244.0.0/16]\nanswerWindowSeconds: 1\n",
+    )
+    .map_err(io_error("writing the demo configuration"))?;
+
+    println!("\nA simulated node ({NODE}): one network namespace per pod, joined by a bridge.\n");
+    for pod in testbed.pods() {
+        let extra = match pod.name.as_str() {
+            "database" => format!(" and {DATABASE}"),
+            "internet" => format!(" and {INTERNET} (outside the cluster)"),
+            _ => String::new(),
+        };
+        println!("  {:<15} {}{extra}", pod.name, pod.ipv4);
+    }
+    println!("\nPolicies (examples/seed-scenario/cluster.yaml), namespace ai-platform:");
+    println!("  default-deny       every pod isolated for ingress");
+    println!("  allow-monitoring   role=monitoring -> app=model-serving on TCP 8080");
+    println!("  restrict-egress    app=data-ingestion may only reach 10.0.0.0/16 on TCP 5432");
+
+    let mut agent = spawn(
+        testbed
+            .node()
+            .command(netgov.to_str().unwrap_or("netgov"))
+            .args(["agent", "--iface", "vethp*", "--node-name", NODE])
+            .arg("--cluster-state")
+            .arg(&cluster_state)
+            .arg("--config")
+            .arg(&config)
+            .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    wait_ready(&testbed)?;
+
     println!("\nTraffic:");
-    println!("  monitoring     -> model-serving:8080  scrape (TCP, answered)");
-    serve_and_call(
-        pod("monitoring"),
-        pod("model-serving"),
-        8080,
-        b"GET /metrics",
-    )?;
-    println!(
-        "  unauthorised   -> model-serving:8080  inference call (TCP, answered: nothing enforces policy here)"
-    );
-    serve_and_call(
-        pod("unauthorised"),
-        pod("model-serving"),
-        8080,
-        b"POST /v1/infer",
-    )?;
-    println!("  data-ingestion -> database:5432       query (TCP, answered)");
-    serve_and_call(pod("data-ingestion"), pod("database"), 5432, b"SELECT 1")?;
-    println!("  data-ingestion -> database:6379       connection refused (TCP RST)");
-    connect_refused(pod("data-ingestion"), pod("database").ipv4, 6379)?;
-    println!("  monitoring     -> model-serving       ping (ICMP)");
-    pod("monitoring").netns.exec(
-        "ping",
-        &[
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-q",
-            &pod("model-serving").ipv4.to_string(),
-        ],
-    )?;
-    std::thread::sleep(Duration::from_millis(800));
-
+    let flows: [(&str, &str, IpAddr, u16, &str); 6] = [
+        (
+            "monitoring",
+            "model-serving",
+            pod("model-serving").ipv4.into(),
+            8080,
+            "scrape: allowed",
+        ),
+        (
+            "unauthorised",
+            "model-serving",
+            pod("model-serving").ipv4.into(),
+            8080,
+            "inference call: denied, but nothing stops it",
+        ),
+        (
+            "unauthorised",
+            "model-serving",
+            pod("model-serving").ipv4.into(),
+            9090,
+            "admin port: denied, and the firewall drops it",
+        ),
+        (
+            "data-ingestion",
+            "database",
+            DATABASE.into(),
+            5432,
+            "query: allowed by restrict-egress",
+        ),
+        (
+            "data-ingestion",
+            "internet",
+            INTERNET.into(),
+            443,
+            "upload: denied by restrict-egress, but nothing stops it",
+        ),
+        (
+            "unauthorised",
+            "internet",
+            INTERNET.into(),
+            443,
+            "download: not isolated for egress, but nobody declared it",
+        ),
+    ];
+    for (client, server, address, port, what) in flows {
+        let answered = serve_and_call(pod(client), pod(server), address, port)?;
+        let outcome = if answered { "answered" } else { "no answer" };
+        println!("  {client:<15} -> {server}:{port:<5} {what} ({outcome})");
+    }
+    // Two drains and the answer window.
+    std::thread::sleep(Duration::from_millis(2500));
+    let metrics = http_get(&testbed, "/metrics")?;
     // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(capture.id() as libc::pid_t, libc::SIGTERM) };
-    let mut records = String::new();
-    if let Some(mut stdout) = capture.stdout.take() {
-        stdout
-            .read_to_string(&mut records)
-            .map_err(|source| XtaskError::Io {
-                what: "reading the capture".into(),
-                source,
-            })?;
-    }
-    let _ = capture.wait();
-    print_flows(&testbed, &records)?;
-    println!("\nEvery row is one connection, counted in the kernel at the pods' interfaces and");
-    println!("oriented client -> server. The namespaces are removed now.");
+    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = agent.wait();
+    summarise(&metrics);
+    println!("\nThe namespaces are removed now.");
     Ok(())
 }
 
-/// Prints the captured flows with pod names instead of addresses, leaving
-/// out the pods' own IPv6 multicast chatter (neighbour discovery, MLD).
-fn print_flows(testbed: &Testbed, records: &str) -> Result<(), XtaskError> {
-    let name_of = |ip: &str| {
-        testbed
-            .pods()
-            .iter()
-            .find(|p| p.ipv4.to_string() == ip || p.ipv6.to_string() == ip)
-            .map_or_else(|| ip.to_owned(), |p| p.name.clone())
-    };
-    let interface_owner = |interface: &str| {
-        testbed
-            .pods()
-            .iter()
-            .find(|p| p.host_interface == interface)
-            .map_or_else(|| interface.to_owned(), |p| p.name.clone())
-    };
-    println!("\nWhat netgov capture saw, one row per flow:\n");
-    println!(
-        "{:<7} {:<22} {:<22} {:<12} {:>8} {:>9} {:>8} {:>9}  SEEN AT (pod interfaces)",
-        "PROTO", "CLIENT", "SERVER", "STATE", "PKTS->", "BYTES->", "<-PKTS", "<-BYTES"
-    );
-    let mut hidden = 0;
-    for line in records.lines() {
-        let flow: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| XtaskError::Output {
-                tool: "netgov capture",
-                detail: format!("{e}: {line}"),
-            })?;
-        let dst = flow["dst"].as_str().unwrap_or_default();
-        if dst.starts_with("ff") {
-            hidden += 1;
-            continue;
+fn wait_ready(testbed: &Testbed) -> Result<(), XtaskError> {
+    for _ in 0..100 {
+        if http_get(testbed, "/readyz").is_ok_and(|body| body.starts_with("ready")) {
+            return Ok(());
         }
-        let endpoint = |ip: &str, port: &serde_json::Value| format!("{}:{port}", name_of(ip));
-        let number = |field: &str| flow[field].as_u64().unwrap_or_default();
-        let seen_at: Vec<String> = flow["interfaces"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|i| i.as_str())
-                    .map(interface_owner)
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!(
-            "{:<7} {:<22} {:<22} {:<12} {:>8} {:>9} {:>8} {:>9}  {}",
-            flow["protocol"].as_str().unwrap_or_default(),
-            endpoint(flow["src"].as_str().unwrap_or_default(), &flow["src_port"]),
-            endpoint(dst, &flow["dst_port"]),
-            flow["state"].as_str().unwrap_or_default(),
-            number("packets_out"),
-            number("bytes_out"),
-            number("packets_in"),
-            number("bytes_in"),
-            seen_at.join(", ")
-        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    println!(
-        "({hidden} flows of the pods' own IPv6 multicast chatter — neighbour discovery, MLD — not shown)"
-    );
-    Ok(())
-}
-
-fn serve_and_call(client: &Pod, server: &Pod, port: u16, request: &[u8]) -> Result<(), XtaskError> {
-    let server_ip: IpAddr = server.ipv4.into();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            server.netns.run_in(|| -> std::io::Result<()> {
-                let listener = TcpListener::bind(SocketAddr::new(server_ip, port))?;
-                let _ = ready_tx.send(());
-                let (mut stream, _) = listener.accept()?;
-                let mut buffer = [0; 256];
-                let n = stream.read(&mut buffer)?;
-                stream.write_all(format!("200 OK ({n} bytes received)").as_bytes())?;
-                Ok(())
-            })
-        });
-        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
-        client
-            .netns
-            .run_in(|| -> std::io::Result<()> {
-                let mut stream = TcpStream::connect(SocketAddr::new(server_ip, port))?;
-                stream.write_all(request)?;
-                stream.shutdown(std::net::Shutdown::Write)?;
-                let mut response = Vec::new();
-                stream.read_to_end(&mut response)?;
-                Ok(())
-            })?
-            .map_err(|source| XtaskError::Io {
-                what: format!("{} -> {}:{port}", client.name, server.name),
-                source,
-            })
+    Err(XtaskError::Output {
+        tool: "netgov agent",
+        detail: "not ready after 10 s".into(),
     })
 }
 
-fn connect_refused(client: &Pod, server: Ipv4Addr, port: u16) -> Result<(), XtaskError> {
-    client.netns.run_in(|| {
-        let _ = TcpStream::connect_timeout(
-            &SocketAddr::new(server.into(), port),
-            Duration::from_secs(2),
-        );
+fn http_get(testbed: &Testbed, path: &str) -> Result<String, XtaskError> {
+    let path = path.to_owned();
+    testbed
+        .node()
+        .run_in(move || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(("127.0.0.1", AGENT_PORT))?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_owned())
+                .unwrap_or_default())
+        })?
+        .map_err(io_error("asking the agent"))
+}
+
+/// Runs a one-request server in `server` and calls it from `client`;
+/// returns whether an answer came back.
+fn serve_and_call(
+    client: &Pod,
+    server: &Pod,
+    address: IpAddr,
+    port: u16,
+) -> Result<bool, XtaskError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listener = server.netns.spawn_in(move || -> std::io::Result<()> {
+        let listener = TcpListener::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port))?;
+        listener.set_nonblocking(false)?;
+        let _ = ready_tx.send(());
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = [0; 256];
+        let n = stream.read(&mut buffer)?;
+        stream.write_all(format!("200 OK ({n} bytes received)").as_bytes())
     })?;
-    Ok(())
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    let answered = client.netns.run_in(move || {
+        let Ok(mut stream) = TcpStream::connect_timeout(
+            &SocketAddr::new(address, port),
+            Duration::from_millis(1500),
+        ) else {
+            return false;
+        };
+        let _ = stream.write_all(b"hello");
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).is_ok() && !response.is_empty()
+    })?;
+    if !answered {
+        // Release the server still waiting for a connection.
+        let _ = server
+            .netns
+            .run_in(move || TcpStream::connect((IpAddr::from([127, 0, 0, 1]), port)));
+    }
+    let _ = listener.join();
+    Ok(answered)
+}
+
+/// The label value `name` of a metrics line.
+fn label<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_once(&format!("{name}=\""))
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("", |(value, _)| value)
+}
+
+fn summarise(metrics: &str) {
+    // Flows NetworkPolicy does not govern (the pods' own IPv6 neighbour
+    // discovery, the node) are left out of the summary.
+    let lines = |name: &str| -> Vec<&str> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && !l.ends_with(" 0"))
+            .filter(|l| !l.contains("verdict=\"not-applicable\""))
+            .collect()
+    };
+    let who = |line: &str, side: &str| {
+        let namespace = label(line, &format!("{side}_namespace"));
+        let workload = label(line, &format!("{side}_workload"));
+        if namespace.is_empty() {
+            format!("{workload} (outside the cluster)")
+        } else {
+            format!("{namespace}/{workload}")
+        }
+    };
+    println!("\nWhat netgov found:\n");
+    println!("Policy violations (flows the policies deny), and whether the network enforced them:");
+    for line in lines("netgov_policy_violations_total") {
+        let enforcement = label(line, "enforcement");
+        let meaning = match enforcement {
+            "gap" => "GAP: it got through — nothing enforces this policy",
+            "enforced" => "enforced: only the attempts were seen",
+            _ => "unknown: not enough seen yet",
+        };
+        println!(
+            "  {} -> {} port {}, denied by {}: {meaning}",
+            who(line, "src"),
+            who(line, "dst"),
+            label(line, "dst_port"),
+            label(line, "denied_by"),
+        );
+    }
+    println!(
+        "\nUnexpected egress (to outside the cluster, declared by no policy or configuration):"
+    );
+    for line in lines("netgov_unexpected_egress_total") {
+        println!(
+            "  {}/{} -> {}",
+            label(line, "src_namespace"),
+            label(line, "src_workload"),
+            label(line, "destination")
+        );
+    }
+    println!("\nUnprotected pods (no policy isolates them):");
+    for line in lines("netgov_unprotected_pods") {
+        println!(
+            "  namespace {}: {} pod(s) open for {}",
+            label(line, "namespace"),
+            line.rsplit(' ').next().unwrap_or("?"),
+            label(line, "direction")
+        );
+    }
+    println!("\nThe matching lines of /metrics:\n");
+    for name in [
+        "netgov_flows_total",
+        "netgov_policy_violations_total",
+        "netgov_unexpected_egress_total",
+        "netgov_unprotected_pods",
+    ] {
+        for line in lines(name) {
+            println!("  {line}");
+        }
+    }
 }
