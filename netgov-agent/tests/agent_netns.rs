@@ -306,3 +306,92 @@ fn agent_flags_gaps_enforcement_and_unexpected_egress() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_long_lived_flow_is_judged_again_when_policies_change() {
+    let testbed = testbed("rejudge", 5);
+    let pods = testbed.pods();
+    let (serving, unauthorised) = (&pods[0], &pods[4]);
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/seed-scenario/cluster.yaml"
+    ))
+    .expect("seed");
+    let seed = seed.replace(
+        "spec:\n  containers:",
+        "spec:\n  nodeName: test-node\n  containers:",
+    );
+    let dir = std::env::temp_dir().join(format!("netgov-agent-rejudge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cluster_state = dir.join("cluster.yaml");
+    std::fs::write(&cluster_state, &seed).expect("write");
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
+    let _agent = start_agent(&testbed, &cluster_state, &config);
+
+    // A connection that stays open, quiet after its first exchange.
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let ip: IpAddr = serving.ipv4.into();
+    let server = serving
+        .netns
+        .spawn_in(move || {
+            let listener = TcpListener::bind(SocketAddr::new(ip, 8080)).expect("bind");
+            ready_tx.send(()).expect("ready");
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buffer = [0; 5];
+            stream.read_exact(&mut buffer).expect("read");
+            stream.write_all(b"ok").expect("write");
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        })
+        .expect("server");
+    ready_rx.recv().expect("server ready");
+    let client = unauthorised
+        .netns
+        .spawn_in(move || {
+            let mut stream = TcpStream::connect(SocketAddr::new(ip, 8080)).expect("connect");
+            stream.write_all(b"hello").expect("write");
+            let mut reply = [0; 2];
+            stream.read_exact(&mut reply).expect("reply");
+            let _ = close_rx.recv();
+        })
+        .expect("client");
+
+    let pair = [
+        ("src_workload", "unauthorised-0"),
+        ("dst_workload", "model-serving-0"),
+        ("protocol", "TCP"),
+    ];
+    let wait_for = |verdict: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, text) = http_get(testbed.node(), "/metrics");
+            let mut labels = pair.to_vec();
+            labels.push(("verdict", verdict));
+            if let Some(value) = metric(&text, "netgov_flows_total", &labels) {
+                return (value, text);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {verdict} for the live flow: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(wait_for("deny").0, 1.0);
+
+    // A new policy admits the notebook: the live flow, with no new packet,
+    // is judged again.
+    let allow = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-notebook, namespace: ai-platform}\n\
+                 spec: {podSelector: {matchLabels: {app: model-serving}}, ingress: [{from: [{podSelector: {matchLabels: {app: notebook}}}]}]}\n";
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&cluster_state, format!("{seed}{allow}")).expect("write");
+    let (allowed, text) = wait_for("allow");
+    assert_eq!(allowed, 1.0, "{text}");
+
+    let _ = close_tx.send(());
+    client.join().expect("client");
+    server.join().expect("server");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -6,7 +6,9 @@
 //! exports metrics, the flow log and the recent flows served on `/flows`.
 //!
 //! A flow is counted once in `netgov_flows_total` when first judged, and
-//! again only if a change of the cluster state changes its verdict. A
+//! again only if its verdict changes — live flows are judged again whenever
+//! the cluster state (policies, labels, identities) changes, even when no
+//! packet moved. A
 //! violation is counted once, when its enforcement is known (`gap` or
 //! `enforced`) or when the flow ends (`unknown` then); unexpected egress
 //! once per flow.
@@ -263,8 +265,10 @@ impl FlowSink for AgentSink {
     }
 }
 
-/// What was counted for a flow.
+/// What was counted for a flow, and its latest record (to judge it again
+/// when the cluster changes).
 struct Tracked {
+    record: FlowRecord,
     generation: u64,
     verdict: Decision,
     enforcement: Option<Enforcement>,
@@ -291,40 +295,105 @@ fn unix_now_nanos() -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
+/// The judge stage's state.
+struct Judge {
+    shared: Arc<Shared>,
+    config: AgentConfig,
+    node: NodeContext,
+    flow_log: Option<Box<dyn Write + Send>>,
+    tracked: HashMap<FlowId, Tracked>,
+    /// Cluster generation at the last re-judgement of live flows.
+    generation: u64,
+    /// Workloads with pods at the last look, to drop the series of those
+    /// that are gone.
+    workloads: std::collections::HashSet<(String, String)>,
+}
+
 async fn judge_flows(
     mut rx: mpsc::Receiver<Update>,
     shared: Arc<Shared>,
     config: AgentConfig,
     node: NodeContext,
-    mut flow_log: Option<Box<dyn Write + Send>>,
+    flow_log: Option<Box<dyn Write + Send>>,
 ) {
-    let mut tracked: HashMap<FlowId, Tracked> = HashMap::new();
-    while let Some(Update { record }) = rx.recv().await {
+    let mut judge = Judge {
+        shared,
+        config,
+        node,
+        flow_log,
+        tracked: HashMap::new(),
+        generation: 0,
+        workloads: Default::default(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            update = rx.recv() => match update {
+                Some(Update { record }) => judge.process(record),
+                None => break,
+            },
+            _ = tick.tick() => judge.on_cluster_change(),
+        }
+    }
+}
+
+impl Judge {
+    /// When policies, labels or identities changed: judges every live flow
+    /// again, and drops the metric series of workloads that are gone.
+    fn on_cluster_change(&mut self) {
+        let (generation, workloads) = {
+            let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
+            let workloads: std::collections::HashSet<(String, String)> = state
+                .pods()
+                .map(|p| (p.namespace.to_string(), p.workload.name.clone()))
+                .collect();
+            (state.generation(), workloads)
+        };
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let live: Vec<FlowRecord> = self.tracked.values().map(|t| t.record.clone()).collect();
+        for record in live {
+            self.process(record);
+        }
+        if !self.workloads.is_empty() {
+            for (namespace, workload) in self.workloads.difference(&workloads) {
+                self.shared.metrics.forget_workload(namespace, workload);
+            }
+        }
+        self.workloads = workloads;
+    }
+
+    fn process(&mut self, record: FlowRecord) {
+        let shared = Arc::clone(&self.shared);
         let ended = record.end_reason != EndReason::Active;
         let id = flow_id(&record);
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
         let (judgement, generation) = {
             let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
             (
-                judge(&record, &state, &config, &node, age),
+                judge(&record, &state, &self.config, &self.node, age),
                 state.generation(),
             )
         };
         let Some(judgement) = judgement else {
-            continue;
+            return;
         };
-        let entry = tracked.entry(id.clone());
+        let entry = self.tracked.entry(id.clone());
         let first = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
         let flow = entry.or_insert(Tracked {
+            record: record.clone(),
             generation,
             verdict: judgement.verdict.verdict,
             enforcement: judgement.enforcement,
             violation_counted: false,
             egress_counted: false,
         });
+        flow.record = record.clone();
         let verdict_changed = !first && flow.verdict != judgement.verdict.verdict;
         let enforcement_changed = flow.enforcement != judgement.enforcement;
-        if first || (verdict_changed && flow.generation != generation) {
+        if first || verdict_changed {
             shared.metrics.count_flow(flow_labels(&record, &judgement));
             if verdict_changed {
                 flow.violation_counted = false;
@@ -359,7 +428,7 @@ async fn judge_flows(
         }
         if first || verdict_changed || enforcement_changed || ended {
             let entry = log_entry(&record, &judgement);
-            if let Some(log) = flow_log.as_mut() {
+            if let Some(log) = self.flow_log.as_mut() {
                 let _ = writeln!(log, "{entry}");
                 let _ = log.flush();
             }
@@ -370,7 +439,7 @@ async fn judge_flows(
             recent.push_back(entry);
         }
         if ended {
-            tracked.remove(&id);
+            self.tracked.remove(&id);
         }
     }
 }
