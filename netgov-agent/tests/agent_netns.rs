@@ -36,8 +36,7 @@ fn start_agent(
     cluster_state: &std::path::Path,
     config: &std::path::Path,
 ) -> Agent {
-    let flow_log =
-        std::env::temp_dir().join(format!("netgov-agent-flows-{}.jsonl", std::process::id()));
+    let flow_log = std::env::temp_dir().join(format!("{}-flows.jsonl", testbed.node().name()));
     let mut child = testbed
         .node()
         .command(env!("CARGO_BIN_EXE_netgov"))
@@ -71,6 +70,30 @@ fn start_agent(
         }
     }
     Agent { child, flow_log }
+}
+
+/// `GET path` on the agent, `None` while it does not listen yet.
+fn try_get(node: &Netns, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    node.run_in(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", AGENT_PORT)).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        Some((
+            status,
+            response
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        ))
+    })
+    .expect("node namespace")
 }
 
 /// `GET path` on the agent, from inside the node namespace.
@@ -393,5 +416,147 @@ fn a_long_lived_flow_is_judged_again_when_policies_change() {
     let _ = close_tx.send(());
     client.join().expect("client");
     server.join().expect("server");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn agent_reads_the_cluster_from_the_kubernetes_api() {
+    use netgov_fakeapi::{FakeApiServer, Resource};
+    use serde_json::json;
+
+    let testbed = testbed("agentkube", 5);
+    let pods = testbed.pods();
+    let (serving, monitoring, unauthorised) = (&pods[0], &pods[1], &pods[4]);
+    let dir = std::env::temp_dir().join(format!("netgov-agent-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kubeconfig = dir.join("kubeconfig");
+    // The fake API server runs in the node namespace, where the agent is.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let kubeconfig_path = kubeconfig.clone();
+    let server = testbed
+        .node()
+        .spawn_in(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let server = FakeApiServer::start().await;
+                server.apply(Resource::Namespaces, json!({"metadata": {"name": "ai-platform"}}));
+                for (name, ip, labels) in [
+                    ("model-serving-0", "10.244.0.11", json!({"app": "model-serving"})),
+                    ("monitoring-0", "10.244.0.12", json!({"role": "monitoring"})),
+                    ("unauthorised-0", "10.244.0.15", json!({"app": "notebook"})),
+                ] {
+                    server.apply(
+                        Resource::Pods,
+                        json!({"metadata": {"name": name, "namespace": "ai-platform", "labels": labels},
+                               "spec": {"nodeName": "test-node", "containers": [{"name": "c", "image": "i"}]},
+                               "status": {"phase": "Running", "podIP": ip}}),
+                    );
+                }
+                server.apply(
+                    Resource::NetworkPolicies,
+                    json!({"metadata": {"name": "allow-monitoring", "namespace": "ai-platform"},
+                           "spec": {"podSelector": {"matchLabels": {"app": "model-serving"}},
+                                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "monitoring"}}}],
+                                                 "ports": [{"port": 8080}]}]}}),
+                );
+                server.write_kubeconfig(&kubeconfig_path).expect("kubeconfig");
+                up_tx.send(()).expect("up");
+                tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                })
+                .await
+                .expect("stop");
+            });
+        })
+        .expect("node namespace");
+    up_rx.recv().expect("fake API server up");
+
+    let flow_log = dir.join("flows.jsonl");
+    let mut child = testbed
+        .node()
+        .command(env!("CARGO_BIN_EXE_netgov"))
+        .args(["agent", "--iface", "vethp*", "--node-name", "test-node"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--flow-log")
+        .arg(&flow_log)
+        .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn netgov agent");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = try_get(testbed.node(), "/readyz").map_or(0, |(status, _)| status);
+        if ready == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never became ready with the API server's state"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let handle = answer_once(serving, 8080);
+    assert!(call(monitoring, serving.ipv4.into(), 8080));
+    handle.join().expect("server");
+    let handle = answer_once(serving, 8080);
+    assert!(call(unauthorised, serving.ipv4.into(), 8080));
+    handle.join().expect("server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, text) = http_get(testbed.node(), "/metrics");
+        if metric(
+            &text,
+            "netgov_policy_violations_total",
+            &[("enforcement", "gap")],
+        )
+        .is_some()
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_policy_violations_total",
+            &[
+                ("src_workload", "unauthorised-0"),
+                ("dst_workload", "model-serving-0"),
+                ("enforcement", "gap")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_flows_total",
+            &[
+                ("src_workload", "monitoring-0"),
+                ("dst_workload", "model-serving-0"),
+                ("verdict", "allow")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "netgov_cluster_synced", &[("resource", "Pod")]),
+        Some(1.0),
+        "{text}"
+    );
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success());
+    let _ = stop_tx.send(());
+    server.join().expect("fake API server");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -496,12 +496,19 @@ fn log_entry(record: &FlowRecord, judgement: &Judgement) -> Value {
     Value::Object(entry)
 }
 
-/// Every 5 s: pods no policy isolates, per namespace and direction; the
-/// cluster state's health; policies that failed to compile.
+/// Every 5 s (and on every scrape): the state-derived metrics.
 async fn posture(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
+        refresh_state_metrics(&shared);
+    }
+}
+
+/// Pods no policy isolates, per namespace and direction; the cluster
+/// state's health; policies that failed to compile.
+fn refresh_state_metrics(shared: &Shared) {
+    {
         let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
         {
             let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
@@ -579,11 +586,14 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
             .unwrap_or_default()
     };
     match request.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
-        ),
+        "/metrics" => {
+            refresh_state_metrics(shared);
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.encode(),
+            )
+        }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match shared.ready() {
             Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
