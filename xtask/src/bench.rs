@@ -58,6 +58,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     match args.first().map(String::as_str) {
         Some("datapath") => datapath(&parse(args)?),
         Some("policy") => policy(),
+        Some("agent") => crate::bench_agent::bench(args),
         Some("cluster") => run(cargo().args([
             "run",
             "--release",

@@ -9,6 +9,7 @@
 //! Every task but `setup` runs `setup` first.
 
 mod bench;
+mod bench_agent;
 mod demo;
 mod setup;
 
@@ -73,7 +74,7 @@ pub enum XtaskError {
     },
     /// Bad command line.
     #[error(
-        "usage: cargo xtask setup | test [cargo test args] | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster\n{0}"
+        "usage: cargo xtask setup | test [cargo test args] | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N]\n{0}"
     )]
     Usage(String),
 }
