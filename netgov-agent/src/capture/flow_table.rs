@@ -119,7 +119,7 @@ struct InterfaceView {
 #[derive(Clone, Debug, Default)]
 struct Flow {
     views: Vec<InterfaceView>,
-    /// Counts, flags or views changed since the last live report.
+    /// A view appeared or flags changed since the last live report.
     changed: bool,
 }
 
@@ -255,7 +255,12 @@ impl FlowTable {
             stats.first_tcp_flags = event.tcp_flags;
         }
         stats.last_seen_ns = stats.last_seen_ns.max(event.header.timestamp_ns);
+        let before = stats.flags[dir];
         stats.flags[dir] |= u64::from(event.tcp_flags) | u64::from(seen_bit);
+        let changed = stats.flags[dir] != before;
+        if let Some(flow) = self.flows.get_mut(&ConversationKey::of(&event.key)) {
+            flow.changed |= changed;
+        }
     }
 
     fn view_mut(&mut self, key: &FlowKey) -> &mut InterfaceView {
@@ -263,8 +268,9 @@ impl FlowTable {
         flow_view_mut(flow, key)
     }
 
-    /// Records of the live flows that changed since the previous call (for
-    /// judging flows while they last, not only when they end).
+    /// Records of the live flows whose judgement may have changed since the
+    /// previous call — a new interface view or new flags, not mere counts
+    /// (for judging flows while they last, not only when they end).
     pub fn live_records(
         &mut self,
         names: &impl InterfaceNames,
@@ -303,7 +309,10 @@ impl FlowTable {
                 evictions += 1;
             }
             view.drained = true;
-            if view.stats != before {
+            // Live reports are for judging: a new view, or new flags (a
+            // SYN-ACK, a FIN, a first packet back, a delivery) can change a
+            // judgement; more packets of the same kind cannot.
+            if before.first_seen_ns == 0 || view.stats.flags != before.flags {
                 flow.changed = true;
             }
         }

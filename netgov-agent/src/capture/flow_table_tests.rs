@@ -375,3 +375,35 @@ fn finalize_folds_in_what_arrived_after_the_drain() {
     );
     assert_eq!(ended[0].record.end_reason, EndReason::Idle);
 }
+
+#[test]
+fn live_records_report_new_flows_and_new_flags_only() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let k = key(3, proto::TCP, 8080, 40000);
+    let syn = stats(1, 2, direction::B_TO_A, [(0, 0, 0), (1, 60, SYN | FROM)]);
+    table.drain([(k, syn)], 3, &names, &FixedClock);
+    assert_eq!(
+        table.live_records(&names, &FixedClock).len(),
+        1,
+        "a new flow"
+    );
+    // More SYNs: counts only.
+    let retransmitted = stats(1, 4, direction::B_TO_A, [(0, 0, 0), (3, 180, SYN | FROM)]);
+    table.drain([(k, retransmitted)], 5, &names, &FixedClock);
+    assert!(
+        table.live_records(&names, &FixedClock).is_empty(),
+        "counts alone change no judgement"
+    );
+    // An answer: new flags.
+    let answered = stats(
+        1,
+        6,
+        direction::B_TO_A,
+        [(1, 60, SYN | ACK | TO), (3, 180, SYN | FROM)],
+    );
+    table.drain([(k, answered)], 7, &names, &FixedClock);
+    let live = table.live_records(&names, &FixedClock);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].end_reason, EndReason::Active);
+    assert_eq!(live[0].packets_in, 1);
+}
