@@ -473,7 +473,7 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
     up_rx.recv().expect("fake API server up");
 
     let flow_log = dir.join("flows.jsonl");
-    let mut child = testbed
+    let child = testbed
         .node()
         .command(env!("CARGO_BIN_EXE_netgov"))
         .args(["agent", "--iface", "vethp*", "--node-name", "test-node"])
@@ -487,6 +487,11 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn netgov agent");
+    // Killed on drop, should an assertion fail first.
+    let mut agent = Agent {
+        child,
+        flow_log: flow_log.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ready = try_get(testbed.node(), "/readyz").map_or(0, |(status, _)| status);
@@ -554,8 +559,8 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
     );
 
     // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(child.wait().expect("wait").success());
+    unsafe { libc::kill(agent.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(agent.child.wait().expect("wait").success());
     let _ = stop_tx.send(());
     server.join().expect("fake API server");
     let _ = std::fs::remove_dir_all(dir);
