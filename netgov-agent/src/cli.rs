@@ -56,14 +56,9 @@ pub struct AgentArgs {
     /// YAML configuration: cluster CIDRs, expected egress, limits.
     #[arg(long, value_name = "FILE", env = "NETGOV_CONFIG")]
     pub config: Option<std::path::PathBuf>,
-    /// Interface name glob to attach to (repeatable).
-    #[arg(
-        long = "iface",
-        value_name = "GLOB",
-        env = "NETGOV_IFACE",
-        value_delimiter = ','
-    )]
-    pub iface: Vec<String>,
+    /// Interfaces, attachment and duration.
+    #[command(flatten)]
+    pub datapath: DatapathArgs,
     /// Address of /metrics, /healthz, /readyz and /flows.
     #[arg(
         long,
@@ -78,12 +73,6 @@ pub struct AgentArgs {
     /// This node's name, to know which pods are local.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// How programs are attached.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto, env = "NETGOV_ATTACH_MODE")]
-    pub attach_mode: AttachMode,
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
 }
 
 /// A bad `netgov agent` setting.
@@ -109,9 +98,13 @@ impl AgentArgs {
             None => crate::agent::config::AgentConfig::default(),
         };
         let capture = CaptureOptions {
-            interface_globs: self.iface.clone(),
-            duration: self.duration.map(|d| seconds("duration", d)).transpose()?,
-            attach_mode: self.attach_mode,
+            interface_globs: self.datapath.iface.clone(),
+            duration: self
+                .datapath
+                .duration
+                .map(|d| seconds("duration", d))
+                .transpose()?,
+            attach_mode: self.datapath.attach_mode,
             ..CaptureOptions::default()
         };
         Ok(AgentOptions {
@@ -163,9 +156,9 @@ impl CheckArgs {
     }
 }
 
-/// Arguments of `netgov capture`.
+/// Datapath arguments shared by `netgov capture` and `netgov agent`.
 #[derive(Debug, Args)]
-pub struct CaptureArgs {
+pub struct DatapathArgs {
     /// Interface name glob to attach to (repeatable). Default: veth*,
     /// cali*, lxc*, gke*, eni*, azv*.
     #[arg(
@@ -175,15 +168,23 @@ pub struct CaptureArgs {
         value_delimiter = ','
     )]
     pub iface: Vec<String>,
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
-    pub format: OutputFormat,
     /// How programs are attached.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto, env = "NETGOV_ATTACH_MODE")]
     pub attach_mode: AttachMode,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+/// Arguments of `netgov capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Interfaces, attachment and duration.
+    #[command(flatten)]
+    pub datapath: DatapathArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub format: OutputFormat,
     /// A flow with no packet for this many seconds ends.
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub idle_timeout: f64,
@@ -220,10 +221,14 @@ impl CaptureArgs {
     /// non-finite duration.
     pub fn options(&self) -> Result<CaptureOptions, InvalidSeconds> {
         Ok(CaptureOptions {
-            interface_globs: self.iface.clone(),
-            duration: self.duration.map(|d| seconds("duration", d)).transpose()?,
+            interface_globs: self.datapath.iface.clone(),
+            duration: self
+                .datapath
+                .duration
+                .map(|d| seconds("duration", d))
+                .transpose()?,
             format: self.format,
-            attach_mode: self.attach_mode,
+            attach_mode: self.datapath.attach_mode,
             drain_interval: seconds("drain-interval", self.drain_interval)?,
             table: FlowTableConfig {
                 idle_timeout: seconds("idle-timeout", self.idle_timeout)?,

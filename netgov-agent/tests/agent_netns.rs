@@ -10,6 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ fn start_agent(
     let mut child = testbed
         .node()
         .command(env!("CARGO_BIN_EXE_netgov"))
-        .args(["agent", "--iface", "vethp*", "--node-name", "test-node"])
+        .args(["agent", "--iface", "vethp*", "--node-name", "node-1"])
         .arg("--cluster-state")
         .arg(cluster_state)
         .arg("--config")
@@ -72,6 +73,24 @@ fn start_agent(
     Agent { child, flow_log }
 }
 
+/// A fresh directory with the seed scenario (pods on `node-1`) as the
+/// cluster state and an agent configuration with a 1 s answer window:
+/// `(directory, cluster-state file, configuration file, seed text)`.
+fn agent_files(tag: &str) -> (PathBuf, PathBuf, PathBuf, String) {
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/seed-scenario/cluster.yaml"
+    ))
+    .expect("seed");
+    let dir = std::env::temp_dir().join(format!("netgov-agent-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cluster_state = dir.join("cluster.yaml");
+    std::fs::write(&cluster_state, &seed).expect("write");
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
+    (dir, cluster_state, config, seed)
+}
+
 /// `GET path` on the agent, `None` while it does not listen yet.
 fn try_get(node: &Netns, path: &str) -> Option<(u16, String)> {
     let path = path.to_owned();
@@ -98,29 +117,7 @@ fn try_get(node: &Netns, path: &str) -> Option<(u16, String)> {
 
 /// `GET path` on the agent, from inside the node namespace.
 fn http_get(node: &Netns, path: &str) -> (u16, String) {
-    let path = path.to_owned();
-    node.run_in(move || {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", AGENT_PORT)).expect("connect to the agent");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .expect("node namespace")
+    try_get(node, path).expect("the agent answers HTTP")
 }
 
 /// A server in `server` that answers one request on `port`.
@@ -185,24 +182,7 @@ fn agent_flags_gaps_enforcement_and_unexpected_egress() {
     assert_eq!(serving.ipv4.to_string(), "10.244.0.11");
     assert_eq!(unauthorised.ipv4.to_string(), "10.244.0.15");
 
-    let seed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/seed-scenario/cluster.yaml"
-    ))
-    .expect("seed");
-    let dir = std::env::temp_dir().join(format!("netgov-agent-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cluster_state = dir.join("cluster.yaml");
-    std::fs::write(
-        &cluster_state,
-        seed.replace(
-            "spec:\n  containers:",
-            "spec:\n  nodeName: test-node\n  containers:",
-        ),
-    )
-    .expect("write");
-    let config = dir.join("agent.yaml");
-    std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
+    let (dir, cluster_state, config, _) = agent_files("test");
     // A firewall in the node stands in for an enforcing CNI: it drops
     // port 9090 towards model serving before delivery.
     nft_load(
@@ -335,21 +315,7 @@ fn a_long_lived_flow_is_judged_again_when_policies_change() {
     let testbed = testbed("rejudge", 5);
     let pods = testbed.pods();
     let (serving, unauthorised) = (&pods[0], &pods[4]);
-    let seed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/seed-scenario/cluster.yaml"
-    ))
-    .expect("seed");
-    let seed = seed.replace(
-        "spec:\n  containers:",
-        "spec:\n  nodeName: test-node\n  containers:",
-    );
-    let dir = std::env::temp_dir().join(format!("netgov-agent-rejudge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cluster_state = dir.join("cluster.yaml");
-    std::fs::write(&cluster_state, &seed).expect("write");
-    let config = dir.join("agent.yaml");
-    std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
+    let (dir, cluster_state, config, seed) = agent_files("rejudge");
     let _agent = start_agent(&testbed, &cluster_state, &config);
 
     // A connection that stays open, quiet after its first exchange.
@@ -449,7 +415,7 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
                     server.apply(
                         Resource::Pods,
                         json!({"metadata": {"name": name, "namespace": "ai-platform", "labels": labels},
-                               "spec": {"nodeName": "test-node", "containers": [{"name": "c", "image": "i"}]},
+                               "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i"}]},
                                "status": {"phase": "Running", "podIP": ip}}),
                     );
                 }
@@ -476,7 +442,7 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
     let child = testbed
         .node()
         .command(env!("CARGO_BIN_EXE_netgov"))
-        .args(["agent", "--iface", "vethp*", "--node-name", "test-node"])
+        .args(["agent", "--iface", "vethp*", "--node-name", "node-1"])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--flow-log")

@@ -31,7 +31,8 @@ const DATABASE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 /// A documentation-range "internet" address, existing only in the demo.
 const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const AGENT_PORT: u16 = 9464;
-const NODE: &str = "demo-node";
+/// The node the seed scenario places its pods on.
+const NODE: &str = "node-1";
 
 fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> XtaskError + '_ {
     move |source| XtaskError::Io {
@@ -91,7 +92,7 @@ pub fn demo() -> Result<(), XtaskError> {
         .node()
         .exec("nft", &["-f", rules_file.to_str().unwrap_or_default()])?;
 
-    // The seed scenario, with the pods placed on this node.
+    // The seed scenario (its pods run on this node), plus the node itself.
     let seed_path = workspace_root().join("examples/seed-scenario/cluster.yaml");
     let seed =
         std::fs::read_to_string(&seed_path).map_err(io_error("reading the seed scenario"))?;
@@ -102,14 +103,8 @@ pub fn demo() -> Result<(), XtaskError> {
          status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
         netgov_testbed::GATEWAY_V4
     );
-    std::fs::write(
-        &cluster_state,
-        seed.replace(
-            "spec:\n  containers:",
-            &format!("spec:\n  nodeName: {NODE}\n  containers:"),
-        ) + &node,
-    )
-    .map_err(io_error("writing the demo cluster state"))?;
+    std::fs::write(&cluster_state, seed + &node)
+        .map_err(io_error("writing the demo cluster state"))?;
     let config = std::env::temp_dir().join("netgov-demo-agent.yaml");
     std::fs::write(
         &config,

@@ -111,7 +111,9 @@ struct Shared {
     state: Arc<RwLock<ClusterState>>,
     health: Arc<RwLock<ClusterHealth>>,
     metrics: Metrics,
-    recent: Mutex<VecDeque<Value>>,
+    /// The latest judged flows, serialised only when `/flows` asks (most
+    /// are never asked for).
+    recent: Mutex<VecDeque<(FlowRecord, Judgement)>>,
     attached: AtomicBool,
 }
 
@@ -427,16 +429,15 @@ impl Judge {
             flow.egress_counted = true;
         }
         if first || verdict_changed || enforcement_changed || ended {
-            let entry = log_entry(&record, &judgement);
             if let Some(log) = self.flow_log.as_mut() {
-                let _ = writeln!(log, "{entry}");
+                let _ = writeln!(log, "{}", log_entry(&record, &judgement));
                 let _ = log.flush();
             }
             let mut recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() >= RECENT_FLOWS {
                 recent.pop_front();
             }
-            recent.push_back(entry);
+            recent.push_back((record, judgement));
         }
         if ended {
             self.tracked.remove(&id);
@@ -626,7 +627,11 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
                     _ => true,
                 })
             };
-            let flows: Vec<&Value> = recent.iter().filter(|e| matches(e)).collect();
+            let flows: Vec<Value> = recent
+                .iter()
+                .map(|(record, judgement)| log_entry(record, judgement))
+                .filter(|e| matches(e))
+                .collect();
             reply(StatusCode::OK, "application/json", json!(flows).to_string())
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),

@@ -19,7 +19,7 @@ const UNAUTHORISED: &str = "10.244.0.15";
 const REMOTE_DB: &str = "10.244.1.20";
 const INTERNET: &str = "203.0.113.10";
 
-/// The seed scenario on node `node-a`, plus a database pod on `node-b`
+/// The seed scenario (on `node-1`), plus a database pod on `node-2`
 /// (isolated for ingress by the namespace's default deny, so flows to it
 /// from data-ingestion's restricted egress are denied by both sides).
 fn cluster() -> ClusterState {
@@ -28,12 +28,8 @@ fn cluster() -> ClusterState {
         "/../examples/seed-scenario/cluster.yaml"
     ))
     .expect("seed");
-    let seed = seed.replace(
-        "spec:\n  containers:",
-        "spec:\n  nodeName: node-a\n  containers:",
-    );
     let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-0, namespace: ai-platform, labels: {app: db}}\n\
-                 spec: {nodeName: node-b, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.20}\n";
+                 spec: {nodeName: node-2, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.20}\n";
     let mut manifests = Manifests::default();
     let mut errors = Vec::new();
     parse_file(
@@ -101,7 +97,7 @@ fn violations_enforcement_and_unexpected_egress() {
     )
     .expect("config");
     let node = NodeContext {
-        node_name: Some("node-a".into()),
+        node_name: Some("node-1".into()),
     };
     let young = Duration::from_secs(1);
     let old = Duration::from_secs(30);
