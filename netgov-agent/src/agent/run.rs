@@ -497,6 +497,10 @@ fn log_entry(record: &FlowRecord, judgement: &Judgement) -> Value {
     Value::Object(entry)
 }
 
+/// The namespace label that opts a namespace in to posture alerts
+/// (`netgov_namespace_governed`); its value must be `"true"`.
+pub const GOVERNED_LABEL: &str = "netgov.io/governed";
+
 /// Every 5 s (and on every scrape): the state-derived metrics.
 async fn posture(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -528,8 +532,17 @@ fn refresh_state_metrics(shared: &Shared) {
                 .metrics
                 .policy_compile_errors
                 .set(state.policy_errors().len() as i64);
+            shared.metrics.set_governed_namespaces(
+                state
+                    .namespaces()
+                    .filter(|(_, labels)| {
+                        labels.get(GOVERNED_LABEL).map(String::as_str) == Some("true")
+                    })
+                    .map(|(name, _)| name),
+            );
         }
         shared.metrics.set_unprotected_pods(&counts);
+        shared.metrics.ready.set(i64::from(shared.ready().is_ok()));
         let health = shared
             .health
             .read()
@@ -546,9 +559,7 @@ fn refresh_state_metrics(shared: &Shared) {
                 .set(i64::from(resource.synced));
             shared
                 .metrics
-                .cluster_errors
-                .get_or_create(&labels)
-                .set(resource.errors as i64);
+                .set_cluster_errors(kind.name(), resource.errors);
             if let Some(last) = resource.last_event {
                 shared
                     .metrics

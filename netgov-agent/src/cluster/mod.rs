@@ -52,6 +52,24 @@ impl ResourceKind {
             ResourceKind::EndpointSlice => "EndpointSlice",
         }
     }
+
+    /// The kind's API group (`""` for core) and resource name, as RBAC
+    /// rules name them; taken from the types the watchers use.
+    pub fn api_resource(self) -> (&'static str, &'static str) {
+        use k8s_openapi::Resource;
+        use k8s_openapi::api::{core, discovery, networking};
+        fn of<K: Resource>() -> (&'static str, &'static str) {
+            (K::GROUP, K::URL_PATH_SEGMENT)
+        }
+        match self {
+            ResourceKind::Namespace => of::<core::v1::Namespace>(),
+            ResourceKind::Node => of::<core::v1::Node>(),
+            ResourceKind::NetworkPolicy => of::<networking::v1::NetworkPolicy>(),
+            ResourceKind::Pod => of::<core::v1::Pod>(),
+            ResourceKind::Service => of::<core::v1::Service>(),
+            ResourceKind::EndpointSlice => of::<discovery::v1::EndpointSlice>(),
+        }
+    }
 }
 
 /// Health of one resource of the state.

@@ -95,3 +95,22 @@ fn unreadable_files_fail_the_first_load() {
     assert!(errors[0].to_string().contains("missing.yaml"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn resource_kinds_name_their_api_group_and_resource() {
+    let rules: Vec<_> = ResourceKind::ALL
+        .iter()
+        .map(|kind| kind.api_resource())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("", "namespaces"),
+            ("", "nodes"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("", "pods"),
+            ("", "services"),
+            ("discovery.k8s.io", "endpointslices"),
+        ]
+    );
+}

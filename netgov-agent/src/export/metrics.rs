@@ -98,6 +98,13 @@ pub struct StageLabels {
     pub stage: String,
 }
 
+/// Labels of `netgov_namespace_governed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// Namespace.
+    pub namespace: String,
+}
+
 /// Labels of the cluster-state health metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
@@ -151,10 +158,14 @@ pub struct Metrics {
     pub cluster_synced: Family<ResourceLabels, Gauge>,
     /// Seconds since a resource's last event.
     pub cluster_age_seconds: Family<ResourceLabels, Gauge>,
-    /// Watch errors or failed reloads, by resource.
-    pub cluster_errors: Family<ResourceLabels, Gauge>,
+    /// Watch errors or failed reloads, by resource (see
+    /// [`Metrics::set_cluster_errors`]).
+    cluster_errors: Family<ResourceLabels, Counter>,
     /// Policies that failed to compile (not applied).
     pub policy_compile_errors: Gauge,
+    /// 1 while `/readyz` answers ready.
+    pub ready: Gauge,
+    governed_namespaces: Family<NamespaceLabels, Gauge>,
     max_workloads: usize,
     index: Mutex<SeriesIndex>,
 }
@@ -178,6 +189,8 @@ impl Metrics {
             cluster_age_seconds: Family::default(),
             cluster_errors: Family::default(),
             policy_compile_errors: Gauge::default(),
+            ready: Gauge::default(),
+            governed_namespaces: Family::default(),
             max_workloads,
             index: Mutex::default(),
         };
@@ -240,6 +253,16 @@ impl Metrics {
             "policy_compile_errors",
             "NetworkPolicies that failed to compile and are not applied",
             metrics.policy_compile_errors.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while the agent is ready: programs attached and cluster state synced",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "namespace_governed",
+            "1 for each namespace labelled netgov.io/governed=true (opted in to posture alerts)",
+            metrics.governed_namespaces.clone(),
         );
         Self {
             registry,
@@ -361,6 +384,30 @@ impl Metrics {
                 direction: direction.clone(),
             };
             self.unprotected_pods.get_or_create(&labels).set(*count);
+        }
+    }
+
+    /// Sets `netgov_namespace_governed` to 1 for exactly `namespaces`.
+    pub fn set_governed_namespaces<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
+        self.governed_namespaces.clear();
+        for namespace in namespaces {
+            let labels = NamespaceLabels {
+                namespace: namespace.to_owned(),
+            };
+            self.governed_namespaces.get_or_create(&labels).set(1);
+        }
+    }
+
+    /// Raises `netgov_cluster_errors_total{resource}` to `total`, the
+    /// source's running count (a counter, so `increase()` works on it).
+    pub fn set_cluster_errors(&self, resource: &str, total: u64) {
+        let labels = ResourceLabels {
+            resource: resource.to_owned(),
+        };
+        let counter = self.cluster_errors.get_or_create(&labels);
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
         }
     }
 
@@ -551,5 +598,28 @@ mod tests {
             aggregate_destination("2001:db8:1:2:3:4:5:6".parse().expect("ip")),
             "2001:db8:1:2::/64"
         );
+    }
+
+    #[test]
+    fn cluster_errors_count_up_and_governed_namespaces_follow_the_state() {
+        let metrics = Metrics::new(10);
+        metrics.set_cluster_errors("Pod", 2);
+        metrics.set_cluster_errors("Pod", 2);
+        metrics.set_cluster_errors("Pod", 5);
+        metrics.set_governed_namespaces(["ai-platform", "data"]);
+        metrics.set_governed_namespaces(["ai-platform"]);
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, r#"netgov_cluster_errors_total{resource="Pod"}"#),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"netgov_namespace_governed{namespace="ai-platform"}"#
+            ),
+            Some(1.0)
+        );
+        assert!(!text.contains(r#"namespace="data""#), "{text}");
     }
 }

@@ -177,6 +177,13 @@ impl ClusterState {
         self.namespaces.get(namespace)
     }
 
+    /// Every known namespace with its labels, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, &Labels)> {
+        self.namespaces
+            .iter()
+            .map(|(name, labels)| (name.as_str(), labels))
+    }
+
     fn ensure_namespace(&mut self, namespace: &str) {
         if !self.namespaces.contains_key(namespace) {
             let labels = [(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())].into();
