@@ -51,180 +51,256 @@ pub fn demo() -> Result<(), XtaskError> {
         "it creates network namespaces and loads eBPF programs",
     )?;
     let netgov = build_netgov(false)?;
-    let mut testbed = Testbed::new("ngdemo")?;
-    for name in PODS {
-        testbed.add_pod(name)?;
-    }
-    let pod = |name: &str| {
-        testbed
-            .pods()
-            .iter()
-            .find(|p| p.name == name)
-            .expect("demo pod")
-    };
-    // The database and the internet host get addresses outside the pod
-    // network; the node routes to them.
-    for (name, address) in [("database", DATABASE), ("internet", INTERNET)] {
-        let host = pod(name);
-        host.netns
-            .ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
-        testbed.node().ip(&[
-            "route",
-            "add",
-            &format!("{address}/32"),
-            "via",
-            &host.ipv4.to_string(),
-        ])?;
-    }
-    // The node routes between the pod network and those addresses over the
-    // same bridge; it must not answer with ICMP redirects.
-    for interface in ["all", "default", "br0"] {
-        testbed
-            .node()
-            .sysctl(&format!("net.ipv4.conf.{interface}.send_redirects"), "0")?;
-    }
-    // A firewall rule in the node stands in for an enforcing CNI on one
-    // port: it drops model-serving's port 9090 before delivery.
-    let rules = "table bridge demo {\n chain forward { type filter hook forward priority 0; ip daddr 10.244.0.11 tcp dport 9090 drop; }\n}\n";
-    let rules_file = std::env::temp_dir().join("netgov-demo.nft");
-    std::fs::write(&rules_file, rules).map_err(io_error("writing the demo firewall"))?;
-    testbed
-        .node()
-        .exec("nft", &["-f", rules_file.to_str().unwrap_or_default()])?;
-
-    // The seed scenario (its pods run on this node), plus the node itself.
-    let seed_path = workspace_root().join("examples/seed-scenario/cluster.yaml");
-    let seed =
-        std::fs::read_to_string(&seed_path).map_err(io_error("reading the seed scenario"))?;
-    let cluster_state = std::env::temp_dir().join("netgov-demo-cluster.yaml");
-    // The node itself, so its own traffic is not mistaken for the world.
-    let node = format!(
-        "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {NODE}}}\n\
-         status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
-        netgov_testbed::GATEWAY_V4
-    );
-    std::fs::write(&cluster_state, seed + &node)
-        .map_err(io_error("writing the demo cluster state"))?;
-    let config = std::env::temp_dir().join("netgov-demo-agent.yaml");
-    std::fs::write(
-        &config,
-        "clusterCIDRs: [10.244.0.0/16]\nanswerWindowSeconds: 1\n",
-    )
-    .map_err(io_error("writing the demo configuration"))?;
-
-    println!("\nA simulated node ({NODE}): one network namespace per pod, joined by a bridge.\n");
-    for pod in testbed.pods() {
-        let extra = match pod.name.as_str() {
-            "database" => format!(" and {DATABASE}"),
-            "internet" => format!(" and {INTERNET} (outside the cluster)"),
-            _ => String::new(),
-        };
-        println!("  {:<15} {}{extra}", pod.name, pod.ipv4);
-    }
-    println!("\nPolicies (examples/seed-scenario/cluster.yaml), namespace ai-platform:");
-    println!("  default-deny       every pod isolated for ingress");
-    println!("  allow-monitoring   role=monitoring -> app=model-serving on TCP 8080");
-    println!("  restrict-egress    app=data-ingestion may only reach 10.0.0.0/16 on TCP 5432");
-
-    let mut agent = spawn(
-        testbed
-            .node()
-            .command(netgov.to_str().unwrap_or("netgov"))
-            .args(["agent", "--iface", "vethp*", "--node-name", NODE])
-            .arg("--cluster-state")
-            .arg(&cluster_state)
-            .arg("--config")
-            .arg(&config)
-            .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    wait_ready(&testbed)?;
-
-    println!("\nTraffic:");
-    let flows: [(&str, &str, IpAddr, u16, &str); 6] = [
-        (
-            "monitoring",
-            "model-serving",
-            pod("model-serving").ipv4.into(),
-            8080,
-            "scrape: allowed",
-        ),
-        (
-            "unauthorised",
-            "model-serving",
-            pod("model-serving").ipv4.into(),
-            8080,
-            "inference call: denied, but nothing stops it",
-        ),
-        (
-            "unauthorised",
-            "model-serving",
-            pod("model-serving").ipv4.into(),
-            9090,
-            "admin port: denied, and the firewall drops it",
-        ),
-        (
-            "data-ingestion",
-            "database",
-            DATABASE.into(),
-            5432,
-            "query: allowed by restrict-egress",
-        ),
-        (
-            "data-ingestion",
-            "internet",
-            INTERNET.into(),
-            443,
-            "upload: denied by restrict-egress, but nothing stops it",
-        ),
-        (
-            "unauthorised",
-            "internet",
-            INTERNET.into(),
-            443,
-            "download: not isolated for egress, but nobody declared it",
-        ),
-    ];
-    for (client, server, address, port, what) in flows {
-        let answered = serve_and_call(pod(client), pod(server), address, port)?;
-        let outcome = if answered { "answered" } else { "no answer" };
-        println!("  {client:<15} -> {server}:{port:<5} {what} ({outcome})");
-    }
+    let node = DemoNode::start(&netgov, true)?;
+    node.run_traffic(true)?;
     // Two drains and the answer window.
     std::thread::sleep(Duration::from_millis(2500));
-    let metrics = http_get(&testbed, "/metrics")?;
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = agent.wait();
+    let metrics = node.http_get("/metrics")?;
+    node.stop();
     summarise(&metrics);
     println!("\nThe namespaces are removed now.");
     Ok(())
 }
 
-fn wait_ready(testbed: &Testbed) -> Result<(), XtaskError> {
-    for _ in 0..100 {
-        if http_get(testbed, "/readyz").is_ok_and(|body| body.starts_with("ready")) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(XtaskError::Output {
-        tool: "netgov agent",
-        detail: "not ready after 10 s".into(),
-    })
+/// The demo's simulated node with `netgov agent` running in it; the agent
+/// is stopped and the namespaces removed on drop.
+pub struct DemoNode {
+    agent: Option<std::process::Child>,
+    testbed: Testbed,
 }
 
-fn http_get(testbed: &Testbed, path: &str) -> Result<String, XtaskError> {
+impl DemoNode {
+    /// Builds the node, its pods and firewall, writes the cluster state and
+    /// configuration, and starts the agent (ready when this returns).
+    /// `narrate` prints what is built.
+    ///
+    /// # Errors
+    /// When the namespaces or the agent cannot be set up.
+    pub fn start(netgov: &std::path::Path, narrate: bool) -> Result<Self, XtaskError> {
+        let mut testbed = Testbed::new("ngdemo")?;
+        for name in PODS {
+            testbed.add_pod(name)?;
+        }
+        let mut node = Self {
+            agent: None,
+            testbed,
+        };
+        // The database and the internet host get addresses outside the pod
+        // network; the node routes to them.
+        for (name, address) in [("database", DATABASE), ("internet", INTERNET)] {
+            let host = node.pod(name);
+            host.netns
+                .ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
+            node.node().ip(&[
+                "route",
+                "add",
+                &format!("{address}/32"),
+                "via",
+                &host.ipv4.to_string(),
+            ])?;
+        }
+        // The node routes between the pod network and those addresses over
+        // the same bridge; it must not answer with ICMP redirects.
+        for interface in ["all", "default", "br0"] {
+            node.node()
+                .sysctl(&format!("net.ipv4.conf.{interface}.send_redirects"), "0")?;
+        }
+        // A firewall rule in the node stands in for an enforcing CNI on one
+        // port: it drops model-serving's port 9090 before delivery.
+        let rules = "table bridge demo {\n chain forward { type filter hook forward priority 0; ip daddr 10.244.0.11 tcp dport 9090 drop; }\n}\n";
+        let rules_file = std::env::temp_dir().join("netgov-demo.nft");
+        std::fs::write(&rules_file, rules).map_err(io_error("writing the demo firewall"))?;
+        node.node()
+            .exec("nft", &["-f", rules_file.to_str().unwrap_or_default()])?;
+
+        // The seed scenario (its pods run on this node), plus the node itself.
+        let seed_path = workspace_root().join("examples/seed-scenario/cluster.yaml");
+        let seed =
+            std::fs::read_to_string(&seed_path).map_err(io_error("reading the seed scenario"))?;
+        let cluster_state = std::env::temp_dir().join("netgov-demo-cluster.yaml");
+        // The node itself, so its own traffic is not mistaken for the world.
+        let node_object = format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {NODE}}}\n\
+             status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
+            netgov_testbed::GATEWAY_V4
+        );
+        std::fs::write(&cluster_state, seed + &node_object)
+            .map_err(io_error("writing the demo cluster state"))?;
+        let config = std::env::temp_dir().join("netgov-demo-agent.yaml");
+        std::fs::write(
+            &config,
+            "clusterCIDRs: [10.244.0.0/16]\nanswerWindowSeconds: 1\n",
+        )
+        .map_err(io_error("writing the demo configuration"))?;
+
+        if narrate {
+            node.describe();
+        }
+        node.agent = Some(spawn(
+            node.node()
+                .command(netgov.to_str().unwrap_or("netgov"))
+                .args(["agent", "--iface", "vethp*", "--node-name", NODE])
+                .arg("--cluster-state")
+                .arg(&cluster_state)
+                .arg("--config")
+                .arg(&config)
+                .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?);
+        node.wait_ready()?;
+        Ok(node)
+    }
+
+    fn describe(&self) {
+        println!(
+            "\nA simulated node ({NODE}): one network namespace per pod, joined by a bridge.\n"
+        );
+        for pod in self.testbed.pods() {
+            let extra = match pod.name.as_str() {
+                "database" => format!(" and {DATABASE}"),
+                "internet" => format!(" and {INTERNET} (outside the cluster)"),
+                _ => String::new(),
+            };
+            println!("  {:<15} {}{extra}", pod.name, pod.ipv4);
+        }
+        println!("\nPolicies (examples/seed-scenario/cluster.yaml), namespace ai-platform:");
+        println!("  default-deny       every pod isolated for ingress");
+        println!("  allow-monitoring   role=monitoring -> app=model-serving on TCP 8080");
+        println!("  restrict-egress    app=data-ingestion may only reach 10.0.0.0/16 on TCP 5432");
+    }
+
+    /// The node's network namespace (the agent's metrics listen on
+    /// 127.0.0.1:9464 there).
+    pub fn node(&self) -> &netgov_testbed::Netns {
+        self.testbed.node()
+    }
+
+    fn pod(&self, name: &str) -> &Pod {
+        self.testbed
+            .pods()
+            .iter()
+            .find(|p| p.name == name)
+            .expect("demo pod")
+    }
+
+    /// Generates the demo's traffic: allowed, denied but delivered (gaps),
+    /// denied and dropped (enforced), unexpected egress. `narrate` prints
+    /// each flow and its outcome.
+    ///
+    /// # Errors
+    /// When a namespace cannot be entered.
+    pub fn run_traffic(&self, narrate: bool) -> Result<(), XtaskError> {
+        let model_serving = IpAddr::from(self.pod("model-serving").ipv4);
+        let flows: [(&str, &str, IpAddr, u16, &str); 6] = [
+            (
+                "monitoring",
+                "model-serving",
+                model_serving,
+                8080,
+                "scrape: allowed",
+            ),
+            (
+                "unauthorised",
+                "model-serving",
+                model_serving,
+                8080,
+                "inference call: denied, but nothing stops it",
+            ),
+            (
+                "unauthorised",
+                "model-serving",
+                model_serving,
+                9090,
+                "admin port: denied, and the firewall drops it",
+            ),
+            (
+                "data-ingestion",
+                "database",
+                DATABASE.into(),
+                5432,
+                "query: allowed by restrict-egress",
+            ),
+            (
+                "data-ingestion",
+                "internet",
+                INTERNET.into(),
+                443,
+                "upload: denied by restrict-egress, but nothing stops it",
+            ),
+            (
+                "unauthorised",
+                "internet",
+                INTERNET.into(),
+                443,
+                "download: not isolated for egress, but nobody declared it",
+            ),
+        ];
+        if narrate {
+            println!("\nTraffic:");
+        }
+        for (client, server, address, port, what) in flows {
+            let answered = serve_and_call(self.pod(client), self.pod(server), address, port)?;
+            let outcome = if answered { "answered" } else { "no answer" };
+            if narrate {
+                println!("  {client:<15} -> {server}:{port:<5} {what} ({outcome})");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the agent (SIGTERM) and removes the namespaces.
+    pub fn stop(self) {}
+
+    fn wait_ready(&self) -> Result<(), XtaskError> {
+        for _ in 0..100 {
+            if self
+                .http_get("/readyz")
+                .is_ok_and(|body| body.starts_with("ready"))
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(XtaskError::Output {
+            tool: "netgov agent",
+            detail: "not ready after 10 s".into(),
+        })
+    }
+
+    /// GETs `path` from the agent.
+    ///
+    /// # Errors
+    /// When the agent does not answer.
+    pub fn http_get(&self, path: &str) -> Result<String, XtaskError> {
+        http_get(self.node(), AGENT_PORT, path)
+    }
+}
+
+impl Drop for DemoNode {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = agent.wait();
+        }
+    }
+}
+
+/// GETs `path` from `127.0.0.1:port` inside `netns`; returns the body.
+///
+/// # Errors
+/// When nothing answers.
+pub fn http_get(
+    netns: &netgov_testbed::Netns,
+    port: u16,
+    path: &str,
+) -> Result<String, XtaskError> {
     let path = path.to_owned();
-    testbed
-        .node()
+    netns
         .run_in(move || -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(("127.0.0.1", AGENT_PORT))?;
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-            )?;
+            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
             Ok(response
@@ -232,7 +308,7 @@ fn http_get(testbed: &Testbed, path: &str) -> Result<String, XtaskError> {
                 .map(|(_, body)| body.to_owned())
                 .unwrap_or_default())
         })?
-        .map_err(io_error("asking the agent"))
+        .map_err(io_error("asking a server in the node namespace"))
 }
 
 /// Runs a one-request server in `server` and calls it from `client`;

@@ -11,10 +11,13 @@
 mod bench;
 mod bench_agent;
 mod demo;
+mod prometheus_e2e;
 mod setup;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+
+use setup::Scope;
 
 /// Errors of the tasks.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +77,7 @@ pub enum XtaskError {
     },
     /// Bad command line.
     #[error(
-        "usage: cargo xtask setup | test [cargo test args] | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N]\n{0}"
+        "usage: cargo xtask setup [--build-only] | test [cargo test args] | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N]\n{0}"
     )]
     Usage(String),
 }
@@ -82,10 +85,17 @@ pub enum XtaskError {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => setup::setup(),
-        Some("test") => setup::setup().and_then(|()| test(&args[1..])),
-        Some("demo") => setup::setup().and_then(|()| demo::demo()),
-        Some("bench") => setup::setup().and_then(|()| bench::bench(&args[1..])),
+        Some("setup") => match args.get(1).map(String::as_str) {
+            None => setup::setup(Scope::Everything),
+            Some("--build-only") => setup::setup(Scope::Build),
+            Some(other) => Err(XtaskError::Usage(format!("unknown setup option {other:?}"))),
+        },
+        Some("test") => setup::setup(Scope::Everything).and_then(|()| test(&args[1..])),
+        Some("test-prometheus") => {
+            setup::setup(Scope::Everything).and_then(|()| prometheus_e2e::prometheus_e2e())
+        }
+        Some("demo") => setup::setup(Scope::Everything).and_then(|()| demo::demo()),
+        Some("bench") => setup::setup(Scope::Everything).and_then(|()| bench::bench(&args[1..])),
         other => Err(XtaskError::Usage(format!("unknown task {other:?}"))),
     };
     match result {
@@ -255,7 +265,7 @@ fn test(extra: &[String]) -> Result<(), XtaskError> {
             detail: "no test ran".into(),
         });
     }
-    Ok(())
+    prometheus_e2e::prometheus_e2e()
 }
 
 /// Runs `cargo test`, passing its output through, and adds up the

@@ -24,13 +24,36 @@ const DEBIAN_COMMANDS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("iperf3", "iperf3"),
     ("sysctl", "procps"),
+    // The deploy tests: promtool and a real Prometheus server, and the
+    // runtimes of the schema validators.
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("python3", "python3"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
 ];
 
-/// Runs every setup step.
+/// kubernetes-validate (PyPI), pinned: validates the rendered manifests
+/// against the Kubernetes OpenAPI schemas.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// prometheus-operator's CRD schemas as validators (npm), pinned: the
+/// ServiceMonitor and PrometheusRule are not in Kubernetes' own schemas.
+const PROMETHEUS_OPERATOR_MODELS: &str = "@kubernetes-models/prometheus-operator@6.0.0";
+
+/// What to install.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only what building the agent needs (the container image's build).
+    Build,
+    /// Everything the tests, demo and benchmarks need too.
+    Everything,
+}
+
+/// Runs every setup step of `scope`.
 ///
 /// # Errors
 /// The first step that fails, naming what it ran.
-pub fn setup() -> Result<(), XtaskError> {
+pub fn setup(scope: Scope) -> Result<(), XtaskError> {
     if !command_exists("rustup") {
         return Err(XtaskError::Missing {
             what: "rustup".into(),
@@ -39,7 +62,66 @@ pub fn setup() -> Result<(), XtaskError> {
     }
     ensure_nightly()?;
     ensure_bpf_linker()?;
+    if scope == Scope::Build {
+        return Ok(());
+    }
     ensure_debian_packages()?;
+    ensure_deploy_tools()?;
+    Ok(())
+}
+
+/// Where the deploy tests find their validators (also read by
+/// `netgov-agent/tests/deploy.rs`).
+pub fn deploy_tools_dir() -> PathBuf {
+    netgov_data_dir().join("deploy-tools")
+}
+
+/// kubectl (for kustomize) comes with the machine image; the validators are
+/// installed into netgov's data directory, away from the system's Python
+/// and Node packages.
+fn ensure_deploy_tools() -> Result<(), XtaskError> {
+    if !command_exists("kubectl") {
+        return Err(XtaskError::Missing {
+            what: "kubectl".into(),
+            hint:
+                "the deploy tests render deploy/ with `kubectl kustomize`; install kubectl >= 1.27"
+                    .into(),
+        });
+    }
+    let tools = deploy_tools_dir();
+    let io = |what: String| move |source| XtaskError::Io { what, source };
+    std::fs::create_dir_all(&tools).map_err(io(format!("creating {}", tools.display())))?;
+    let venv = tools.join("venv");
+    let stamp = tools.join("kubernetes-validate.stamp");
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == KUBERNETES_VALIDATE) {
+        eprintln!(
+            "setup: installing {KUBERNETES_VALIDATE} into {}",
+            venv.display()
+        );
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(KUBERNETES_VALIDATE))?;
+        std::fs::write(&stamp, KUBERNETES_VALIDATE)
+            .map_err(io(format!("writing {}", stamp.display())))?;
+    }
+    let node = tools.join("node");
+    let stamp = tools.join("prometheus-operator-models.stamp");
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == PROMETHEUS_OPERATOR_MODELS) {
+        eprintln!(
+            "setup: installing {PROMETHEUS_OPERATOR_MODELS} into {}",
+            node.display()
+        );
+        std::fs::create_dir_all(&node).map_err(io(format!("creating {}", node.display())))?;
+        std::fs::write(node.join("package.json"), "{\"private\": true}\n")
+            .map_err(io(format!("writing {}", node.display())))?;
+        run(Command::new("npm")
+            .current_dir(&node)
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .arg(PROMETHEUS_OPERATOR_MODELS))?;
+        std::fs::write(&stamp, PROMETHEUS_OPERATOR_MODELS)
+            .map_err(io(format!("writing {}", stamp.display())))?;
+    }
     Ok(())
 }
 
@@ -105,7 +187,7 @@ fn nightly_llvm() -> Result<(PathBuf, String, u32), XtaskError> {
     })
 }
 
-fn netgov_data_dir() -> PathBuf {
+pub fn netgov_data_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     home.join(".local/share/netgov")
 }

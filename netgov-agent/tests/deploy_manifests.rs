@@ -1,0 +1,370 @@
+//! The Kubernetes manifests of `deploy/`: rendered with kustomize, validated
+//! against the Kubernetes and prometheus-operator schemas, and checked
+//! against the code — RBAC against the resources the agent watches, the
+//! DaemonSet's arguments and configuration against the agent's parsers, its
+//! capabilities against what loading the programs needs.
+
+#[path = "deploy/support.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use clap::Parser;
+use netgov_agent::agent::config::AgentConfig;
+use netgov_agent::cli::{Cli, Command as Subcommand};
+use netgov_agent::cluster::ResourceKind;
+use serde_yaml_ng::Value;
+use support::{object, output, render, string, tools_dir, workspace_root};
+
+/// The Kubernetes version the manifests are validated against (the oldest
+/// one supported upstream at the time of writing is 1.32).
+const KUBERNETES_VERSION: &str = "1.32.0";
+
+/// Runs kubernetes-validate (strict: unknown fields are errors) on
+/// `objects`; returns (success, output).
+fn kubernetes_validate(objects: &[&Value]) -> (bool, String) {
+    let dir = tempdir("kubernetes-validate");
+    let file = dir.join("objects.yaml");
+    let text: String = objects
+        .iter()
+        .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).expect("YAML")))
+        .collect();
+    std::fs::write(&file, text).expect("write the objects");
+    let result = output(
+        Command::new(tools_dir().join("venv/bin/kubernetes-validate"))
+            .args(["--strict", "-k", KUBERNETES_VERSION])
+            .arg(&file),
+    );
+    let printed = String::from_utf8_lossy(&result.stdout).into_owned()
+        + &String::from_utf8_lossy(&result.stderr);
+    (result.status.success(), printed)
+}
+
+/// Runs the prometheus-operator schema validator on `objects`.
+fn prometheus_operator_validate(objects: &[&Value]) -> (bool, String) {
+    let models = tools_dir().join("node/node_modules/@kubernetes-models/prometheus-operator");
+    let mut child = Command::new("node")
+        .arg(workspace_root().join("netgov-agent/tests/deploy/validate_prometheus_operator.mjs"))
+        .arg(&models)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node (run `cargo xtask setup`)");
+    let json = serde_json::to_string(objects).expect("JSON");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(json.as_bytes())
+        .expect("write objects");
+    let result = child.wait_with_output().expect("node");
+    let printed = String::from_utf8_lossy(&result.stdout).into_owned()
+        + &String::from_utf8_lossy(&result.stderr);
+    (result.status.success(), printed)
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netgov-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn is_prometheus_operator(object: &Value) -> bool {
+    object["apiVersion"].as_str() == Some("monitoring.coreos.com/v1")
+}
+
+#[test]
+fn every_rendered_object_validates_against_its_schema() {
+    let objects = render(".");
+    let kinds: BTreeSet<&str> = objects.iter().map(|o| string(&o["kind"], "kind")).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Namespace",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ])
+    );
+    let (operator, core): (Vec<&Value>, Vec<&Value>) =
+        objects.iter().partition(|o| is_prometheus_operator(o));
+    let (valid, printed) = kubernetes_validate(&core);
+    assert!(valid, "{printed}");
+    // One "passed" line per object: nothing was skipped for want of a
+    // schema.
+    assert_eq!(
+        printed.matches(" passed for resource ").count(),
+        core.len(),
+        "{printed}"
+    );
+    let (valid, printed) = prometheus_operator_validate(&operator);
+    assert!(valid, "{printed}");
+    assert_eq!(printed.matches("ok ").count(), 2, "{printed}");
+    // The base alone renders too (clusters without prometheus-operator).
+    assert!(!render("base").iter().any(is_prometheus_operator));
+}
+
+/// Error rows: the validators are not no-ops — they reject a broken copy of
+/// each object, naming the field.
+#[test]
+fn the_schema_validators_reject_broken_objects() {
+    let objects = render(".");
+    let mut daemonset = object(&objects, "DaemonSet", Some("netgov")).clone();
+    daemonset["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+        Value::from("metrics");
+    let mut service = object(&objects, "Service", Some("netgov")).clone();
+    service["spec"]["clusterIp"] = Value::from("None");
+    for (broken, field) in [(&daemonset, "containerPort"), (&service, "clusterIp")] {
+        let (valid, printed) = kubernetes_validate(&[broken]);
+        assert!(!valid, "{printed}");
+        assert!(printed.contains(field), "{printed}");
+    }
+    let mut monitor = object(&objects, "ServiceMonitor", Some("netgov")).clone();
+    monitor["spec"]["endpoints"][0]["interval"] = Value::from("every minute");
+    let mut rule = object(&objects, "PrometheusRule", Some("netgov")).clone();
+    rule["spec"]["groups"][0]["rules"][0]
+        .as_mapping_mut()
+        .expect("rule")
+        .remove("expr");
+    for (broken, field) in [(&monitor, "interval"), (&rule, "expr")] {
+        let (valid, printed) = prometheus_operator_validate(&[broken]);
+        assert!(!valid, "{printed}");
+        assert!(printed.contains(field), "{printed}");
+    }
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_agent_watches() {
+    let objects = render("base");
+    let role = object(&objects, "ClusterRole", Some("netgov"));
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        let keys: BTreeSet<&str> = rule
+            .as_mapping()
+            .expect("rule")
+            .keys()
+            .map(|k| string(k, "rule key"))
+            .collect();
+        // No resourceNames, nonResourceURLs or wildcards widen it.
+        assert_eq!(keys, BTreeSet::from(["apiGroups", "resources", "verbs"]));
+        let list = |key: &str| -> Vec<&str> {
+            rule[key]
+                .as_sequence()
+                .expect(key)
+                .iter()
+                .map(|v| string(v, key))
+                .collect()
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    granted.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+                }
+            }
+        }
+    }
+    let watched: BTreeSet<(String, String, String)> = ResourceKind::ALL
+        .iter()
+        .flat_map(|kind| {
+            let (group, resource) = kind.api_resource();
+            ["get", "list", "watch"]
+                .map(|verb| (group.to_owned(), resource.to_owned(), verb.to_owned()))
+        })
+        .collect();
+    assert_eq!(granted, watched);
+
+    let binding = object(&objects, "ClusterRoleBinding", Some("netgov"));
+    assert_eq!(binding["roleRef"]["kind"].as_str(), Some("ClusterRole"));
+    assert_eq!(binding["roleRef"]["name"].as_str(), Some("netgov"));
+    let subjects = binding["subjects"].as_sequence().expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0]["kind"].as_str(), Some("ServiceAccount"));
+    assert_eq!(subjects[0]["name"].as_str(), Some("netgov"));
+    assert_eq!(subjects[0]["namespace"].as_str(), Some("netgov"));
+    let daemonset = object(&objects, "DaemonSet", Some("netgov"));
+    assert_eq!(
+        daemonset["spec"]["template"]["spec"]["serviceAccountName"].as_str(),
+        Some("netgov")
+    );
+}
+
+#[test]
+fn the_daemonset_runs_the_agent_with_its_configuration() {
+    let objects = render("base");
+    let daemonset = object(&objects, "DaemonSet", Some("netgov"));
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let agent = &containers[0];
+
+    // The image is this version of netgov.
+    let image = string(&agent["image"], "image");
+    assert_eq!(
+        image,
+        format!("ghcr.io/netgov/netgov:{}", env!("CARGO_PKG_VERSION"))
+    );
+
+    // The arguments are the agent's own.
+    let args: Vec<&str> = agent["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| string(a, "args"))
+        .collect();
+    let cli = Cli::try_parse_from(std::iter::once("netgov").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("the DaemonSet's args do not parse: {e}"));
+    let Subcommand::Agent(agent_args) = cli.command else {
+        panic!("the DaemonSet does not run `netgov agent`");
+    };
+    assert!(
+        agent_args.cluster_state.is_empty(),
+        "reads the API, not files"
+    );
+    assert!(agent_args.kubeconfig.is_none(), "in-cluster configuration");
+
+    // The port the agent listens on is the one probed, exposed and scraped.
+    let port = agent["ports"][0]["containerPort"].as_u64().expect("port");
+    assert_eq!(u64::from(agent_args.metrics_addr.port()), port);
+    assert_eq!(agent["ports"][0]["name"].as_str(), Some("metrics"));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(agent[probe]["httpGet"]["path"].as_str(), Some(path));
+        assert_eq!(agent[probe]["httpGet"]["port"].as_str(), Some("metrics"));
+    }
+    let service = object(&objects, "Service", Some("netgov"));
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("metrics")
+    );
+    let selector = service["spec"]["selector"].as_mapping().expect("selector");
+    for (key, value) in selector {
+        assert_eq!(
+            &pod_labels(daemonset)[key],
+            value,
+            "the Service selects the agent's pods"
+        );
+    }
+
+    // The configuration file is the generated ConfigMap, and the agent
+    // accepts it.
+    let config_path = agent_args.config.expect("--config");
+    let mount = agent["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| config_path.starts_with(string(&m["mountPath"], "mountPath")))
+        .expect("a volume mounted at the --config path");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let config_map_name = string(&volume["configMap"]["name"], "configMap.name");
+    let config_map = object(&objects, "ConfigMap", Some(config_map_name));
+    let file = config_path
+        .file_name()
+        .expect("file")
+        .to_str()
+        .expect("utf-8");
+    let text = string(&config_map["data"][file], "config data");
+    AgentConfig::parse(text, "deploy/base/agent-config.yaml")
+        .unwrap_or_else(|e| panic!("the agent rejects its ConfigMap: {e}"));
+
+    // The node name comes from the downward API.
+    let env = agent["env"].as_sequence().expect("env");
+    let node_name = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("NODE_NAME"))
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("spec.nodeName")
+    );
+
+    // Least privilege: not privileged, read-only root, every capability
+    // dropped but the needed ones (proven by the next test).
+    let security = &agent["securityContext"];
+    assert_eq!(security["privileged"].as_bool(), Some(false));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert!(pod.get("volumes").is_some_and(|volumes| {
+        volumes
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .all(|v| v.get("hostPath").is_none())
+    }));
+    // On every node.
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(pod["tolerations"][0]["operator"].as_str(), Some("Exists"));
+    for kind in ["requests", "limits"] {
+        assert!(agent["resources"][kind]["memory"].is_string(), "{kind}");
+    }
+}
+
+fn pod_labels(daemonset: &Value) -> &serde_yaml_ng::Mapping {
+    daemonset["spec"]["template"]["metadata"]["labels"]
+        .as_mapping()
+        .expect("pod labels")
+}
+
+/// The capabilities the DaemonSet adds are exactly those loading and
+/// attaching the programs needs: with them (and nothing else, as root in a
+/// node namespace) the capture works; without any one of them it fails.
+#[test]
+fn the_daemonset_capabilities_are_exactly_the_needed_ones() {
+    let objects = render("base");
+    let daemonset = object(&objects, "DaemonSet", Some("netgov"));
+    let added: Vec<String> = daemonset["spec"]["template"]["spec"]["containers"][0]
+        ["securityContext"]["capabilities"]["add"]
+        .as_sequence()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| string(c, "capability").to_lowercase())
+        .collect();
+    assert!(!added.is_empty());
+    let run = |capabilities: &[&String]| -> (bool, String) {
+        let testbed = netgov_testbed::Testbed::new(&netgov_testbed::Testbed::unique_prefix("caps"))
+            .expect("building namespaces needs root (this test must not be skipped)");
+        let bounding: String = std::iter::once("-all".to_owned())
+            .chain(capabilities.iter().map(|c| format!("+{c}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let result = output(
+            testbed
+                .node()
+                .command("setpriv")
+                .args(["--bounding-set", &bounding, "--inh-caps", "-all"])
+                .arg(env!("CARGO_BIN_EXE_netgov"))
+                .args(["capture", "--iface", "br*", "--duration", "0.5"]),
+        );
+        let printed = String::from_utf8_lossy(&result.stderr).into_owned();
+        (result.status.success(), printed)
+    };
+    let all: Vec<&String> = added.iter().collect();
+    let (works, printed) = run(&all);
+    assert!(works, "the capture fails with {added:?}: {printed}");
+    assert!(printed.contains("ready"), "{printed}");
+    assert!(printed.contains(r#""interfaces":["br0"]"#), "{printed}");
+    for missing in &added {
+        let fewer: Vec<&String> = added.iter().filter(|c| *c != missing).collect();
+        let (works, printed) = run(&fewer);
+        assert!(
+            !works,
+            "{missing} is not needed: the capture works with {fewer:?} alone"
+        );
+        assert!(
+            printed.contains("not permitted") || printed.contains("Permission denied"),
+            "without {missing}: {printed}"
+        );
+    }
+}
