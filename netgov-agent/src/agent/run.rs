@@ -278,17 +278,18 @@ struct Tracked {
     egress_counted: bool,
 }
 
-type FlowId = (IpAddr, u16, IpAddr, u16, String, i128);
+/// A live flow's identity: its endpoints in canonical order and its
+/// protocol. Neither the orientation nor the first packet's time may be
+/// part of it: both can change while a flow lives (a view observed earlier
+/// is merged later), and the flow would be counted twice. A flow that
+/// ends leaves the tracked set, so a later flow on the same endpoints is
+/// new.
+type FlowId = ((IpAddr, u16), (IpAddr, u16), String);
 
 fn flow_id(record: &FlowRecord) -> FlowId {
-    (
-        record.src,
-        record.src_port,
-        record.dst,
-        record.dst_port,
-        record.protocol.name().into_owned(),
-        record.first_seen,
-    )
+    let (a, b) = ((record.src, record.src_port), (record.dst, record.dst_port));
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    (low, high, record.protocol.name().into_owned())
 }
 
 fn unix_now_nanos() -> i128 {

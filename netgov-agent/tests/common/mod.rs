@@ -2,6 +2,8 @@
 //! `netgov capture` inside a testbed's node namespace.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod agent;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;

@@ -1,0 +1,111 @@
+//! A running `netgov agent` in a testbed's node namespace, and its HTTP
+//! endpoints.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use netgov_testbed::{Netns, Testbed};
+
+/// Where the agents of the tests listen, inside their node namespace.
+pub const AGENT_PORT: u16 = 9464;
+
+/// A `netgov agent` process, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub flow_log: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `netgov agent` in the node namespace on the pod interfaces,
+/// with a flow log, and waits until it is ready.
+pub fn start_agent(
+    testbed: &Testbed,
+    cluster_state: &std::path::Path,
+    config: &std::path::Path,
+) -> Agent {
+    let flow_log = std::env::temp_dir().join(format!("{}-flows.jsonl", testbed.node().name()));
+    let mut child = testbed
+        .node()
+        .command(env!("CARGO_BIN_EXE_netgov"))
+        .args(["agent", "--iface", "vethp*", "--node-name", "node-1"])
+        .arg("--cluster-state")
+        .arg(cluster_state)
+        .arg("--config")
+        .arg(config)
+        .arg("--flow-log")
+        .arg(&flow_log)
+        .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netgov agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the agent never became ready");
+        if line.contains("netgov agent: ready") {
+            break;
+        }
+    }
+    Agent { child, flow_log }
+}
+
+/// `GET path` on the agent, `None` while it does not listen yet.
+pub fn try_get(node: &Netns, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    node.run_in(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", AGENT_PORT)).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        Some((
+            status,
+            response
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        ))
+    })
+    .expect("node namespace")
+}
+
+/// `GET path` on the agent, from inside the node namespace.
+pub fn http_get(node: &Netns, path: &str) -> (u16, String) {
+    try_get(node, path).expect("the agent answers HTTP")
+}
+
+/// A sample of `name` whose labels include `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
