@@ -428,3 +428,91 @@ pub fn take_flow(
     // SAFETY: the kernel filled the value on success.
     Ok(Some(unsafe { value.assume_init() }))
 }
+
+/// `BPF_MAP_LOOKUP_BATCH` command number of `bpf(2)`.
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries read per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH_ENTRIES: usize = 8192;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+struct MapBatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Reads every flow entry, [`BATCH_ENTRIES`] per system call
+/// (`BPF_MAP_LOOKUP_BATCH`, Linux ≥ 5.6) instead of two calls per entry:
+/// the drain reads the whole map every interval, so this is most of the
+/// capture's CPU on a busy node.
+///
+/// # Errors
+/// The `bpf(2)` error; the caller can fall back to iterating.
+pub fn read_flows(
+    flows: &BpfHashMap<MapData, FlowKey, FlowStats>,
+) -> std::io::Result<Vec<(FlowKey, FlowStats)>> {
+    use aya::maps::IterableMap;
+    use std::os::fd::AsRawFd;
+    // SAFETY: both are plain old data (`#[repr(C)]` integers), valid when
+    // zeroed.
+    let (mut keys, mut values): (Vec<FlowKey>, Vec<FlowStats>) = unsafe {
+        (
+            vec![std::mem::zeroed(); BATCH_ENTRIES],
+            vec![std::mem::zeroed(); BATCH_ENTRIES],
+        )
+    };
+    let map_fd = flows.map().fd().as_fd().as_raw_fd() as u32;
+    // For hash maps the batch token is a bucket index.
+    let (mut in_batch, mut out_batch) = (0u32, 0u32);
+    let mut first = true;
+    let mut all = Vec::new();
+    loop {
+        let mut attr = MapBatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::from_ref(&in_batch) as u64
+            },
+            out_batch: std::ptr::from_mut(&mut out_batch) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH_ENTRIES as u32,
+            map_fd,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the key and value buffers hold `count` entries of the
+        // map's key and value sizes; the tokens are live u32s.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut MapBatchAttr,
+                std::mem::size_of::<MapBatchAttr>(),
+            )
+        };
+        let filled = (attr.count as usize).min(BATCH_ENTRIES);
+        all.extend(
+            keys[..filled]
+                .iter()
+                .copied()
+                .zip(values[..filled].iter().copied()),
+        );
+        if result < 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.raw_os_error() {
+                // The end of the map.
+                Some(libc::ENOENT) => Ok(all),
+                _ => Err(error),
+            };
+        }
+        in_batch = out_batch;
+        first = false;
+    }
+}

@@ -20,7 +20,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use clock::{MonotonicClock, monotonic_now_ns};
-use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter, take_flow};
+use datapath::{
+    AttachMode, Datapath, DatapathError, DatapathMaps, read_counter, read_flows, take_flow,
+};
 use flow_table::{EndedFlow, FlowTable, FlowTableConfig, TableLosses};
 use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
 use record::FlowRecord;
@@ -353,10 +355,13 @@ fn drain(
     clock: &MonotonicClock,
 ) -> Vec<EndedFlow> {
     let now = monotonic_now_ns();
-    // An entry deleted by the kernel between key and value lookups is simply
-    // skipped: `iter` yields an error for it, which is not a loss of counts
-    // we could have read.
-    let snapshot: Vec<(FlowKey, FlowStats)> = flows.iter().filter_map(Result::ok).collect();
+    let snapshot = read_flows(flows).unwrap_or_else(|error| {
+        tracing::debug!(%error, "batched map read failed; reading entry by entry");
+        // An entry deleted by the kernel between key and value lookups is
+        // simply skipped: `iter` yields an error for it, which is not a
+        // loss of counts we could have read.
+        flows.iter().filter_map(Result::ok).collect()
+    });
     table.drain(snapshot, now, &|i: u32| names.get(&i).cloned(), clock)
 }
 
