@@ -17,7 +17,7 @@
 //! rest reported as workload `_overflow`. The series of a deleted workload
 //! are removed with [`Metrics::forget_workload`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -29,8 +29,13 @@ use prometheus_client::registry::Registry;
 
 /// The workload label of destinations outside the cluster.
 pub const WORLD: &str = "world";
-/// The workload label used past the cardinality cap.
+/// The workload label used past the cardinality cap, and the `dst_port`
+/// label past [`MAX_PORTS_PER_PAIR`].
 pub const OVERFLOW: &str = "_overflow";
+/// Distinct `dst_port` values of `netgov_policy_violations_total` per
+/// workload pair; further ports are counted as `dst_port="_overflow"`, so
+/// that a port scan makes a bounded number of series.
+pub const MAX_PORTS_PER_PAIR: usize = 32;
 
 /// Labels of `netgov_flows_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -136,6 +141,8 @@ struct SeriesIndex {
     violations: BTreeMap<(String, String), BTreeSet<ViolationLabels>>,
     egress: BTreeMap<(String, String), BTreeSet<EgressLabels>>,
     workloads: HashSet<(String, String)>,
+    /// `dst_port` values of violations per (source, destination) workload.
+    violation_ports: HashMap<[String; 4], HashSet<String>>,
 }
 
 /// The agent's metrics.
@@ -256,12 +263,12 @@ impl Metrics {
         );
         registry.register(
             "ready",
-            "1 while the agent is ready: programs attached and cluster state synced",
+            "Whether the agent is ready (programs attached, cluster state synced): 1 or 0",
             metrics.ready.clone(),
         );
         registry.register(
             "namespace_governed",
-            "1 for each namespace labelled netgov.io/governed=true (opted in to posture alerts)",
+            "Namespaces labelled netgov.io/governed=true, opted in to posture alerts (always 1)",
             metrics.governed_namespaces.clone(),
         );
         Self {
@@ -328,6 +335,21 @@ impl Metrics {
                 &mut l.dst_workload,
             )
         });
+        let mut labels = labels;
+        let pair = [
+            labels.src_namespace.clone(),
+            labels.src_workload.clone(),
+            labels.dst_namespace.clone(),
+            labels.dst_workload.clone(),
+        ];
+        let ports = index.violation_ports.entry(pair).or_default();
+        if !ports.contains(&labels.dst_port) {
+            if ports.len() < MAX_PORTS_PER_PAIR {
+                ports.insert(labels.dst_port.clone());
+            } else {
+                labels.dst_port = OVERFLOW.to_owned();
+            }
+        }
         record_pair(&mut index.violations, &labels, |l| {
             (
                 &l.src_namespace,
@@ -426,6 +448,12 @@ impl Metrics {
             self.unexpected_egress.remove(&labels);
         }
         index.workloads.remove(&key);
+        index.violation_ports.retain(
+            |[src_namespace, src_workload, dst_namespace, dst_workload], _| {
+                (src_namespace, src_workload) != (&key.0, &key.1)
+                    && (dst_namespace, dst_workload) != (&key.0, &key.1)
+            },
+        );
     }
 }
 
@@ -621,5 +649,49 @@ mod tests {
             Some(1.0)
         );
         assert!(!text.contains(r#"namespace="data""#), "{text}");
+    }
+
+    #[test]
+    fn violation_ports_are_capped_per_workload_pair() {
+        let metrics = Metrics::new(10);
+        let violation = |src: &str, port: u16| ViolationLabels {
+            src_namespace: "a".into(),
+            src_workload: src.into(),
+            dst_namespace: "a".into(),
+            dst_workload: "db".into(),
+            protocol: "TCP".into(),
+            dst_port: port.to_string(),
+            denied_by: "ingress".into(),
+            enforcement: "enforced".into(),
+        };
+        for port in 1..=(MAX_PORTS_PER_PAIR as u16 + 10) {
+            metrics.count_violation(violation("scanner", port));
+        }
+        // A known port stays itself; another pair has its own budget.
+        metrics.count_violation(violation("scanner", 1));
+        metrics.count_violation(violation("client", 5432));
+        let text = metrics.encode();
+        let series = |src: &str| {
+            text.lines()
+                .filter(|l| l.contains(&format!(r#"src_workload="{src}""#)))
+                .count()
+        };
+        assert_eq!(series("scanner"), MAX_PORTS_PER_PAIR + 1, "{text}");
+        assert!(
+            text.contains(r#"src_workload="scanner",dst_namespace="a",dst_workload="db",protocol="TCP",dst_port="_overflow""#),
+            "{text}"
+        );
+        let sample = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(sample(r#"dst_port="_overflow""#).as_deref(), Some("10"));
+        assert_eq!(sample(r#"src_workload="scanner",dst_namespace="a",dst_workload="db",protocol="TCP",dst_port="1","#).as_deref(), Some("2"));
+        assert_eq!(series("client"), 1);
+        metrics.forget_workload("a", "scanner");
+        metrics.count_violation(violation("scanner", 9999));
+        assert!(metrics.encode().contains(r#"dst_port="9999""#));
     }
 }
