@@ -41,7 +41,7 @@ use crate::policy::Decision;
 /// How many judged flows `/flows` keeps.
 const RECENT_FLOWS: usize = 1000;
 /// Capacity of the capture → judge channel.
-const CHANNEL_CAPACITY: usize = 65_536;
+const CHANNEL_CAPACITY: usize = 131_072;
 
 /// Where the cluster state comes from.
 #[derive(Clone, Debug)]
