@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::agent::{http_get, start_agent};
 use common::testbed;
+use netgov_testbed::metrics_text::sum_samples as sum;
 
 /// Sender pods.
 const SENDERS: usize = 8;
@@ -20,15 +21,6 @@ const SENDERS: usize = 8;
 const FLOWS_PER_SENDER: usize = 4000;
 /// Short TCP connections each sender opens and closes, one after another.
 const CONNECTIONS_PER_SENDER: usize = 500;
-
-/// Sum of the samples of `name` whose line contains every `filter`.
-fn sum(text: &str, name: &str, filters: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| filters.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// A node whose last pod receives (UDP is dropped there silently, no ICMP
 /// errors back), the others send; every pod in one namespace under a

@@ -13,6 +13,7 @@ use std::process::Command;
 use netgov_agent::export::metrics::{
     FlowLabels, Metrics, ResourceLabels, StageLabels, ViolationLabels,
 };
+use netgov_testbed::metrics_text::netgov_metric_names as metric_names;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
 use support::{alerts, output, rule_file, string, workspace_root};
@@ -149,21 +150,6 @@ fn exported_series() -> BTreeSet<String> {
         .map(str::to_owned)
         .collect();
     names.insert("up".into());
-    names
-}
-
-/// The `netgov_*` names a PromQL expression mentions.
-fn metric_names(expr: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut rest = expr;
-    while let Some(start) = rest.find("netgov_") {
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(&tail[..end]);
-        rest = &tail[end..];
-    }
     names
 }
 

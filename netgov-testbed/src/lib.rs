@@ -10,6 +10,8 @@
 //! which exist only on the testbed's bridge.
 #![deny(missing_docs)]
 
+pub mod metrics_text;
+
 use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;

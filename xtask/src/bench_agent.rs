@@ -15,6 +15,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use netgov_testbed::Testbed;
+use netgov_testbed::metrics_text::sum_samples as sum;
 
 use crate::{XtaskError, build_netgov, require_root, spawn};
 
@@ -38,15 +39,6 @@ fn scrape(testbed: &Testbed) -> Result<String, XtaskError> {
             what: "scraping the agent".into(),
             source,
         })
-}
-
-/// Sum of a metric's samples whose line contains every `filter`.
-fn sum(text: &str, name: &str, filters: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| filters.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn judged(text: &str) -> f64 {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use netgov_testbed::metrics_text::netgov_metric_names;
+
 use crate::demo::{DemoNode, http_get};
 use crate::{XtaskError, build_netgov, require_root, spawn, workspace_root};
 
@@ -244,7 +246,7 @@ fn check_dashboard(api: &Api) -> Result<usize, XtaskError> {
             ran += 1;
             if result.is_empty() {
                 let mut exported = true;
-                for name in netgov_metrics(expr) {
+                for name in netgov_metric_names(expr) {
                     exported &= !api.query(&format!("count({name})"))?.is_empty();
                 }
                 if exported {
@@ -265,21 +267,6 @@ fn check_dashboard(api: &Api) -> Result<usize, XtaskError> {
         }
     );
     Ok(ran)
-}
-
-/// The `netgov_*` metric names in a query.
-fn netgov_metrics(expr: &str) -> BTreeSet<&str> {
-    let mut names = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(start) = rest.find("netgov_") {
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        names.insert(&tail[..end]);
-        rest = &tail[end..];
-    }
-    names
 }
 
 /// Prometheus's HTTP API inside the demo's node namespace.
