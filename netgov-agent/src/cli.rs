@@ -70,6 +70,10 @@ pub struct AgentArgs {
     /// Flow log: a file, or `-` for standard output.
     #[arg(long, value_name = "PATH", env = "NETGOV_FLOW_LOG")]
     pub flow_log: Option<std::path::PathBuf>,
+    /// Serve `/flows` (who talks to whom) to any client, not only to
+    /// loopback ones (`kubectl port-forward` connects from loopback).
+    #[arg(long, env = "NETGOV_FLOWS_FROM_ANYWHERE")]
+    pub flows_from_anywhere: bool,
     /// This node's name, to know which pods are local.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -117,6 +121,7 @@ impl AgentArgs {
             config,
             metrics_addr: self.metrics_addr,
             flow_log: self.flow_log.clone(),
+            flows_from_anywhere: self.flows_from_anywhere,
             node: crate::agent::judge::NodeContext {
                 node_name: self.node_name.clone(),
             },

@@ -15,7 +15,9 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::agent::{AGENT_PORT, Agent, http_get, metric, start_agent, try_get};
+use common::agent::{
+    AGENT_PORT, Agent, http_get, metric, start_agent, start_agent_listening, try_get,
+};
 use common::{nft_load, testbed};
 use netgov_testbed::Pod;
 
@@ -435,4 +437,38 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
     let _ = stop_tx.send(());
     server.join().expect("fake API server");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With host networking the agent listens on the node's address: `/flows`
+/// (who talks to whom) answers loopback clients only, `/metrics` and the
+/// probes everyone.
+#[test]
+fn flows_answer_loopback_clients_only() {
+    let testbed = testbed("agflows", 1);
+    let (_dir, cluster_state, config, _) = agent_files("flows");
+    let _agent = start_agent_listening(&testbed, &cluster_state, &config, "0.0.0.0");
+    let get_from_pod = |path: &str| {
+        let path = path.to_owned();
+        testbed.pods()[0]
+            .netns
+            .run_in(move || {
+                let address = (netgov_testbed::GATEWAY_V4, AGENT_PORT);
+                let mut stream = TcpStream::connect(address).expect("connect to the node");
+                write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+                let mut response = String::new();
+                stream.read_to_string(&mut response).expect("response");
+                response
+            })
+            .expect("pod namespace")
+    };
+    let remote = get_from_pod("/flows");
+    assert!(remote.starts_with("HTTP/1.0 403"), "{remote}");
+    assert!(remote.contains("loopback clients only"), "{remote}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let response = get_from_pod(path);
+        assert!(response.starts_with("HTTP/1.0 200"), "{path}: {response}");
+    }
+    let (status, body) = http_get(testbed.node(), "/flows");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with('['), "{body}");
 }

@@ -65,6 +65,10 @@ pub struct AgentOptions {
     pub metrics_addr: SocketAddr,
     /// Flow log: a file, `-` for standard output, or none.
     pub flow_log: Option<PathBuf>,
+    /// Serve `/flows` to non-loopback clients too. Off by default: with
+    /// host networking the listener is on the node's address, and flow
+    /// metadata is not for everyone who reaches the node.
+    pub flows_from_anywhere: bool,
     /// This node.
     pub node: NodeContext,
 }
@@ -115,6 +119,7 @@ struct Shared {
     /// are never asked for).
     recent: Mutex<VecDeque<(FlowRecord, Judgement)>>,
     attached: AtomicBool,
+    flows_from_anywhere: bool,
 }
 
 impl Shared {
@@ -160,6 +165,7 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         metrics: Metrics::new(options.config.max_workloads),
         recent: Mutex::new(VecDeque::new()),
         attached: AtomicBool::new(false),
+        flows_from_anywhere: options.flows_from_anywhere,
     });
     let listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await
@@ -574,14 +580,14 @@ fn refresh_state_metrics(shared: &Shared) {
 
 async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(respond(&shared, &request)) }
+                async move { Ok::<_, Infallible>(respond(&shared, &request, peer)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -590,7 +596,7 @@ async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
+fn respond<B>(shared: &Shared, request: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -616,6 +622,13 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
                 format!("not ready: {why}\n"),
             ),
         },
+        "/flows" if !shared.flows_from_anywhere && !peer.ip().to_canonical().is_loopback() => {
+            reply(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "/flows answers loopback clients only (use kubectl port-forward, or start the agent with --flows-from-anywhere)\n".into(),
+            )
+        }
         "/flows" => {
             let filters: Vec<(String, String)> = request
                 .uri()

@@ -32,6 +32,17 @@ pub fn start_agent(
     cluster_state: &std::path::Path,
     config: &std::path::Path,
 ) -> Agent {
+    start_agent_listening(testbed, cluster_state, config, "127.0.0.1")
+}
+
+/// [`start_agent`], with the HTTP endpoints on `address`, port
+/// [`AGENT_PORT`].
+pub fn start_agent_listening(
+    testbed: &Testbed,
+    cluster_state: &std::path::Path,
+    config: &std::path::Path,
+    address: &str,
+) -> Agent {
     let flow_log = std::env::temp_dir().join(format!("{}-flows.jsonl", testbed.node().name()));
     let mut child = testbed
         .node()
@@ -43,7 +54,7 @@ pub fn start_agent(
         .arg(config)
         .arg("--flow-log")
         .arg(&flow_log)
-        .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+        .args(["--metrics-addr", &format!("{address}:{AGENT_PORT}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
