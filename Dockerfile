@@ -10,10 +10,8 @@
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 # The nightly the eBPF crate is known to build with (bpf-linker 0.13 links
-# against its LLVM 22).
-ARG NIGHTLY=nightly-2026-05-20
-RUN rustup toolchain install "${NIGHTLY}" --profile minimal --component rust-src \
- && rustup toolchain link nightly "$(rustup run "${NIGHTLY}" rustc --print sysroot)"
+# against its LLVM 22); setup installs it, and build.rs uses it.
+ENV NETGOV_EBPF_TOOLCHAIN=nightly-2026-05-20
 COPY . .
 RUN cargo xtask setup --build-only \
  && cargo build --release --locked -p netgov-agent --bin netgov \

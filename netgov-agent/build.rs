@@ -1,4 +1,5 @@
-//! Builds `netgov-ebpf` for the BPF target with the nightly toolchain and
+//! Builds `netgov-ebpf` for the BPF target with the nightly toolchain (or
+//! the one `NETGOV_EBPF_TOOLCHAIN` names) and
 //! bpf-linker (installed by `cargo xtask setup`); the object is embedded in
 //! the `netgov` binary.
 use std::path::Path;
@@ -10,12 +11,18 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     println!("cargo:rerun-if-changed=../netgov-common/src");
+    // `nightly` unless pinned (the container build pins one; `cargo xtask
+    // setup` installs whichever is named).
+    println!("cargo:rerun-if-env-changed=NETGOV_EBPF_TOOLCHAIN");
+    let toolchain = std::env::var("NETGOV_EBPF_TOOLCHAIN").ok();
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "netgov-ebpf",
             root_dir: ebpf_dir,
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        toolchain
+            .as_deref()
+            .map_or(aya_build::Toolchain::Nightly, aya_build::Toolchain::Custom),
     )
 }

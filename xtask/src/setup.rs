@@ -125,35 +125,40 @@ fn ensure_deploy_tools() -> Result<(), XtaskError> {
     Ok(())
 }
 
+/// The toolchain the eBPF crate is built with: `nightly`, or the one named
+/// by `NETGOV_EBPF_TOOLCHAIN` (e.g. `nightly-2026-05-20`, as the container
+/// build pins it); `netgov-agent/build.rs` reads the same variable.
+pub fn ebpf_toolchain() -> String {
+    std::env::var("NETGOV_EBPF_TOOLCHAIN").unwrap_or_else(|_| "nightly".to_owned())
+}
+
 fn ensure_nightly() -> Result<(), XtaskError> {
+    let toolchain = ebpf_toolchain();
     let toolchains = run_output(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        eprintln!("setup: installing the nightly toolchain");
+    if !toolchains.lines().any(|l| l.starts_with(&toolchain)) {
+        eprintln!("setup: installing the {toolchain} toolchain");
         run(Command::new("rustup").args([
             "toolchain",
             "install",
-            "nightly",
+            &toolchain,
             "--profile",
             "minimal",
             "--component",
             "rust-src",
         ]))?;
     }
-    let components = run_output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to the nightly toolchain");
+    let sysroot = run_output(
+        Command::new("rustup").args(["run", &toolchain, "rustc", "--print", "sysroot"]),
+    )?;
+    let rust_src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library");
+    if !rust_src.is_dir() {
+        eprintln!("setup: adding rust-src to the {toolchain} toolchain");
         run(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
             "--toolchain",
-            "nightly",
+            &toolchain,
         ]))?;
     }
     Ok(())
@@ -161,8 +166,13 @@ fn ensure_nightly() -> Result<(), XtaskError> {
 
 /// The nightly's LLVM shared library: (path, file name = soname, major).
 fn nightly_llvm() -> Result<(PathBuf, String, u32), XtaskError> {
-    let sysroot =
-        run_output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let sysroot = run_output(Command::new("rustup").args([
+        "run",
+        &ebpf_toolchain(),
+        "rustc",
+        "--print",
+        "sysroot",
+    ]))?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let entries = std::fs::read_dir(&lib).map_err(|source| XtaskError::Io {
         what: format!("reading {}", lib.display()),
