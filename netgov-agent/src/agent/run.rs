@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::config::AgentConfig;
 use super::judge::{Enforcement, Judgement, NodeContext, judge};
-use crate::capture::record::{EndReason, FlowRecord};
+use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::capture::{self, CaptureError, CaptureHealth, CaptureOptions, FlowSink};
 use crate::cluster::file_source::FileSource;
 use crate::cluster::{ClusterHealth, kube_source};
@@ -277,7 +277,6 @@ impl FlowSink for AgentSink {
 /// when the cluster changes).
 struct Tracked {
     record: FlowRecord,
-    generation: u64,
     verdict: Decision,
     enforcement: Option<Enforcement>,
     violation_counted: bool,
@@ -290,12 +289,12 @@ struct Tracked {
 /// is merged later), and the flow would be counted twice. A flow that
 /// ends leaves the tracked set, so a later flow on the same endpoints is
 /// new.
-type FlowId = ((IpAddr, u16), (IpAddr, u16), String);
+type FlowId = ((IpAddr, u16), (IpAddr, u16), Protocol);
 
 fn flow_id(record: &FlowRecord) -> FlowId {
     let (a, b) = ((record.src, record.src_port), (record.dst, record.dst_port));
     let (low, high) = if a <= b { (a, b) } else { (b, a) };
-    (low, high, record.protocol.name().into_owned())
+    (low, high, record.protocol)
 }
 
 fn unix_now_nanos() -> i128 {
@@ -350,18 +349,17 @@ impl Judge {
     /// When policies, labels or identities changed: judges every live flow
     /// again, and drops the metric series of workloads that are gone.
     fn on_cluster_change(&mut self) {
-        let (generation, workloads) = {
+        let workloads: std::collections::HashSet<(String, String)> = {
             let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
-            let workloads: std::collections::HashSet<(String, String)> = state
+            if state.generation() == self.generation {
+                return;
+            }
+            self.generation = state.generation();
+            state
                 .pods()
                 .map(|p| (p.namespace.to_string(), p.workload.name.clone()))
-                .collect();
-            (state.generation(), workloads)
+                .collect()
         };
-        if generation == self.generation {
-            return;
-        }
-        self.generation = generation;
         let live: Vec<FlowRecord> = self.tracked.values().map(|t| t.record.clone()).collect();
         for record in live {
             self.process(record);
@@ -375,47 +373,33 @@ impl Judge {
     }
 
     fn process(&mut self, record: FlowRecord) {
-        let shared = Arc::clone(&self.shared);
         let ended = record.end_reason != EndReason::Active;
         let id = flow_id(&record);
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
-        let (judgement, generation) = {
-            let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
-            (
-                judge(&record, &state, &self.config, &self.node, age),
-                state.generation(),
-            )
+        let judgement = {
+            let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
+            judge(&record, &state, &self.config, &self.node, age)
         };
         let Some(judgement) = judgement else {
             return;
         };
-        let entry = self.tracked.entry(id.clone());
-        let first = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
-        let flow = entry.or_insert(Tracked {
-            record: record.clone(),
-            generation,
-            verdict: judgement.verdict.verdict,
-            enforcement: judgement.enforcement,
-            violation_counted: false,
-            egress_counted: false,
-        });
-        flow.record = record.clone();
-        let verdict_changed = !first && flow.verdict != judgement.verdict.verdict;
-        let enforcement_changed = flow.enforcement != judgement.enforcement;
+        let metrics = &self.shared.metrics;
+        let previous = self.tracked.get(&id);
+        let first = previous.is_none();
+        let verdict_changed = previous.is_some_and(|p| p.verdict != judgement.verdict.verdict);
+        let enforcement_changed = previous.is_some_and(|p| p.enforcement != judgement.enforcement);
+        // A verdict that changes makes the flow a (new) violation or not.
+        let mut violation_counted =
+            previous.is_some_and(|p| p.violation_counted) && !verdict_changed;
+        let mut egress_counted = previous.is_some_and(|p| p.egress_counted);
         if first || verdict_changed {
-            shared.metrics.count_flow(flow_labels(&record, &judgement));
-            if verdict_changed {
-                flow.violation_counted = false;
-            }
+            metrics.count_flow(flow_labels(&record, &judgement));
         }
-        flow.generation = generation;
-        flow.verdict = judgement.verdict.verdict;
-        flow.enforcement = judgement.enforcement;
         if let (Some(denied_by), Some(enforcement)) = (judgement.denied_by, judgement.enforcement)
-            && !flow.violation_counted
+            && !violation_counted
             && (enforcement != Enforcement::Unknown || ended)
         {
-            shared.metrics.count_violation(ViolationLabels {
+            metrics.count_violation(ViolationLabels {
                 src_namespace: judgement.src.namespace.clone(),
                 src_workload: judgement.src.workload.clone(),
                 dst_namespace: judgement.dst.namespace.clone(),
@@ -425,29 +409,51 @@ impl Judge {
                 denied_by: label(&denied_by),
                 enforcement: label(&enforcement),
             });
-            flow.violation_counted = true;
+            violation_counted = true;
         }
-        if judgement.unexpected_egress && !flow.egress_counted {
-            shared.metrics.count_unexpected_egress(
+        if judgement.unexpected_egress && !egress_counted {
+            metrics.count_unexpected_egress(
                 &judgement.src.namespace,
                 &judgement.src.workload,
                 record.dst,
             );
-            flow.egress_counted = true;
+            egress_counted = true;
         }
-        if first || verdict_changed || enforcement_changed || ended {
-            if let Some(log) = self.flow_log.as_mut() {
-                let _ = writeln!(log, "{}", log_entry(&record, &judgement));
-                let _ = log.flush();
-            }
-            let mut recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let logged = first || verdict_changed || enforcement_changed || ended;
+        if logged && let Some(log) = self.flow_log.as_mut() {
+            let _ = writeln!(log, "{}", log_entry(&record, &judgement));
+            let _ = log.flush();
+        }
+        // The record goes to the tracked flow (to judge it again when the
+        // cluster changes) and, when logged, to the recent flows: copied
+        // only when both keep it.
+        let recent_record = if ended {
+            self.tracked.remove(&id);
+            Some(record)
+        } else {
+            let (kept, recent_record) = if logged {
+                (record.clone(), Some(record))
+            } else {
+                (record, None)
+            };
+            self.tracked.insert(
+                id,
+                Tracked {
+                    record: kept,
+                    verdict: judgement.verdict.verdict,
+                    enforcement: judgement.enforcement,
+                    violation_counted,
+                    egress_counted,
+                },
+            );
+            recent_record
+        };
+        if let Some(record) = recent_record {
+            let mut recent = self.shared.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() >= RECENT_FLOWS {
                 recent.pop_front();
             }
             recent.push_back((record, judgement));
-        }
-        if ended {
-            self.tracked.remove(&id);
         }
     }
 }

@@ -8,7 +8,7 @@ use netgov_common::{proto, tcp_flags};
 use serde::{Serialize, Serializer};
 
 /// Transport protocol of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// TCP.
     Tcp,

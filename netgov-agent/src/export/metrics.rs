@@ -285,57 +285,49 @@ impl Metrics {
         text
     }
 
-    /// The workload label to use: itself while under the cap (or already
-    /// known), `_overflow` past it. `world` (outside) never counts.
-    fn bounded(&self, index: &mut SeriesIndex, namespace: &str, workload: &str) -> String {
+    /// Whether `workload` may be a label value: it is known or the cap has
+    /// room (then it becomes known). `world` (outside) never counts.
+    fn within_cap(&self, index: &mut SeriesIndex, namespace: &str, workload: &str) -> bool {
         if workload == WORLD && namespace.is_empty() {
-            return workload.to_owned();
+            return true;
         }
         let key = (namespace.to_owned(), workload.to_owned());
         if index.workloads.contains(&key) {
-            return workload.to_owned();
+            return true;
         }
         if index.workloads.len() >= self.max_workloads {
-            return OVERFLOW.to_owned();
+            return false;
         }
         index.workloads.insert(key);
-        workload.to_owned()
+        true
+    }
+
+    /// Replaces each workload of `labels` past the cap by `_overflow`.
+    fn cap_workloads<L: WorkloadSeries>(&self, index: &mut SeriesIndex, labels: &mut L) {
+        labels.each_workload_mut(&mut |namespace, workload| {
+            if !self.within_cap(index, namespace, workload) {
+                *workload = OVERFLOW.to_owned();
+            }
+        });
     }
 
     /// Counts a judged flow.
-    pub fn count_flow(&self, labels: FlowLabels) {
+    pub fn count_flow(&self, mut labels: FlowLabels) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let labels = self.pair_labels(&mut index, labels, |l| {
-            (
-                &mut l.src_namespace,
-                &mut l.src_workload,
-                &mut l.dst_namespace,
-                &mut l.dst_workload,
-            )
-        });
-        record_pair(&mut index.flows, &labels, |l| {
-            (
-                &l.src_namespace,
-                &l.src_workload,
-                &l.dst_namespace,
-                &l.dst_workload,
-            )
-        });
-        self.flows.get_or_create(&labels).inc();
+        self.cap_workloads(&mut index, &mut labels);
+        count_series(&self.flows, &mut index.flows, labels);
     }
 
     /// Counts a policy violation.
-    pub fn count_violation(&self, labels: ViolationLabels) {
+    pub fn count_violation(&self, mut labels: ViolationLabels) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let labels = self.pair_labels(&mut index, labels, |l| {
-            (
-                &mut l.src_namespace,
-                &mut l.src_workload,
-                &mut l.dst_namespace,
-                &mut l.dst_workload,
-            )
-        });
-        let mut labels = labels;
+        self.cap_workloads(&mut index, &mut labels);
+        if let Some(counter) = self.violations.get(&labels) {
+            counter.inc();
+            return;
+        }
+        // A new series: its port takes one of the pair's places, if any is
+        // left.
         let pair = [
             labels.src_namespace.clone(),
             labels.src_workload.clone(),
@@ -350,28 +342,7 @@ impl Metrics {
                 labels.dst_port = OVERFLOW.to_owned();
             }
         }
-        record_pair(&mut index.violations, &labels, |l| {
-            (
-                &l.src_namespace,
-                &l.src_workload,
-                &l.dst_namespace,
-                &l.dst_workload,
-            )
-        });
-        self.violations.get_or_create(&labels).inc();
-    }
-
-    /// Caps both workload labels of a source/destination label set.
-    fn pair_labels<L>(
-        &self,
-        index: &mut SeriesIndex,
-        mut labels: L,
-        fields: impl Fn(&mut L) -> (&mut String, &mut String, &mut String, &mut String),
-    ) -> L {
-        let (src_namespace, src_workload, dst_namespace, dst_workload) = fields(&mut labels);
-        *src_workload = self.bounded(index, src_namespace, src_workload);
-        *dst_workload = self.bounded(index, dst_namespace, dst_workload);
-        labels
+        count_series(&self.violations, &mut index.violations, labels);
     }
 
     /// Counts an unexpected egress flow to `destination` (outside the
@@ -383,17 +354,13 @@ impl Metrics {
         destination: IpAddr,
     ) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let labels = EgressLabels {
+        let mut labels = EgressLabels {
             src_namespace: src_namespace.to_owned(),
-            src_workload: self.bounded(&mut index, src_namespace, src_workload),
+            src_workload: src_workload.to_owned(),
             destination: aggregate_destination(destination),
         };
-        index
-            .egress
-            .entry((labels.src_namespace.clone(), labels.src_workload.clone()))
-            .or_default()
-            .insert(labels.clone());
-        self.unexpected_egress.get_or_create(&labels).inc();
+        self.cap_workloads(&mut index, &mut labels);
+        count_series(&self.unexpected_egress, &mut index.egress, labels);
     }
 
     /// Sets the unprotected-pod gauges from `(namespace, direction) → count`;
@@ -457,20 +424,51 @@ impl Metrics {
     }
 }
 
-/// Remembers that `labels` names both its workloads, so that forgetting
-/// either removes the series.
-fn record_pair<L: Clone + Ord>(
+/// Label sets that name workloads (whose series go when they go).
+trait WorkloadSeries: Clone + Ord + std::hash::Hash + EncodeLabelSet {
+    /// Calls `f` with each `(namespace, workload)` the labels name.
+    fn each_workload_mut(&mut self, f: &mut dyn FnMut(&str, &mut String));
+    /// The same, read-only.
+    fn each_workload(&self, f: &mut dyn FnMut(&str, &str));
+}
+
+/// Implements [`WorkloadSeries`] over `(namespace, workload)` field pairs.
+macro_rules! workload_series {
+    ($labels:ty: $(($namespace:ident, $workload:ident)),+) => {
+        impl WorkloadSeries for $labels {
+            fn each_workload_mut(&mut self, f: &mut dyn FnMut(&str, &mut String)) {
+                $(f(&self.$namespace, &mut self.$workload);)+
+            }
+            fn each_workload(&self, f: &mut dyn FnMut(&str, &str)) {
+                $(f(&self.$namespace, &self.$workload);)+
+            }
+        }
+    };
+}
+
+workload_series!(FlowLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
+workload_series!(ViolationLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
+workload_series!(EgressLabels: (src_namespace, src_workload));
+
+/// Increments the series `labels`. A new series is first indexed under
+/// each workload it names, so that forgetting any of them removes it; a
+/// known one (the common case: once per flow) costs only the increment.
+fn count_series<L: WorkloadSeries>(
+    family: &Family<L, Counter>,
     series: &mut BTreeMap<(String, String), BTreeSet<L>>,
-    labels: &L,
-    fields: impl Fn(&L) -> (&String, &String, &String, &String),
+    labels: L,
 ) {
-    let (src_namespace, src_workload, dst_namespace, dst_workload) = fields(labels);
-    for key in [
-        (src_namespace.clone(), src_workload.clone()),
-        (dst_namespace.clone(), dst_workload.clone()),
-    ] {
-        series.entry(key).or_default().insert(labels.clone());
+    if let Some(counter) = family.get(&labels) {
+        counter.inc();
+        return;
     }
+    labels.each_workload(&mut |namespace, workload| {
+        series
+            .entry((namespace.to_owned(), workload.to_owned()))
+            .or_default()
+            .insert(labels.clone());
+    });
+    family.get_or_create(&labels).inc();
 }
 
 #[cfg(test)]
