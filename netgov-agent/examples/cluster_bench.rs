@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use netgov_agent::cluster::ClusterHealth;
 use netgov_agent::cluster::kube_source;
-use netgov_agent::policy::ClusterState;
-use netgov_agent::policy::cluster::Resolved;
+use netgov_agent::state::ClusterState;
+use netgov_agent::state::Resolved;
 use netgov_fakeapi::{FakeApiServer, Resource};
 use serde_json::json;
 

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use netgov_agent::policy::evaluate::VerdictCache;
 use netgov_agent::policy::manifests::{Manifests, parse_file};
-use netgov_agent::policy::{FlowProtocol, FlowQuery, evaluate};
+use netgov_agent::policy::{FlowQuery, evaluate};
+use netgov_agent::state::Protocol;
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 200;
@@ -119,9 +120,9 @@ fn flows(count: usize) -> Vec<FlowQuery> {
             };
             let port = ports[next() as usize % ports.len()];
             let protocol = if port == 53 || port == 31000 {
-                FlowProtocol::Udp
+                Protocol::Udp
             } else {
-                FlowProtocol::Tcp
+                Protocol::Tcp
             };
             FlowQuery {
                 src,

@@ -13,10 +13,57 @@ use crate::policy::check::{CheckFormat, CheckOptions};
 #[derive(Debug, Parser)]
 #[command(name = "netgov", version, about)]
 pub struct Cli {
+    /// Log line format on standard error. The level is set with
+    /// `RUST_LOG` or `NETGOV_LOG` (e.g. `info`, `netgov_agent=debug`;
+    /// default `warn`).
+    #[arg(long, global = true, value_enum, env = "NETGOV_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Parses a size: a number of bytes, or with a suffix `K`, `M`, `G`
+/// (powers of 1000) or `Ki`, `Mi`, `Gi` (powers of 1024).
+///
+/// # Errors
+/// A message naming what was expected.
+pub fn parse_size(text: &str) -> Result<u64, InvalidSize> {
+    let invalid = || InvalidSize(text.to_owned());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "K" | "k" => 1000,
+        "M" => 1000 * 1000,
+        "G" => 1000 * 1000 * 1000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(unit)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(invalid)
+}
+
+/// A size flag that is not a positive size.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a positive size (bytes, or with K, M, G, Ki, Mi, Gi)")]
+pub struct InvalidSize(String);
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -67,9 +114,14 @@ pub struct AgentArgs {
         default_value = "0.0.0.0:9090"
     )]
     pub metrics_addr: std::net::SocketAddr,
-    /// Flow log: a file, or `-` for standard output.
+    /// Flow log (JSON Lines): a file, appended to, or `-` for standard
+    /// output (for a log shipper).
     #[arg(long, value_name = "PATH", env = "NETGOV_FLOW_LOG")]
     pub flow_log: Option<std::path::PathBuf>,
+    /// Rotate the flow-log file to `<PATH>.1` when it would grow past this
+    /// size (bytes, or with a suffix: 500K, 100Mi, 1G); default: never.
+    #[arg(long, value_name = "SIZE", env = "NETGOV_FLOW_LOG_MAX_SIZE", value_parser = parse_size, requires = "flow_log")]
+    pub flow_log_max_size: Option<u64>,
     /// Serve `/flows` (who talks to whom) to any client, not only to
     /// loopback ones (`kubectl port-forward` connects from loopback).
     #[arg(long, env = "NETGOV_FLOWS_FROM_ANYWHERE")]
@@ -87,7 +139,7 @@ pub enum AgentArgsError {
     Seconds(#[from] InvalidSeconds),
     /// The configuration file.
     #[error(transparent)]
-    Config(#[from] crate::agent::config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl AgentArgs {
@@ -96,10 +148,11 @@ impl AgentArgs {
     /// # Errors
     /// [`AgentArgsError`] naming the flag or the configuration field.
     pub fn options(&self) -> Result<crate::agent::run::AgentOptions, AgentArgsError> {
+        use crate::agent::flow_log::FlowLogTarget;
         use crate::agent::run::{AgentOptions, ClusterSource};
         let config = match &self.config {
-            Some(path) => crate::agent::config::AgentConfig::load(path)?,
-            None => crate::agent::config::AgentConfig::default(),
+            Some(path) => crate::config::AgentConfig::load(path)?,
+            None => crate::config::AgentConfig::default(),
         };
         let capture = CaptureOptions {
             interface_globs: self.datapath.iface.clone(),
@@ -120,9 +173,18 @@ impl AgentArgs {
             },
             config,
             metrics_addr: self.metrics_addr,
-            flow_log: self.flow_log.clone(),
+            flow_log: self.flow_log.as_ref().map(|path| {
+                if path.as_os_str() == "-" {
+                    FlowLogTarget::Stdout
+                } else {
+                    FlowLogTarget::File {
+                        path: path.clone(),
+                        max_bytes: self.flow_log_max_size,
+                    }
+                }
+            }),
             flows_from_anywhere: self.flows_from_anywhere,
-            node: crate::agent::judge::NodeContext {
+            node: crate::judge::NodeContext {
                 node_name: self.node_name.clone(),
             },
         })

@@ -4,19 +4,27 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use netgov_agent::cli::{Cli, Command};
+use netgov_agent::cli::{Cli, Command, LogFormat};
 use netgov_agent::{agent, capture, policy};
 use tracing_subscriber::EnvFilter;
 
+/// The log filter: `NETGOV_LOG` when set, else the standard `RUST_LOG`,
+/// else `warn`.
+fn log_filter() -> EnvFilter {
+    EnvFilter::try_from_env("NETGOV_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("warn"))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NETGOV_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     // The agent captures on the main thread and judges on a worker, so the
     // ring-buffer reader never waits for the judge; the other commands are
     // one loop each.

@@ -70,11 +70,7 @@ fn assert_judged_or_counted_lost(testbed: &netgov_testbed::Testbed, protocol: &s
     while changed.elapsed() < Duration::from_secs(4) {
         std::thread::sleep(Duration::from_millis(500));
         text = http_get(testbed.node(), "/metrics").1;
-        let judged = sum(
-            &text,
-            "netgov_flows_total",
-            &[&format!(r#"protocol="{protocol}""#)],
-        );
+        let judged = sum(&text, "netgov_flows_total", &[("protocol", protocol)]);
         if judged > last {
             last = judged;
             changed = Instant::now();

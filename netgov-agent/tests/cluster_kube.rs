@@ -10,7 +10,8 @@ use std::time::Duration;
 use netgov_agent::cluster::kube_source;
 use netgov_agent::cluster::{ClusterHealth, ResourceKind};
 use netgov_agent::policy::evaluate::EndpointKind;
-use netgov_agent::policy::{ClusterState, Decision, FlowProtocol, FlowQuery, evaluate};
+use netgov_agent::policy::{Decision, FlowQuery, evaluate};
+use netgov_agent::state::{ClusterState, Protocol};
 use netgov_fakeapi::{FakeApiServer, Resource};
 use serde_json::{Value, json};
 
@@ -98,7 +99,7 @@ fn query(src: &str, dst: &str, port: u16) -> FlowQuery {
     FlowQuery {
         src: src.parse::<IpAddr>().expect("ip"),
         dst: dst.parse().expect("ip"),
-        protocol: FlowProtocol::Tcp,
+        protocol: Protocol::Tcp,
         dst_port: port,
     }
 }

@@ -10,9 +10,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use netgov_agent::export::metrics::{
-    FlowLabels, Metrics, ResourceLabels, StageLabels, ViolationLabels,
-};
+use netgov_agent::cluster::ResourceKind;
+use netgov_agent::export::metrics::{LossStage, Metrics};
+use netgov_agent::judge::{DeniedBy, Enforcement};
+use netgov_agent::policy::Decision;
+use netgov_agent::state::{Direction, Identity, Protocol};
 use netgov_testbed::metrics_text::netgov_metric_names as metric_names;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
@@ -109,39 +111,25 @@ fn every_alert_is_tested_firing_and_silent_and_has_a_runbook() {
 /// once), plus Prometheus's own `up`.
 fn exported_series() -> BTreeSet<String> {
     let metrics = Metrics::new(10);
-    metrics.count_flow(FlowLabels {
-        src_namespace: "a".into(),
-        src_workload: "b".into(),
-        dst_namespace: "c".into(),
-        dst_workload: "d".into(),
-        protocol: "TCP".into(),
-        verdict: "deny".into(),
-    });
-    metrics.count_violation(ViolationLabels {
-        src_namespace: "a".into(),
-        src_workload: "b".into(),
-        dst_namespace: "c".into(),
-        dst_workload: "d".into(),
-        protocol: "TCP".into(),
-        dst_port: "80".into(),
-        denied_by: "ingress".into(),
-        enforcement: "gap".into(),
-    });
-    metrics.count_unexpected_egress("a", "b", "203.0.113.1".parse().expect("ip"));
-    metrics.set_unprotected_pods(&BTreeMap::from([(("a".into(), "egress".into()), 1)]));
+    let (a, c) = (Identity::world(), Identity::world());
+    metrics.count_flow(&a, &c, Protocol::Tcp, Decision::Deny);
+    metrics.count_violation(
+        (&a, &c),
+        (Protocol::Tcp, 80),
+        DeniedBy::Ingress,
+        Enforcement::Gap,
+    );
+    metrics.count_unexpected_egress(&a, "203.0.113.1".parse().expect("ip"));
+    metrics.set_unprotected_pods(&BTreeMap::from([(("a".into(), Direction::Egress), 1)]));
     metrics.set_governed_namespaces(["a"]);
-    metrics.set_cluster_errors("Pod", 1);
-    let resource = ResourceLabels {
-        resource: "Pod".into(),
-    };
-    metrics.cluster_synced.get_or_create(&resource).set(1);
-    metrics.cluster_age_seconds.get_or_create(&resource).set(1);
-    metrics
-        .events_lost
-        .get_or_create(&StageLabels {
-            stage: "evaluate".into(),
-        })
-        .inc();
+    metrics.record_resource(
+        ResourceKind::Pod,
+        true,
+        1,
+        Some(std::time::Duration::from_secs(1)),
+    );
+    metrics.count_lost(LossStage::Evaluate, 1);
+    metrics.count_flow_log_error();
     let mut names: BTreeSet<String> = metrics
         .encode()
         .lines()

@@ -42,7 +42,7 @@ fn scrape(testbed: &Testbed) -> Result<String, XtaskError> {
 }
 
 fn judged(text: &str) -> f64 {
-    sum(text, "netgov_flows_total", &["protocol=\"UDP\""])
+    sum(text, "netgov_flows_total", &[("protocol", "UDP")])
 }
 
 fn lost(text: &str) -> f64 {

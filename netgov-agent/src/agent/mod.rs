@@ -1,10 +1,22 @@
-//! The agent's judgement of observed flows: configuration and the pure
-//! judge. The live pipeline (capture → enrich → evaluate → export) that
-//! drives them comes with `netgov agent`.
+//! `netgov agent`, split by concern:
+//!
+//! - [`run`]: options, errors and the wiring of the stages;
+//! - [`sink`]: the capture's sink, handing flows to the judge without
+//!   waiting;
+//! - [`pipeline`]: the judge stage's state machine (what is counted when);
+//! - [`flow_log`]: the JSON Lines flow log;
+//! - [`recent`]: the latest judged flows behind `/flows`;
+//! - [`posture`]: the metrics derived from the cluster state;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/flows`;
+//! - [`shared`]: what these tasks share.
+//!
+//! The judgement itself is pure and lives in [`crate::judge`].
 
-pub mod config;
-pub mod judge;
+pub mod flow_log;
+pub mod http;
+pub mod pipeline;
+pub mod posture;
+pub mod recent;
 pub mod run;
-
-#[cfg(test)]
-mod tests;
+pub mod shared;
+pub mod sink;

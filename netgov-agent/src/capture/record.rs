@@ -7,55 +7,7 @@ use std::net::IpAddr;
 use netgov_common::{proto, tcp_flags};
 use serde::{Serialize, Serializer};
 
-/// Transport protocol of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-    /// ICMP (IPv4).
-    Icmp,
-    /// ICMPv6.
-    Icmpv6,
-    /// Any other IP protocol number (the datapath does not aggregate these
-    /// today; kept so a future one is never mislabelled).
-    Other(u8),
-}
-
-impl Protocol {
-    /// The protocol for an IP protocol number.
-    pub fn from_number(number: u8) -> Self {
-        match number {
-            proto::TCP => Self::Tcp,
-            proto::UDP => Self::Udp,
-            proto::SCTP => Self::Sctp,
-            proto::ICMP => Self::Icmp,
-            proto::ICMPV6 => Self::Icmpv6,
-            other => Self::Other(other),
-        }
-    }
-
-    /// The name used in output (`IP-<number>` for [`Protocol::Other`]).
-    pub fn name(self) -> std::borrow::Cow<'static, str> {
-        match self {
-            Self::Tcp => "TCP".into(),
-            Self::Udp => "UDP".into(),
-            Self::Sctp => "SCTP".into(),
-            Self::Icmp => "ICMP".into(),
-            Self::Icmpv6 => "ICMPv6".into(),
-            Self::Other(number) => format!("IP-{number}").into(),
-        }
-    }
-}
-
-impl Serialize for Protocol {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.name())
-    }
-}
+pub use crate::state::Protocol;
 
 /// Connection state derived from what both directions showed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -12,10 +12,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::policy::ClusterState;
 use crate::policy::manifests::{self, ManifestError, Object};
+use crate::state::ClusterState;
 
 use super::{ClusterHealth, ResourceKind};
+
+/// The cluster-state files do not load at all (unreadable or not YAML);
+/// every error is kept, each naming its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct FileSourceError {
+    /// What went wrong, file by file.
+    pub errors: Vec<ManifestError>,
+}
 
 /// Size and modification time of every manifest file, to notice changes.
 type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
@@ -89,6 +98,9 @@ fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<ManifestError>> {
 }
 
 fn record_load(health: &mut ClusterHealth, loaded: &Loaded) {
+    for (object, why) in &loaded.problems {
+        tracing::warn!(object = %object, reason = %why, "object skipped");
+    }
     for kind in ResourceKind::ALL {
         let resource = health.resources.entry(kind).or_default();
         resource.synced = true;
@@ -133,9 +145,9 @@ impl FileSource {
     /// # Errors
     /// When the files cannot be read or parsed at all; invalid objects in
     /// readable files are reported in the health, not here.
-    pub fn open(paths: Vec<PathBuf>) -> Result<Self, Vec<ManifestError>> {
+    pub fn open(paths: Vec<PathBuf>) -> Result<Self, FileSourceError> {
         let fingerprint = fingerprint(&paths);
-        let mut loaded = load(&paths)?;
+        let mut loaded = load(&paths).map_err(|errors| FileSourceError { errors })?;
         let mut health = ClusterHealth::default();
         record_load(&mut health, &loaded);
         let state = std::mem::take(&mut loaded.state);

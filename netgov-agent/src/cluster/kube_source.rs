@@ -30,7 +30,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
 use super::{ClusterHealth, ResourceHealth, ResourceKind};
-use crate::policy::ClusterState;
+use crate::policy::PolicyError;
+use crate::state::ClusterState;
 
 /// Errors creating the client.
 #[derive(Debug, thiserror::Error)]
@@ -171,42 +172,89 @@ fn record(
     health: &mut ResourceHealth,
     kind: ResourceKind,
     key: &ObjectKey,
-    result: &Result<(), String>,
+    result: &Result<(), ObjectError>,
 ) {
     let name = format!("{} {}/{}", kind.name(), key.0, key.1);
     match result {
         Ok(()) => {
             health.problems.remove(&name);
         }
-        Err(reason) => {
-            tracing::warn!(object = %name, %reason, "object skipped");
+        Err(error) => {
+            tracing::warn!(object = %name, %error, "object skipped");
             health.skipped_objects += 1;
-            health.problems.insert(name, reason.clone());
+            health.problems.insert(name, error.to_string());
         }
     }
 }
 
-/// Converts an untyped object, naming the field that does not fit.
-fn typed<K: DeserializeOwned>(object: DynamicObject) -> Result<K, String> {
-    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+/// Why an object from the API is skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// It does not fit its kind's schema.
+    #[error("{field}: {reason}")]
+    Schema {
+        /// Path of the field that does not fit (`.` for the whole object).
+        field: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// It is an invalid NetworkPolicy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
+/// Converts an untyped object, naming the field that does not fit.
+fn typed<K: DeserializeOwned>(object: DynamicObject) -> Result<K, ObjectError> {
+    let value = serde_json::to_value(object).map_err(|e| ObjectError::Schema {
+        field: ".".into(),
+        reason: e.to_string(),
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| ObjectError::Schema {
+        field: e.path().to_string(),
+        reason: e.inner().to_string(),
+    })
+}
+
+/// An object converted to its kind's type, ready to apply.
+// One lives at a time, on the stack, between decoding and applying:
+// boxing the large variants would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Typed {
+    Namespace(Namespace),
+    Node(Node),
+    NetworkPolicy(NetworkPolicy),
+    Pod(Pod),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+}
+
+fn convert(kind: ResourceKind, object: DynamicObject) -> Result<Typed, ObjectError> {
+    Ok(match kind {
+        ResourceKind::Namespace => Typed::Namespace(typed(object)?),
+        ResourceKind::Node => Typed::Node(typed(object)?),
+        ResourceKind::NetworkPolicy => Typed::NetworkPolicy(typed(object)?),
+        ResourceKind::Pod => Typed::Pod(typed(object)?),
+        ResourceKind::Service => Typed::Service(typed(object)?),
+        ResourceKind::EndpointSlice => Typed::EndpointSlice(typed(object)?),
+    })
+}
+
+/// Converts the object first, then takes the write lock only to apply it:
+/// judging never waits on JSON decoding.
 fn apply(
     kind: ResourceKind,
     state: &RwLock<ClusterState>,
     object: DynamicObject,
-) -> Result<(), String> {
+) -> Result<(), ObjectError> {
+    let object = convert(kind, object)?;
     let mut state = state.write().unwrap_or_else(|e| e.into_inner());
-    match kind {
-        ResourceKind::Namespace => state.upsert_namespace(&typed(object)?),
-        ResourceKind::Node => state.upsert_node(&typed(object)?),
-        ResourceKind::NetworkPolicy => state
-            .upsert_policy(&typed(object)?)
-            .map_err(|e| e.to_string())?,
-        ResourceKind::Pod => state.upsert_pod(&typed(object)?),
-        ResourceKind::Service => state.upsert_service(&typed(object)?),
-        ResourceKind::EndpointSlice => state.upsert_endpoint_slice(&typed(object)?),
+    match object {
+        Typed::Namespace(o) => state.upsert_namespace(&o),
+        Typed::Node(o) => state.upsert_node(&o),
+        Typed::NetworkPolicy(o) => state.upsert_policy(&o)?,
+        Typed::Pod(o) => state.upsert_pod(&o),
+        Typed::Service(o) => state.upsert_service(&o),
+        Typed::EndpointSlice(o) => state.upsert_endpoint_slice(&o),
     }
     Ok(())
 }

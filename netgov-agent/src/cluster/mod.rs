@@ -1,13 +1,12 @@
 //! Cluster state for the agent: who an IP is (pod, workload, node,
 //! service) and the policies that apply, kept current.
 //!
-//! Two sources fill the same [`crate::policy::ClusterState`] and report the
+//! Two sources fill the same [`crate::state::ClusterState`] and report the
 //! same [`ClusterHealth`]: the Kubernetes API ([`kube_source`]) and
 //! manifest files ([`file_source`]).
 
 pub mod file_source;
 pub mod kube_source;
-pub mod workload;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -69,6 +68,15 @@ impl ResourceKind {
             ResourceKind::Service => of::<core::v1::Service>(),
             ResourceKind::EndpointSlice => of::<discovery::v1::EndpointSlice>(),
         }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for ResourceKind {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.name())
     }
 }
 

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 use super::ResourceKind;
 use super::file_source::FileSource;
-use crate::policy::{Decision, FlowProtocol, FlowQuery, evaluate};
+use crate::policy::{Decision, FlowQuery, evaluate};
+use crate::state::Protocol;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("netgov-cluster-{tag}-{}", std::process::id()));
@@ -23,7 +24,7 @@ fn b_to_a(source: &FileSource) -> Decision {
     let flow = FlowQuery {
         src: "10.9.0.2".parse::<IpAddr>().expect("ip"),
         dst: "10.9.0.1".parse().expect("ip"),
-        protocol: FlowProtocol::Tcp,
+        protocol: Protocol::Tcp,
         dst_port: 80,
     };
     evaluate(&state, &flow).verdict
@@ -90,9 +91,9 @@ fn unreadable_files_fail_the_first_load() {
     let dir = temp_dir("broken");
     std::fs::write(dir.join("pods.yaml"), "kind: Pod\nmetadata: {name: [\n").expect("write");
     let errors = FileSource::open(vec![dir.clone()]).expect_err("syntax error");
-    assert!(errors[0].to_string().contains("pods.yaml"));
+    assert!(errors.errors[0].to_string().contains("pods.yaml"));
     let errors = FileSource::open(vec![dir.join("missing.yaml")]).expect_err("missing");
-    assert!(errors[0].to_string().contains("missing.yaml"));
+    assert!(errors.errors[0].to_string().contains("missing.yaml"));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use super::{ClusterState, FlowProtocol, FlowQuery, Verdict, evaluate};
+use super::{FlowQuery, Verdict, evaluate};
+use crate::state::{ClusterState, Protocol};
 
 /// A flow that cannot be judged as given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,14 +108,14 @@ pub fn parse_json_flow(
             })
     };
     let protocol_text = text("protocol")?;
-    let protocol = FlowProtocol::parse(protocol_text).ok_or_else(|| FlowError::Field {
+    let protocol = Protocol::parse(protocol_text).ok_or_else(|| FlowError::Field {
         origin: origin.to_owned(),
         field: "protocol",
         reason: format!("`{protocol_text}` is not TCP, UDP, SCTP, ICMP or ICMPv6"),
     })?;
-    let dst_port = match (protocol.port_protocol(), input.get("dst_port")) {
-        (None, _) => 0,
-        (Some(_), Some(port)) => port
+    let dst_port = match (protocol.has_ports(), input.get("dst_port")) {
+        (false, _) => 0,
+        (true, Some(port)) => port
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
@@ -123,7 +124,7 @@ pub fn parse_json_flow(
                 field: "dst_port",
                 reason: format!("{port} is not a port (1-65535)"),
             })?,
-        (Some(_), None) => {
+        (true, None) => {
             return Err(FlowError::Field {
                 origin: origin.to_owned(),
                 field: "dst_port",
@@ -170,8 +171,7 @@ pub fn parse_flow_flag(
     };
     let (src, rest) = text.split_once("->").ok_or_else(syntax)?;
     let (destination, protocol) = rest.trim().rsplit_once('/').ok_or_else(syntax)?;
-    let (dst, port) = if FlowProtocol::parse(protocol).is_some_and(|p| p.port_protocol().is_none())
-    {
+    let (dst, port) = if Protocol::parse(protocol).is_some_and(|p| !p.has_ports()) {
         (destination, None)
     } else {
         let (dst, port) = destination.rsplit_once(':').ok_or_else(syntax)?;
@@ -245,8 +245,8 @@ struct BorrowedFlow<'a> {
 
 fn fast_parse<'a>(cluster: &ClusterState, line: &'a str) -> Option<(FlowQuery, FlowText<'a>)> {
     let flow: BorrowedFlow<'a> = serde_json::from_str(line).ok()?;
-    let protocol = FlowProtocol::parse(flow.protocol)?;
-    let dst_port = match protocol.port_protocol() {
+    let protocol = Protocol::parse(flow.protocol)?;
+    let dst_port = match protocol.has_ports().then_some(protocol) {
         None => 0,
         Some(_) => u16::try_from(flow.dst_port?).ok().filter(|p| *p > 0)?,
     };
@@ -310,7 +310,7 @@ fn side_text(side: &super::evaluate::SideVerdict) -> String {
 
 /// One table row.
 pub fn table_row(input: &FlowText<'_>, query: &FlowQuery, verdict: &Verdict) -> String {
-    let port = match query.protocol.port_protocol() {
+    let port = match query.protocol.has_ports().then_some(query.protocol) {
         Some(_) => format!("{}/{:?}", query.dst_port, query.protocol).to_uppercase(),
         None => format!("{:?}", query.protocol).to_uppercase(),
     };

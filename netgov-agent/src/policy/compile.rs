@@ -7,32 +7,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::selector::Selector;
 use super::{Name, PolicyError};
-
-/// A transport protocol NetworkPolicy ports can name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum PortProtocol {
-    /// TCP (the default).
-    #[serde(rename = "TCP")]
-    Tcp,
-    /// UDP.
-    #[serde(rename = "UDP")]
-    Udp,
-    /// SCTP.
-    #[serde(rename = "SCTP")]
-    Sctp,
-}
-
-impl PortProtocol {
-    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`).
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "TCP" => Some(Self::Tcp),
-            "UDP" => Some(Self::Udp),
-            "SCTP" => Some(Self::Sctp),
-            _ => None,
-        }
-    }
-}
+use crate::state::Protocol;
 
 /// Which ports of a protocol a rule admits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +24,7 @@ pub enum PortSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortMatch {
     /// Protocol (defaults to TCP).
-    pub protocol: PortProtocol,
+    pub protocol: Protocol,
     /// Ports.
     pub port: PortSpec,
 }
@@ -304,8 +279,8 @@ fn compile_port(
         reason,
     };
     let protocol = match port.protocol.as_deref() {
-        None => PortProtocol::Tcp,
-        Some(text) => PortProtocol::parse(text).ok_or_else(|| {
+        None => Protocol::Tcp,
+        Some(text) => Protocol::parse_port_protocol(text).ok_or_else(|| {
             invalid(
                 format!("{field}.protocol"),
                 format!("unknown protocol `{text}` (TCP, UDP, SCTP)"),

@@ -9,54 +9,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use super::Name;
-use super::cluster::{ClusterState, PodInfo, Resolved, ServiceInfo};
-use super::compile::{
-    CompiledPolicy, NamespaceScope, Peer, PortMatch, PortProtocol, PortSpec, Rule,
+use super::compile::{CompiledPolicy, NamespaceScope, Peer, PortMatch, PortSpec, Rule};
+use crate::state::{
+    ClusterState, Direction, PodInfo, Protocol, Resolved, ServiceInfo, string_enum,
 };
-
-/// Protocol of a flow to judge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum FlowProtocol {
-    /// TCP.
-    #[serde(rename = "TCP")]
-    Tcp,
-    /// UDP.
-    #[serde(rename = "UDP")]
-    Udp,
-    /// SCTP.
-    #[serde(rename = "SCTP")]
-    Sctp,
-    /// ICMP.
-    #[serde(rename = "ICMP")]
-    Icmp,
-    /// ICMPv6.
-    #[serde(rename = "ICMPv6")]
-    Icmpv6,
-}
-
-impl FlowProtocol {
-    /// Parses `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6` (any case).
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.to_ascii_uppercase().as_str() {
-            "TCP" => Some(Self::Tcp),
-            "UDP" => Some(Self::Udp),
-            "SCTP" => Some(Self::Sctp),
-            "ICMP" => Some(Self::Icmp),
-            "ICMPV6" => Some(Self::Icmpv6),
-            _ => None,
-        }
-    }
-
-    /// The NetworkPolicy protocol, for the three policies can name.
-    pub fn port_protocol(self) -> Option<PortProtocol> {
-        match self {
-            Self::Tcp => Some(PortProtocol::Tcp),
-            Self::Udp => Some(PortProtocol::Udp),
-            Self::Sctp => Some(PortProtocol::Sctp),
-            Self::Icmp | Self::Icmpv6 => None,
-        }
-    }
-}
 
 /// A flow to judge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,22 +22,22 @@ pub struct FlowQuery {
     /// Destination address.
     pub dst: IpAddr,
     /// Protocol.
-    pub protocol: FlowProtocol,
+    pub protocol: Protocol,
     /// Destination port (ignored for ICMP).
     pub dst_port: u16,
 }
 
-/// The answer for a flow or one side of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Decision {
-    /// Policies allow it (or nothing isolates the pod).
-    Allow,
-    /// Policies isolate the pod and no rule admits the flow.
-    Deny,
-    /// NetworkPolicy does not govern it: a node or hostNetwork pod is an
-    /// end, or no end is a pod.
-    NotApplicable,
+string_enum! {
+    /// The answer for a flow or one side of it.
+    pub enum Decision {
+        /// Policies allow it (or nothing isolates the pod).
+        Allow => "allow",
+        /// Policies isolate the pod and no rule admits the flow.
+        Deny => "deny",
+        /// NetworkPolicy does not govern it: a node or hostNetwork pod is
+        /// an end, or no end is a pod.
+        NotApplicable => "not-applicable",
+    }
 }
 
 /// A rule that admitted a flow.
@@ -218,8 +174,22 @@ fn combine(egress: Decision, ingress: Decision) -> Decision {
 
 /// Judges `flow` against `cluster`.
 pub fn evaluate(cluster: &ClusterState, flow: &FlowQuery) -> Verdict {
-    let source = cluster.resolve(flow.src);
-    let destination = cluster.resolve(flow.dst);
+    evaluate_resolved(
+        cluster,
+        flow,
+        cluster.resolve(flow.src),
+        cluster.resolve(flow.dst),
+    )
+}
+
+/// Judges `flow` whose ends the caller already resolved (the agent
+/// resolves each end once per judgement and reuses it).
+pub fn evaluate_resolved(
+    cluster: &ClusterState,
+    flow: &FlowQuery,
+    source: Resolved<'_>,
+    destination: Resolved<'_>,
+) -> Verdict {
     let mut verdict = match destination {
         Resolved::Service(service) => evaluate_service(cluster, flow, source, service),
         _ => {
@@ -302,7 +272,7 @@ fn evaluate_service(
         backends: Vec::new(),
         backends_disagree: false,
     };
-    let Some(protocol) = flow.protocol.port_protocol() else {
+    let Some(protocol) = flow.protocol.has_ports().then_some(flow.protocol) else {
         return not_applicable(format!(
             "Service {}/{} carries no ICMP to its backends",
             service.namespace, service.name
@@ -423,15 +393,9 @@ fn judge_pod(
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Ingress,
-    Egress,
-}
-
 struct Target<'a> {
     cluster: &'a ClusterState,
-    protocol: FlowProtocol,
+    protocol: Protocol,
     port: u16,
     destination_pod: Option<&'a PodInfo>,
 }
@@ -450,7 +414,7 @@ fn ports_admit(target: &Target<'_>, ports: Option<&[PortMatch]>) -> bool {
     let Some(ports) = ports else {
         return true;
     };
-    let Some(protocol) = target.protocol.port_protocol() else {
+    let Some(protocol) = target.protocol.has_ports().then_some(target.protocol) else {
         // Rules with ports only admit TCP, UDP and SCTP.
         return false;
     };

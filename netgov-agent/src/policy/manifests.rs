@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ClusterState;
+use crate::state::ClusterState;
 
 /// A supported object.
 #[derive(Clone, Debug)]

@@ -26,18 +26,15 @@
 //!   verdict is `deny` and says so.
 
 pub mod check;
-pub mod cluster;
 pub mod compile;
 pub mod evaluate;
 pub mod manifests;
 pub mod selector;
 
-pub use cluster::ClusterState;
-
 /// A shared name (`namespace/name`, a namespace, a pod name): verdicts
 /// carry these by reference count instead of copying strings.
 pub type Name = std::sync::Arc<str>;
-pub use evaluate::{Decision, FlowProtocol, FlowQuery, Verdict, evaluate};
+pub use evaluate::{Decision, FlowQuery, Verdict, evaluate};
 
 /// An object the engine cannot use.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

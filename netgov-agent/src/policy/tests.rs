@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::manifests::{Manifests, parse_file};
 use super::*;
+use crate::state::{ClusterState, Protocol};
 
 /// Builds a cluster from YAML documents; panics on any error.
 fn cluster(yaml: &str) -> ClusterState {
@@ -38,7 +39,7 @@ fn policy(namespace: &str, name: &str, spec: &str) -> String {
 }
 
 /// A flow `src -> dst:port/proto`.
-fn flow(src: &str, dst: &str, protocol: FlowProtocol, port: u16) -> FlowQuery {
+fn flow(src: &str, dst: &str, protocol: Protocol, port: u16) -> FlowQuery {
     FlowQuery {
         src: src.parse::<IpAddr>().expect("ip"),
         dst: dst.parse().expect("ip"),
@@ -47,7 +48,7 @@ fn flow(src: &str, dst: &str, protocol: FlowProtocol, port: u16) -> FlowQuery {
     }
 }
 
-use FlowProtocol::{Icmp, Sctp, Tcp, Udp};
+use Protocol::{Icmp, Sctp, Tcp, Udp};
 
 /// The base cluster of most rows: namespaces `prod` (env=prod) and `dev`
 /// (env=dev), pods `prod/api` (app=api, 10.0.1.1), `prod/web` (app=web,

@@ -108,15 +108,6 @@ pub fn http_get(node: &Netns, path: &str) -> (u16, String) {
     try_get(node, path).expect("the agent answers HTTP")
 }
 
-/// A sample of `name` whose labels include `labels`.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .find(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+/// The sum of the samples of `name` whose labels include `labels`.
+#[allow(unused_imports)] // not every test binary reads metrics
+pub use netgov_testbed::metrics_text::sample as metric;

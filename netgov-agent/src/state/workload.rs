@@ -17,6 +17,8 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
+use crate::policy::Name;
+
 /// A workload: the kind and name of a pod's top owner.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Workload {
@@ -24,7 +26,7 @@ pub struct Workload {
     /// `ReplicaSet`, ..., or `Pod` for a bare pod.
     pub kind: String,
     /// The owner's name.
-    pub name: String,
+    pub name: Name,
 }
 
 /// Minimum digits of a CronJob-created Job's suffix (minutes since the
@@ -35,13 +37,13 @@ const CRONJOB_SUFFIX_MIN_DIGITS: usize = 8;
 ///
 /// # Examples
 /// ```
-/// use netgov_agent::cluster::workload::workload_of;
+/// use netgov_agent::state::workload::workload_of;
 /// let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_str(r#"{
 ///   "metadata": {"name": "api-7d4b9c-x2k4p", "labels": {"pod-template-hash": "7d4b9c"},
 ///     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d4b9c",
 ///       "uid": "1", "controller": true}]}}"#).unwrap();
 /// let workload = workload_of(&pod);
-/// assert_eq!((workload.kind.as_str(), workload.name.as_str()), ("Deployment", "api"));
+/// assert_eq!((workload.kind.as_str(), &*workload.name), ("Deployment", "api"));
 /// ```
 pub fn workload_of(pod: &Pod) -> Workload {
     let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
@@ -52,7 +54,7 @@ pub fn workload_of(pod: &Pod) -> Workload {
     let Some(owner) = owner else {
         return Workload {
             kind: "Pod".into(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
+            name: Name::from(pod.metadata.name.as_deref().unwrap_or_default()),
         };
     };
     let workload = |kind: &str, name: &str| Workload {
@@ -186,7 +188,7 @@ mod tests {
         for (pod, (kind, name)) in rows {
             let workload = workload_of(&pod);
             assert_eq!(
-                (workload.kind.as_str(), workload.name.as_str()),
+                (workload.kind.as_str(), &*workload.name),
                 (kind, name),
                 "{:?}",
                 pod.metadata.name

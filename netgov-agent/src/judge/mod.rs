@@ -22,52 +22,38 @@
 //! isolation talking to the world is flagged too: not denied is not
 //! expected.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::config::AgentConfig;
-use crate::capture::record::{FlowRecord, Protocol, Role};
-use crate::policy::cluster::Resolved;
-use crate::policy::evaluate::{EndpointKind, egress_names_destination};
-use crate::policy::{ClusterState, Decision, FlowProtocol, FlowQuery, Verdict, evaluate};
+use crate::capture::record::{FlowRecord, Role};
+use crate::config::AgentConfig;
+use crate::policy::evaluate::{egress_names_destination, evaluate_resolved};
+use crate::policy::{Decision, FlowQuery, Verdict};
+use crate::state::{ClusterState, Identity, Resolved, string_enum};
 
-/// Which side's policies deny a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeniedBy {
-    /// The source's egress.
-    Egress,
-    /// The destination's ingress.
-    Ingress,
-    /// Both.
-    Both,
+string_enum! {
+    /// Which side's policies deny a flow.
+    pub enum DeniedBy {
+        /// The source's egress.
+        Egress => "egress",
+        /// The destination's ingress.
+        Ingress => "ingress",
+        /// Both.
+        Both => "both",
+    }
 }
 
-/// Whether the network enforced a denied flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    /// The denied traffic got through.
-    Gap,
-    /// Only the initiator's attempts were seen.
-    Enforced,
-    /// Not enough seen yet.
-    Unknown,
-}
-
-/// Who an end of a flow is, for labels and the flow log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    /// Namespace (`""` outside the cluster or for nodes).
-    pub namespace: String,
-    /// Pod name, when a pod.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    /// Workload name: the pod's top owner, `world` outside the cluster, the
-    /// node name (or `host`) for nodes, the service name for services.
-    pub workload: String,
+string_enum! {
+    /// Whether the network enforced a denied flow.
+    pub enum Enforcement {
+        /// The denied traffic got through.
+        Gap => "gap",
+        /// Only the initiator's attempts were seen.
+        Enforced => "enforced",
+        /// Not enough seen yet.
+        Unknown => "unknown",
+    }
 }
 
 /// The judgement of one observed flow.
@@ -98,53 +84,23 @@ pub struct NodeContext {
     pub node_name: Option<String>,
 }
 
-fn flow_protocol(protocol: Protocol) -> Option<FlowProtocol> {
-    match protocol {
-        Protocol::Tcp => Some(FlowProtocol::Tcp),
-        Protocol::Udp => Some(FlowProtocol::Udp),
-        Protocol::Sctp => Some(FlowProtocol::Sctp),
-        Protocol::Icmp => Some(FlowProtocol::Icmp),
-        Protocol::Icmpv6 => Some(FlowProtocol::Icmpv6),
-        Protocol::Other(_) => None,
-    }
-}
-
-/// The policy question a record asks.
+/// The policy question a record asks: `None` for protocols the datapath
+/// does not aggregate (the agent does not judge them).
 pub fn query_of(record: &FlowRecord) -> Option<FlowQuery> {
+    if matches!(record.protocol, crate::state::Protocol::Other(_)) {
+        return None;
+    }
     Some(FlowQuery {
         src: record.src,
         dst: record.dst,
-        protocol: flow_protocol(record.protocol)?,
+        protocol: record.protocol,
         dst_port: record.dst_port,
     })
 }
 
-fn identity(cluster: &ClusterState, ip: IpAddr) -> Identity {
-    match cluster.resolve(ip) {
-        Resolved::Pod(pod) => Identity {
-            namespace: pod.namespace.to_string(),
-            pod: Some(pod.name.to_string()),
-            workload: pod.workload.name.clone(),
-        },
-        Resolved::Host(node) => Identity {
-            namespace: String::new(),
-            pod: None,
-            workload: node.unwrap_or("host").to_owned(),
-        },
-        Resolved::Service(service) => Identity {
-            namespace: service.namespace.clone(),
-            pod: None,
-            workload: service.name.clone(),
-        },
-        Resolved::External => Identity {
-            namespace: String::new(),
-            pod: None,
-            workload: crate::export::metrics::WORLD.to_owned(),
-        },
-    }
-}
-
-/// Judges `record`. `age` is how long ago its first packet was seen.
+/// Judges `record`. `age` is how long ago its first packet was seen. Each
+/// end is resolved once; the verdict, enforcement, unexpected egress and
+/// identities all use that resolution.
 pub fn judge(
     record: &FlowRecord,
     cluster: &ClusterState,
@@ -153,7 +109,8 @@ pub fn judge(
     age: Duration,
 ) -> Option<Judgement> {
     let query = query_of(record)?;
-    let verdict = evaluate(cluster, &query);
+    let (source, destination) = (cluster.resolve(record.src), cluster.resolve(record.dst));
+    let verdict = evaluate_resolved(cluster, &query, source, destination);
     let denied_by = match (
         verdict.verdict,
         verdict.egress.verdict,
@@ -164,11 +121,11 @@ pub fn judge(
         (Decision::Deny, _, _) => Some(DeniedBy::Ingress),
         _ => None,
     };
-    let enforcement = denied_by.map(|_| enforcement(record, cluster, config, node, age));
+    let enforcement = denied_by.map(|_| enforcement(record, destination, config, node, age));
     Some(Judgement {
-        unexpected_egress: unexpected_egress(cluster, config, &query),
-        src: identity(cluster, record.src),
-        dst: identity(cluster, record.dst),
+        unexpected_egress: unexpected_egress(cluster, config, &query, source, destination),
+        src: Identity::of(source),
+        dst: Identity::of(destination),
         verdict,
         denied_by,
         enforcement,
@@ -177,7 +134,7 @@ pub fn judge(
 
 fn enforcement(
     record: &FlowRecord,
-    cluster: &ClusterState,
+    destination: Resolved<'_>,
     config: &AgentConfig,
     node: &NodeContext,
     age: Duration,
@@ -190,7 +147,7 @@ fn enforcement(
     if delivered || answered {
         return Enforcement::Gap;
     }
-    let destination_local = match cluster.resolve(record.dst) {
+    let destination_local = match destination {
         Resolved::Pod(pod) => pod.node.is_some() && pod.node == node.node_name,
         _ => false,
     };
@@ -204,11 +161,17 @@ fn enforcement(
     }
 }
 
-fn unexpected_egress(cluster: &ClusterState, config: &AgentConfig, query: &FlowQuery) -> bool {
-    let Resolved::Pod(source) = cluster.resolve(query.src) else {
+fn unexpected_egress(
+    cluster: &ClusterState,
+    config: &AgentConfig,
+    query: &FlowQuery,
+    source: Resolved<'_>,
+    destination: Resolved<'_>,
+) -> bool {
+    let Resolved::Pod(source) = source else {
         return false;
     };
-    if !matches!(cluster.resolve(query.dst), Resolved::External)
+    if !matches!(destination, Resolved::External)
         || config
             .cluster_cidrs
             .iter()
@@ -224,16 +187,14 @@ fn unexpected_egress(cluster: &ClusterState, config: &AgentConfig, query: &FlowQ
             && entry
                 .workload
                 .as_ref()
-                .is_none_or(|w| *w == source.workload.name)
+                .is_none_or(|w| **w == *source.workload.name)
             && entry.cidrs.iter().any(|cidr| cidr.contains(&query.dst))
             && (entry.ports.is_empty()
-                || query.protocol.port_protocol().is_some()
+                || query.protocol.has_ports()
                     && entry.ports.iter().any(|r| r.contains(query.dst_port)))
     });
     !listed
 }
 
-/// Whether the destination end of a judgement is outside the cluster.
-pub fn is_world(judgement: &Judgement) -> bool {
-    matches!(judgement.verdict.destination, EndpointKind::External)
-}
+#[cfg(test)]
+mod tests;

@@ -6,21 +6,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::compile::{CompiledPolicy, PortProtocol, compile};
-use super::selector::Labels;
-use super::{Name, PolicyError};
-use crate::cluster::workload::{Workload, workload_of};
+use super::Protocol;
+use super::services::{ServiceInfo, SliceInfo};
+use super::workload::{Workload, workload_of};
+use crate::policy::compile::{CompiledPolicy, compile};
+use crate::policy::selector::Labels;
+use crate::policy::{Name, PolicyError};
 
 /// The label the API server puts on every namespace (since 1.21); added
 /// here when manifests omit it, so selectors on it work offline too.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-/// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A container port a named port can resolve to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +28,7 @@ pub struct NamedPort {
     /// Container port number.
     pub port: u16,
     /// Protocol.
-    pub protocol: PortProtocol,
+    pub protocol: Protocol,
 }
 
 /// A pod as the engine sees it.
@@ -65,47 +63,12 @@ pub struct PodInfo {
 
 impl PodInfo {
     /// The number of the named port `name` for `protocol`, if the pod has it.
-    pub fn named_port(&self, name: &str, protocol: PortProtocol) -> Option<u16> {
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
         self.named_ports
             .iter()
             .find(|p| p.name == name && p.protocol == protocol)
             .map(|p| p.port)
     }
-}
-
-/// A Service port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServicePortInfo {
-    /// Port name (empty for a single unnamed port).
-    pub name: String,
-    /// The port clients connect to.
-    pub port: u16,
-    /// Protocol.
-    pub protocol: PortProtocol,
-    /// `targetPort`: a number or a container port name.
-    pub target: IntOrString,
-}
-
-/// A Service with cluster IPs.
-#[derive(Clone, Debug)]
-pub struct ServiceInfo {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Ports.
-    pub ports: Vec<ServicePortInfo>,
-}
-
-/// An EndpointSlice reduced to what resolution needs.
-#[derive(Clone, Debug)]
-pub struct SliceInfo {
-    /// The Service it belongs to.
-    pub service: String,
-    /// `(name, port, protocol)` of each slice port.
-    pub ports: Vec<(String, u16, PortProtocol)>,
-    /// Addresses of ready endpoints.
-    pub addresses: Vec<IpAddr>,
 }
 
 /// What an IP address is.
@@ -123,34 +86,34 @@ pub enum Resolved<'a> {
 }
 
 /// Object identity `namespace/name`.
-type Key = (String, String);
+pub(super) type Key = (String, String);
 
 /// The indexed cluster state.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    namespaces: HashMap<String, Labels>,
-    pods: Vec<Option<PodInfo>>,
-    free_pod_slots: Vec<usize>,
-    pod_slots: HashMap<Key, usize>,
-    pods_by_namespace: HashMap<String, HashSet<usize>>,
-    pod_by_ip: HashMap<IpAddr, usize>,
+    pub(super) namespaces: HashMap<String, Labels>,
+    pub(super) pods: Vec<Option<PodInfo>>,
+    pub(super) free_pod_slots: Vec<usize>,
+    pub(super) pod_slots: HashMap<Key, usize>,
+    pub(super) pods_by_namespace: HashMap<String, HashSet<usize>>,
+    pub(super) pod_by_ip: HashMap<IpAddr, usize>,
     /// Every pod that claims an IP, so the IP falls back to another
     /// claimant when its owner goes.
-    ip_claimants: HashMap<IpAddr, Vec<usize>>,
-    pod_arrivals: u64,
-    host_network_ips: HashMap<IpAddr, HashSet<Key>>,
-    node_ips: HashMap<String, Vec<IpAddr>>,
-    node_by_ip: HashMap<IpAddr, String>,
-    services: HashMap<Key, Arc<ServiceInfo>>,
-    service_by_ip: HashMap<IpAddr, Key>,
-    slices: HashMap<Key, SliceInfo>,
-    policies: HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>,
-    policy_errors: BTreeMap<String, PolicyError>,
+    pub(super) ip_claimants: HashMap<IpAddr, Vec<usize>>,
+    pub(super) pod_arrivals: u64,
+    pub(super) host_network_ips: HashMap<IpAddr, HashSet<Key>>,
+    pub(super) node_ips: HashMap<String, Vec<IpAddr>>,
+    pub(super) node_by_ip: HashMap<IpAddr, String>,
+    pub(super) services: HashMap<Key, Arc<ServiceInfo>>,
+    pub(super) service_by_ip: HashMap<IpAddr, Key>,
+    pub(super) slices: HashMap<Key, SliceInfo>,
+    pub(super) policies: HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>,
+    pub(super) policy_errors: BTreeMap<String, PolicyError>,
     /// Bumped on every change; caches of verdicts compare it.
-    generation: u64,
+    pub(super) generation: u64,
 }
 
-fn key_of(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+pub(super) fn key_of(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
     (
         metadata
             .namespace
@@ -335,7 +298,9 @@ impl ClusterState {
                 Some(NamedPort {
                     name: p.name.clone()?,
                     port: u16::try_from(p.container_port).ok()?,
-                    protocol: PortProtocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
+                    protocol: Protocol::parse_port_protocol(
+                        p.protocol.as_deref().unwrap_or("TCP"),
+                    )?,
                 })
             })
             .collect();
@@ -495,117 +460,6 @@ impl ClusterState {
             }
         }
         self.generation += 1;
-    }
-
-    /// Adds or replaces a Service (headless services have no cluster IP and
-    /// resolve nothing).
-    pub fn upsert_service(&mut self, service: &Service) {
-        let key = key_of(&service.metadata);
-        self.delete_service(&key.0, &key.1);
-        let spec = service.spec.clone().unwrap_or_default();
-        let mut ips: Vec<IpAddr> = spec
-            .cluster_ips
-            .iter()
-            .flatten()
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        if ips.is_empty()
-            && let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
-        {
-            ips.push(ip);
-        }
-        let ports = spec
-            .ports
-            .iter()
-            .flatten()
-            .filter_map(|p| {
-                Some(ServicePortInfo {
-                    name: p.name.clone().unwrap_or_default(),
-                    port: u16::try_from(p.port).ok()?,
-                    protocol: PortProtocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
-                    target: p.target_port.clone().unwrap_or(IntOrString::Int(p.port)),
-                })
-            })
-            .collect();
-        let info = Arc::new(ServiceInfo {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            ports,
-        });
-        for ip in ips {
-            self.service_by_ip.insert(ip, key.clone());
-        }
-        self.services.insert(key, info);
-        self.generation += 1;
-    }
-
-    /// Removes a Service.
-    pub fn delete_service(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        if self.services.remove(&key).is_some() {
-            self.service_by_ip.retain(|_, owner| *owner != key);
-        }
-        self.generation += 1;
-    }
-
-    /// Adds or replaces an EndpointSlice (ready endpoints only; an endpoint
-    /// without conditions counts as ready, as upstream).
-    pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
-        let key = key_of(&slice.metadata);
-        let service = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .cloned()
-            .unwrap_or_default();
-        let ports = slice
-            .ports
-            .iter()
-            .flatten()
-            .filter_map(|p| {
-                Some((
-                    p.name.clone().unwrap_or_default(),
-                    u16::try_from(p.port?).ok()?,
-                    PortProtocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
-                ))
-            })
-            .collect();
-        let addresses = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .flat_map(|e| e.addresses.iter())
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        self.slices.insert(
-            key,
-            SliceInfo {
-                service,
-                ports,
-                addresses,
-            },
-        );
-        self.generation += 1;
-    }
-
-    /// Removes an EndpointSlice.
-    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
-        self.slices.remove(&(namespace.to_owned(), name.to_owned()));
-        self.generation += 1;
-    }
-
-    /// The slices of Service `namespace/service`.
-    pub fn slices_of<'a>(
-        &'a self,
-        namespace: &'a str,
-        service: &'a str,
-    ) -> impl Iterator<Item = &'a SliceInfo> {
-        self.slices
-            .iter()
-            .filter(move |((ns, _), slice)| ns == namespace && slice.service == service)
-            .map(|(_, slice)| slice)
     }
 
     /// What `ip` is.

@@ -87,11 +87,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML does not parse or does not fit the schema.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {field}: {reason}")]
     Syntax {
         /// The file.
         path: String,
-        /// The parser's message, with the field's path.
+        /// The field's path in the file (`(top level)` for the document).
+        field: String,
+        /// The parser's message.
         reason: String,
     },
     /// A value is invalid.
@@ -107,7 +109,11 @@ pub enum ConfigError {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping with clusterCIDRs, expectedEgress, maxWorkloads, answerWindowSeconds"
+)]
 struct RawConfig {
     #[serde(default, rename = "clusterCIDRs")]
     cluster_cidrs: Vec<String>,
@@ -118,7 +124,11 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping with namespace, workload, cidrs, ports"
+)]
 struct RawExpectedEgress {
     namespace: String,
     workload: Option<String>,
@@ -150,7 +160,11 @@ impl AgentConfig {
         let raw: RawConfig =
             serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError::Syntax {
                 path: origin.to_owned(),
-                reason: format!("{}: {}", e.path(), e.inner()),
+                field: match e.path().to_string() {
+                    root if root == "." => "(top level)".to_owned(),
+                    field => field,
+                },
+                reason: e.inner().to_string(),
             })?;
         let invalid = |field: String, reason: String| ConfigError::Invalid {
             path: origin.to_owned(),
@@ -305,6 +319,8 @@ mod tests {
                 "expectedEgress[0]",
             ),
             ("clusterCidrs: []", "clusterCidrs"),
+            ("vm", "(top level)"),
+            ("expectedEgress: [vm]", "expectedEgress[0]"),
         ];
         for (text, field) in rows {
             let error = AgentConfig::parse(text, "agent.yaml")
@@ -312,6 +328,7 @@ mod tests {
                 .to_string();
             assert!(error.starts_with("agent.yaml: "), "{error}");
             assert!(error.contains(field), "{text}: {error}");
+            assert!(!error.contains("Raw"), "no Rust type names: {error}");
         }
     }
 }

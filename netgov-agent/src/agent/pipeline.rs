@@ -1,0 +1,251 @@
+//! The judge stage's state machine: what was already counted for each
+//! live flow, so that every flow is counted once and a violation once.
+//!
+//! A flow is counted in `netgov_flows_total` when first judged, and again
+//! only if its verdict changes — live flows are judged again whenever the
+//! cluster state (policies, labels, identities) changes, even when no
+//! packet moved. A violation is counted once, when its enforcement is
+//! known (`gap` or `enforced`) or when the flow ends (`unknown` then);
+//! unexpected egress once per flow. The flow log and `/flows` get a flow
+//! when it is first judged, when its verdict or enforcement changes, and
+//! when it ends.
+//!
+//! Each record goes one way: judged once (`judge::judge` resolves each
+//! end once), then handed to the sinks — metrics, flow log, recent flows.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::flow_log::{FlowEntry, FlowLog};
+use super::shared::Shared;
+use crate::capture::record::{EndReason, FlowRecord, Protocol};
+use crate::config::AgentConfig;
+use crate::judge::{Enforcement, Judgement, NodeContext, judge};
+use crate::policy::Decision;
+
+/// What was counted for a flow, and its latest record (to judge it again
+/// when the cluster changes).
+struct Tracked {
+    record: FlowRecord,
+    verdict: Decision,
+    enforcement: Option<Enforcement>,
+    violation_counted: bool,
+    egress_counted: bool,
+}
+
+/// A live flow's identity: its endpoints in canonical order and its
+/// protocol. Neither the orientation nor the first packet's time may be
+/// part of it: both can change while a flow lives (a view observed earlier
+/// is merged later), and the flow would be counted twice. A flow that
+/// ends leaves the tracked set, so a later flow on the same endpoints is
+/// new.
+type FlowId = ((IpAddr, u16), (IpAddr, u16), Protocol);
+
+fn flow_id(record: &FlowRecord) -> FlowId {
+    let (a, b) = ((record.src, record.src_port), (record.dst, record.dst_port));
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    (low, high, record.protocol)
+}
+
+fn unix_now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// The judge stage.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    config: AgentConfig,
+    node: NodeContext,
+    flow_log: Option<FlowLog>,
+    tracked: HashMap<FlowId, Tracked>,
+    /// Cluster generation at the last re-judgement of live flows.
+    generation: u64,
+    /// Workloads with pods at the last look, to drop the series of those
+    /// that are gone.
+    workloads: HashSet<(String, String)>,
+    /// The last flow-log write failed (logged once per run of failures;
+    /// every failed record is counted).
+    log_failing: bool,
+}
+
+impl Pipeline {
+    /// A judge stage with nothing tracked.
+    pub fn new(
+        shared: Arc<Shared>,
+        config: AgentConfig,
+        node: NodeContext,
+        flow_log: Option<FlowLog>,
+    ) -> Self {
+        Self {
+            shared,
+            config,
+            node,
+            flow_log,
+            tracked: HashMap::new(),
+            generation: 0,
+            workloads: HashSet::new(),
+            log_failing: false,
+        }
+    }
+
+    /// Judges every record from `rx` until the capture closes it; every
+    /// second, live flows are judged again if the cluster changed.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<FlowRecord>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                record = rx.recv() => match record {
+                    Some(record) => self.process(record),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_cluster_change(),
+            }
+        }
+    }
+
+    /// When policies, labels or identities changed: judges every live flow
+    /// again, and drops the metric series of workloads that are gone.
+    fn on_cluster_change(&mut self) {
+        let workloads: HashSet<(String, String)> = {
+            let state = self.shared.state();
+            if state.generation() == self.generation {
+                return;
+            }
+            self.generation = state.generation();
+            state
+                .pods()
+                .map(|p| (p.namespace.to_string(), p.workload.name.to_string()))
+                .collect()
+        };
+        let live: Vec<FlowRecord> = self.tracked.values().map(|t| t.record.clone()).collect();
+        for record in live {
+            self.process(record);
+        }
+        if !self.workloads.is_empty() {
+            for (namespace, workload) in self.workloads.difference(&workloads) {
+                self.shared.metrics.forget_workload(namespace, workload);
+            }
+        }
+        self.workloads = workloads;
+    }
+
+    fn process(&mut self, record: FlowRecord) {
+        let ended = record.end_reason != EndReason::Active;
+        let id = flow_id(&record);
+        let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
+        let judgement = judge(&record, &self.shared.state(), &self.config, &self.node, age);
+        let Some(judgement) = judgement else {
+            return;
+        };
+        let previous = self.tracked.get(&id);
+        let verdict_changed = previous.is_some_and(|p| p.verdict != judgement.verdict.verdict);
+        let enforcement_changed = previous.is_some_and(|p| p.enforcement != judgement.enforcement);
+        let counted = Counted {
+            first: previous.is_none(),
+            verdict_changed,
+            // A verdict that changes makes the flow a (new) violation or not.
+            violation: previous.is_some_and(|p| p.violation_counted) && !verdict_changed,
+            egress: previous.is_some_and(|p| p.egress_counted),
+        };
+        let (violation_counted, egress_counted) = self.count(&record, &judgement, &counted, ended);
+        let logged = counted.first || verdict_changed || enforcement_changed || ended;
+        if logged {
+            self.log(&record, &judgement);
+        }
+        // The record goes to the tracked flow (to judge it again when the
+        // cluster changes) and, when logged, to the recent flows: copied
+        // only when both keep it.
+        let recent_record = if ended {
+            self.tracked.remove(&id);
+            Some(record)
+        } else {
+            let (kept, recent_record) = if logged {
+                (record.clone(), Some(record))
+            } else {
+                (record, None)
+            };
+            self.tracked.insert(
+                id,
+                Tracked {
+                    record: kept,
+                    verdict: judgement.verdict.verdict,
+                    enforcement: judgement.enforcement,
+                    violation_counted,
+                    egress_counted,
+                },
+            );
+            recent_record
+        };
+        if let Some(record) = recent_record {
+            self.shared.recent.push(record, judgement);
+        }
+    }
+
+    /// Counts what is new about the flow; returns whether its violation
+    /// and its unexpected egress are counted now.
+    fn count(
+        &self,
+        record: &FlowRecord,
+        judgement: &Judgement,
+        counted: &Counted,
+        ended: bool,
+    ) -> (bool, bool) {
+        let metrics = &self.shared.metrics;
+        let ends = (&judgement.src, &judgement.dst);
+        if counted.first || counted.verdict_changed {
+            metrics.count_flow(ends.0, ends.1, record.protocol, judgement.verdict.verdict);
+        }
+        let mut violation = counted.violation;
+        if let (Some(denied_by), Some(enforcement)) = (judgement.denied_by, judgement.enforcement)
+            && !violation
+            && (enforcement != Enforcement::Unknown || ended)
+        {
+            metrics.count_violation(
+                ends,
+                (record.protocol, record.dst_port),
+                denied_by,
+                enforcement,
+            );
+            violation = true;
+        }
+        let mut egress = counted.egress;
+        if judgement.unexpected_egress && !egress {
+            metrics.count_unexpected_egress(ends.0, record.dst);
+            egress = true;
+        }
+        (violation, egress)
+    }
+
+    fn log(&mut self, record: &FlowRecord, judgement: &Judgement) {
+        let Some(log) = self.flow_log.as_mut() else {
+            return;
+        };
+        match log.write(&FlowEntry::new(record, judgement)) {
+            Ok(()) => {
+                if std::mem::take(&mut self.log_failing) {
+                    tracing::info!("flow log: writing again");
+                }
+            }
+            Err(error) => {
+                self.shared.metrics.count_flow_log_error();
+                if !std::mem::replace(&mut self.log_failing, true) {
+                    tracing::warn!(%error, "flow log: records not written (counted in netgov_flow_log_errors_total)");
+                }
+            }
+        }
+    }
+}
+
+/// What had been counted for a flow before this judgement.
+struct Counted {
+    first: bool,
+    verdict_changed: bool,
+    violation: bool,
+    egress: bool,
+}

@@ -1,0 +1,85 @@
+//! What the agent's tasks share: the cluster state and its health (one
+//! writer: the source), the metrics, the recent flows and readiness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::recent::RecentFlows;
+use crate::cluster::ClusterHealth;
+use crate::export::metrics::Metrics;
+use crate::state::ClusterState;
+
+/// Why the agent is not ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// The eBPF programs are not attached yet.
+    #[error("programs not attached yet")]
+    NotAttached,
+    /// A resource's first list has not completed.
+    #[error("cluster state not synced")]
+    ClusterNotSynced,
+}
+
+/// Shared between the tasks.
+pub struct Shared {
+    /// The cluster state.
+    pub state: Arc<RwLock<ClusterState>>,
+    /// The source's health.
+    pub health: Arc<RwLock<ClusterHealth>>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// The latest judged flows.
+    pub recent: RecentFlows,
+    attached: AtomicBool,
+    /// Serve `/flows` to non-loopback clients too.
+    pub flows_from_anywhere: bool,
+}
+
+impl Shared {
+    /// Nothing attached yet.
+    pub fn new(
+        state: Arc<RwLock<ClusterState>>,
+        health: Arc<RwLock<ClusterHealth>>,
+        metrics: Metrics,
+        flows_from_anywhere: bool,
+    ) -> Self {
+        Self {
+            state,
+            health,
+            metrics,
+            recent: RecentFlows::default(),
+            attached: AtomicBool::new(false),
+            flows_from_anywhere,
+        }
+    }
+
+    /// The programs are attached.
+    pub fn set_attached(&self) {
+        self.attached.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready: programs attached and every resource synced.
+    ///
+    /// # Errors
+    /// The first reason it is not.
+    pub fn ready(&self) -> Result<(), NotReady> {
+        if !self.attached.load(Ordering::Relaxed) {
+            return Err(NotReady::NotAttached);
+        }
+        if !self
+            .health
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready()
+        {
+            return Err(NotReady::ClusterNotSynced);
+        }
+        Ok(())
+    }
+
+    /// A read lock on the cluster state (a poisoned lock still holds a
+    /// consistent state: writers replace whole entries).
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, ClusterState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}

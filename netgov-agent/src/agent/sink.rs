@@ -1,0 +1,71 @@
+//! The capture's sink in the agent: hands flows to the judge without
+//! waiting (a full channel is counted as lost at stage `evaluate`), and
+//! turns the capture's health into metrics.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::shared::Shared;
+use crate::capture::record::FlowRecord;
+use crate::capture::{CaptureError, CaptureHealth, FlowSink};
+use crate::export::metrics::LossStage;
+
+/// Feeds the judge.
+pub struct AgentSink {
+    tx: mpsc::Sender<FlowRecord>,
+    shared: Arc<Shared>,
+    previous: CaptureHealth,
+}
+
+impl AgentSink {
+    /// A sink sending to `tx`.
+    pub fn new(tx: mpsc::Sender<FlowRecord>, shared: Arc<Shared>) -> Self {
+        Self {
+            tx,
+            shared,
+            previous: CaptureHealth::default(),
+        }
+    }
+
+    fn send(&self, record: FlowRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.shared.metrics.count_lost(LossStage::Evaluate, 1);
+        }
+    }
+}
+
+impl FlowSink for AgentSink {
+    fn ended(&mut self, records: Vec<FlowRecord>) -> Result<(), CaptureError> {
+        records.into_iter().for_each(|r| self.send(r));
+        Ok(())
+    }
+
+    fn live(&mut self, records: Vec<FlowRecord>) {
+        records.into_iter().for_each(|r| self.send(r));
+    }
+
+    fn health(&mut self, health: &CaptureHealth) {
+        let metrics = &self.shared.metrics;
+        let delta = |now: u64, before: u64| now.saturating_sub(before);
+        metrics.record_capture(
+            health.attached_interfaces,
+            health.flow_table_entries,
+            delta(
+                health.table_losses.kernel_evictions,
+                self.previous.table_losses.kernel_evictions,
+            ),
+        );
+        for (stage, counter) in [
+            (LossStage::KernelRingbuf, "ringbuf_drops"),
+            (LossStage::KernelFlowMap, "flow_map_update_failures"),
+            (LossStage::KernelFragments, "fragments_unmatched"),
+            (LossStage::KernelParse, "parse_errors"),
+        ] {
+            let now = health.kernel.get(counter).copied().unwrap_or(0);
+            let before = self.previous.kernel.get(counter).copied().unwrap_or(0);
+            metrics.count_lost(stage, delta(now, before));
+        }
+        self.previous = health.clone();
+    }
+}

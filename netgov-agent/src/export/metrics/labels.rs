@@ -1,0 +1,86 @@
+//! The label sets of the agent's metrics. Every value with a fixed set of
+//! spellings is a typed enum ([`Protocol`], [`Decision`], [`DeniedBy`],
+//! [`Enforcement`], [`Direction`], [`LossStage`], [`ResourceKind`]) that
+//! encodes itself; only names (namespaces, workloads) and ports are text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::cluster::ResourceKind;
+use crate::judge::{DeniedBy, Enforcement};
+use crate::policy::Decision;
+use crate::state::{Direction, Protocol, string_enum};
+
+string_enum! {
+    /// Where in the pipeline events were lost.
+    pub enum LossStage {
+        /// The kernel's ring buffer was full.
+        KernelRingbuf => "kernel_ringbuf",
+        /// The kernel flow map was full.
+        KernelFlowMap => "kernel_flow_map",
+        /// A fragment whose first fragment was not seen.
+        KernelFragments => "kernel_fragments",
+        /// A packet the kernel program could not parse.
+        KernelParse => "kernel_parse",
+        /// The capture → judge channel was full.
+        Evaluate => "evaluate",
+    }
+}
+
+/// Labels of `netgov_flows_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct FlowLabels {
+    pub src_namespace: String,
+    pub src_workload: String,
+    pub dst_namespace: String,
+    pub dst_workload: String,
+    pub protocol: Protocol,
+    pub verdict: Decision,
+}
+
+/// Labels of `netgov_policy_violations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct ViolationLabels {
+    pub src_namespace: String,
+    pub src_workload: String,
+    pub dst_namespace: String,
+    pub dst_workload: String,
+    pub protocol: Protocol,
+    /// The port, `""` for protocols without ports, or `_overflow`.
+    pub dst_port: String,
+    pub denied_by: DeniedBy,
+    pub enforcement: Enforcement,
+}
+
+/// Labels of `netgov_unexpected_egress_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct EgressLabels {
+    pub src_namespace: String,
+    pub src_workload: String,
+    /// The destination, aggregated (see [`super::aggregate_destination`]).
+    pub destination: String,
+}
+
+/// Labels of `netgov_unprotected_pods`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PostureLabels {
+    pub namespace: String,
+    pub direction: Direction,
+}
+
+/// Labels of `netgov_events_lost_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct StageLabels {
+    pub stage: LossStage,
+}
+
+/// Labels of `netgov_namespace_governed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NamespaceLabels {
+    pub namespace: String,
+}
+
+/// Labels of the cluster-state health metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ResourceLabels {
+    pub resource: ResourceKind,
+}

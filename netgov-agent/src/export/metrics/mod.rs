@@ -1,0 +1,383 @@
+//! The agent's Prometheus metrics: one [`Metrics`] owning a `netgov_`
+//! prefixed registry with typed label sets.
+//!
+//! The names and labels of the judgement metrics are fixed — alerts and
+//! dashboards depend on them:
+//!
+//! - `netgov_flows_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,verdict}`
+//! - `netgov_policy_violations_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,dst_port,denied_by,enforcement}`
+//! - `netgov_unexpected_egress_total{src_namespace,src_workload,destination}`
+//! - `netgov_unprotected_pods{namespace,direction}`
+//!
+//! Counters count flows (connections), not packets. Destinations outside
+//! the cluster appear as `dst_namespace=""`, `dst_workload="world"`.
+//! Cardinality is bounded: labels carry workloads, not pods; outside
+//! destinations are aggregated (IPv4 /24, IPv6 /64); and at most
+//! `max_workloads` distinct `(namespace, workload)` values are used, the
+//! rest reported as workload `_overflow`. The series of a deleted workload
+//! are removed with [`Metrics::forget_workload`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+mod labels;
+mod series;
+
+pub use labels::LossStage;
+use labels::{
+    EgressLabels, FlowLabels, NamespaceLabels, PostureLabels, ResourceLabels, StageLabels,
+    ViolationLabels,
+};
+use series::{SeriesIndex, count_series};
+
+use crate::cluster::ResourceKind;
+use crate::judge::{DeniedBy, Enforcement};
+use crate::policy::Decision;
+use crate::state::{Direction, Identity, Protocol};
+
+/// The workload label used past the cardinality cap, and the `dst_port`
+/// label past [`MAX_PORTS_PER_PAIR`].
+pub const OVERFLOW: &str = "_overflow";
+/// Distinct `dst_port` values of `netgov_policy_violations_total` per
+/// workload pair; further ports are counted as `dst_port="_overflow"`, so
+/// that a port scan makes a bounded number of series.
+pub const MAX_PORTS_PER_PAIR: usize = 32;
+
+/// Aggregates a destination outside the cluster for labels: IPv4 to its
+/// /24, IPv6 to its /64.
+pub fn aggregate_destination(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let network = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{network}/64")
+        }
+    }
+}
+
+/// The agent's metrics. Every recording is a method: callers pass typed
+/// values and never build a label set.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    flows: Family<FlowLabels, Counter>,
+    violations: Family<ViolationLabels, Counter>,
+    unexpected_egress: Family<EgressLabels, Counter>,
+    unprotected_pods: Family<PostureLabels, Gauge>,
+    events_lost: Family<StageLabels, Counter>,
+    flow_table_entries: Gauge,
+    flow_table_evictions: Counter,
+    attached_interfaces: Gauge,
+    cluster_synced: Family<ResourceLabels, Gauge>,
+    cluster_age_seconds: Family<ResourceLabels, Gauge>,
+    cluster_errors: Family<ResourceLabels, Counter>,
+    policy_compile_errors: Gauge,
+    flow_log_errors: Counter,
+    ready: Gauge,
+    governed_namespaces: Family<NamespaceLabels, Gauge>,
+    max_workloads: usize,
+    index: Mutex<SeriesIndex>,
+}
+
+impl Metrics {
+    /// A registry with every metric, capped at `max_workloads` distinct
+    /// `(namespace, workload)` label values.
+    pub fn new(max_workloads: usize) -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            flows: Family::default(),
+            violations: Family::default(),
+            unexpected_egress: Family::default(),
+            unprotected_pods: Family::default(),
+            events_lost: Family::default(),
+            flow_table_entries: Gauge::default(),
+            flow_table_evictions: Counter::default(),
+            attached_interfaces: Gauge::default(),
+            cluster_synced: Family::default(),
+            cluster_age_seconds: Family::default(),
+            cluster_errors: Family::default(),
+            policy_compile_errors: Gauge::default(),
+            flow_log_errors: Counter::default(),
+            ready: Gauge::default(),
+            governed_namespaces: Family::default(),
+            max_workloads,
+            index: Mutex::default(),
+        };
+        let mut registry = Registry::with_prefix("netgov");
+        registry.register(
+            "flows",
+            "Observed flows (connections) by workload pair and verdict",
+            metrics.flows.clone(),
+        );
+        registry.register(
+            "policy_violations",
+            "Observed flows the policies deny, by which side denies and whether the network enforced it",
+            metrics.violations.clone(),
+        );
+        registry.register(
+            "unexpected_egress",
+            "Flows from pods to destinations outside the cluster that nothing declares",
+            metrics.unexpected_egress.clone(),
+        );
+        registry.register(
+            "unprotected_pods",
+            "Pods no policy isolates, by namespace and direction",
+            metrics.unprotected_pods.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Events lost, by pipeline stage",
+            metrics.events_lost.clone(),
+        );
+        registry.register(
+            "flow_table_entries",
+            "Live flows in the flow table",
+            metrics.flow_table_entries.clone(),
+        );
+        registry.register(
+            "flow_table_evictions",
+            "Kernel flow entries evicted before they were read",
+            metrics.flow_table_evictions.clone(),
+        );
+        registry.register(
+            "attached_interfaces",
+            "Interfaces with netgov programs attached",
+            metrics.attached_interfaces.clone(),
+        );
+        registry.register(
+            "cluster_synced",
+            "1 once the resource's first list is applied",
+            metrics.cluster_synced.clone(),
+        );
+        registry.register(
+            "cluster_state_age_seconds",
+            "Seconds since the resource's last event",
+            metrics.cluster_age_seconds.clone(),
+        );
+        registry.register(
+            "cluster_errors",
+            "Watch errors or failed reloads, by resource",
+            metrics.cluster_errors.clone(),
+        );
+        registry.register(
+            "policy_compile_errors",
+            "NetworkPolicies that failed to compile and are not applied",
+            metrics.policy_compile_errors.clone(),
+        );
+        registry.register(
+            "flow_log_errors",
+            "Flow-log records that could not be written (the first of each run of failures is logged)",
+            metrics.flow_log_errors.clone(),
+        );
+        registry.register(
+            "ready",
+            "Whether the agent is ready (programs attached, cluster state synced): 1 or 0",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "namespace_governed",
+            "Namespaces labelled netgov.io/governed=true, opted in to posture alerts (always 1)",
+            metrics.governed_namespaces.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, SeriesIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a judged flow.
+    pub fn count_flow(
+        &self,
+        src: &Identity,
+        dst: &Identity,
+        protocol: Protocol,
+        verdict: Decision,
+    ) {
+        let mut labels = FlowLabels {
+            src_namespace: src.namespace.to_string(),
+            src_workload: src.workload.to_string(),
+            dst_namespace: dst.namespace.to_string(),
+            dst_workload: dst.workload.to_string(),
+            protocol,
+            verdict,
+        };
+        let mut index = self.index();
+        index.cap_workloads(self.max_workloads, &mut labels);
+        count_series(&self.flows, &mut index.flows, labels);
+    }
+
+    /// Counts a policy violation. `dst_port` is ignored for protocols
+    /// without ports (the label is then `""`).
+    pub fn count_violation(
+        &self,
+        (src, dst): (&Identity, &Identity),
+        (protocol, dst_port): (Protocol, u16),
+        denied_by: DeniedBy,
+        enforcement: Enforcement,
+    ) {
+        let mut labels = ViolationLabels {
+            src_namespace: src.namespace.to_string(),
+            src_workload: src.workload.to_string(),
+            dst_namespace: dst.namespace.to_string(),
+            dst_workload: dst.workload.to_string(),
+            protocol,
+            dst_port: if protocol.has_ports() {
+                dst_port.to_string()
+            } else {
+                String::new()
+            },
+            denied_by,
+            enforcement,
+        };
+        let mut index = self.index();
+        index.cap_workloads(self.max_workloads, &mut labels);
+        if let Some(counter) = self.violations.get(&labels) {
+            counter.inc();
+            return;
+        }
+        // A new series: its port takes one of the pair's places, if any is
+        // left.
+        index.cap_port(&mut labels);
+        count_series(&self.violations, &mut index.violations, labels);
+    }
+
+    /// Counts an unexpected egress flow to `destination` (outside the
+    /// cluster; aggregated here).
+    pub fn count_unexpected_egress(&self, src: &Identity, destination: IpAddr) {
+        let mut labels = EgressLabels {
+            src_namespace: src.namespace.to_string(),
+            src_workload: src.workload.to_string(),
+            destination: aggregate_destination(destination),
+        };
+        let mut index = self.index();
+        index.cap_workloads(self.max_workloads, &mut labels);
+        count_series(&self.unexpected_egress, &mut index.egress, labels);
+    }
+
+    /// Counts `count` events lost at `stage`.
+    pub fn count_lost(&self, stage: LossStage, count: u64) {
+        self.events_lost
+            .get_or_create(&StageLabels { stage })
+            .inc_by(count);
+    }
+
+    /// Counts a flow-log record that could not be written.
+    pub fn count_flow_log_error(&self) {
+        self.flow_log_errors.inc();
+    }
+
+    /// The capture's state: interfaces attached, live flows in the flow
+    /// table, and kernel entries evicted since the last call.
+    pub fn record_capture(
+        &self,
+        attached_interfaces: usize,
+        flow_table_entries: usize,
+        evicted: u64,
+    ) {
+        self.attached_interfaces.set(attached_interfaces as i64);
+        self.flow_table_entries.set(flow_table_entries as i64);
+        self.flow_table_evictions.inc_by(evicted);
+    }
+
+    /// Sets the unprotected-pod gauges from `(namespace, direction) → count`;
+    /// namespaces absent from `counts` are removed.
+    pub fn set_unprotected_pods(&self, counts: &BTreeMap<(String, Direction), i64>) {
+        self.unprotected_pods.clear();
+        for ((namespace, direction), count) in counts {
+            let labels = PostureLabels {
+                namespace: namespace.clone(),
+                direction: *direction,
+            };
+            self.unprotected_pods.get_or_create(&labels).set(*count);
+        }
+    }
+
+    /// Sets `netgov_namespace_governed` to 1 for exactly `namespaces`.
+    pub fn set_governed_namespaces<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
+        self.governed_namespaces.clear();
+        for namespace in namespaces {
+            let labels = NamespaceLabels {
+                namespace: namespace.to_owned(),
+            };
+            self.governed_namespaces.get_or_create(&labels).set(1);
+        }
+    }
+
+    /// Sets the number of policies that failed to compile.
+    pub fn set_policy_compile_errors(&self, count: usize) {
+        self.policy_compile_errors.set(count as i64);
+    }
+
+    /// Sets `netgov_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// A resource's health: synced or not, its error count so far (raised
+    /// to it: a counter, so `increase()` works on it), and the time since
+    /// its last event when there was one.
+    pub fn record_resource(
+        &self,
+        resource: ResourceKind,
+        synced: bool,
+        errors: u64,
+        since_last_event: Option<std::time::Duration>,
+    ) {
+        let labels = ResourceLabels { resource };
+        self.cluster_synced
+            .get_or_create(&labels)
+            .set(i64::from(synced));
+        let counter = self.cluster_errors.get_or_create(&labels);
+        let seen = counter.get();
+        if errors > seen {
+            counter.inc_by(errors - seen);
+        }
+        if let Some(age) = since_last_event {
+            self.cluster_age_seconds
+                .get_or_create(&labels)
+                .set(age.as_secs() as i64);
+        }
+    }
+
+    /// Removes every series naming the workload (deleted workloads must not
+    /// linger on dashboards), and frees its place under the cap.
+    pub fn forget_workload(&self, namespace: &str, workload: &str) {
+        let mut index = self.index();
+        let key = (namespace.to_owned(), workload.to_owned());
+        for labels in index.flows.remove(&key).unwrap_or_default() {
+            self.flows.remove(&labels);
+        }
+        for labels in index.violations.remove(&key).unwrap_or_default() {
+            self.violations.remove(&labels);
+        }
+        for labels in index.egress.remove(&key).unwrap_or_default() {
+            self.unexpected_egress.remove(&labels);
+        }
+        index.forget(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! Series bookkeeping: which label sets name each workload (so a deleted
+//! workload's series can be removed), the workload cardinality cap and the
+//! per-pair port cap.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use super::labels::{EgressLabels, FlowLabels, ViolationLabels};
+use super::{MAX_PORTS_PER_PAIR, OVERFLOW};
+use crate::state::WORLD;
+
+/// A `(namespace, workload)` label pair.
+pub(super) type WorkloadKey = (String, String);
+
+/// Which label sets exist for each workload, so its series can be removed.
+#[derive(Debug, Default)]
+pub(super) struct SeriesIndex {
+    pub flows: BTreeMap<WorkloadKey, BTreeSet<FlowLabels>>,
+    pub violations: BTreeMap<WorkloadKey, BTreeSet<ViolationLabels>>,
+    pub egress: BTreeMap<WorkloadKey, BTreeSet<EgressLabels>>,
+    workloads: HashSet<WorkloadKey>,
+    /// `dst_port` values of violations per (source, destination) workload.
+    violation_ports: HashMap<[String; 4], HashSet<String>>,
+}
+
+impl SeriesIndex {
+    /// Whether `workload` may be a label value: it is known or the cap has
+    /// room (then it becomes known). `world` (outside) never counts.
+    fn within_cap(&mut self, max_workloads: usize, namespace: &str, workload: &str) -> bool {
+        if workload == WORLD && namespace.is_empty() {
+            return true;
+        }
+        let key = (namespace.to_owned(), workload.to_owned());
+        if self.workloads.contains(&key) {
+            return true;
+        }
+        if self.workloads.len() >= max_workloads {
+            return false;
+        }
+        self.workloads.insert(key);
+        true
+    }
+
+    /// Replaces each workload of `labels` past the cap by `_overflow`.
+    pub fn cap_workloads<L: WorkloadSeries>(&mut self, max_workloads: usize, labels: &mut L) {
+        labels.each_workload_mut(&mut |namespace, workload| {
+            if !self.within_cap(max_workloads, namespace, workload) {
+                *workload = OVERFLOW.to_owned();
+            }
+        });
+    }
+
+    /// Replaces a new series' port by `_overflow` when its workload pair
+    /// already has [`MAX_PORTS_PER_PAIR`] ports.
+    pub fn cap_port(&mut self, labels: &mut ViolationLabels) {
+        let pair = [
+            labels.src_namespace.clone(),
+            labels.src_workload.clone(),
+            labels.dst_namespace.clone(),
+            labels.dst_workload.clone(),
+        ];
+        let ports = self.violation_ports.entry(pair).or_default();
+        if !ports.contains(&labels.dst_port) {
+            if ports.len() < MAX_PORTS_PER_PAIR {
+                ports.insert(labels.dst_port.clone());
+            } else {
+                labels.dst_port = OVERFLOW.to_owned();
+            }
+        }
+    }
+
+    /// Forgets the workload: its place under the cap and its pairs' ports.
+    /// Returns nothing; its series are taken from the maps by the caller.
+    pub fn forget(&mut self, key: &WorkloadKey) {
+        self.workloads.remove(key);
+        self.violation_ports.retain(
+            |[src_namespace, src_workload, dst_namespace, dst_workload], _| {
+                (src_namespace, src_workload) != (&key.0, &key.1)
+                    && (dst_namespace, dst_workload) != (&key.0, &key.1)
+            },
+        );
+    }
+}
+
+/// Label sets that name workloads (whose series go when they go).
+pub(super) trait WorkloadSeries: Clone + Ord + std::hash::Hash + EncodeLabelSet {
+    /// Calls `f` with each `(namespace, workload)` the labels name.
+    fn each_workload_mut(&mut self, f: &mut dyn FnMut(&str, &mut String));
+    /// The same, read-only.
+    fn each_workload(&self, f: &mut dyn FnMut(&str, &str));
+}
+
+/// Implements [`WorkloadSeries`] over `(namespace, workload)` field pairs.
+macro_rules! workload_series {
+    ($labels:ty: $(($namespace:ident, $workload:ident)),+) => {
+        impl WorkloadSeries for $labels {
+            fn each_workload_mut(&mut self, f: &mut dyn FnMut(&str, &mut String)) {
+                $(f(&self.$namespace, &mut self.$workload);)+
+            }
+            fn each_workload(&self, f: &mut dyn FnMut(&str, &str)) {
+                $(f(&self.$namespace, &self.$workload);)+
+            }
+        }
+    };
+}
+
+workload_series!(FlowLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
+workload_series!(ViolationLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
+workload_series!(EgressLabels: (src_namespace, src_workload));
+
+/// Increments the series `labels`. A new series is first indexed under
+/// each workload it names, so that forgetting any of them removes it; a
+/// known one (the common case: once per flow) costs only the increment.
+pub(super) fn count_series<L: WorkloadSeries>(
+    family: &Family<L, Counter>,
+    series: &mut BTreeMap<WorkloadKey, BTreeSet<L>>,
+    labels: L,
+) {
+    if let Some(counter) = family.get(&labels) {
+        counter.inc();
+        return;
+    }
+    labels.each_workload(&mut |namespace, workload| {
+        series
+            .entry((namespace.to_owned(), workload.to_owned()))
+            .or_default()
+            .insert(labels.clone());
+    });
+    family.get_or_create(&labels).inc();
+}

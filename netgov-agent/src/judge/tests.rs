@@ -1,0 +1,380 @@
+//! Table tests of the judge on the seed scenario: violations by side,
+//! enforcement from what was observed, unexpected egress.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{DeniedBy, Enforcement, NodeContext, judge};
+use crate::capture::record::{
+    EndReason, FlowRecord, FlowState, Observation, Protocol, Role, TcpFlags,
+};
+use crate::config::AgentConfig;
+use crate::policy::Decision;
+use crate::policy::Name;
+use crate::policy::manifests::{Manifests, parse_file};
+use crate::state::{ClusterState, Identity};
+
+const SERVING: &str = "10.244.0.11";
+const MONITORING: &str = "10.244.0.12";
+const INGESTION: &str = "10.244.0.13";
+const UNAUTHORISED: &str = "10.244.0.15";
+const REMOTE_DB: &str = "10.244.1.20";
+const INTERNET: &str = "203.0.113.10";
+
+/// The seed scenario (on `node-1`), plus a database pod on `node-2`
+/// (isolated for ingress by the namespace's default deny, so flows to it
+/// from data-ingestion's restricted egress are denied by both sides).
+fn cluster() -> ClusterState {
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/seed-scenario/cluster.yaml"
+    ))
+    .expect("seed");
+    let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-0, namespace: ai-platform, labels: {app: db}}\n\
+                 spec: {nodeName: node-2, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.20}\n";
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    parse_file(
+        Path::new("seed.yaml"),
+        &(seed + extra),
+        &mut manifests,
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let (cluster, errors) = manifests.into_cluster();
+    assert!(errors.is_empty(), "{errors:?}");
+    cluster
+}
+
+fn observation(interface: &str, role: Role, out: u64, back: u64) -> Observation {
+    Observation {
+        interface: interface.into(),
+        ifindex: 0,
+        role,
+        packets_out: out,
+        bytes_out: out * 60,
+        packets_in: back,
+        bytes_in: back * 60,
+    }
+}
+
+fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> FlowRecord {
+    let packets_out = observations
+        .iter()
+        .map(|o| o.packets_out)
+        .max()
+        .unwrap_or(0);
+    let packets_in = observations.iter().map(|o| o.packets_in).max().unwrap_or(0);
+    FlowRecord {
+        src: src.parse().expect("ip"),
+        src_port: 40000,
+        dst: dst.parse().expect("ip"),
+        dst_port: port,
+        protocol: Protocol::Tcp,
+        packets_out,
+        bytes_out: packets_out * 60,
+        packets_in,
+        bytes_in: packets_in * 60,
+        state: if packets_in > 0 {
+            FlowState::Established
+        } else {
+            FlowState::Attempted
+        },
+        tcp_flags_out: TcpFlags(0x02),
+        tcp_flags_in: TcpFlags(0),
+        first_seen: 0,
+        last_seen: 0,
+        interfaces: observations.iter().map(|o| o.interface.clone()).collect(),
+        observations,
+        end_reason: EndReason::Exit,
+    }
+}
+
+/// One judged flow and what the judge must make of it.
+struct Row {
+    name: &'static str,
+    record: FlowRecord,
+    /// How long ago the flow's first packet was seen.
+    age: Duration,
+    expected: Outcome,
+}
+
+/// Everything a judgement decides (the identities are checked on their
+/// own below).
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    verdict: Decision,
+    denied_by: Option<DeniedBy>,
+    enforcement: Option<Enforcement>,
+    unexpected_egress: bool,
+}
+
+impl Outcome {
+    fn of(judgement: &super::Judgement) -> Self {
+        Self {
+            verdict: judgement.verdict.verdict,
+            denied_by: judgement.denied_by,
+            enforcement: judgement.enforcement,
+            unexpected_egress: judgement.unexpected_egress,
+        }
+    }
+}
+
+#[test]
+fn violations_enforcement_and_unexpected_egress() {
+    let cluster = cluster();
+    let config = AgentConfig::parse(
+        "clusterCIDRs: [10.244.0.0/16]\nexpectedEgress: [{namespace: ai-platform, workload: monitoring-0, cidrs: [198.51.100.0/24], ports: [\"443\"]}]",
+        "test",
+    )
+    .expect("config");
+    let node = NodeContext {
+        node_name: Some("node-1".into()),
+    };
+    let young = Duration::from_secs(1);
+    let old = Duration::from_secs(30);
+    let local_both = |out, back| {
+        vec![
+            observation("src", Role::Initiator, out, back),
+            observation("dst", Role::Responder, out, back),
+        ]
+    };
+    let rows = vec![
+        Row {
+            name: "allowed scrape",
+            record: record(MONITORING, SERVING, 8080, local_both(5, 4)),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Allow,
+                denied_by: None,
+                enforcement: None,
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied, delivered and answered on this node: gap",
+            record: record(UNAUTHORISED, SERVING, 8080, local_both(5, 4)),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Gap),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied, delivered but not answered: still a gap",
+            record: record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Gap),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied, destination on this node saw nothing: enforced",
+            record: record(
+                UNAUTHORISED,
+                SERVING,
+                8080,
+                vec![observation("src", Role::Initiator, 3, 0)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Enforced),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied both ways to another node, no answer yet: unknown",
+            record: record(
+                INGESTION,
+                REMOTE_DB,
+                6379,
+                vec![observation("src", Role::Initiator, 1, 0)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Both),
+                enforcement: Some(Enforcement::Unknown),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied both ways to another node, no answer within the window: enforced",
+            record: record(
+                INGESTION,
+                REMOTE_DB,
+                6379,
+                vec![observation("src", Role::Initiator, 3, 0)],
+            ),
+            age: old,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Both),
+                enforcement: Some(Enforcement::Enforced),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied both ways to another node, answered: gap",
+            record: record(
+                INGESTION,
+                REMOTE_DB,
+                6379,
+                vec![observation("src", Role::Initiator, 3, 2)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Both),
+                enforcement: Some(Enforcement::Gap),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "denied egress to the internet, answered: gap and unexpected",
+            record: record(
+                INGESTION,
+                INTERNET,
+                443,
+                vec![observation("src", Role::Initiator, 4, 3)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Egress),
+                enforcement: Some(Enforcement::Gap),
+                unexpected_egress: true,
+            },
+        },
+        Row {
+            name: "allowed egress named by an ipBlock: expected",
+            record: record(
+                INGESTION,
+                "10.0.3.4",
+                5432,
+                vec![observation("src", Role::Initiator, 4, 3)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Allow,
+                denied_by: None,
+                enforcement: None,
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "not egress-isolated, to the internet: allowed but unexpected",
+            record: record(
+                UNAUTHORISED,
+                INTERNET,
+                443,
+                vec![observation("src", Role::Initiator, 4, 3)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Allow,
+                denied_by: None,
+                enforcement: None,
+                unexpected_egress: true,
+            },
+        },
+        Row {
+            name: "listed in the expected-egress config: expected",
+            record: record(
+                MONITORING,
+                "198.51.100.7",
+                443,
+                vec![observation("src", Role::Initiator, 4, 3)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Allow,
+                denied_by: None,
+                enforcement: None,
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "config entry for another port: unexpected",
+            record: record(
+                MONITORING,
+                "198.51.100.7",
+                80,
+                vec![observation("src", Role::Initiator, 4, 3)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Allow,
+                denied_by: None,
+                enforcement: None,
+                unexpected_egress: true,
+            },
+        },
+        Row {
+            name: "inside the cluster CIDRs but unknown: not egress",
+            record: record(
+                UNAUTHORISED,
+                "10.244.9.9",
+                443,
+                vec![observation("src", Role::Initiator, 1, 0)],
+            ),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Allow,
+                denied_by: None,
+                enforcement: None,
+                unexpected_egress: false,
+            },
+        },
+    ];
+    let mut failures = Vec::new();
+    for row in rows {
+        let judgement = judge(&row.record, &cluster, &config, &node, row.age).expect("judged");
+        let got = Outcome::of(&judgement);
+        if got != row.expected {
+            failures.push(format!(
+                "{}: expected {:?}, got {got:?}",
+                row.name, row.expected
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn identities_carry_workloads() {
+    let cluster = cluster();
+    let judgement = judge(
+        &record(
+            UNAUTHORISED,
+            INTERNET,
+            443,
+            vec![observation("src", Role::Initiator, 1, 0)],
+        ),
+        &cluster,
+        &AgentConfig::default(),
+        &NodeContext::default(),
+        Duration::ZERO,
+    )
+    .expect("judged");
+    assert_eq!(
+        judgement.src,
+        Identity {
+            namespace: Name::from("ai-platform"),
+            pod: Some(Name::from("unauthorised-0")),
+            // A bare pod is its own workload.
+            workload: Name::from("unauthorised-0"),
+        }
+    );
+    assert_eq!(judgement.dst, Identity::world());
+    let json = serde_json::to_value(&judgement).expect("json");
+    assert_eq!(json["verdict"], "allow");
+    assert_eq!(json["unexpected_egress"], true);
+}
