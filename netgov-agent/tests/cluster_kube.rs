@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use netgov_agent::cluster::kube_source;
 use netgov_agent::cluster::{ClusterHealth, ResourceKind};
-use netgov_agent::policy::evaluate::EndpointKind;
+use netgov_agent::policy::verdict::EndpointKind;
 use netgov_agent::policy::{Decision, FlowQuery, evaluate};
 use netgov_agent::state::{ClusterState, Protocol};
 use netgov_fakeapi::{FakeApiServer, Resource};

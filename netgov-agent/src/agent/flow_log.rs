@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::capture::record::FlowRecord;
 use crate::judge::{DeniedBy, Enforcement, Judgement};
 use crate::policy::Decision;
-use crate::policy::evaluate::SideVerdict;
+use crate::policy::verdict::SideVerdict;
 use crate::state::Identity;
 
 /// Where the flow log goes.
@@ -165,7 +165,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
     use crate::capture::record::{EndReason, FlowState, Protocol, TcpFlags};
-    use crate::policy::evaluate::{EndpointKind, Verdict};
+    use crate::policy::verdict::{EndpointKind, Verdict};
 
     fn judged() -> (FlowRecord, Judgement) {
         let record = FlowRecord {

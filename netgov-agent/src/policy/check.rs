@@ -288,9 +288,8 @@ pub fn table_header() -> String {
     )
 }
 
-fn side_text(side: &super::evaluate::SideVerdict) -> String {
-    let verdict = serde_json::to_value(side.verdict).ok();
-    let verdict = verdict.as_ref().and_then(Value::as_str).unwrap_or("?");
+fn side_text(side: &super::verdict::SideVerdict) -> String {
+    let verdict = side.verdict.as_str();
     if !side.allowed_by.is_empty() {
         let rules: Vec<String> = side
             .allowed_by
@@ -311,15 +310,10 @@ fn side_text(side: &super::evaluate::SideVerdict) -> String {
 /// One table row.
 pub fn table_row(input: &FlowText<'_>, query: &FlowQuery, verdict: &Verdict) -> String {
     let port = match query.protocol.has_ports().then_some(query.protocol) {
-        Some(_) => format!("{}/{:?}", query.dst_port, query.protocol).to_uppercase(),
-        None => format!("{:?}", query.protocol).to_uppercase(),
+        Some(protocol) => format!("{}/{protocol}", query.dst_port),
+        None => query.protocol.to_string(),
     };
-    let decision = serde_json::to_value(verdict.verdict).ok();
-    let mut decision = decision
-        .as_ref()
-        .and_then(Value::as_str)
-        .unwrap_or("?")
-        .to_owned();
+    let mut decision = verdict.verdict.to_string();
     if verdict.backends_disagree {
         decision.push_str(" (mixed)");
     }

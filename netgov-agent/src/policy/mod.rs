@@ -30,11 +30,13 @@ pub mod compile;
 pub mod evaluate;
 pub mod manifests;
 pub mod selector;
+pub mod verdict;
 
 /// A shared name (`namespace/name`, a namespace, a pod name): verdicts
 /// carry these by reference count instead of copying strings.
 pub type Name = std::sync::Arc<str>;
-pub use evaluate::{Decision, FlowQuery, Verdict, evaluate};
+pub use evaluate::evaluate;
+pub use verdict::{Decision, FlowQuery, Verdict};
 
 /// An object the engine cannot use.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

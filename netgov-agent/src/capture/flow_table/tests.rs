@@ -1,6 +1,6 @@
 use super::*;
 use crate::capture::record::{EndReason, FlowState, Role};
-use netgov_common::{EventHeader, Hook, direction};
+use netgov_common::{EventHeader, Hook, direction, proto, tcp_flags};
 
 const SEC: u64 = 1_000_000_000;
 

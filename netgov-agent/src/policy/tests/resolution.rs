@@ -1,0 +1,180 @@
+//! What ends resolve to: named ports per destination pod, nodes and
+//! hostNetwork pods, Services per backend; explanations.
+
+use super::*;
+
+const SERVICE: &str = "---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: prod}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: pg, port: 5432, targetPort: postgres}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-abc, namespace: prod, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: pg, port: 15432, protocol: TCP}]
+endpoints:
+  - addresses: [10.0.1.3]
+    conditions: {ready: true}
+  - addresses: [10.0.1.2]
+  - addresses: [10.0.1.9]
+    conditions: {ready: false}
+";
+
+#[test]
+fn named_ports_resolve_per_destination_pod() {
+    // Two backends name port `http` differently; one lacks it.
+    let yaml = [
+        namespace("shop", "{}"),
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop, labels: {app: be}}\n\
+         spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIP: 10.1.0.1}\n"
+            .to_owned(),
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: shop, labels: {app: be}}\n\
+         spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 9090}, {name: dns, containerPort: 53, protocol: UDP}]}]}\nstatus: {podIP: 10.1.0.2}\n"
+            .to_owned(),
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: be}}\n\
+         spec: {containers: [{name: c, image: i}]}\nstatus: {podIP: 10.1.0.3}\n"
+            .to_owned(),
+        pod("shop", "client", "10.1.0.9", "{app: client}"),
+        policy("shop", "http", "podSelector: {matchLabels: {app: be}}\ningress: [{ports: [{port: http}, {port: dns, protocol: UDP}]}]"),
+        policy(
+            "shop",
+            "client-egress",
+            "podSelector: {matchLabels: {app: client}}\npolicyTypes: [Egress]\negress: [{ports: [{port: http}]}]",
+        ),
+    ]
+    .concat();
+    let state = cluster(&yaml);
+    let judge = |dst: &str, protocol, port| {
+        evaluate(&state, &flow("10.1.0.9", dst, protocol, port)).verdict
+    };
+    assert_eq!(judge("10.1.0.1", Tcp, 8080), Decision::Allow);
+    assert_eq!(judge("10.1.0.1", Tcp, 9090), Decision::Deny);
+    assert_eq!(judge("10.1.0.2", Tcp, 9090), Decision::Allow);
+    assert_eq!(judge("10.1.0.2", Tcp, 8080), Decision::Deny);
+    assert_eq!(
+        judge("10.1.0.3", Tcp, 8080),
+        Decision::Deny,
+        "no port named http"
+    );
+    // The named port's protocol must match too.
+    assert_eq!(
+        judge("10.1.0.2", Udp, 53),
+        Decision::Deny,
+        "egress only admits http"
+    );
+    // Egress named ports resolve against the destination, not the source.
+    assert_eq!(
+        judge(OUTSIDE, Tcp, 8080),
+        Decision::Deny,
+        "an outside address has no named ports"
+    );
+}
+
+#[test]
+fn hosts_are_not_applicable() {
+    let yaml = base()
+        + &policy(
+            "prod",
+            "deny",
+            "podSelector: {}\npolicyTypes: [Ingress, Egress]",
+        )
+        + "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 192.168.1.10}]}\n"
+        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: agent, namespace: kube-system}\n\
+           spec: {hostNetwork: true, nodeName: node-1, containers: [{name: c, image: i}]}\nstatus: {podIP: 192.168.1.11}\n";
+    let state = cluster(&yaml);
+    for (src, dst) in [
+        ("192.168.1.10", API),
+        (API, "192.168.1.10"),
+        ("192.168.1.11", DB),
+        (DB, "192.168.1.11"),
+    ] {
+        let verdict = evaluate(&state, &flow(src, dst, Tcp, 10250));
+        assert_eq!(verdict.verdict, Decision::NotApplicable, "{src} -> {dst}");
+        assert_eq!(verdict.egress.verdict, Decision::NotApplicable);
+    }
+    // A hostNetwork pod is its node.
+    let verdict = evaluate(&state, &flow(API, "192.168.1.11", Tcp, 10250));
+    assert_eq!(
+        verdict.destination,
+        verdict::EndpointKind::Host {
+            node: Some("node-1".into())
+        }
+    );
+    // Outside to outside: no pod at either end.
+    let verdict = evaluate(&state, &flow(OUTSIDE, "198.51.100.1", Tcp, 80));
+    assert_eq!(verdict.verdict, Decision::NotApplicable);
+}
+
+#[test]
+fn explanations_name_policies_and_rules() {
+    let yaml = base()
+        + &policy("prod", "deny", "podSelector: {}\npolicyTypes: [Ingress]")
+        + &policy(
+            "prod",
+            "db",
+            "podSelector: {matchLabels: {app: db}}\ningress: [{from: [{podSelector: {matchLabels: {app: web}}}]}, {from: [{podSelector: {matchLabels: {app: api}}}], ports: [{port: 5432}]}]",
+        );
+    let state = cluster(&yaml);
+    let allowed = evaluate(&state, &flow(API, DB, Tcp, 5432));
+    assert_eq!(
+        summary(&allowed),
+        "allow | egress: open | ingress: allowed by [prod/db#1]"
+    );
+    assert_eq!(allowed.ingress.pod.as_deref(), Some("prod/db"));
+    assert_eq!(
+        allowed.ingress.isolating_policies,
+        [Name::from("prod/db"), Name::from("prod/deny")]
+    );
+    let denied = evaluate(&state, &flow(API, DB, Tcp, 22));
+    assert_eq!(
+        summary(&denied),
+        "deny | egress: open | ingress: denied by [prod/db, prod/deny]"
+    );
+}
+
+#[test]
+fn services_are_judged_per_backend() {
+    // db and web back the service (ready); 10.0.1.9 is not ready.
+    let allow_db_only = policy(
+        "prod",
+        "p",
+        "podSelector: {matchLabels: {app: db}}\ningress: [{ports: [{port: 15432}]}]",
+    );
+    let state = cluster(&(base() + SERVICE + &allow_db_only));
+    let verdict = evaluate(&state, &flow(API, "10.96.0.10", Tcp, 5432));
+    // db is isolated and admits 15432; web is not isolated: both allow.
+    // The flow's own sides are those of the first backend.
+    assert_eq!(
+        summary(&verdict),
+        "allow | egress: open | ingress: open | backends: [10.0.1.2:15432 allow, 10.0.1.3:15432 allow]"
+    );
+    assert!(matches!(
+        verdict.destination,
+        verdict::EndpointKind::Service { .. }
+    ));
+
+    // Isolate web without admitting the port: the backends disagree.
+    let deny_web = policy(
+        "prod",
+        "w",
+        "podSelector: {matchLabels: {app: web}}\ningress: []",
+    );
+    let state = cluster(&(base() + SERVICE + &allow_db_only + &deny_web));
+    let verdict = evaluate(&state, &flow(API, "10.96.0.10", Tcp, 5432));
+    assert_eq!(
+        summary(&verdict),
+        "deny | egress: open | ingress: denied by [prod/w] | backends: [10.0.1.2:15432 deny, 10.0.1.3:15432 allow] (disagree)"
+    );
+
+    // A port the service does not expose.
+    let verdict = evaluate(&state, &flow(API, "10.96.0.10", Tcp, 80));
+    assert_eq!(
+        summary(&verdict),
+        "not-applicable | egress: n/a | ingress: n/a"
+    );
+    assert_eq!(verdict.egress.reason, "Service prod/db has no port 80/TCP");
+}
