@@ -16,7 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    AGENT_PORT, Agent, http_get, metric, start_agent, start_agent_listening, try_get,
+    AGENT_PORT, Agent, http_get, metric, start_agent, start_agent_listening, start_agent_with,
+    try_get,
 };
 use common::{nft_load, testbed};
 use netgov_testbed::Pod;
@@ -471,4 +472,37 @@ fn flows_answer_loopback_clients_only() {
     let (status, body) = http_get(testbed.node(), "/flows");
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with('['), "{body}");
+}
+
+/// A flow log that cannot be written (`/dev/full`: every write fails)
+/// loses no judgement: each unwritten record is counted, the flows are
+/// still judged and counted once, and the agent stays healthy.
+#[test]
+fn flow_log_write_errors_are_counted_and_judging_goes_on() {
+    let testbed = testbed("aglogerr", 2);
+    let (_dir, cluster_state, config, _) = agent_files("logerr");
+    let _agent = start_agent_with(
+        &testbed,
+        &cluster_state,
+        &config,
+        "127.0.0.1",
+        PathBuf::from("/dev/full"),
+    );
+    let (client, server) = (&testbed.pods()[0], &testbed.pods()[1]);
+    let handle = answer_once(server, 8080);
+    assert!(call(client, server.ipv4.into(), 8080));
+    handle.join().expect("server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (flows, errors) = loop {
+        let text = http_get(testbed.node(), "/metrics").1;
+        let flows = metric(&text, "netgov_flows_total", &[("protocol", "TCP")]).unwrap_or(0.0);
+        let errors = metric(&text, "netgov_flow_log_errors_total", &[]).unwrap_or(0.0);
+        if flows >= 1.0 && errors >= 1.0 || Instant::now() > deadline {
+            break (flows, errors);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(flows, 1.0, "one connection, one flow");
+    assert!(errors >= 1.0, "every unwritten record is counted: {errors}");
+    assert_eq!(http_get(testbed.node(), "/healthz").0, 200);
 }

@@ -9,8 +9,17 @@ use serde_json::Value;
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-scenario");
 
 fn netgov(args: &[&str], stdin: Option<&str>) -> Output {
+    netgov_with_env(args, stdin, &[])
+}
+
+/// `netgov` with the log variables cleared, then `env` set.
+fn netgov_with_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_netgov"))
         .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("NETGOV_LOG")
+        .env_remove("NETGOV_LOG_FORMAT")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -251,4 +260,91 @@ fn bad_input_names_file_object_and_field() {
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no pod ai-platform/ghost"));
+}
+
+/// The whole output of both formats, pinned: every column, every field.
+#[test]
+fn check_output_is_pinned() {
+    let flows = [
+        "ai-platform/monitoring-0 -> ai-platform/model-serving-0:8080/TCP",
+        "ai-platform/unauthorised-0 -> ai-platform/model-serving-0:8080/TCP",
+        "ai-platform/data-ingestion-0 -> 203.0.113.10:443/TCP",
+        "ai-platform/unauthorised-0 -> 203.0.113.10/ICMP",
+    ];
+    for format in ["table", "json"] {
+        let mut args = vec!["check", "--manifests", SEED, "--format", format];
+        for flow in &flows {
+            args.extend(["--flow", flow]);
+        }
+        let output = netgov(&args, None);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        insta::assert_snapshot!(
+            format!("check_{format}"),
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}
+
+/// `RUST_LOG` (standard) and `NETGOV_LOG` (which wins) set the level;
+/// `--log-format json` writes one JSON object per line.
+#[test]
+fn logging_honours_rust_log_and_netgov_log_and_speaks_json() {
+    let flow = "ai-platform/monitoring-0 -> ai-platform/model-serving-0:8080/TCP";
+    let args = ["check", "--manifests", SEED, "--flow", flow];
+    let stderr = |env: &[(&str, &str)], json: bool| {
+        let mut all: Vec<&str> = Vec::new();
+        if json {
+            all.extend(["--log-format", "json"]);
+        }
+        all.extend(args);
+        let output = netgov_with_env(&all, None, env);
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let loaded = "cluster state loaded from manifests";
+    assert!(
+        !stderr(&[], false).contains(loaded),
+        "default level is warn"
+    );
+    assert!(stderr(&[("RUST_LOG", "info")], false).contains(loaded));
+    assert!(stderr(&[("NETGOV_LOG", "info")], false).contains(loaded));
+    assert!(
+        !stderr(&[("RUST_LOG", "info"), ("NETGOV_LOG", "warn")], false).contains(loaded),
+        "NETGOV_LOG wins over RUST_LOG"
+    );
+    let json = stderr(&[("RUST_LOG", "info")], true);
+    let line: Value =
+        serde_json::from_str(json.lines().next().expect("a log line")).expect("a JSON log line");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["message"], loaded);
+    assert_eq!(line["fields"]["pods"], 4, "the seed scenario has four pods");
+}
+
+/// A configuration file that is not a mapping (here: a hostname) is
+/// rejected naming the file and the field, in the user's words.
+#[test]
+fn a_config_that_is_not_a_mapping_is_named_plainly() {
+    let path = temp_file("hostname", "vm\n");
+    let output = netgov(
+        &[
+            "agent",
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--cluster-state",
+            SEED,
+        ],
+        None,
+    );
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        format!(
+            "netgov: {}: (top level): invalid type: string \"vm\", expected a mapping with clusterCIDRs, expectedEgress, maxWorkloads, answerWindowSeconds",
+            path.display()
+        )
+    );
 }

@@ -164,55 +164,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::record::{EndReason, FlowState, Protocol, TcpFlags};
-    use crate::policy::verdict::{EndpointKind, Verdict};
-
-    fn judged() -> (FlowRecord, Judgement) {
-        let record = FlowRecord {
-            src: "10.0.0.1".parse().expect("ip"),
-            src_port: 40000,
-            dst: "10.0.0.2".parse().expect("ip"),
-            dst_port: 80,
-            protocol: Protocol::Tcp,
-            packets_out: 1,
-            bytes_out: 60,
-            packets_in: 0,
-            bytes_in: 0,
-            state: FlowState::Attempted,
-            tcp_flags_out: TcpFlags(0x02),
-            tcp_flags_in: TcpFlags(0),
-            first_seen: 0,
-            last_seen: 0,
-            interfaces: Vec::new(),
-            observations: Vec::new(),
-            end_reason: EndReason::Exit,
-        };
-        let side = SideVerdict {
-            verdict: Decision::Allow,
-            pod: None,
-            isolated: false,
-            isolating_policies: Vec::new(),
-            allowed_by: Vec::new(),
-            reason: "".into(),
-        };
-        let judgement = Judgement {
-            verdict: Verdict {
-                verdict: Decision::Allow,
-                egress: side.clone(),
-                ingress: side,
-                source: EndpointKind::External,
-                destination: EndpointKind::External,
-                backends: Vec::new(),
-                backends_disagree: false,
-            },
-            denied_by: None,
-            enforcement: None,
-            unexpected_egress: false,
-            src: Identity::world(),
-            dst: Identity::world(),
-        };
-        (record, judgement)
-    }
+    use crate::agent::test_support::judged;
 
     fn lines(path: &Path) -> usize {
         std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
@@ -224,7 +176,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("flows.jsonl");
-        let (record, judgement) = judged();
+        let (record, judgement) = judged(Identity::world(), Identity::world());
         let entry = FlowEntry::new(&record, &judgement);
         let line_len = serde_json::to_vec(&entry).expect("json").len() as u64 + 1;
         for _ in 0..2 {
@@ -263,7 +215,7 @@ mod tests {
             max_bytes: None,
         })
         .expect("open /dev/full");
-        let (record, judgement) = judged();
+        let (record, judgement) = judged(Identity::world(), Identity::world());
         assert!(log.write(&FlowEntry::new(&record, &judgement)).is_err());
     }
 }

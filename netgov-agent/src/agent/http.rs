@@ -113,3 +113,140 @@ async fn flows(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::agent::test_support::judged;
+    use crate::cluster::ClusterHealth;
+    use crate::export::metrics::Metrics;
+    use crate::policy::Name;
+    use crate::state::{ClusterState, Identity};
+
+    fn shared() -> Arc<Shared> {
+        let shared = Shared::new(
+            Arc::new(RwLock::new(ClusterState::new())),
+            Arc::new(RwLock::new(ClusterHealth::default())),
+            Metrics::new(10),
+            false,
+        );
+        let pod = |namespace: &str, name: &str| Identity {
+            namespace: Name::from(namespace),
+            pod: Some(Name::from(name)),
+            workload: Name::from(name),
+        };
+        let (record, judgement) = judged(pod("ai-platform", "client-0"), Identity::world());
+        shared.recent.push(record, judgement);
+        let (record, judgement) = judged(pod("other", "x-0"), Identity::world());
+        shared.recent.push(record, judgement);
+        Arc::new(shared)
+    }
+
+    /// GETs `uri` from `peer`: status and body.
+    async fn get(shared: Arc<Shared>, uri: &str, peer: &str) -> (StatusCode, String) {
+        let peer: SocketAddr = peer.parse().expect("peer");
+        let response = router(shared)
+            .layer(MockConnectInfo(peer))
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn namespaces(body: &str) -> Vec<String> {
+        let flows: Vec<serde_json::Value> = serde_json::from_str(body).expect("JSON array");
+        flows
+            .iter()
+            .map(|f| {
+                f["src_identity"]["namespace"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn flows_filters_are_typed_and_percent_decoded() {
+        let local = "127.0.0.1:5000";
+        let (status, body) = get(shared(), "/flows", local).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(namespaces(&body), ["ai-platform", "other"]);
+        let (status, body) = get(
+            shared(),
+            "/flows?namespace=ai%2Dplatform&verdict=allow",
+            local,
+        )
+        .await;
+        assert_eq!(
+            (status, namespaces(&body)),
+            (StatusCode::OK, vec!["ai-platform".to_owned()])
+        );
+        let (status, body) = get(shared(), "/flows?verdict=deny", local).await;
+        assert_eq!(
+            (status, namespaces(&body)),
+            (StatusCode::OK, Vec::<String>::new())
+        );
+        let (status, body) = get(shared(), "/flows?pod=x-0", local).await;
+        assert_eq!(
+            (status, namespaces(&body)),
+            (StatusCode::OK, vec!["other".to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn flows_rejects_unknown_keys_bad_values_and_remote_clients() {
+        let local = "127.0.0.1:5000";
+        let (status, body) = get(shared(), "/flows?namespaces=ai", local).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("unknown field `namespaces`"), "{body}");
+        let (status, body) = get(shared(), "/flows?verdict=maybe", local).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains("`maybe` is not one of allow, deny, not-applicable"),
+            "{body}"
+        );
+        let (status, _) = get(shared(), "/flows", "10.1.2.3:5000").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn readiness_says_why_and_metrics_are_openmetrics() {
+        let shared = shared();
+        let (status, body) = get(Arc::clone(&shared), "/readyz", "10.1.2.3:1").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: programs not attached yet\n"
+            )
+        );
+        shared.set_attached();
+        let (status, body) = get(Arc::clone(&shared), "/readyz", "10.1.2.3:1").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: cluster state not synced\n"
+            )
+        );
+        let (status, body) = get(Arc::clone(&shared), "/metrics", "10.1.2.3:1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert_eq!(
+            get(shared, "/nope", "10.1.2.3:1").await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+}

@@ -20,3 +20,6 @@ pub mod recent;
 pub mod run;
 pub mod shared;
 pub mod sink;
+
+#[cfg(test)]
+mod test_support;

@@ -228,3 +228,54 @@ impl FlowRecord {
         row
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(src: &str, dst: &str, protocol: Protocol, ports: (u16, u16)) -> FlowRecord {
+        FlowRecord {
+            src: src.parse().expect("ip"),
+            src_port: ports.0,
+            dst: dst.parse().expect("ip"),
+            dst_port: ports.1,
+            protocol,
+            packets_out: 12,
+            bytes_out: 1_400,
+            packets_in: 10,
+            bytes_in: 90_000,
+            state: FlowState::Closed,
+            tcp_flags_out: TcpFlags(0x13),
+            tcp_flags_in: TcpFlags(0x12),
+            first_seen: 1_764_000_000_000_000_000,
+            last_seen: 1_764_000_001_500_000_000,
+            interfaces: vec!["veth-a".into(), "veth-b".into()],
+            observations: vec![Observation {
+                interface: "veth-a".into(),
+                ifindex: 7,
+                role: Role::Initiator,
+                packets_out: 12,
+                bytes_out: 1_400,
+                packets_in: 10,
+                bytes_in: 90_000,
+            }],
+            end_reason: EndReason::Closed,
+        }
+    }
+
+    /// `netgov capture`'s outputs, pinned: the table and the JSON line.
+    #[test]
+    fn capture_output_is_pinned() {
+        let records = [
+            record("10.244.0.12", "10.244.0.11", Protocol::Tcp, (40000, 8080)),
+            record("fd00::2", "fd00::3", Protocol::Udp, (5353, 53)),
+            record("10.244.0.15", "203.0.113.10", Protocol::Icmp, (7, 0)),
+        ];
+        let mut table = FlowRecord::table_header() + "\n";
+        for record in &records {
+            table += &(record.to_table_row() + "\n");
+        }
+        insta::assert_snapshot!("capture_table", table);
+        insta::assert_snapshot!("capture_json", records[0].to_json_line());
+    }
+}

@@ -478,6 +478,11 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<u64, CheckRun
     if !errors.is_empty() {
         return Err(CheckRunError::Manifests(errors));
     }
+    tracing::info!(
+        pods = cluster.pod_count(),
+        policies = cluster.policies().count(),
+        "cluster state loaded from manifests"
+    );
     if options.format == CheckFormat::Table {
         writeln!(out, "{}", table_header()).map_err(CheckError::Io)?;
     }

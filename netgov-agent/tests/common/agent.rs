@@ -44,6 +44,19 @@ pub fn start_agent_listening(
     address: &str,
 ) -> Agent {
     let flow_log = std::env::temp_dir().join(format!("{}-flows.jsonl", testbed.node().name()));
+    // The agent appends: a flow log left by an earlier run would mix in.
+    let _ = std::fs::remove_file(&flow_log);
+    start_agent_with(testbed, cluster_state, config, address, flow_log)
+}
+
+/// [`start_agent_listening`] with the flow log at `flow_log`.
+pub fn start_agent_with(
+    testbed: &Testbed,
+    cluster_state: &std::path::Path,
+    config: &std::path::Path,
+    address: &str,
+    flow_log: std::path::PathBuf,
+) -> Agent {
     let mut child = testbed
         .node()
         .command(env!("CARGO_BIN_EXE_netgov"))
