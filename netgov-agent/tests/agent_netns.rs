@@ -506,3 +506,73 @@ fn flow_log_write_errors_are_counted_and_judging_goes_on() {
     assert!(errors >= 1.0, "every unwritten record is counted: {errors}");
     assert_eq!(http_get(testbed.node(), "/healthz").0, 200);
 }
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// Out of file descriptors (idle connections held open past a lowered
+/// limit), the agent's accept loop backs off instead of spinning, and it
+/// answers again once the connections go.
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    let testbed = testbed("agemfile", 1);
+    let (_dir, cluster_state, config, _) = agent_files("emfile");
+    let agent = start_agent(&testbed, &cluster_state, &config);
+    let pid = agent.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    let limit = open + 8;
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(status.success());
+    let held: Vec<TcpStream> = testbed
+        .node()
+        .run_in(move || {
+            (0..limit + 32)
+                .filter_map(|_| TcpStream::connect(("127.0.0.1", AGENT_PORT)).ok())
+                .collect()
+        })
+        .expect("node namespace");
+    assert!(held.len() > 8, "connections queue in the backlog");
+    std::thread::sleep(Duration::from_millis(500));
+    let in_use = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    assert!(
+        in_use >= limit,
+        "every descriptor the agent may open is in use: {in_use} of {limit}"
+    );
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(pid) - before;
+    // A loop retrying accept at once burns a whole core (3 s here).
+    assert!(
+        used < 1.0,
+        "the agent used {used} CPU seconds in 3 s while out of descriptors"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while try_get(testbed.node(), "/healthz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "the agent never answered again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
