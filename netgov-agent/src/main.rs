@@ -89,7 +89,12 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
     let mut message = format!("netgov: {error}");
     let mut source = error.source();
     while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
+        // Some errors already show their cause in their own text; print
+        // each cause once.
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
         source = cause.source();
     }
     eprintln!("{message}");

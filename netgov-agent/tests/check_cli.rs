@@ -348,3 +348,23 @@ fn a_config_that_is_not_a_mapping_is_named_plainly() {
         )
     );
 }
+
+/// An error's cause is printed once, even when its own text shows it.
+#[test]
+fn an_unopenable_flow_log_is_reported_once() {
+    let output = netgov(
+        &[
+            "agent",
+            "--cluster-state",
+            SEED,
+            "--flow-log",
+            "/nonexistent-netgov-dir/flows.jsonl",
+        ],
+        None,
+    );
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "netgov: flow log /nonexistent-netgov-dir/flows.jsonl: No such file or directory (os error 2)"
+    );
+}

@@ -97,8 +97,35 @@ pub struct CaptureSummary {
     pub kernel_evictions: u64,
     /// Undecodable ring-buffer records.
     pub malformed_events: u64,
-    /// Interfaces whose attachment failed, with the reason.
-    pub attach_failures: Vec<String>,
+    /// Interfaces whose attachment (or detachment) failed, with why.
+    pub attach_failures: Vec<AttachFailure>,
+}
+
+/// A failed attachment or detachment, kept for the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttachFailure {
+    /// What failed.
+    pub operation: AttachOperation,
+    /// Why, naming the interface.
+    #[serde(serialize_with = "as_text")]
+    pub error: std::sync::Arc<DatapathError>,
+}
+
+/// What an [`AttachFailure`] was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachOperation {
+    /// Attaching programs to a new interface.
+    Attach,
+    /// Detaching at exit.
+    Detach,
+}
+
+fn as_text<S: serde::Serializer>(
+    error: &std::sync::Arc<DatapathError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(error)
 }
 
 /// Where a capture delivers flows.
@@ -269,7 +296,10 @@ pub async fn run(
     ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
     let emitted = emit(sink, ended, &mut summary);
     for error in datapath.detach_all() {
-        summary.attach_failures.push(format!("detach: {error}"));
+        summary.attach_failures.push(AttachFailure {
+            operation: AttachOperation::Detach,
+            error: error.into(),
+        });
     }
     let result = result.and(emitted);
 
@@ -318,7 +348,10 @@ fn on_link_event(
                 }
                 Err(error) => {
                     tracing::warn!(%error, "attach failed");
-                    summary.attach_failures.push(error.to_string());
+                    summary.attach_failures.push(AttachFailure {
+                        operation: AttachOperation::Attach,
+                        error: error.into(),
+                    });
                 }
             }
         }
