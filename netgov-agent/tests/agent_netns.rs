@@ -519,7 +519,9 @@ fn cpu_seconds(pid: u32) -> f64 {
         .collect();
     let ticks: u64 =
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    ticks as f64 / 100.0
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
 }
 
 /// Out of file descriptors (idle connections held open past a lowered

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::Duration;
 
+use netgov_testbed::metrics_text::{self, Sample};
 use netgov_testbed::{Pod, Testbed};
 
 use crate::{XtaskError, build_netgov, require_root, spawn, workspace_root};
@@ -352,26 +353,27 @@ fn serve_and_call(
     Ok(answered)
 }
 
-/// The label value `name` of a metrics line.
-fn label<'a>(line: &'a str, name: &str) -> &'a str {
-    line.split_once(&format!("{name}=\""))
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map_or("", |(value, _)| value)
-}
-
 fn summarise(metrics: &str) {
     // Flows NetworkPolicy does not govern (the pods' own IPv6 neighbour
     // discovery, the node) are left out of the summary.
+    let shown = |line: &str| !line.ends_with(" 0") && !line.contains("verdict=\"not-applicable\"");
     let lines = |name: &str| -> Vec<&str> {
         metrics
             .lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) && !l.ends_with(" 0"))
-            .filter(|l| !l.contains("verdict=\"not-applicable\""))
+            .filter(|l| l.starts_with(&format!("{name}{{")) && shown(l))
             .collect()
     };
-    let who = |line: &str, side: &str| {
-        let namespace = label(line, &format!("{side}_namespace"));
-        let workload = label(line, &format!("{side}_workload"));
+    let samples = |name: &str| -> Vec<Sample> {
+        metrics_text::samples(metrics)
+            .into_iter()
+            .filter(|s| s.name == name && s.value != 0.0)
+            .filter(|s| s.labels.get("verdict").map(String::as_str) != Some("not-applicable"))
+            .collect()
+    };
+    let label = |sample: &Sample, name: &str| sample.labels.get(name).cloned().unwrap_or_default();
+    let who = |sample: &Sample, side: &str| {
+        let namespace = label(sample, &format!("{side}_namespace"));
+        let workload = label(sample, &format!("{side}_workload"));
         if namespace.is_empty() {
             format!("{workload} (outside the cluster)")
         } else {
@@ -380,39 +382,38 @@ fn summarise(metrics: &str) {
     };
     println!("\nWhat netgov found:\n");
     println!("Policy violations (flows the policies deny), and whether the network enforced them:");
-    for line in lines("netgov_policy_violations_total") {
-        let enforcement = label(line, "enforcement");
-        let meaning = match enforcement {
+    for sample in samples("netgov_policy_violations_total") {
+        let meaning = match label(&sample, "enforcement").as_str() {
             "gap" => "GAP: it got through — nothing enforces this policy",
             "enforced" => "enforced: only the attempts were seen",
             _ => "unknown: not enough seen yet",
         };
         println!(
             "  {} -> {} port {}, denied by {}: {meaning}",
-            who(line, "src"),
-            who(line, "dst"),
-            label(line, "dst_port"),
-            label(line, "denied_by"),
+            who(&sample, "src"),
+            who(&sample, "dst"),
+            label(&sample, "dst_port"),
+            label(&sample, "denied_by"),
         );
     }
     println!(
         "\nUnexpected egress (to outside the cluster, declared by no policy or configuration):"
     );
-    for line in lines("netgov_unexpected_egress_total") {
+    for sample in samples("netgov_unexpected_egress_total") {
         println!(
             "  {}/{} -> {}",
-            label(line, "src_namespace"),
-            label(line, "src_workload"),
-            label(line, "destination")
+            label(&sample, "src_namespace"),
+            label(&sample, "src_workload"),
+            label(&sample, "destination")
         );
     }
     println!("\nUnprotected pods (no policy isolates them):");
-    for line in lines("netgov_unprotected_pods") {
+    for sample in samples("netgov_unprotected_pods") {
         println!(
             "  namespace {}: {} pod(s) open for {}",
-            label(line, "namespace"),
-            line.rsplit(' ').next().unwrap_or("?"),
-            label(line, "direction")
+            label(&sample, "namespace"),
+            sample.value,
+            label(&sample, "direction")
         );
     }
     println!("\nThe matching lines of /metrics:\n");
