@@ -14,6 +14,7 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         src_port: 40000,
         dst: "10.0.0.2".parse().expect("ip"),
         dst_port: 80,
+        original_dst: None,
         protocol: Protocol::Tcp,
         packets_out: 1,
         bytes_out: 60,

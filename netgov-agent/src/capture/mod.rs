@@ -3,6 +3,7 @@
 //! records.
 
 pub mod clock;
+pub mod conntrack;
 pub mod datapath;
 pub mod flow_table;
 pub mod interfaces;

@@ -137,6 +137,11 @@ pub struct FlowRecord {
     pub dst: IpAddr,
     /// Responder port (ICMP echo: 0; other ICMP: `type * 256 + code`).
     pub dst_port: u16,
+    /// The address and port the initiator sent to, when the node
+    /// translated it (a Service's cluster IP, a node port): `dst` is then
+    /// the backend that received the flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_dst: Option<std::net::SocketAddr>,
     /// Transport protocol.
     pub protocol: Protocol,
     /// Initiator → responder packets.
@@ -239,6 +244,7 @@ mod tests {
             src_port: ports.0,
             dst: dst.parse().expect("ip"),
             dst_port: ports.1,
+            original_dst: None,
             protocol,
             packets_out: 12,
             bytes_out: 1_400,

@@ -70,6 +70,7 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
         src_port: 40000,
         dst: dst.parse().expect("ip"),
         dst_port: port,
+        original_dst: None,
         protocol: Protocol::Tcp,
         packets_out,
         bytes_out: packets_out * 60,

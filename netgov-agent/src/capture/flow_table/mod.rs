@@ -36,10 +36,13 @@ use std::time::Duration;
 
 use netgov_common::{EventKind, FlowEvent, FlowKey, FlowStats, seen_at};
 
+use super::conntrack::Endpoint;
 use super::record::{EndReason, FlowRecord};
 
+mod nat;
 mod orient;
 
+pub use nat::{NAT_RETRY_NS, NatLookup, NoNat};
 pub use orient::derive_state;
 
 /// Timing rules of the table.
@@ -71,7 +74,40 @@ pub struct ConversationKey {
     protocol: u8,
 }
 
+impl Default for ConversationKey {
+    fn default() -> Self {
+        Self::new(
+            (IpAddr::from([0, 0, 0, 0]), 0),
+            (IpAddr::from([0, 0, 0, 0]), 0),
+            0,
+        )
+    }
+}
+
 impl ConversationKey {
+    /// The conversation between two endpoints, in the kernel's canonical
+    /// order (the smaller `(address, port)` is A).
+    pub fn new(x: Endpoint, y: Endpoint, protocol: u8) -> Self {
+        let (a, b) = if x <= y { (x, y) } else { (y, x) };
+        Self {
+            addr_a: a.0,
+            addr_b: b.0,
+            port_a: a.1,
+            port_b: b.1,
+            protocol,
+        }
+    }
+
+    /// Endpoint A.
+    pub fn a(&self) -> Endpoint {
+        (self.addr_a, self.port_a)
+    }
+
+    /// Endpoint B.
+    pub fn b(&self) -> Endpoint {
+        (self.addr_b, self.port_b)
+    }
+
     /// The conversation a kernel key (one interface's view) belongs to.
     pub fn of(key: &FlowKey) -> Self {
         Self {
@@ -114,13 +150,28 @@ struct InterfaceView {
     /// Whether the entry vanished from the kernel map without us deleting
     /// it (counted once; the view keeps what it had).
     evicted: bool,
+    /// The view's key is the pre-translation conversation with A and B the
+    /// other way round from its flow's: its directions are swapped as they
+    /// are read, so `stats` is always in the flow's terms.
+    swapped: bool,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Flow {
+    /// The flow's conversation (after translation, for a Service flow).
+    conversation: ConversationKey,
     views: Vec<InterfaceView>,
     /// A view appeared or flags changed since the last live report.
     changed: bool,
+    /// The destination the initiator addressed before translation (a
+    /// Service address), when a translated view joined.
+    original_dst: Option<Endpoint>,
+    /// Pre-translation conversations that belong to this flow.
+    aliases: Vec<ConversationKey>,
+    /// A possibly translated conversation whose translation is not known
+    /// yet (monotonic ns of the first attempt): held back from live
+    /// reports while lookups are retried.
+    nat_pending_since: Option<u64>,
 }
 
 /// Losses the table noticed itself (the kernel counts its own).
@@ -135,11 +186,24 @@ pub struct TableLosses {
 }
 
 /// The flow table.
-#[derive(Debug, Default)]
 pub struct FlowTable {
     config: FlowTableConfig,
     flows: HashMap<ConversationKey, Flow>,
     losses: TableLosses,
+    nat: Box<dyn NatLookup>,
+    /// Pre-translation conversation → its flow's conversation, and whether
+    /// the two have A and B the other way round.
+    aliases: HashMap<ConversationKey, (ConversationKey, bool)>,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("flows", &self.flows.len())
+            .field("aliases", &self.aliases.len())
+            .field("losses", &self.losses)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A flow that ended, with the kernel entries to delete.
@@ -191,12 +255,21 @@ pub trait WallClock {
 }
 
 impl FlowTable {
-    /// An empty table.
+    /// An empty table that translates nothing.
     pub fn new(config: FlowTableConfig) -> Self {
+        Self::with_nat(config, Box::new(NoNat))
+    }
+
+    /// An empty table that files each translated conversation (a
+    /// connection to a Service address) under the flow of its translation,
+    /// as `nat` tells it.
+    pub fn with_nat(config: FlowTableConfig, nat: Box<dyn NatLookup>) -> Self {
         Self {
             config,
             flows: HashMap::new(),
             losses: TableLosses::default(),
+            nat,
+            aliases: HashMap::new(),
         }
     }
 
@@ -232,18 +305,22 @@ impl FlowTable {
         // start was lost, and then the next drain finds the entry anyway.
         let known = self
             .flows
-            .get(&ConversationKey::of(&event.key))
-            .is_some_and(|f| f.views.iter().any(|v| v.key.ifindex == event.key.ifindex));
+            .get(&self.flow_of(&event.key))
+            .is_some_and(|f| f.views.iter().any(|v| v.key == event.key));
         if kind == EventKind::TcpTransition && !known {
             return;
         }
-        let dir = (event.direction & 1) as usize;
         let seen_bit = if event.header.hook == netgov_common::Hook::ToPod as u8 {
             seen_at::TO_POD
         } else {
             seen_at::FROM_POD
         };
-        let view = self.view_mut(&event.key);
+        let conversation = self.locate(&event.key, event.header.timestamp_ns);
+        let swapped = self.swapped(&event.key);
+        let flow = self.flows.get_mut(&conversation).expect("located");
+        let view = flow_view_mut(flow, &event.key, swapped);
+        let direction = event.direction ^ u8::from(view.swapped);
+        let dir = (direction & 1) as usize;
         let stats = &mut view.stats;
         // A transition event whose flow start was lost sets a provisional
         // first packet; the next drain brings the kernel's true one.
@@ -251,21 +328,14 @@ impl FlowTable {
             && (stats.first_seen_ns == 0 || event.header.timestamp_ns < stats.first_seen_ns)
         {
             stats.first_seen_ns = event.header.timestamp_ns;
-            stats.first_direction = event.direction;
+            stats.first_direction = direction;
             stats.first_tcp_flags = event.tcp_flags;
         }
         stats.last_seen_ns = stats.last_seen_ns.max(event.header.timestamp_ns);
         let before = stats.flags[dir];
         stats.flags[dir] |= u64::from(event.tcp_flags) | u64::from(seen_bit);
         let changed = stats.flags[dir] != before;
-        if let Some(flow) = self.flows.get_mut(&ConversationKey::of(&event.key)) {
-            flow.changed |= changed;
-        }
-    }
-
-    fn view_mut(&mut self, key: &FlowKey) -> &mut InterfaceView {
-        let flow = self.flows.entry(ConversationKey::of(key)).or_default();
-        flow_view_mut(flow, key)
+        flow.changed |= changed;
     }
 
     /// Records of the live flows whose judgement may have changed since the
@@ -277,7 +347,11 @@ impl FlowTable {
         clock: &impl WallClock,
     ) -> Vec<FlowRecord> {
         let mut records = Vec::new();
-        for flow in self.flows.values_mut().filter(|f| f.changed) {
+        for flow in self
+            .flows
+            .values_mut()
+            .filter(|f| f.changed && f.nat_pending_since.is_none())
+        {
             flow.changed = false;
             flow.views.sort_by_key(|v| v.stats.first_seen_ns);
             records.push(flow.record(EndReason::Active, names, clock));
@@ -302,8 +376,10 @@ impl FlowTable {
         }
         let mut evictions = 0;
         for (key, stats) in snapshot {
-            let flow = self.flows.entry(ConversationKey::of(&key)).or_default();
-            let view = flow_view_mut(flow, &key);
+            let conversation = self.locate(&key, now_ns);
+            let swapped = self.swapped(&key);
+            let flow = self.flows.get_mut(&conversation).expect("located");
+            let view = flow_view_mut(flow, &key, swapped);
             let before = view.stats;
             if merge_snapshot(view, &stats) {
                 evictions += 1;
@@ -316,7 +392,9 @@ impl FlowTable {
                 flow.changed = true;
             }
         }
+        self.retry_translations(now_ns);
         let mut ended = Vec::new();
+        let mut gone_aliases = Vec::new();
         let config = self.config;
         self.flows.retain(|_, flow| {
             // Entries end only through us, together with their flow; one the
@@ -328,12 +406,16 @@ impl FlowTable {
             }
             match flow.end_reason(now_ns, &config) {
                 Some(reason) => {
+                    gone_aliases.append(&mut flow.aliases);
                     ended.push(std::mem::take(flow).finish(reason, names, clock));
                     false
                 }
                 None => true,
             }
         });
+        for alias in gone_aliases {
+            self.aliases.remove(&alias);
+        }
         self.losses.kernel_evictions += evictions;
         ended
     }
@@ -344,6 +426,7 @@ impl FlowTable {
         names: &impl InterfaceNames,
         clock: &impl WallClock,
     ) -> Vec<EndedFlow> {
+        self.aliases.clear();
         self.flows
             .drain()
             .map(|(_, flow)| flow.finish(EndReason::Exit, names, clock))
@@ -351,9 +434,10 @@ impl FlowTable {
     }
 }
 
-/// The view of `flow` at `key`'s interface, created when missing.
-fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey) -> &'a mut InterfaceView {
-    let index = match flow.views.iter().position(|v| v.key.ifindex == key.ifindex) {
+/// The view of `flow` for kernel key `key`, created when missing
+/// (`swapped`: see [`InterfaceView::swapped`]).
+fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey, swapped: bool) -> &'a mut InterfaceView {
+    let index = match flow.views.iter().position(|v| v.key == *key) {
         Some(index) => index,
         None => {
             flow.views.push(InterfaceView {
@@ -366,6 +450,7 @@ fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey) -> &'a mut InterfaceView
                 kernel_bytes: [0; 2],
                 drained: false,
                 evicted: false,
+                swapped,
             });
             flow.views.len() - 1
         }
@@ -379,6 +464,11 @@ fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey) -> &'a mut InterfaceView
 /// entry evicted and re-created since the previous read without the drain
 /// noticing it missing (a loss to count).
 fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
+    let kernel = &if view.swapped {
+        nat::swap_directions(kernel)
+    } else {
+        *kernel
+    };
     let mut silent_eviction = false;
     if view.kernel_first_seen != 0 && kernel.first_seen_ns != view.kernel_first_seen {
         // A new kernel entry: keep what the old one had counted.
@@ -407,5 +497,7 @@ fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
     silent_eviction
 }
 
+#[cfg(test)]
+mod nat_tests;
 #[cfg(test)]
 mod tests;

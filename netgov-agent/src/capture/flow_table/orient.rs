@@ -7,7 +7,7 @@ use std::time::Duration;
 use netgov_common::{FlowStats, proto, seen_at, tcp_flags};
 
 use super::super::record::{EndReason, FlowRecord, FlowState, Observation, Protocol, TcpFlags};
-use super::{EndedFlow, Flow, FlowTableConfig, InterfaceNames, WallClock, to_ip};
+use super::{EndedFlow, Flow, FlowTableConfig, InterfaceNames, WallClock};
 
 /// Start of the Linux default ephemeral port range
 /// (`net.ipv4.ip_local_port_range`).
@@ -24,7 +24,9 @@ pub(super) fn outbound_direction(flow: &Flow) -> usize {
         return 0;
     };
     let first_direction = (first.stats.first_direction & 1) as usize;
-    let key = &first.key;
+    // Ports and protocol of the flow's own conversation: a view filed
+    // under a translation has the Service's port in its key.
+    let key = &flow.conversation;
     if key.protocol != proto::TCP {
         return first_direction;
     }
@@ -107,11 +109,11 @@ impl Flow {
     ) -> FlowRecord {
         let out = outbound_direction(self);
         let back = 1 - out;
-        let key = self.views[0].key;
-        let (src, src_port, dst, dst_port) = if out == 0 {
-            (key.addr_a, key.port_a, key.addr_b, key.port_b)
+        let key = self.conversation;
+        let ((src, src_port), (dst, dst_port)) = if out == 0 {
+            (key.a(), key.b())
         } else {
-            (key.addr_b, key.port_b, key.addr_a, key.port_a)
+            (key.b(), key.a())
         };
         let max = |f: &dyn Fn(&FlowStats) -> u64| {
             self.views.iter().map(|v| f(&v.stats)).max().unwrap_or(0)
@@ -146,10 +148,13 @@ impl Flow {
             })
             .collect::<Vec<_>>();
         FlowRecord {
-            src: to_ip(&src, key.ip_version),
+            src,
             src_port,
-            dst: to_ip(&dst, key.ip_version),
+            dst,
             dst_port,
+            original_dst: self
+                .original_dst
+                .map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
             protocol: Protocol::from_number(key.protocol),
             packets_out,
             bytes_out,
