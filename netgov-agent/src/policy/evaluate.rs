@@ -4,13 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
 use super::compile::{CompiledPolicy, NamespaceScope, Peer, PortMatch, PortSpec, Rule};
 use super::verdict::{
     BackendVerdict, Decision, EndpointKind, FlowQuery, RuleRef, SideVerdict, Verdict, endpoint_kind,
 };
-use crate::state::{ClusterState, Direction, PodInfo, Protocol, Resolved, ServiceInfo};
+use crate::state::{ClusterState, Direction, Frontend, PodInfo, Protocol, Resolved, ServiceInfo};
 
 /// Combines the two sides: deny if either denies, allow if either allows,
 /// otherwise not applicable.
@@ -40,8 +38,18 @@ pub fn evaluate_resolved(
     source: Resolved<'_>,
     destination: Resolved<'_>,
 ) -> Verdict {
-    let mut verdict = match destination {
-        Resolved::Service(service) => evaluate_service(cluster, flow, source, service),
+    // A node's address with a node port, or a Service's external IP,
+    // reaches the Service's backends as its cluster IP does.
+    let frontend = match destination {
+        Resolved::Host(_) | Resolved::External if flow.protocol.has_ports() => cluster
+            .frontend(flow.protocol, (flow.dst, flow.dst_port))
+            .map(|f| f.service),
+        _ => None,
+    };
+    let mut verdict = match (destination, frontend) {
+        (Resolved::Service(service), _) | (_, Some(service)) => {
+            evaluate_service(cluster, flow, source, service)
+        }
         _ => {
             let (egress, ingress) =
                 judge_sides(cluster, flow, source, destination, flow.dst, flow.dst_port);
@@ -128,41 +136,21 @@ fn evaluate_service(
             service.namespace, service.name
         ));
     };
-    let Some(service_port) = service
-        .ports
-        .iter()
-        .find(|p| p.port == flow.dst_port && p.protocol == protocol)
-    else {
+    let Some(Frontend { port, .. }) = cluster.frontend(protocol, (flow.dst, flow.dst_port)) else {
         return not_applicable(format!(
             "Service {}/{} has no port {}/{}",
             service.namespace, service.name, flow.dst_port, protocol
         ));
     };
-    // Backends and their ports come from the EndpointSlices, which hold
-    // each backend's resolved target port.
-    let mut backends: Vec<(IpAddr, u16)> = Vec::new();
-    for slice in cluster.slices_of(&service.namespace, &service.name) {
-        let port = slice
-            .ports
-            .iter()
-            .find(|(name, _, p)| *name == service_port.name && *p == protocol)
-            .map(|(_, port, _)| *port)
-            .or(match &service_port.target {
-                IntOrString::Int(port) => u16::try_from(*port).ok(),
-                IntOrString::String(_) => None,
-            });
-        if let Some(port) = port {
-            backends.extend(slice.addresses.iter().map(|ip| (*ip, port)));
-        }
-    }
-    backends.sort();
-    backends.dedup();
-    if backends.is_empty() {
-        return not_applicable(format!(
-            "Service {}/{} has no ready endpoints",
-            service.namespace, service.name
-        ));
-    }
+    let client_node = match source {
+        Resolved::Pod(pod) => pod.node.as_deref(),
+        Resolved::Host(node) => node,
+        Resolved::Service(_) | Resolved::External => None,
+    };
+    let backends = match cluster.backends(Frontend { service, port }, flow.dst, client_node) {
+        Ok(backends) => backends,
+        Err(no_backend) => return not_applicable(no_backend.to_string()),
+    };
     let judged: Vec<BackendVerdict> = backends
         .into_iter()
         .map(|(ip, port)| {

@@ -106,6 +106,10 @@ pub struct ClusterState {
     pub(super) node_by_ip: HashMap<IpAddr, String>,
     pub(super) services: HashMap<Key, Arc<ServiceInfo>>,
     pub(super) service_by_ip: HashMap<IpAddr, Key>,
+    /// External and load-balancer IPs of Services.
+    pub(super) service_frontends: HashMap<IpAddr, Key>,
+    /// Node ports, on every node's addresses.
+    pub(super) node_ports: HashMap<(Protocol, u16), Key>,
     pub(super) slices: HashMap<Key, SliceInfo>,
     pub(super) policies: HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>,
     pub(super) policy_errors: BTreeMap<String, PolicyError>,

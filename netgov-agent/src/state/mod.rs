@@ -16,7 +16,9 @@ pub mod workload;
 pub use cluster::{ClusterState, NamedPort, PodInfo, Resolved};
 pub use identity::{HOST, Identity, WORLD};
 pub use protocol::Protocol;
-pub use services::{SERVICE_NAME_LABEL, ServiceInfo, ServicePortInfo, SliceInfo};
+pub use services::{
+    EndpointInfo, Frontend, NoBackend, SERVICE_NAME_LABEL, ServiceInfo, ServicePortInfo, SliceInfo,
+};
 
 /// Declares a fieldless enum whose variants each have one string: the
 /// same text in `Display`, JSON (serde) and Prometheus label values, so no

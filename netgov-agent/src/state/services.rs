@@ -25,6 +25,8 @@ pub struct ServicePortInfo {
     pub protocol: Protocol,
     /// `targetPort`: a number or a container port name.
     pub target: IntOrString,
+    /// The node port, for `NodePort` and `LoadBalancer` Services.
+    pub node_port: Option<u16>,
 }
 
 /// A Service with cluster IPs.
@@ -36,6 +38,24 @@ pub struct ServiceInfo {
     pub name: String,
     /// Ports.
     pub ports: Vec<ServicePortInfo>,
+    /// `internalTrafficPolicy: Local`: traffic from inside the cluster
+    /// goes only to endpoints on the client's node.
+    pub internal_traffic_local: bool,
+}
+
+/// One endpoint of a slice, with the conditions that choose it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Its address.
+    pub address: IpAddr,
+    /// `conditions.ready` (absent means ready, as upstream).
+    pub ready: bool,
+    /// `conditions.serving` (absent means the same as ready).
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+    /// The node it runs on.
+    pub node: Option<String>,
 }
 
 /// An EndpointSlice reduced to what resolution needs.
@@ -45,8 +65,33 @@ pub struct SliceInfo {
     pub service: String,
     /// `(name, port, protocol)` of each slice port.
     pub ports: Vec<(String, u16, Protocol)>,
-    /// Addresses of ready endpoints.
-    pub addresses: Vec<IpAddr>,
+    /// Endpoints with an IP address (FQDN slices have none).
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// Why a Service has no backend for a flow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoBackend {
+    /// No endpoint is ready, nor serving while terminating.
+    #[error("Service {0} has no ready or serving endpoints")]
+    NoEndpoints(String),
+    /// None of the client's address family (each family has its own
+    /// slices).
+    #[error("Service {service} has no {family} endpoints")]
+    NoneOfFamily {
+        /// `namespace/name`.
+        service: String,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// `internalTrafficPolicy: Local` and no endpoint on the client's node.
+    #[error("Service {service} has internalTrafficPolicy Local and no endpoint on node {node}")]
+    NoneOnNode {
+        /// `namespace/name`.
+        service: String,
+        /// The client's node.
+        node: String,
+    },
 }
 
 impl ClusterState {
@@ -79,6 +124,7 @@ impl ClusterState {
                         p.protocol.as_deref().unwrap_or("TCP"),
                     )?,
                     target: p.target_port.clone().unwrap_or(IntOrString::Int(p.port)),
+                    node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
                 })
             })
             .collect();
@@ -86,9 +132,34 @@ impl ClusterState {
             namespace: key.0.clone(),
             name: key.1.clone(),
             ports,
+            internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
         });
         for ip in ips {
             self.service_by_ip.insert(ip, key.clone());
+        }
+        // Addresses outside the cluster's that the node translates to the
+        // Service too: external IPs and load-balancer ingress IPs.
+        let ingress = service
+            .status
+            .iter()
+            .flat_map(|s| s.load_balancer.iter())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.clone());
+        for ip in spec
+            .external_ips
+            .iter()
+            .flatten()
+            .cloned()
+            .chain(ingress)
+            .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        {
+            self.service_frontends.insert(ip, key.clone());
+        }
+        for port in &info.ports {
+            if let Some(node_port) = port.node_port {
+                self.node_ports
+                    .insert((port.protocol, node_port), key.clone());
+            }
         }
         self.services.insert(key, info);
         self.generation += 1;
@@ -99,12 +170,14 @@ impl ClusterState {
         let key = (namespace.to_owned(), name.to_owned());
         if self.services.remove(&key).is_some() {
             self.service_by_ip.retain(|_, owner| *owner != key);
+            self.service_frontends.retain(|_, owner| *owner != key);
+            self.node_ports.retain(|_, owner| *owner != key);
         }
         self.generation += 1;
     }
 
-    /// Adds or replaces an EndpointSlice (ready endpoints only; an endpoint
-    /// without conditions counts as ready, as upstream).
+    /// Adds or replaces an EndpointSlice (every endpoint with an IP
+    /// address, with its conditions and node).
     pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
         let key = key_of(&slice.metadata);
         let service = slice
@@ -126,20 +199,34 @@ impl ClusterState {
                 ))
             })
             .collect();
-        let addresses = slice
+        let endpoints = slice
             .endpoints
             .iter()
             .flatten()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .flat_map(|e| e.addresses.iter())
-            .filter_map(|a| a.parse().ok())
+            .flat_map(|e| {
+                let conditions = e.conditions.clone().unwrap_or_default();
+                let ready = conditions.ready.unwrap_or(true);
+                let info = EndpointInfo {
+                    address: IpAddr::from([0, 0, 0, 0]),
+                    ready,
+                    serving: conditions.serving.unwrap_or(ready),
+                    terminating: conditions.terminating.unwrap_or(false),
+                    node: e.node_name.clone(),
+                };
+                e.addresses.iter().filter_map(move |a| {
+                    Some(EndpointInfo {
+                        address: a.parse().ok()?,
+                        ..info.clone()
+                    })
+                })
+            })
             .collect();
         self.slices.insert(
             key,
             SliceInfo {
                 service,
                 ports,
-                addresses,
+                endpoints,
             },
         );
         self.generation += 1;
@@ -161,5 +248,121 @@ impl ClusterState {
             .iter()
             .filter(move |((ns, _), slice)| ns == namespace && slice.service == service)
             .map(|(_, slice)| slice)
+    }
+}
+
+/// What a frontend address is: a Service and the port a client used.
+#[derive(Clone, Copy, Debug)]
+pub struct Frontend<'a> {
+    /// The Service.
+    pub service: &'a ServiceInfo,
+    /// Its port that was addressed.
+    pub port: &'a ServicePortInfo,
+}
+
+impl ClusterState {
+    /// The Service port a client reaches at `address` over `protocol`:
+    /// a cluster IP and port, an external or load-balancer IP and port, or
+    /// any node's address and a node port.
+    pub fn frontend(&self, protocol: Protocol, (ip, port): (IpAddr, u16)) -> Option<Frontend<'_>> {
+        let key = self
+            .service_by_ip
+            .get(&ip)
+            .or_else(|| self.service_frontends.get(&ip))
+            .map(|key| (key, false))
+            .or_else(|| {
+                self.node_by_ip.contains_key(&ip).then_some(())?;
+                Some((self.node_ports.get(&(protocol, port))?, true))
+            });
+        let (key, node_port) = key?;
+        let service = self.services.get(key)?;
+        let port = service.ports.iter().find(|p| {
+            p.protocol == protocol
+                && if node_port {
+                    p.node_port == Some(port)
+                } else {
+                    p.port == port
+                }
+        })?;
+        Some(Frontend { service, port })
+    }
+
+    /// The backends `(address, target port)` of `frontend` for a client on
+    /// `client_node`, of `family`'s address family, as the node's proxy
+    /// chooses them: with `internalTrafficPolicy: Local` only endpoints on
+    /// the client's node; ready endpoints, or when none is ready, those
+    /// serving while terminating (KEP-1669).
+    ///
+    /// # Errors
+    /// [`NoBackend`] saying which rule left none.
+    pub fn backends(
+        &self,
+        frontend: Frontend<'_>,
+        family: IpAddr,
+        client_node: Option<&str>,
+    ) -> Result<Vec<(IpAddr, u16)>, NoBackend> {
+        let Frontend { service, port } = frontend;
+        let id = format!("{}/{}", service.namespace, service.name);
+        let mut candidates: Vec<(&EndpointInfo, u16)> = Vec::new();
+        let mut other_family = false;
+        for slice in self.slices_of(&service.namespace, &service.name) {
+            // Slices hold each backend's resolved target port.
+            let target = slice
+                .ports
+                .iter()
+                .find(|(name, _, p)| *name == port.name && *p == port.protocol)
+                .map(|(_, target, _)| *target)
+                .or(match &port.target {
+                    IntOrString::Int(target) => u16::try_from(*target).ok(),
+                    IntOrString::String(_) => None,
+                });
+            let Some(target) = target else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                if endpoint.address.is_ipv4() == family.is_ipv4() {
+                    candidates.push((endpoint, target));
+                } else {
+                    other_family = true;
+                }
+            }
+        }
+        if candidates.is_empty() && other_family {
+            return Err(NoBackend::NoneOfFamily {
+                service: id,
+                family: if family.is_ipv4() { "IPv4" } else { "IPv6" },
+            });
+        }
+        if service.internal_traffic_local
+            && let Some(node) = client_node
+        {
+            candidates.retain(|(e, _)| e.node.as_deref() == Some(node));
+            if candidates.is_empty() {
+                return Err(NoBackend::NoneOnNode {
+                    service: id,
+                    node: node.to_owned(),
+                });
+            }
+        }
+        let ready: Vec<(IpAddr, u16)> = candidates
+            .iter()
+            .filter(|(e, _)| e.ready)
+            .map(|(e, port)| (e.address, *port))
+            .collect();
+        let mut chosen = if ready.is_empty() {
+            candidates
+                .iter()
+                .filter(|(e, _)| e.serving && e.terminating)
+                .map(|(e, port)| (e.address, *port))
+                .collect()
+        } else {
+            ready
+        };
+        chosen.sort();
+        chosen.dedup();
+        if chosen.is_empty() {
+            return Err(NoBackend::NoEndpoints(id));
+        }
+        Ok(chosen)
     }
 }

@@ -178,3 +178,148 @@ fn services_are_judged_per_backend() {
     );
     assert_eq!(verdict.egress.reason, "Service prod/db has no port 80/TCP");
 }
+
+/// A Service `prod/svc` (cluster IPs 10.96.0.20 and fd00:96::20, port
+/// 80 → 8080, `internalTrafficPolicy` as given) with one IPv4 slice of
+/// `endpoints` (`(address, node, conditions)`), and the client
+/// `prod/api` on `node-1`.
+fn service_cluster(policy: &str, endpoints: &[(&str, &str, &str)]) -> ClusterState {
+    let endpoints: String = endpoints
+        .iter()
+        .map(|(address, node, conditions)| {
+            format!("  - {{addresses: [{address}], nodeName: {node}, conditions: {conditions}}}\n")
+        })
+        .collect();
+    let yaml = base().replace(
+        "metadata: {name: api, namespace: prod, labels: {app: api}}\nspec: {",
+        "metadata: {name: api, namespace: prod, labels: {app: api}}\nspec: {nodeName: node-1, ",
+    ) + &format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc, namespace: prod}}
+spec:
+  clusterIPs: [10.96.0.20, fd00:96::20]
+  internalTrafficPolicy: {policy}
+  ports: [{{port: 80, targetPort: 8080, nodePort: 30080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: svc-4, namespace: prod, labels: {{kubernetes.io/service-name: svc}}}}
+addressType: IPv4
+ports: [{{port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}---
+apiVersion: v1
+kind: Node
+metadata: {{name: node-1}}
+status: {{addresses: [{{type: InternalIP, address: 192.168.1.10}}]}}
+"
+    );
+    cluster(&yaml)
+}
+
+/// A Service flow from `prod/api` to `dst` (port 80, or the node port on
+/// the node's address) with the Service's `policy` and `endpoints`.
+struct BackendRow {
+    name: &'static str,
+    policy: &'static str,
+    endpoints: Vec<(&'static str, &'static str, &'static str)>,
+    dst: &'static str,
+    expected: &'static str,
+    /// The explanation, when no backend is left.
+    reason: Option<&'static str>,
+}
+
+#[test]
+fn service_backends_follow_the_proxy_rules() {
+    let ready = "{ready: true}";
+    let terminating = "{ready: false, serving: true, terminating: true}";
+    let gone = "{ready: false, serving: false, terminating: true}";
+    let rows = [
+        BackendRow {
+            name: "ready endpoints only",
+            policy: "Cluster",
+            endpoints: vec![(DB, "node-2", ready), (WEB, "node-1", terminating)],
+            dst: "10.96.0.20",
+            expected: "allow | egress: open | ingress: open | backends: [10.0.1.3:8080 allow]",
+            reason: None,
+        },
+        BackendRow {
+            name: "no ready endpoint: those serving while terminating (KEP-1669)",
+            policy: "Cluster",
+            endpoints: vec![(DB, "node-2", terminating), (WEB, "node-1", gone)],
+            dst: "10.96.0.20",
+            expected: "allow | egress: open | ingress: open | backends: [10.0.1.3:8080 allow]",
+            reason: None,
+        },
+        BackendRow {
+            name: "nothing ready or serving",
+            policy: "Cluster",
+            endpoints: vec![(WEB, "node-1", gone)],
+            dst: "10.96.0.20",
+            expected: "not-applicable | egress: n/a | ingress: n/a",
+            reason: Some("Service prod/svc has no ready or serving endpoints"),
+        },
+        BackendRow {
+            name: "internalTrafficPolicy Local: the client's node only",
+            policy: "Local",
+            endpoints: vec![(DB, "node-2", ready), (WEB, "node-1", ready)],
+            dst: "10.96.0.20",
+            expected: "allow | egress: open | ingress: open | backends: [10.0.1.2:8080 allow]",
+            reason: None,
+        },
+        BackendRow {
+            name: "internalTrafficPolicy Local, none on the client's node",
+            policy: "Local",
+            endpoints: vec![(DB, "node-2", ready)],
+            dst: "10.96.0.20",
+            expected: "not-applicable | egress: n/a | ingress: n/a",
+            reason: Some(
+                "Service prod/svc has internalTrafficPolicy Local and no endpoint on node node-1",
+            ),
+        },
+        BackendRow {
+            name: "an IPv6 client has only IPv4 slices",
+            policy: "Cluster",
+            endpoints: vec![(DB, "node-2", ready)],
+            dst: "fd00:96::20",
+            expected: "not-applicable | egress: n/a | ingress: n/a",
+            reason: Some("Service prod/svc has no IPv6 endpoints"),
+        },
+        BackendRow {
+            name: "a node port reaches the same backends",
+            policy: "Cluster",
+            endpoints: vec![(DB, "node-2", ready)],
+            dst: "192.168.1.10",
+            expected: "allow | egress: open | ingress: open | backends: [10.0.1.3:8080 allow]",
+            reason: None,
+        },
+    ];
+    for row in rows {
+        let state = service_cluster(row.policy, &row.endpoints);
+        let port = if row.dst == "192.168.1.10" { 30080 } else { 80 };
+        let verdict = evaluate(&state, &flow(API, row.dst, Tcp, port));
+        assert_eq!(summary(&verdict), row.expected, "{}", row.name);
+        if let Some(reason) = row.reason {
+            assert_eq!(verdict.egress.reason, reason, "{}", row.name);
+        }
+    }
+    // The node's address and node port name the Service port, as a
+    // cluster IP and port do.
+    let state = service_cluster("Cluster", &[(DB, "node-2", ready)]);
+    for (address, port) in [("192.168.1.10", 30080), ("10.96.0.20", 80)] {
+        let frontend = state
+            .frontend(Tcp, (address.parse().expect("ip"), port))
+            .expect("a frontend");
+        assert_eq!(
+            (frontend.service.name.as_str(), frontend.port.port),
+            ("svc", 80)
+        );
+    }
+    assert!(
+        state
+            .frontend(Tcp, ("192.168.1.10".parse().expect("ip"), 80))
+            .is_none()
+    );
+}
