@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::capture::record::FlowRecord;
-use crate::judge::{DeniedBy, Enforcement, Judgement};
+use crate::judge::{DeniedBy, Enforcement, Judgement, ServiceRef};
 use crate::policy::Decision;
 use crate::policy::verdict::SideVerdict;
 use crate::state::Identity;
@@ -66,6 +66,10 @@ pub struct FlowEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     enforcement: Option<Enforcement>,
     unexpected_egress: bool,
+    /// The port the verdict applies to (a Service flow's backend port).
+    judged_dst_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a ServiceRef>,
 }
 
 impl<'a> FlowEntry<'a> {
@@ -81,6 +85,8 @@ impl<'a> FlowEntry<'a> {
             denied_by: judgement.denied_by,
             enforcement: judgement.enforcement,
             unexpected_egress: judgement.unexpected_egress,
+            judged_dst_port: judgement.dst_port,
+            service: judgement.service.as_ref(),
         }
     }
 }

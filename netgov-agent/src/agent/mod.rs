@@ -5,6 +5,7 @@
 //!   waiting;
 //! - [`pipeline`]: the judge stage's state machine (what is counted when);
 //! - [`flow_log`]: the JSON Lines flow log;
+//! - [`nat`]: where connections to Services went (conntrack);
 //! - [`recent`]: the latest judged flows behind `/flows`;
 //! - [`posture`]: the metrics derived from the cluster state;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/flows`;
@@ -14,6 +15,7 @@
 
 pub mod flow_log;
 pub mod http;
+pub mod nat;
 pub mod pipeline;
 pub mod posture;
 pub mod recent;

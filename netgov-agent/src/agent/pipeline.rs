@@ -8,7 +8,9 @@
 //! known (`gap` or `enforced`) or when the flow ends (`unknown` then);
 //! unexpected egress once per flow. The flow log and `/flows` get a flow
 //! when it is first judged, when its verdict or enforcement changes, and
-//! when it ends.
+//! when it ends. A denied flow whose enforcement is unknown (a destination
+//! elsewhere, not answered yet) is judged again when its answer window
+//! has passed, within a second, even if no packet moved.
 //!
 //! Each record goes one way: judged once (`judge::judge` resolves each
 //! end once), then handed to the sinks — metrics, flow log, recent flows.
@@ -104,7 +106,10 @@ impl Pipeline {
                     Some(record) => self.process(record),
                     None => break,
                 },
-                _ = tick.tick() => self.on_cluster_change(),
+                _ = tick.tick() => {
+                    self.on_cluster_change();
+                    self.judge_due_enforcement();
+                }
             }
         }
     }
@@ -133,6 +138,25 @@ impl Pipeline {
             }
         }
         self.workloads = workloads;
+    }
+
+    /// Judges again the denied live flows whose enforcement was unknown
+    /// and whose answer window has passed: retransmitted attempts make no
+    /// new report, and such a flow may not end for a long while, yet its
+    /// enforcement is known now (`enforced`).
+    fn judge_due_enforcement(&mut self) {
+        let now = unix_now_nanos();
+        let window = self.config.answer_window.as_nanos() as i128;
+        let due: Vec<FlowRecord> = self
+            .tracked
+            .values()
+            .filter(|t| t.enforcement == Some(Enforcement::Unknown))
+            .filter(|t| now - t.record.first_seen >= window)
+            .map(|t| t.record.clone())
+            .collect();
+        for record in due {
+            self.process(record);
+        }
     }
 
     fn process(&mut self, record: FlowRecord) {
@@ -208,7 +232,7 @@ impl Pipeline {
         {
             metrics.count_violation(
                 ends,
-                (record.protocol, record.dst_port),
+                (record.protocol, judgement.dst_port),
                 denied_by,
                 enforcement,
             );

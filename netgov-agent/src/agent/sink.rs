@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::nat::ServiceNat;
 use super::shared::Shared;
+use crate::capture::flow_table::NatLookup;
 use crate::capture::record::FlowRecord;
 use crate::capture::{CaptureError, CaptureHealth, FlowSink};
 use crate::export::metrics::LossStage;
@@ -67,5 +69,9 @@ impl FlowSink for AgentSink {
             metrics.count_lost(stage, delta(now, before));
         }
         self.previous = health.clone();
+    }
+
+    fn nat(&mut self) -> Box<dyn NatLookup> {
+        Box::new(ServiceNat::open(Arc::clone(&self.shared)))
     }
 }

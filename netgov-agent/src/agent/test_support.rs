@@ -52,6 +52,8 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         unexpected_egress: false,
         src,
         dst,
+        dst_port: 80,
+        service: None,
     };
     (record, judgement)
 }

@@ -24,7 +24,7 @@ use clock::{MonotonicClock, monotonic_now_ns};
 use datapath::{
     AttachMode, Datapath, DatapathError, DatapathMaps, read_counter, read_flows, take_flow,
 };
-use flow_table::{EndedFlow, FlowTable, FlowTableConfig, TableLosses};
+use flow_table::{EndedFlow, FlowTable, FlowTableConfig, NatLookup, NoNat, TableLosses};
 use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
 use record::FlowRecord;
 
@@ -143,6 +143,12 @@ pub trait FlowSink {
 
     /// After each drain: the capture's own figures.
     fn health(&mut self, _health: &CaptureHealth) {}
+
+    /// Where connections to translated addresses (Services) went, asked
+    /// once at start; by default nothing is translated.
+    fn nat(&mut self) -> Box<dyn NatLookup> {
+        Box::new(NoNat)
+    }
 }
 
 /// The capture's figures after a drain.
@@ -216,7 +222,7 @@ pub async fn run(
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Io(e.into()))?;
     let clock = MonotonicClock::new();
-    let mut table = FlowTable::new(options.table);
+    let mut table = FlowTable::with_nat(options.table, sink.nat());
     let mut summary = CaptureSummary::default();
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
 

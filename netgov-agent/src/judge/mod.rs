@@ -22,6 +22,7 @@
 //! isolation talking to the world is flagged too: not denied is not
 //! expected.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -29,7 +30,8 @@ use serde::Serialize;
 use crate::capture::record::{FlowRecord, Role};
 use crate::config::AgentConfig;
 use crate::policy::evaluate::{egress_names_destination, evaluate_resolved};
-use crate::policy::{Decision, FlowQuery, Verdict};
+use crate::policy::verdict::BackendVerdict;
+use crate::policy::{Decision, FlowQuery, Name, Verdict};
 use crate::state::{ClusterState, Identity, Resolved, string_enum};
 
 string_enum! {
@@ -72,8 +74,29 @@ pub struct Judgement {
     pub unexpected_egress: bool,
     /// The source.
     pub src: Identity,
-    /// The destination.
+    /// The destination: the backend that received a Service flow; when
+    /// the backend is not known (the connection was not tracked), the
+    /// workload of the Service's backends if they share one, else the
+    /// Service.
     pub dst: Identity,
+    /// The destination port the verdict applies to: the backend's port
+    /// for a Service flow (NetworkPolicy applies after DNAT).
+    pub dst_port: u16,
+    /// The Service the flow went through, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRef>,
+}
+
+/// A Service a flow went through, as the client addressed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceRef {
+    /// Namespace.
+    pub namespace: Name,
+    /// Name.
+    pub name: Name,
+    /// The address and port the client sent to (cluster IP, node port,
+    /// external IP).
+    pub address: SocketAddr,
 }
 
 /// Where the judge runs.
@@ -122,14 +145,58 @@ pub fn judge(
         _ => None,
     };
     let enforcement = denied_by.map(|_| enforcement(record, destination, config, node, age));
+    let frontend_address = record.original_dst.or_else(|| {
+        (!matches!(destination, Resolved::Pod(_)))
+            .then(|| SocketAddr::new(record.dst, record.dst_port))
+    });
+    let service = frontend_address.and_then(|address| {
+        let frontend = cluster.frontend(record.protocol, (address.ip(), address.port()))?;
+        Some(ServiceRef {
+            namespace: Name::from(frontend.service.namespace.as_str()),
+            name: Name::from(frontend.service.name.as_str()),
+            address,
+        })
+    });
+    let (dst, dst_port) = match verdict.backends.as_slice() {
+        // Judged against the backends: name them when they agree.
+        [] => (Identity::of(destination), record.dst_port),
+        backends => (
+            shared_backend_identity(cluster, backends).unwrap_or_else(|| Identity::of(destination)),
+            shared_backend_port(backends).unwrap_or(record.dst_port),
+        ),
+    };
     Some(Judgement {
         unexpected_egress: unexpected_egress(cluster, config, &query, source, destination),
         src: Identity::of(source),
-        dst: Identity::of(destination),
+        dst,
+        dst_port,
+        service,
         verdict,
         denied_by,
         enforcement,
     })
+}
+
+/// The workload of every backend, when they all belong to one.
+fn shared_backend_identity(
+    cluster: &ClusterState,
+    backends: &[BackendVerdict],
+) -> Option<Identity> {
+    let mut identities = backends.iter().map(|b| {
+        let identity = Identity::of(cluster.resolve(b.ip));
+        Identity {
+            pod: None,
+            ..identity
+        }
+    });
+    let first = identities.next()?;
+    identities.all(|other| other == first).then_some(first)
+}
+
+/// The port of every backend, when they all use one.
+fn shared_backend_port(backends: &[BackendVerdict]) -> Option<u16> {
+    let first = backends.first()?.port;
+    backends.iter().all(|b| b.port == first).then_some(first)
 }
 
 fn enforcement(

@@ -168,6 +168,8 @@ struct Flow {
     original_dst: Option<Endpoint>,
     /// Pre-translation conversations that belong to this flow.
     aliases: Vec<ConversationKey>,
+    /// `(translated, original)` client, when the node masqueraded it.
+    source_nat: Option<(Endpoint, Endpoint)>,
     /// A possibly translated conversation whose translation is not known
     /// yet (monotonic ns of the first attempt): held back from live
     /// reports while lookups are retried.

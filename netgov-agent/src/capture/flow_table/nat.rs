@@ -15,6 +15,10 @@
 //!   [`NAT_RETRY`](self::NAT_RETRY_NS) — a connection dropped before the
 //!   node confirmed its tracking entry (in a forward filter) never gets
 //!   one; it is then reported as it was addressed, to the Service.
+//! - When the node also masqueraded the client (kube-proxy does for node
+//!   ports), the flow's conversation has the node's address, but its
+//!   record names the client that sent it: policies are judged for the
+//!   pod that opened the connection.
 //! - A view filed under a conversation whose A and B are the other way
 //!   round has its directions swapped as it is read, so every view of a
 //!   flow counts in the flow's terms.
@@ -67,6 +71,9 @@ enum Translation {
         swapped: bool,
         /// The destination the client addressed.
         original_dst: Endpoint,
+        /// The client, and what it was translated to when the node also
+        /// masqueraded it (kube-proxy does for node ports).
+        client: (Endpoint, Endpoint),
     },
     /// It may be translated; not known yet.
     Pending,
@@ -121,8 +128,9 @@ impl FlowTable {
                 target,
                 swapped,
                 original_dst,
+                client,
             }) => {
-                self.join(conversation, target, swapped, original_dst);
+                self.join(conversation, target, swapped, original_dst, client);
                 target
             }
             pending => {
@@ -161,6 +169,7 @@ impl FlowTable {
             target,
             swapped: (client == conversation.a()) != (reply_dst == target.a()),
             original_dst: destination,
+            client: (client, reply_dst),
         })
     }
 
@@ -172,6 +181,7 @@ impl FlowTable {
         target: ConversationKey,
         swapped: bool,
         original_dst: Endpoint,
+        (client, translated_client): (Endpoint, Endpoint),
     ) {
         self.aliases.insert(alias, (target, swapped));
         let flow = self.flows.entry(target).or_insert_with(|| Flow {
@@ -180,6 +190,9 @@ impl FlowTable {
         });
         flow.aliases.push(alias);
         flow.original_dst = Some(original_dst);
+        if translated_client != client {
+            flow.source_nat = Some((translated_client, client));
+        }
         flow.changed = true;
     }
 
@@ -198,6 +211,7 @@ impl FlowTable {
                     target,
                     swapped,
                     original_dst,
+                    client,
                 }) => {
                     let Some(mut waiting) = self.flows.remove(&conversation) else {
                         continue;
@@ -205,7 +219,7 @@ impl FlowTable {
                     if swapped {
                         waiting.views.iter_mut().for_each(flip);
                     }
-                    self.join(conversation, target, swapped, original_dst);
+                    self.join(conversation, target, swapped, original_dst, client);
                     let flow = self.flows.get_mut(&target).expect("joined");
                     flow.views.append(&mut waiting.views);
                 }

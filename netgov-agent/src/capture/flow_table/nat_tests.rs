@@ -74,6 +74,8 @@ struct FakeNat {
     backend: Endpoint,
     known: Rc<Cell<bool>>,
     asked: Rc<Cell<u32>>,
+    /// What the node masquerades the client to, if it does.
+    masquerade: Option<Endpoint>,
 }
 
 impl NatLookup for FakeNat {
@@ -89,7 +91,7 @@ impl NatLookup for FakeNat {
     ) -> Option<(Endpoint, Endpoint)> {
         self.asked.set(self.asked.get() + 1);
         (self.known.get() && source == self.client && destination == self.service)
-            .then_some((self.backend, self.client))
+            .then_some((self.backend, self.masquerade.unwrap_or(self.client)))
     }
 }
 
@@ -120,6 +122,7 @@ fn setup(service: Endpoint, known: bool) -> Setup {
             backend,
             known: Rc::clone(&known),
             asked: Rc::clone(&asked),
+            masquerade: None,
         }),
     );
     let pre = key(3, client, service);
@@ -218,4 +221,60 @@ fn an_untracked_connection_is_reported_as_addressed_after_the_wait() {
     let before = asked.get();
     table.drain([pre], 4 * SEC, &names, &FixedClock);
     assert_eq!(asked.get(), before, "no more lookups once given up");
+}
+
+#[test]
+fn a_masqueraded_node_port_flow_names_the_client_that_sent_it() {
+    let (client, backend) = (ep("10.244.0.12", 40000), ep("10.244.0.11", 8080));
+    let (node_port, masqueraded) = (ep("10.244.0.1", 30080), ep("10.244.0.1", 61000));
+    let mut table = FlowTable::with_nat(
+        FlowTableConfig::default(),
+        Box::new(FakeNat {
+            service: node_port,
+            client,
+            backend,
+            known: Rc::new(Cell::new(true)),
+            asked: Rc::new(Cell::new(0)),
+            masquerade: Some(masqueraded),
+        }),
+    );
+    // Before: client (B) → node (A). After: node (A) → backend (B)... the
+    // backend 10.244.0.11 sorts after the node 10.244.0.1.
+    let pre = key(3, client, node_port);
+    let post = key(4, masqueraded, backend);
+    table.drain(
+        [
+            (
+                pre,
+                stats(
+                    10,
+                    direction::B_TO_A,
+                    [(2, SYN_ACK | TO), (3, SYN_ACK | FROM)],
+                ),
+            ),
+            (
+                post,
+                stats(
+                    11,
+                    direction::A_TO_B,
+                    [(3, SYN_ACK | TO), (2, SYN_ACK | FROM)],
+                ),
+            ),
+        ],
+        SEC,
+        &names,
+        &FixedClock,
+    );
+    let live = table.live_records(&names, &FixedClock);
+    assert_eq!(live.len(), 1);
+    let record = &live[0];
+    assert_eq!(
+        ((record.src, record.src_port), (record.dst, record.dst_port)),
+        (client, backend)
+    );
+    assert_eq!(
+        record.original_dst,
+        Some(std::net::SocketAddr::new(node_port.0, node_port.1))
+    );
+    assert_eq!((record.packets_out, record.packets_in), (3, 2));
 }

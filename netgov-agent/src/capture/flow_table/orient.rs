@@ -110,11 +110,17 @@ impl Flow {
         let out = outbound_direction(self);
         let back = 1 - out;
         let key = self.conversation;
-        let ((src, src_port), (dst, dst_port)) = if out == 0 {
+        let (mut initiator, (dst, dst_port)) = if out == 0 {
             (key.a(), key.b())
         } else {
             (key.b(), key.a())
         };
+        if let Some((translated, original)) = self.source_nat
+            && initiator == translated
+        {
+            initiator = original;
+        }
+        let (src, src_port) = initiator;
         let max = |f: &dyn Fn(&FlowStats) -> u64| {
             self.views.iter().map(|v| f(&v.stats)).max().unwrap_or(0)
         };

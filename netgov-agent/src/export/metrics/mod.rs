@@ -83,6 +83,7 @@ pub struct Metrics {
     cluster_errors: Family<ResourceLabels, Counter>,
     policy_compile_errors: Gauge,
     flow_log_errors: Counter,
+    conntrack_errors: Counter,
     ready: Gauge,
     governed_namespaces: Family<NamespaceLabels, Gauge>,
     max_workloads: usize,
@@ -108,6 +109,7 @@ impl Metrics {
             cluster_errors: Family::default(),
             policy_compile_errors: Gauge::default(),
             flow_log_errors: Counter::default(),
+            conntrack_errors: Counter::default(),
             ready: Gauge::default(),
             governed_namespaces: Family::default(),
             max_workloads,
@@ -178,6 +180,11 @@ impl Metrics {
             "flow_log_errors",
             "Flow-log records that could not be written (the first of each run of failures is logged)",
             metrics.flow_log_errors.clone(),
+        );
+        registry.register(
+            "conntrack_errors",
+            "Connection-tracking lookups that failed (those Service flows are judged against the Service's backends)",
+            metrics.conntrack_errors.clone(),
         );
         registry.register(
             "ready",
@@ -281,6 +288,11 @@ impl Metrics {
         self.events_lost
             .get_or_create(&StageLabels { stage })
             .inc_by(count);
+    }
+
+    /// Counts a connection-tracking lookup that failed.
+    pub fn count_conntrack_error(&self) {
+        self.conntrack_errors.inc();
     }
 
     /// Counts a flow-log record that could not be written.
