@@ -36,6 +36,8 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         isolating_policies: Vec::new(),
         allowed_by: Vec::new(),
         reason: "".into(),
+        tier: None,
+        skipped_policies: Vec::new(),
     };
     let judgement = Judgement {
         verdict: Verdict {

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::policy::manifests::{self, ManifestError, Object};
+use crate::policy::tiers::ClusterPolicyKind;
 use crate::state::ClusterState;
 
 use super::{ClusterHealth, ResourceKind};
@@ -65,6 +66,13 @@ fn kind_of(object: &Object) -> ResourceKind {
         Object::Pod(_) => ResourceKind::Pod,
         Object::Service(_) => ResourceKind::Service,
         Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
+        Object::ClusterPolicy(kind, _) => match kind {
+            ClusterPolicyKind::ClusterNetworkPolicy => ResourceKind::ClusterNetworkPolicy,
+            ClusterPolicyKind::AdminNetworkPolicy => ResourceKind::AdminNetworkPolicy,
+            ClusterPolicyKind::BaselineAdminNetworkPolicy => {
+                ResourceKind::BaselineAdminNetworkPolicy
+            }
+        },
     }
 }
 

@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ClusterHealth, ResourceHealth, ResourceKind};
 use crate::policy::PolicyError;
+use crate::policy::tiers::ClusterPolicyKind;
 use crate::state::ClusterState;
 
 /// Errors creating the client.
@@ -110,6 +111,9 @@ async fn watch_kind(
     health: Arc<RwLock<ClusterHealth>>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
+    if kind.cluster_policy().is_some() {
+        wait_for_crd(kind, &api, &health).await;
+    }
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -165,6 +169,48 @@ async fn watch_kind(
             h.last_event = Some(Instant::now());
             h.objects = objects;
         });
+    }
+}
+
+/// Waits until the CRD of `kind` is installed. While it is not, the
+/// resource counts as synced with no objects (a cluster without
+/// cluster-wide policies is not an error), said once in the log, and
+/// looked for again every minute.
+async fn wait_for_crd(
+    kind: ResourceKind,
+    api: &Api<DynamicObject>,
+    health: &RwLock<ClusterHealth>,
+) {
+    let mut said = false;
+    loop {
+        match api
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::info!(
+                        kind = kind.name(),
+                        "CRD not installed; looking again every minute"
+                    );
+                }
+                let mut health = health.write().unwrap_or_else(|e| e.into_inner());
+                let resource = health.resources.entry(kind).or_default();
+                resource.absent = true;
+                resource.synced = true;
+            }
+            // Installed, or an error the watcher reports and retries.
+            _ => {
+                let mut health = health.write().unwrap_or_else(|e| e.into_inner());
+                let resource = health.resources.entry(kind).or_default();
+                if resource.absent {
+                    resource.absent = false;
+                    resource.synced = false;
+                }
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     }
 }
 
@@ -226,6 +272,7 @@ enum Typed {
     Pod(Pod),
     Service(Service),
     EndpointSlice(EndpointSlice),
+    ClusterPolicy(ClusterPolicyKind, Box<serde_json::Value>),
 }
 
 fn convert(kind: ResourceKind, object: DynamicObject) -> Result<Typed, ObjectError> {
@@ -236,6 +283,16 @@ fn convert(kind: ResourceKind, object: DynamicObject) -> Result<Typed, ObjectErr
         ResourceKind::Pod => Typed::Pod(typed(object)?),
         ResourceKind::Service => Typed::Service(typed(object)?),
         ResourceKind::EndpointSlice => Typed::EndpointSlice(typed(object)?),
+        ResourceKind::ClusterNetworkPolicy
+        | ResourceKind::AdminNetworkPolicy
+        | ResourceKind::BaselineAdminNetworkPolicy => {
+            let value = serde_json::to_value(object).map_err(|e| ObjectError::Schema {
+                field: ".".into(),
+                reason: e.to_string(),
+            })?;
+            let policy_kind = kind.cluster_policy().expect("a cluster policy kind");
+            Typed::ClusterPolicy(policy_kind, Box::new(value))
+        }
     })
 }
 
@@ -255,6 +312,7 @@ fn apply(
         Typed::Pod(o) => state.upsert_pod(&o),
         Typed::Service(o) => state.upsert_service(&o),
         Typed::EndpointSlice(o) => state.upsert_endpoint_slice(&o),
+        Typed::ClusterPolicy(kind, o) => state.upsert_cluster_policy(kind, &o)?,
     }
     Ok(())
 }
@@ -268,6 +326,13 @@ fn delete(kind: ResourceKind, state: &RwLock<ClusterState>, (namespace, name): &
         ResourceKind::Pod => state.delete_pod(namespace, name),
         ResourceKind::Service => state.delete_service(namespace, name),
         ResourceKind::EndpointSlice => state.delete_endpoint_slice(namespace, name),
+        ResourceKind::ClusterNetworkPolicy
+        | ResourceKind::AdminNetworkPolicy
+        | ResourceKind::BaselineAdminNetworkPolicy => {
+            if let Some(policy_kind) = kind.cluster_policy() {
+                state.delete_cluster_policy(policy_kind, name);
+            }
+        }
     }
 }
 
@@ -279,5 +344,17 @@ fn api_resource(kind: ResourceKind) -> ApiResource {
         ResourceKind::Pod => ApiResource::erase::<Pod>(&()),
         ResourceKind::Service => ApiResource::erase::<Service>(&()),
         ResourceKind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
+        ResourceKind::ClusterNetworkPolicy
+        | ResourceKind::AdminNetworkPolicy
+        | ResourceKind::BaselineAdminNetworkPolicy => {
+            let (group, plural) = kind.api_resource();
+            ApiResource {
+                group: group.to_owned(),
+                version: kind.api_version().to_owned(),
+                api_version: format!("{group}/{}", kind.api_version()),
+                kind: kind.name().to_owned(),
+                plural: plural.to_owned(),
+            }
+        }
     }
 }

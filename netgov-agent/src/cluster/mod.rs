@@ -11,6 +11,8 @@ pub mod kube_source;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::policy::tiers::ClusterPolicyKind;
+
 /// The resources the cluster state is made of (the agent's ClusterRole
 /// grants `get`, `list`, `watch` on exactly these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,18 +29,53 @@ pub enum ResourceKind {
     Service,
     /// discovery.k8s.io/v1 EndpointSlices.
     EndpointSlice,
+    /// policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicies (a CRD:
+    /// may be absent).
+    ClusterNetworkPolicy,
+    /// policy.networking.k8s.io/v1alpha1 AdminNetworkPolicies (a CRD).
+    AdminNetworkPolicy,
+    /// policy.networking.k8s.io/v1alpha1 BaselineAdminNetworkPolicies (a
+    /// CRD).
+    BaselineAdminNetworkPolicy,
 }
 
 impl ResourceKind {
     /// Every kind.
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::Namespace,
         ResourceKind::Node,
         ResourceKind::NetworkPolicy,
         ResourceKind::Pod,
         ResourceKind::Service,
         ResourceKind::EndpointSlice,
+        ResourceKind::ClusterNetworkPolicy,
+        ResourceKind::AdminNetworkPolicy,
+        ResourceKind::BaselineAdminNetworkPolicy,
     ];
+
+    /// The cluster-wide policy kind this resource holds, if it is one.
+    pub fn cluster_policy(self) -> Option<ClusterPolicyKind> {
+        match self {
+            ResourceKind::ClusterNetworkPolicy => Some(ClusterPolicyKind::ClusterNetworkPolicy),
+            ResourceKind::AdminNetworkPolicy => Some(ClusterPolicyKind::AdminNetworkPolicy),
+            ResourceKind::BaselineAdminNetworkPolicy => {
+                Some(ClusterPolicyKind::BaselineAdminNetworkPolicy)
+            }
+            _ => None,
+        }
+    }
+
+    /// The API version watched (for the CRDs; the built-in kinds take
+    /// theirs from their types).
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ResourceKind::ClusterNetworkPolicy => "v1alpha2",
+            ResourceKind::AdminNetworkPolicy | ResourceKind::BaselineAdminNetworkPolicy => {
+                "v1alpha1"
+            }
+            _ => "v1",
+        }
+    }
 
     /// The kind's name, as in manifests and metrics labels.
     pub fn name(self) -> &'static str {
@@ -49,6 +86,9 @@ impl ResourceKind {
             ResourceKind::Pod => "Pod",
             ResourceKind::Service => "Service",
             ResourceKind::EndpointSlice => "EndpointSlice",
+            ResourceKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            ResourceKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            ResourceKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
         }
     }
 
@@ -67,6 +107,15 @@ impl ResourceKind {
             ResourceKind::Pod => of::<core::v1::Pod>(),
             ResourceKind::Service => of::<core::v1::Service>(),
             ResourceKind::EndpointSlice => of::<discovery::v1::EndpointSlice>(),
+            ResourceKind::ClusterNetworkPolicy => {
+                ("policy.networking.k8s.io", "clusternetworkpolicies")
+            }
+            ResourceKind::AdminNetworkPolicy => {
+                ("policy.networking.k8s.io", "adminnetworkpolicies")
+            }
+            ResourceKind::BaselineAdminNetworkPolicy => {
+                ("policy.networking.k8s.io", "baselineadminnetworkpolicies")
+            }
         }
     }
 }
@@ -97,6 +146,9 @@ pub struct ResourceHealth {
     pub skipped_objects: u64,
     /// The latest error.
     pub last_error: Option<String>,
+    /// The resource's CRD is not installed (counts as synced, with no
+    /// objects; looked for again every minute).
+    pub absent: bool,
     /// Objects skipped, by `Kind namespace/name`, with why.
     pub problems: BTreeMap<String, String>,
 }

@@ -112,6 +112,9 @@ fn resource_kinds_name_their_api_group_and_resource() {
             ("", "pods"),
             ("", "services"),
             ("discovery.k8s.io", "endpointslices"),
+            ("policy.networking.k8s.io", "clusternetworkpolicies"),
+            ("policy.networking.k8s.io", "adminnetworkpolicies"),
+            ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
         ]
     );
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::compile::{CompiledPolicy, NamespaceScope, Peer, PortMatch, PortSpec, Rule};
+use super::tiers::{Action, SideQuery, Tier, TierDecision, judge_tiers};
 use super::verdict::{
     BackendVerdict, Decision, EndpointKind, FlowQuery, RuleRef, SideVerdict, Verdict, endpoint_kind,
 };
@@ -77,14 +78,8 @@ fn judge_sides(
     dst_ip: IpAddr,
     dst_port: u16,
 ) -> (SideVerdict, SideVerdict) {
-    if matches!(source, Resolved::Host(_)) || matches!(destination, Resolved::Host(_)) {
-        let reason =
-            "a node or hostNetwork pod is an end of the flow: NetworkPolicy does not govern it";
-        return (
-            SideVerdict::not_applicable(reason),
-            SideVerdict::not_applicable(reason),
-        );
-    }
+    let host_reason =
+        "a node or hostNetwork pod is an end of the flow: NetworkPolicy does not govern it";
     let target = Target {
         cluster,
         protocol: flow.protocol,
@@ -94,25 +89,131 @@ fn judge_sides(
             _ => None,
         },
     };
+    let egress_query = SideQuery {
+        cluster,
+        direction: Direction::Egress,
+        peer: destination,
+        peer_ip: dst_ip,
+        protocol: flow.protocol,
+        port: dst_port,
+        destination_pod: target.destination_pod,
+    };
+    let ingress_query = SideQuery {
+        direction: Direction::Ingress,
+        peer: source,
+        peer_ip: flow.src,
+        ..egress_query
+    };
+    if matches!(source, Resolved::Host(_)) || matches!(destination, Resolved::Host(_)) {
+        // Only a cluster-wide egress rule (a `nodes` or `networks` peer)
+        // can decide a pod's traffic to a node; NetworkPolicy does not.
+        let egress = match (source, destination) {
+            (Resolved::Pod(pod), Resolved::Host(_)) => tiers_only(&egress_query, pod, host_reason),
+            _ => SideVerdict::not_applicable(host_reason),
+        };
+        return (egress, SideVerdict::not_applicable(host_reason));
+    }
     let egress = match source {
-        Resolved::Pod(pod) => judge_pod(
-            pod,
-            &pod.egress_policies,
-            Direction::Egress,
-            |policy, rule| rule_admits(&target, policy, rule, destination, dst_ip),
-        ),
+        Resolved::Pod(pod) => {
+            judge_pod_tiers(&egress_query, pod, &pod.egress_policies, |policy, rule| {
+                rule_admits(&target, policy, rule, destination, dst_ip)
+            })
+        }
         _ => SideVerdict::not_applicable("the source is not a pod: no egress policy applies"),
     };
     let ingress = match destination {
-        Resolved::Pod(pod) => judge_pod(
+        Resolved::Pod(pod) => judge_pod_tiers(
+            &ingress_query,
             pod,
             &pod.ingress_policies,
-            Direction::Ingress,
             |policy, rule| rule_admits(&target, policy, rule, source, flow.src),
         ),
         _ => SideVerdict::not_applicable("the destination is not a pod: no ingress policy applies"),
     };
     (egress, ingress)
+}
+
+/// One pod's side through the tiers: Admin, then its NetworkPolicies if
+/// any selects it for the direction, then Baseline, then allow.
+fn judge_pod_tiers(
+    query: &SideQuery<'_>,
+    pod: &PodInfo,
+    policies: &[Arc<CompiledPolicy>],
+    admits: impl Fn(&CompiledPolicy, &Rule) -> bool,
+) -> SideVerdict {
+    let mut notes = Vec::new();
+    let mut side = match judge_tiers(query, pod, Tier::Admin, &mut notes) {
+        Some(decision) if decision.action != Action::Pass => {
+            let mut side = decided(pod, decision);
+            side.skipped_policies = policies.iter().map(|p| Arc::clone(&p.id)).collect();
+            side.isolated = !policies.is_empty();
+            side
+        }
+        _ => {
+            let side = judge_pod(pod, policies, query.direction, admits);
+            if side.isolated {
+                side
+            } else {
+                match judge_tiers(query, pod, Tier::Baseline, &mut notes) {
+                    Some(decision) if decision.action != Action::Pass => decided(pod, decision),
+                    _ => side,
+                }
+            }
+        }
+    };
+    add_notes(&mut side, notes);
+    side
+}
+
+/// A side only a cluster-wide rule can decide (traffic to a node).
+fn tiers_only(query: &SideQuery<'_>, pod: &PodInfo, otherwise: &'static str) -> SideVerdict {
+    let mut notes = Vec::new();
+    let decision = match judge_tiers(query, pod, Tier::Admin, &mut notes) {
+        Some(d) if d.action != Action::Pass => Some(d),
+        _ => {
+            judge_tiers(query, pod, Tier::Baseline, &mut notes).filter(|d| d.action != Action::Pass)
+        }
+    };
+    let mut side = match decision {
+        Some(decision) => decided(pod, decision),
+        None => SideVerdict::not_applicable(otherwise),
+    };
+    add_notes(&mut side, notes);
+    side
+}
+
+fn decided(pod: &PodInfo, decision: TierDecision) -> SideVerdict {
+    let verdict = if decision.action == Action::Accept {
+        Decision::Allow
+    } else {
+        Decision::Deny
+    };
+    let mut reason = format!(
+        "{} by the {} tier: {} (priority {}), rule {}",
+        decision.action, decision.tier, decision.policy, decision.priority, decision.rule
+    );
+    if !decision.same_priority.is_empty() {
+        reason += &format!(
+            "; {} share its priority and act differently (implementation-defined which applies)",
+            decision.same_priority.join(", ")
+        );
+    }
+    SideVerdict {
+        verdict,
+        pod: Some(Arc::clone(&pod.id)),
+        isolated: false,
+        isolating_policies: Vec::new(),
+        allowed_by: Vec::new(),
+        reason: reason.into(),
+        tier: Some(decision),
+        skipped_policies: Vec::new(),
+    }
+}
+
+fn add_notes(side: &mut SideVerdict, notes: Vec<String>) {
+    if !notes.is_empty() {
+        side.reason = format!("{} ({})", side.reason, notes.join("; ")).into();
+    }
 }
 
 fn evaluate_service(
@@ -193,6 +294,8 @@ fn judge_pod(
             isolating_policies: Vec::new(),
             allowed_by: Vec::new(),
             reason: "no policy isolates the pod in this direction".into(),
+            tier: None,
+            skipped_policies: Vec::new(),
         };
     }
     let mut allowed_by = Vec::new();
@@ -228,6 +331,8 @@ fn judge_pod(
         isolating_policies: policies.iter().map(|p| Arc::clone(&p.id)).collect(),
         allowed_by,
         reason: reason.into(),
+        tier: None,
+        skipped_policies: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::tiers::ClusterPolicyKind;
 use crate::state::ClusterState;
 
 /// A supported object.
@@ -26,6 +27,9 @@ pub enum Object {
     Service(Box<Service>),
     /// An EndpointSlice.
     EndpointSlice(Box<EndpointSlice>),
+    /// A cluster-wide policy (ClusterNetworkPolicy, AdminNetworkPolicy,
+    /// BaselineAdminNetworkPolicy), compiled from its JSON value.
+    ClusterPolicy(ClusterPolicyKind, Box<Value>),
 }
 
 impl Object {
@@ -34,7 +38,7 @@ impl Object {
         match self {
             Object::Namespace(_) => 0,
             Object::Node(_) => 1,
-            Object::NetworkPolicy(_) => 2,
+            Object::NetworkPolicy(_) | Object::ClusterPolicy(..) => 2,
             Object::Pod(_) => 3,
             Object::Service(_) => 4,
             Object::EndpointSlice(_) => 5,
@@ -259,6 +263,10 @@ fn add_value(
         "Pod" => typed!(Pod),
         "Service" => typed!(Service),
         "EndpointSlice" => typed!(EndpointSlice),
+        "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
+            let kind = ClusterPolicyKind::from_kind(&kind).expect("matched above");
+            Object::ClusterPolicy(kind, Box::new(value))
+        }
         "" => {
             errors.push(ManifestError::Object {
                 path: file.to_owned(),
@@ -302,6 +310,14 @@ impl Manifests {
                 Object::Pod(o) => cluster.upsert_pod(o),
                 Object::Service(o) => cluster.upsert_service(o),
                 Object::EndpointSlice(o) => cluster.upsert_endpoint_slice(o),
+                Object::ClusterPolicy(kind, o) => {
+                    if let Err(error) = cluster.upsert_cluster_policy(*kind, o) {
+                        errors.push(ManifestError::Policy {
+                            path: origin.file.clone(),
+                            error,
+                        });
+                    }
+                }
             }
         }
         (cluster, errors)

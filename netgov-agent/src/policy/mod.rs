@@ -30,6 +30,7 @@ pub mod compile;
 pub mod evaluate;
 pub mod manifests;
 pub mod selector;
+pub mod tiers;
 pub mod verdict;
 
 /// A shared name (`namespace/name`, a namespace, a pod name): verdicts

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::Name;
+use super::tiers::TierDecision;
 use crate::state::{Protocol, Resolved, string_enum};
 
 /// A flow to judge.
@@ -60,6 +61,14 @@ pub struct SideVerdict {
     pub allowed_by: Vec<RuleRef>,
     /// Why, in words.
     pub reason: Cow<'static, str>,
+    /// The cluster-wide rule that decided, when an Admin or Baseline
+    /// tier did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierDecision>,
+    /// NetworkPolicies that select the pod but did not get to decide: a
+    /// higher tier did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_policies: Vec<Name>,
 }
 
 impl SideVerdict {
@@ -71,6 +80,8 @@ impl SideVerdict {
             isolating_policies: Vec::new(),
             allowed_by: Vec::new(),
             reason: reason.into(),
+            tier: None,
+            skipped_policies: Vec::new(),
         }
     }
 }

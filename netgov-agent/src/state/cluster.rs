@@ -14,6 +14,7 @@ use super::services::{ServiceInfo, SliceInfo};
 use super::workload::{Workload, workload_of};
 use crate::policy::compile::{CompiledPolicy, compile};
 use crate::policy::selector::Labels;
+use crate::policy::tiers::ClusterPolicy;
 use crate::policy::{Name, PolicyError};
 
 /// The label the API server puts on every namespace (since 1.21); added
@@ -59,6 +60,9 @@ pub struct PodInfo {
     pub(crate) ingress_policies: Vec<Arc<CompiledPolicy>>,
     /// Policies of its namespace that select it with the Egress type.
     pub(crate) egress_policies: Vec<Arc<CompiledPolicy>>,
+    /// Cluster-wide policies whose subject it is, by tier then priority
+    /// (never for host-network pods).
+    pub(crate) cluster_policies: Vec<Arc<ClusterPolicy>>,
 }
 
 impl PodInfo {
@@ -104,6 +108,10 @@ pub struct ClusterState {
     pub(super) host_network_ips: HashMap<IpAddr, HashSet<Key>>,
     pub(super) node_ips: HashMap<String, Vec<IpAddr>>,
     pub(super) node_by_ip: HashMap<IpAddr, String>,
+    pub(super) node_labels: HashMap<String, Labels>,
+    /// Cluster-wide policies by `Kind name`, compiled.
+    pub(super) cluster_policies: BTreeMap<String, Arc<ClusterPolicy>>,
+    pub(super) cluster_policy_errors: BTreeMap<String, PolicyError>,
     pub(super) services: HashMap<Key, Arc<ServiceInfo>>,
     pub(super) service_by_ip: HashMap<IpAddr, Key>,
     /// External and load-balancer IPs of Services.
@@ -164,7 +172,11 @@ impl ClusterState {
         let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
         // The API server sets this label to the name, whatever was asked.
         labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
-        self.namespaces.insert(name, labels);
+        self.namespaces.insert(name.clone(), labels);
+        // Cluster-wide policies choose their subjects by namespace labels.
+        if !self.cluster_policies.is_empty() {
+            self.refresh_namespace_pods(&name);
+        }
         self.generation += 1;
     }
 
@@ -228,7 +240,7 @@ impl ClusterState {
         self.refresh_namespace_pods(namespace);
     }
 
-    fn refresh_namespace_pods(&mut self, namespace: &str) {
+    pub(super) fn refresh_namespace_pods(&mut self, namespace: &str) {
         let slots: Vec<usize> = self
             .pods_by_namespace
             .get(namespace)
@@ -239,7 +251,7 @@ impl ClusterState {
         }
     }
 
-    fn refresh_pod_policies(&mut self, slot: usize) {
+    pub(super) fn refresh_pod_policies(&mut self, slot: usize) {
         let Some(pod) = self.pods[slot].as_ref() else {
             return;
         };
@@ -260,9 +272,11 @@ impl ClusterState {
                 egress.push(Arc::clone(policy));
             }
         }
+        let cluster_policies = self.cluster_policies_of(pod);
         let pod = self.pods[slot].as_mut().expect("checked above");
         pod.ingress_policies = ingress;
         pod.egress_policies = egress;
+        pod.cluster_policies = cluster_policies;
     }
 
     /// Adds or replaces a pod. Pods that finished (`Succeeded`, `Failed`)
@@ -329,6 +343,7 @@ impl ClusterState {
                 self.pod_arrivals,
             ),
             ingress_policies: Vec::new(),
+            cluster_policies: Vec::new(),
             egress_policies: Vec::new(),
         };
         self.pod_arrivals += 1;
@@ -452,12 +467,17 @@ impl ClusterState {
         for ip in &ips {
             self.node_by_ip.insert(*ip, name.clone());
         }
+        self.node_labels.insert(
+            name.clone(),
+            node.metadata.labels.clone().unwrap_or_default(),
+        );
         self.node_ips.insert(name, ips);
         self.generation += 1;
     }
 
     /// Removes a node.
     pub fn delete_node(&mut self, name: &str) {
+        self.node_labels.remove(name);
         for ip in self.node_ips.remove(name).unwrap_or_default() {
             if self.node_by_ip.get(&ip).is_some_and(|n| n == name) {
                 self.node_by_ip.remove(&ip);

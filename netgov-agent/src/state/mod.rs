@@ -8,6 +8,7 @@
 //! engine and this layer can move to their own crate without the sources.
 
 pub mod cluster;
+mod cluster_policies;
 mod identity;
 mod protocol;
 pub mod services;

@@ -76,8 +76,20 @@ const OUTSIDE: &str = "203.0.113.10";
 
 /// One side in a summary: `open` (not isolated: allowed), `allowed by
 /// [ns/policy#rule, ...]`, `denied by [ns/policy, ...]` (the isolating
-/// policies, none of whose rules admits the flow) or `n/a`.
+/// policies, none of whose rules admits the flow), `n/a`, or when a
+/// cluster-wide tier decided, `VERDICT by TIER [Kind name rule R]` with
+/// ` skipping [ns/policy, ...]` for the NetworkPolicies it overrode.
 fn side_summary(side: &verdict::SideVerdict) -> String {
+    if let Some(decision) = &side.tier {
+        let mut text = format!(
+            "{} by {} [{} rule {}]",
+            side.verdict, decision.tier, decision.policy, decision.rule
+        );
+        if !side.skipped_policies.is_empty() {
+            text += &format!(" skipping [{}]", side.skipped_policies.join(", "));
+        }
+        return text;
+    }
     match (side.verdict, side.isolated) {
         (Decision::NotApplicable, _) => "n/a".into(),
         (Decision::Allow, false) => "open".into(),
@@ -160,3 +172,4 @@ mod changes;
 mod properties;
 mod resolution;
 mod rules;
+mod tiers;
