@@ -334,6 +334,18 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "monitoring"}}}],
                                                  "ports": [{"port": 8080}]}]}}),
                 );
+                // The cluster guard-rail of the README: only monitoring may
+                // reach model-serving's admin port.
+                server.apply(
+                    Resource::ClusterNetworkPolicies,
+                    json!({"metadata": {"name": "protect-admin-port"},
+                           "spec": {"tier": "Admin", "priority": 10,
+                                    "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "model-serving"}}}},
+                                    "ingress": [
+                                        {"name": "monitoring", "action": "Pass", "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "monitoring"}}}}]},
+                                        {"name": "admin-port", "action": "Deny", "from": [{"namespaces": {}}],
+                                         "protocols": [{"tcp": {"destinationPort": {"number": 9090}}}]}]}}),
+                );
                 server.write_kubeconfig(&kubeconfig_path).expect("kubeconfig");
                 up_tx.send(()).expect("up");
                 tokio::task::spawn_blocking(move || {
@@ -385,6 +397,9 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
     let handle = answer_once(serving, 8080);
     assert!(call(unauthorised, serving.ipv4.into(), 8080));
     handle.join().expect("server");
+    let handle = answer_once(serving, 9090);
+    assert!(call(unauthorised, serving.ipv4.into(), 9090));
+    handle.join().expect("server");
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let (_, text) = http_get(testbed.node(), "/metrics");
@@ -392,8 +407,7 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
             &text,
             "netgov_policy_violations_total",
             &[("enforcement", "gap")],
-        )
-        .is_some()
+        ) == Some(2.0)
             || Instant::now() > deadline
         {
             break text;
@@ -407,11 +421,43 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
             &[
                 ("src_workload", "unauthorised-0"),
                 ("dst_workload", "model-serving-0"),
-                ("enforcement", "gap")
+                ("dst_port", "8080"),
+                ("enforcement", "gap"),
+                ("tier", "networkpolicy")
             ]
         ),
         Some(1.0),
         "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_policy_violations_total",
+            &[
+                ("src_workload", "unauthorised-0"),
+                ("dst_workload", "model-serving-0"),
+                ("dst_port", "9090"),
+                ("denied_by", "ingress"),
+                ("enforcement", "gap"),
+                ("tier", "admin")
+            ]
+        ),
+        Some(1.0),
+        "the ClusterNetworkPolicy from the API denies the admin port: {text}"
+    );
+    assert_eq!(
+        metric(&text, "netgov_policy_violations_total", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_cluster_synced",
+            &[("resource", "AdminNetworkPolicy")]
+        ),
+        Some(1.0),
+        "an absent CRD does not block readiness: {text}"
     );
     assert_eq!(
         metric(

@@ -368,3 +368,47 @@ fn an_unopenable_flow_log_is_reported_once() {
         "netgov: flow log /nonexistent-netgov-dir/flows.jsonl: No such file or directory (os error 2)"
     );
 }
+
+/// `netgov check` reads ClusterNetworkPolicies from manifests: an Admin
+/// Deny overrides the seed's NetworkPolicy allow, and says so.
+#[test]
+fn check_judges_with_cluster_network_policies() {
+    let dir = std::env::temp_dir().join(format!("netgov-check-cnp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(format!("{SEED}/cluster.yaml"), dir.join("cluster.yaml")).expect("copy seed");
+    std::fs::write(
+        dir.join("guard-rail.yaml"),
+        "apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-scrapes-from-ai}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: model-serving}}}}
+  ingress:
+    - {name: no-monitoring, action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: monitoring}}}}]}
+",
+    )
+    .expect("write");
+    let results = lines(&netgov(
+        &[
+            "check",
+            "--manifests",
+            dir.to_str().expect("utf-8"),
+            "--flow",
+            "ai-platform/monitoring-0 -> ai-platform/model-serving-0:8080/TCP",
+        ],
+        None,
+    ));
+    assert_eq!(results[0]["verdict"], "deny");
+    assert_eq!(
+        results[0]["ingress"]["tier"],
+        serde_json::json!({"tier": "admin", "policy": "ClusterNetworkPolicy no-scrapes-from-ai",
+                           "priority": 1, "rule": "no-monitoring", "action": "Deny"})
+    );
+    assert_eq!(
+        results[0]["ingress"]["skipped_policies"],
+        serde_json::json!(["ai-platform/allow-monitoring", "ai-platform/default-deny"])
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

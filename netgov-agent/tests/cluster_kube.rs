@@ -330,3 +330,40 @@ async fn malformed_objects_are_skipped_and_named() {
             .is_empty()
     );
 }
+
+/// ClusterNetworkPolicies come from the API like NetworkPolicies; the
+/// v1alpha1 kinds, whose CRDs this server does not have, count as synced
+/// with no objects and keep the agent ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policies_apply_and_absent_crds_do_not_block() {
+    let h = Harness::start(seed).await;
+    {
+        let health = h.health.read().expect("lock");
+        for kind in [
+            ResourceKind::AdminNetworkPolicy,
+            ResourceKind::BaselineAdminNetworkPolicy,
+        ] {
+            let resource = &health.resources[&kind];
+            assert!(resource.absent && resource.synced, "{kind:?}: {resource:?}");
+        }
+        assert!(!health.resources[&ResourceKind::ClusterNetworkPolicy].absent);
+    }
+    // dev/tool → prod/db is denied by the NetworkPolicy; an Admin Accept
+    // from every namespace overrides it, and its removal restores it.
+    assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
+    let guard_rail = json!({"metadata": {"name": "open-db"}, "spec": {
+        "tier": "Admin", "priority": 5,
+        "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "db"}}}},
+        "ingress": [{"name": "from-anywhere", "action": "Accept", "from": [{"namespaces": {}}]}]}});
+    h.server.apply(Resource::ClusterNetworkPolicies, guard_rail);
+    h.eventually("the Admin Accept applies", |h| {
+        h.verdict("10.0.2.3", "10.0.1.3", 5432) == Decision::Allow
+    })
+    .await;
+    h.server
+        .delete(Resource::ClusterNetworkPolicies, "", "open-db");
+    h.eventually("its removal", |h| {
+        h.verdict("10.0.2.3", "10.0.1.3", 5432) == Decision::Deny
+    })
+    .await;
+}

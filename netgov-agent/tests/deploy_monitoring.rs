@@ -14,6 +14,7 @@ use netgov_agent::cluster::ResourceKind;
 use netgov_agent::export::metrics::{LossStage, Metrics};
 use netgov_agent::judge::{DeniedBy, Enforcement};
 use netgov_agent::policy::Decision;
+use netgov_agent::policy::tiers::Tier;
 use netgov_agent::state::{Direction, Identity, Protocol};
 use netgov_testbed::metrics_text::netgov_metric_names as metric_names;
 use serde_json::Value as Json;
@@ -116,7 +117,7 @@ fn exported_series() -> BTreeSet<String> {
     metrics.count_violation(
         (&a, &c),
         (Protocol::Tcp, 80),
-        DeniedBy::Ingress,
+        (DeniedBy::Ingress, Tier::NetworkPolicy),
         Enforcement::Gap,
     );
     metrics.count_unexpected_egress(&a, "203.0.113.1".parse().expect("ip"));

@@ -1,7 +1,7 @@
 //! An in-process fake Kubernetes API server for tests and benchmarks. It
 //! speaks the real list/watch wire protocol for the cluster-wide
 //! collections netgov reads — Pods, Namespaces, Services, Nodes,
-//! NetworkPolicies, EndpointSlices:
+//! NetworkPolicies, EndpointSlices, ClusterNetworkPolicies:
 //!
 //! - `GET <collection>`: a list with `metadata.resourceVersion`, paginated
 //!   by `limit` and `continue`;
@@ -51,17 +51,22 @@ pub enum Resource {
     NetworkPolicies,
     /// `/apis/discovery.k8s.io/v1/endpointslices`.
     EndpointSlices,
+    /// `/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies`
+    /// (cluster-scoped; the v1alpha1 AdminNetworkPolicy and
+    /// BaselineAdminNetworkPolicy are not served: their CRDs are absent).
+    ClusterNetworkPolicies,
 }
 
 impl Resource {
     /// Every resource.
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 7] = [
         Resource::Pods,
         Resource::Namespaces,
         Resource::Services,
         Resource::Nodes,
         Resource::NetworkPolicies,
         Resource::EndpointSlices,
+        Resource::ClusterNetworkPolicies,
     ];
 
     fn path(self) -> &'static str {
@@ -72,6 +77,9 @@ impl Resource {
             Resource::Nodes => "/api/v1/nodes",
             Resource::NetworkPolicies => "/apis/networking.k8s.io/v1/networkpolicies",
             Resource::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
+            Resource::ClusterNetworkPolicies => {
+                "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+            }
         }
     }
 
@@ -79,6 +87,7 @@ impl Resource {
         match self {
             Resource::NetworkPolicies => "networking.k8s.io/v1",
             Resource::EndpointSlices => "discovery.k8s.io/v1",
+            Resource::ClusterNetworkPolicies => "policy.networking.k8s.io/v1alpha2",
             _ => "v1",
         }
     }
@@ -91,6 +100,7 @@ impl Resource {
             Resource::Nodes => "Node",
             Resource::NetworkPolicies => "NetworkPolicy",
             Resource::EndpointSlices => "EndpointSlice",
+            Resource::ClusterNetworkPolicies => "ClusterNetworkPolicy",
         }
     }
 

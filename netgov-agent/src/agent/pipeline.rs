@@ -226,14 +226,17 @@ impl Pipeline {
             metrics.count_flow(ends.0, ends.1, record.protocol, judgement.verdict.verdict);
         }
         let mut violation = counted.violation;
-        if let (Some(denied_by), Some(enforcement)) = (judgement.denied_by, judgement.enforcement)
-            && !violation
+        if let (Some(denied_by), Some(tier), Some(enforcement)) = (
+            judgement.denied_by,
+            judgement.denying_tier,
+            judgement.enforcement,
+        ) && !violation
             && (enforcement != Enforcement::Unknown || ended)
         {
             metrics.count_violation(
                 ends,
                 (record.protocol, judgement.dst_port),
-                denied_by,
+                (denied_by, tier),
                 enforcement,
             );
             violation = true;

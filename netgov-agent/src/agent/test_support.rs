@@ -50,6 +50,7 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
             backends_disagree: false,
         },
         denied_by: None,
+        denying_tier: None,
         enforcement: None,
         unexpected_egress: false,
         src,

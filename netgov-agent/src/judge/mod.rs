@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::capture::record::{FlowRecord, Role};
 use crate::config::AgentConfig;
 use crate::policy::evaluate::{egress_names_destination, evaluate_resolved};
+use crate::policy::tiers::Tier;
 use crate::policy::verdict::BackendVerdict;
 use crate::policy::{Decision, FlowQuery, Name, Verdict};
 use crate::state::{ClusterState, Identity, Resolved, string_enum};
@@ -67,6 +68,9 @@ pub struct Judgement {
     /// Which side denies, for a denied flow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied_by: Option<DeniedBy>,
+    /// The tier whose rule denied it (the source's when both sides deny).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denying_tier: Option<Tier>,
     /// Whether the network enforced it, for a denied flow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
@@ -144,6 +148,13 @@ pub fn judge(
         (Decision::Deny, _, _) => Some(DeniedBy::Ingress),
         _ => None,
     };
+    let denying_tier = denied_by.map(|side| {
+        let side = match side {
+            DeniedBy::Egress | DeniedBy::Both => &verdict.egress,
+            DeniedBy::Ingress => &verdict.ingress,
+        };
+        side.tier.as_ref().map_or(Tier::NetworkPolicy, |d| d.tier)
+    });
     let enforcement = denied_by.map(|_| enforcement(record, destination, config, node, age));
     let frontend_address = record.original_dst.or_else(|| {
         (!matches!(destination, Resolved::Pod(_)))
@@ -173,6 +184,7 @@ pub fn judge(
         service,
         verdict,
         denied_by,
+        denying_tier,
         enforcement,
     })
 }

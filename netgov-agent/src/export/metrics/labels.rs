@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use crate::cluster::ResourceKind;
 use crate::judge::{DeniedBy, Enforcement};
 use crate::policy::Decision;
+use crate::policy::tiers::Tier;
 use crate::state::{Direction, Protocol, string_enum};
 
 string_enum! {
@@ -49,6 +50,8 @@ pub(super) struct ViolationLabels {
     pub dst_port: String,
     pub denied_by: DeniedBy,
     pub enforcement: Enforcement,
+    /// The tier of the denying rule (`admin`, `networkpolicy`, `baseline`).
+    pub tier: Tier,
 }
 
 /// Labels of `netgov_unexpected_egress_total`.

@@ -5,7 +5,7 @@
 //! dashboards depend on them:
 //!
 //! - `netgov_flows_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,verdict}`
-//! - `netgov_policy_violations_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,dst_port,denied_by,enforcement}`
+//! - `netgov_policy_violations_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,dst_port,denied_by,enforcement,tier}`
 //! - `netgov_unexpected_egress_total{src_namespace,src_workload,destination}`
 //! - `netgov_unprotected_pods{namespace,direction}`
 //!
@@ -39,6 +39,7 @@ use series::{SeriesIndex, count_series};
 use crate::cluster::ResourceKind;
 use crate::judge::{DeniedBy, Enforcement};
 use crate::policy::Decision;
+use crate::policy::tiers::Tier;
 use crate::state::{Direction, Identity, Protocol};
 
 /// The workload label used past the cardinality cap, and the `dst_port`
@@ -241,7 +242,7 @@ impl Metrics {
         &self,
         (src, dst): (&Identity, &Identity),
         (protocol, dst_port): (Protocol, u16),
-        denied_by: DeniedBy,
+        (denied_by, tier): (DeniedBy, Tier),
         enforcement: Enforcement,
     ) {
         let mut labels = ViolationLabels {
@@ -257,6 +258,7 @@ impl Metrics {
             },
             denied_by,
             enforcement,
+            tier,
         };
         let mut index = self.index();
         index.cap_workloads(self.max_workloads, &mut labels);

@@ -2,6 +2,7 @@ use netgov_testbed::metrics_text::sample;
 
 use super::*;
 use crate::policy::Name;
+use crate::policy::tiers::Tier;
 use crate::state::WORLD;
 
 fn id(namespace: &str, workload: &str) -> Identity {
@@ -55,13 +56,13 @@ fn the_exposition_is_pinned() {
     metrics.count_violation(
         (&notebook, &serving),
         (Protocol::Tcp, 8080),
-        DeniedBy::Ingress,
+        (DeniedBy::Ingress, Tier::NetworkPolicy),
         Enforcement::Gap,
     );
     metrics.count_violation(
         (&notebook, &serving),
         (Protocol::Icmp, 2048),
-        DeniedBy::Both,
+        (DeniedBy::Both, Tier::Admin),
         Enforcement::Enforced,
     );
     metrics.count_unexpected_egress(&notebook, "203.0.113.10".parse().expect("ip"));
@@ -178,7 +179,7 @@ fn violation_ports_are_capped_per_workload_pair() {
         metrics.count_violation(
             (&id("a", src), &db),
             (Protocol::Tcp, port),
-            DeniedBy::Ingress,
+            (DeniedBy::Ingress, Tier::NetworkPolicy),
             Enforcement::Enforced,
         );
     };
