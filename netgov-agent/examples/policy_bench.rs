@@ -1,6 +1,7 @@
 //! Policy engine benchmark (run by `cargo xtask bench policy`): a generated
 //! cluster of 10,000 pods in 200 namespaces with 2,000 policies of
-//! realistic shapes. Prints compile time, verdicts per second on one core
+//! realistic shapes and 200 ClusterNetworkPolicies in the Admin and
+//! Baseline tiers. Prints compile time, verdicts per second on one core
 //! (cold, and through the verdict cache), and writes the cluster and a
 //! flows file for the `netgov check` end-to-end figure.
 //!
@@ -22,6 +23,14 @@ const NAMESPACES: usize = 200;
 const PODS_PER_NAMESPACE: usize = 50;
 const POLICIES_PER_NAMESPACE: usize = 10;
 const APPS: [&str; 5] = ["api", "web", "worker", "db", "cache"];
+/// ClusterNetworkPolicies added (`NETGOV_BENCH_CLUSTER_POLICIES`, default
+/// 200).
+fn cluster_policy_count() -> usize {
+    std::env::var("NETGOV_BENCH_CLUSTER_POLICIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200)
+}
 
 fn pod_ip(namespace: usize, pod: usize) -> Ipv4Addr {
     let n = namespace * PODS_PER_NAMESPACE + pod;
@@ -86,7 +95,32 @@ fn generate() -> Vec<Value> {
             );
         }
     }
+    objects.extend(cluster_policies());
     objects
+}
+
+/// 200 ClusterNetworkPolicies, three in four in the Admin tier, each for
+/// the namespaces of one team (every pod is the subject of ten): a Pass
+/// for production callers, a Deny of another team's workers on a port
+/// range, and an egress Deny of a network.
+fn cluster_policies() -> Vec<Value> {
+    (0..cluster_policy_count())
+        .map(|i| {
+            let tier = if i % 4 == 3 { "Baseline" } else { "Admin" };
+            json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                "metadata": {"name": format!("guard-{i}")},
+                "spec": {"tier": tier, "priority": i * 5,
+                    "subject": {"namespaces": {"matchLabels": {"team": format!("t{}", i % 20)}}},
+                    "ingress": [
+                        {"name": "prod-callers", "action": "Pass", "from": [{"namespaces": {"matchLabels": {"tier": "prod"}}}],
+                         "protocols": [{"tcp": {"destinationPort": {"number": 8443}}}]},
+                        {"name": "no-foreign-workers", "action": "Deny",
+                         "from": [{"pods": {"namespaceSelector": {"matchLabels": {"team": format!("t{}", (i + 1) % 20)}},
+                                            "podSelector": {"matchLabels": {"app": "worker"}}}}],
+                         "protocols": [{"tcp": {"destinationPort": {"range": {"start": 6000, "end": 7000}}}}]}],
+                    "egress": [{"name": "no-test-net", "action": "Deny", "to": [{"networks": ["198.51.100.0/24"]}]}]}})
+        })
+        .collect()
 }
 
 /// A deterministic mix of flows between pods, across namespaces and to the
@@ -159,9 +193,10 @@ fn main() {
         "{errors:?} {compile_errors:?}"
     );
     println!(
-        "cluster: {} pods, {NAMESPACES} namespaces, {} policies",
+        "cluster: {} pods, {NAMESPACES} namespaces, {} policies, {} ClusterNetworkPolicies",
         cluster.pod_count(),
-        cluster.policies().count()
+        cluster.policies().count(),
+        cluster.cluster_policies().count()
     );
     println!(
         "compile (objects -> indexed, compiled policies): {:.1} ms (JSON parsing before it: {:.1} ms)",

@@ -195,7 +195,8 @@ impl AgentArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// YAML or JSON files, or directories of them, with Namespaces, Pods,
-    /// NetworkPolicies, Services, EndpointSlices and Nodes (repeatable).
+    /// NetworkPolicies, Services, EndpointSlices, Nodes and
+    /// ClusterNetworkPolicies (repeatable).
     #[arg(long, value_name = "PATH", required = true, num_args = 1..)]
     pub manifests: Vec<std::path::PathBuf>,
     /// JSON Lines of flows (`{"src":..,"dst":..,"protocol":..,"dst_port":..}`),

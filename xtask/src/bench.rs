@@ -5,7 +5,8 @@
 //!   attached; prints the median throughput ratio and the capture's CPU
 //!   seconds per GB.
 //! - `cargo xtask bench policy`: the policy engine on a generated cluster of
-//!   10,000 pods, 200 namespaces and 2,000 policies (compile time,
+//!   10,000 pods, 200 namespaces, 2,000 policies and 200
+//!   ClusterNetworkPolicies (compile time,
 //!   verdicts/s), then `netgov check` end to end on a million JSON flows.
 //! - `cargo xtask bench cluster`: initial sync of 10,000 pods, 500
 //!   namespaces, 2,000 policies and 3,000 services from the fake API server

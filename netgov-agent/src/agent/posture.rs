@@ -41,7 +41,9 @@ pub fn refresh(shared: &Shared) {
                 }
             }
         }
-        metrics.set_policy_compile_errors(state.policy_errors().len());
+        metrics.set_policy_compile_errors(
+            state.policy_errors().len() + state.cluster_policy_errors().len(),
+        );
         metrics.set_governed_namespaces(
             state
                 .namespaces()

@@ -106,6 +106,9 @@ fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<ManifestError>> {
 }
 
 fn record_load(health: &mut ClusterHealth, loaded: &Loaded) {
+    for warning in loaded.state.cluster_policy_warnings() {
+        tracing::warn!(%warning, "cluster-wide policy");
+    }
     for (object, why) in &loaded.problems {
         tracing::warn!(object = %object, reason = %why, "object skipped");
     }

@@ -312,7 +312,12 @@ fn apply(
         Typed::Pod(o) => state.upsert_pod(&o),
         Typed::Service(o) => state.upsert_service(&o),
         Typed::EndpointSlice(o) => state.upsert_endpoint_slice(&o),
-        Typed::ClusterPolicy(kind, o) => state.upsert_cluster_policy(kind, &o)?,
+        Typed::ClusterPolicy(kind, o) => {
+            state.upsert_cluster_policy(kind, &o)?;
+            for warning in state.cluster_policy_warnings() {
+                tracing::warn!(%warning, "cluster-wide policy");
+            }
+        }
     }
     Ok(())
 }

@@ -141,6 +141,9 @@ fn judge_pod_tiers(
     policies: &[Arc<CompiledPolicy>],
     admits: impl Fn(&CompiledPolicy, &Rule) -> bool,
 ) -> SideVerdict {
+    if pod.cluster_policies.is_empty() {
+        return judge_pod(pod, policies, query.direction, admits);
+    }
     let mut notes = Vec::new();
     let mut side = match judge_tiers(query, pod, Tier::Admin, &mut notes) {
         Some(decision) if decision.action != Action::Pass => {
@@ -205,7 +208,7 @@ fn decided(pod: &PodInfo, decision: TierDecision) -> SideVerdict {
         isolating_policies: Vec::new(),
         allowed_by: Vec::new(),
         reason: reason.into(),
-        tier: Some(decision),
+        tier: Some(Box::new(decision)),
         skipped_policies: Vec::new(),
     }
 }

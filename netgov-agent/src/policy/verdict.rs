@@ -64,7 +64,7 @@ pub struct SideVerdict {
     /// The cluster-wide rule that decided, when an Admin or Baseline
     /// tier did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tier: Option<TierDecision>,
+    pub tier: Option<Box<TierDecision>>,
     /// NetworkPolicies that select the pod but did not get to decide: a
     /// higher tier did.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -102,6 +102,7 @@ pub fn compile_cluster_policy(
         tier,
         priority,
         subject,
+        port_summary: [super::port_summary(&ingress), super::port_summary(&egress)],
         ingress,
         egress,
         unknown_fields: c.unknown.get(),

@@ -61,23 +61,21 @@ pub fn judge_tiers(
     tier: Tier,
     notes: &mut Vec<String>,
 ) -> Option<TierDecision> {
-    let policies: Vec<&Arc<ClusterPolicy>> = pod
+    // The pod's list is sorted by tier, then priority.
+    let policies = pod
         .cluster_policies
         .iter()
-        .filter(|p| p.tier == tier)
-        .collect();
-    for (position, policy) in policies.iter().enumerate() {
+        .filter(|p| p.tier == tier && p.may_match(query.direction, query.protocol, query.port));
+    for policy in policies.clone() {
         let Some(rule) = first_match(query, policy, notes) else {
             continue;
         };
         let same_priority = policies
-            .iter()
-            .enumerate()
-            .filter(|(other, p)| *other != position && p.priority == policy.priority)
-            .filter(|(_, p)| {
+            .filter(|p| p.priority == policy.priority && !Arc::ptr_eq(p, policy))
+            .filter(|p| {
                 first_match(query, p, &mut Vec::new()).is_some_and(|r| r.action != rule.action)
             })
-            .map(|(_, p)| Arc::clone(&p.id))
+            .map(|p| Arc::clone(&p.id))
             .collect();
         return Some(TierDecision {
             tier,
@@ -117,10 +115,7 @@ fn first_match<'p>(
 /// them, `Deny` and `Pass` always do.
 fn rule_matches(query: &SideQuery<'_>, rule: &Rule) -> bool {
     let fail_closed = rule.action != Action::Accept;
-    let peers = rule.peers.iter().any(|peer| match peer {
-        Peer::Unknown => fail_closed,
-        peer => peer_matches(query, peer),
-    });
+    // Ports first: they are cheap, and most rules name a few.
     let ports = match &rule.ports {
         None => true,
         Some(entries) => entries.iter().any(|entry| match entry {
@@ -137,7 +132,11 @@ fn rule_matches(query: &SideQuery<'_>, rule: &Rule) -> bool {
             }
         }),
     };
-    peers && ports
+    ports
+        && rule.peers.iter().any(|peer| match peer {
+            Peer::Unknown => fail_closed,
+            peer => peer_matches(query, peer),
+        })
 }
 
 fn peer_matches(query: &SideQuery<'_>, peer: &Peer) -> bool {

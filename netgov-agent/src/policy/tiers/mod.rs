@@ -140,4 +140,45 @@ pub struct ClusterPolicy {
     pub egress: Vec<Rule>,
     /// Peers and ports this engine did not understand (each fails closed).
     pub unknown_fields: usize,
+    /// Per direction (ingress, egress): every protocol and port range its
+    /// rules can match, or `None` when a rule can match any port (no
+    /// `protocols`, a named port, an unknown entry). Lets a flow skip a
+    /// policy none of whose rules names its port.
+    pub port_summary: [Option<Vec<(Protocol, u16, u16)>>; 2],
+}
+
+impl ClusterPolicy {
+    /// Whether a rule of `direction` may match `protocol`/`port` (a
+    /// cheap test before the rules themselves).
+    pub fn may_match(
+        &self,
+        direction: crate::state::Direction,
+        protocol: Protocol,
+        port: u16,
+    ) -> bool {
+        let summary = match direction {
+            crate::state::Direction::Ingress => &self.port_summary[0],
+            crate::state::Direction::Egress => &self.port_summary[1],
+        };
+        summary.as_ref().is_none_or(|ranges| {
+            ranges
+                .iter()
+                .any(|(p, start, end)| *p == protocol && (*start..=*end).contains(&port))
+        })
+    }
+}
+
+/// The port summary of a direction's rules (see
+/// [`ClusterPolicy::port_summary`]).
+fn port_summary(rules: &[Rule]) -> Option<Vec<(Protocol, u16, u16)>> {
+    let mut ranges = Vec::new();
+    for rule in rules {
+        for entry in rule.ports.as_ref()? {
+            match entry {
+                PortMatch::Range(protocol, start, end) => ranges.push((*protocol, *start, *end)),
+                PortMatch::Named(_) | PortMatch::Unknown => return None,
+            }
+        }
+    }
+    Some(ranges)
 }
