@@ -43,10 +43,13 @@ impl ServiceNat {
 
 impl NatLookup for ServiceNat {
     fn is_candidate(&self, protocol: u8, destination: Endpoint) -> bool {
-        self.shared
-            .state()
-            .frontend(Protocol::from_number(protocol), destination)
-            .is_some()
+        // Without connection tracking there is no answer to wait for.
+        self.conntrack.is_some()
+            && self
+                .shared
+                .state()
+                .frontend(Protocol::from_number(protocol), destination)
+                .is_some()
     }
 
     fn translated(

@@ -71,6 +71,10 @@ pub struct Pipeline {
     /// Workloads with pods at the last look, to drop the series of those
     /// that are gone.
     workloads: HashSet<(String, String)>,
+    /// How long after its answer window a flow of unknown enforcement is
+    /// judged again: one drain interval, so an answer that arrived in
+    /// time has been reported.
+    report_delay: Duration,
     /// The last flow-log write failed (logged once per run of failures;
     /// every failed record is counted).
     log_failing: bool,
@@ -83,8 +87,10 @@ impl Pipeline {
         config: AgentConfig,
         node: NodeContext,
         flow_log: Option<FlowLog>,
+        report_delay: Duration,
     ) -> Self {
         Self {
+            report_delay,
             shared,
             config,
             node,
@@ -141,12 +147,13 @@ impl Pipeline {
     }
 
     /// Judges again the denied live flows whose enforcement was unknown
-    /// and whose answer window has passed: retransmitted attempts make no
+    /// and whose answer window (and one drain interval) has passed:
+    /// retransmitted attempts make no
     /// new report, and such a flow may not end for a long while, yet its
     /// enforcement is known now (`enforced`).
     fn judge_due_enforcement(&mut self) {
         let now = unix_now_nanos();
-        let window = self.config.answer_window.as_nanos() as i128;
+        let window = (self.config.answer_window + self.report_delay).as_nanos() as i128;
         let due: Vec<FlowRecord> = self
             .tracked
             .values()

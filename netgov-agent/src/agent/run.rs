@@ -80,6 +80,25 @@ pub enum AgentError {
     FlowLog(#[from] FlowLogError),
 }
 
+/// Waits until every resource of the cluster state has completed its
+/// first list (logged while it takes long).
+async fn wait_for_cluster_state(shared: &Shared) {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    while !shared
+        .health
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .ready()
+    {
+        if !said && started.elapsed() > Duration::from_secs(10) {
+            tracing::warn!("waiting for the cluster state's first lists before capturing");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM (or the capture's `--duration`).
 /// `ready` is called once the programs are attached.
 ///
@@ -128,8 +147,13 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         options.config.clone(),
         options.node.clone(),
         flow_log,
+        options.capture.drain_interval,
     );
     let judge_task = tokio::spawn(pipeline.run(rx));
+    // Which addresses are Services must be known before the first flow is
+    // seen: a connection is matched with its translation only when it is
+    // new.
+    wait_for_cluster_state(&shared).await;
     let mut sink = AgentSink::new(tx, Arc::clone(&shared));
     let attached = Arc::clone(&shared);
     let result = capture::run(options.capture.clone(), &mut sink, move |_| {

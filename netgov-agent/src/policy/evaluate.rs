@@ -9,7 +9,7 @@ use super::tiers::{Action, SideQuery, Tier, TierDecision, judge_tiers};
 use super::verdict::{
     BackendVerdict, Decision, EndpointKind, FlowQuery, RuleRef, SideVerdict, Verdict, endpoint_kind,
 };
-use crate::state::{ClusterState, Direction, Frontend, PodInfo, Protocol, Resolved, ServiceInfo};
+use crate::state::{ClusterState, Direction, PodInfo, Protocol, Resolved, ServiceInfo};
 
 /// Combines the two sides: deny if either denies, allow if either allows,
 /// otherwise not applicable.
@@ -108,7 +108,12 @@ fn judge_sides(
         // Only a cluster-wide egress rule (a `nodes` or `networks` peer)
         // can decide a pod's traffic to a node; NetworkPolicy does not.
         let egress = match (source, destination) {
-            (Resolved::Pod(pod), Resolved::Host(_)) => tiers_only(&egress_query, pod, host_reason),
+            (Resolved::Pod(pod), Resolved::Host(_)) => tiers_only(
+                &egress_query,
+                pod,
+                !pod.egress_policies.is_empty(),
+                host_reason,
+            ),
             _ => SideVerdict::not_applicable(host_reason),
         };
         return (egress, SideVerdict::not_applicable(host_reason));
@@ -169,10 +174,19 @@ fn judge_pod_tiers(
 }
 
 /// A side only a cluster-wide rule can decide (traffic to a node).
-fn tiers_only(query: &SideQuery<'_>, pod: &PodInfo, otherwise: &'static str) -> SideVerdict {
+/// When NetworkPolicies select the pod for the direction, their tier comes
+/// before Baseline and they do not govern node traffic: Baseline is not
+/// reached.
+fn tiers_only(
+    query: &SideQuery<'_>,
+    pod: &PodInfo,
+    network_policies_select: bool,
+    otherwise: &'static str,
+) -> SideVerdict {
     let mut notes = Vec::new();
     let decision = match judge_tiers(query, pod, Tier::Admin, &mut notes) {
         Some(d) if d.action != Action::Pass => Some(d),
+        _ if network_policies_select => None,
         _ => {
             judge_tiers(query, pod, Tier::Baseline, &mut notes).filter(|d| d.action != Action::Pass)
         }
@@ -240,7 +254,7 @@ fn evaluate_service(
             service.namespace, service.name
         ));
     };
-    let Some(Frontend { port, .. }) = cluster.frontend(protocol, (flow.dst, flow.dst_port)) else {
+    let Some(frontend) = cluster.frontend(protocol, (flow.dst, flow.dst_port)) else {
         return not_applicable(format!(
             "Service {}/{} has no port {}/{}",
             service.namespace, service.name, flow.dst_port, protocol
@@ -251,7 +265,7 @@ fn evaluate_service(
         Resolved::Host(node) => node,
         Resolved::Service(_) | Resolved::External => None,
     };
-    let backends = match cluster.backends(Frontend { service, port }, flow.dst, client_node) {
+    let backends = match cluster.backends(frontend, flow.dst, client_node) {
         Ok(backends) => backends,
         Err(no_backend) => return not_applicable(no_backend.to_string()),
     };
@@ -272,10 +286,16 @@ fn evaluate_service(
     let first = judged[0].verdict;
     let disagree = judged.iter().any(|b| b.verdict != first);
     let verdict = if disagree { Decision::Deny } else { first };
+    // The flow's sides are those of a backend with the flow's verdict, so
+    // that a denial names the side and tier that deny.
+    let shown = judged
+        .iter()
+        .find(|b| b.verdict == verdict)
+        .unwrap_or(&judged[0]);
     Verdict {
         verdict,
-        egress: judged[0].egress.clone(),
-        ingress: judged[0].ingress.clone(),
+        egress: shown.egress.clone(),
+        ingress: shown.ingress.clone(),
         source: EndpointKind::External,
         destination: EndpointKind::External,
         backends: judged,

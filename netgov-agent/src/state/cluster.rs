@@ -115,7 +115,7 @@ pub struct ClusterState {
     pub(super) services: HashMap<Key, Arc<ServiceInfo>>,
     pub(super) service_by_ip: HashMap<IpAddr, Key>,
     /// External and load-balancer IPs of Services.
-    pub(super) service_frontends: HashMap<IpAddr, Key>,
+    pub(super) service_frontends: HashMap<IpAddr, Vec<Key>>,
     /// Node ports, on every node's addresses.
     pub(super) node_ports: HashMap<(Protocol, u16), Key>,
     pub(super) slices: HashMap<Key, SliceInfo>,
@@ -184,6 +184,9 @@ impl ClusterState {
     /// own delete events).
     pub fn delete_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
+        if !self.cluster_policies.is_empty() {
+            self.refresh_namespace_pods(name);
+        }
         self.generation += 1;
     }
 

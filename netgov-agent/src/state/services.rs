@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Protocol;
-use super::cluster::{ClusterState, key_of};
+use super::cluster::{ClusterState, Key, key_of};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -153,7 +153,10 @@ impl ClusterState {
             .chain(ingress)
             .filter_map(|ip| ip.parse::<IpAddr>().ok())
         {
-            self.service_frontends.insert(ip, key.clone());
+            self.service_frontends
+                .entry(ip)
+                .or_default()
+                .push(key.clone());
         }
         for port in &info.ports {
             if let Some(node_port) = port.node_port {
@@ -170,7 +173,10 @@ impl ClusterState {
         let key = (namespace.to_owned(), name.to_owned());
         if self.services.remove(&key).is_some() {
             self.service_by_ip.retain(|_, owner| *owner != key);
-            self.service_frontends.retain(|_, owner| *owner != key);
+            self.service_frontends.retain(|_, owners| {
+                owners.retain(|owner| *owner != key);
+                !owners.is_empty()
+            });
             self.node_ports.retain(|_, owner| *owner != key);
         }
         self.generation += 1;
@@ -258,6 +264,10 @@ pub struct Frontend<'a> {
     pub service: &'a ServiceInfo,
     /// Its port that was addressed.
     pub port: &'a ServicePortInfo,
+    /// Reached from outside the cluster's addresses (a node port, an
+    /// external or load-balancer IP): `internalTrafficPolicy` does not
+    /// apply (`externalTrafficPolicy` does, which netgov does not model).
+    pub external: bool,
 }
 
 impl ClusterState {
@@ -265,26 +275,38 @@ impl ClusterState {
     /// a cluster IP and port, an external or load-balancer IP and port, or
     /// any node's address and a node port.
     pub fn frontend(&self, protocol: Protocol, (ip, port): (IpAddr, u16)) -> Option<Frontend<'_>> {
-        let key = self
-            .service_by_ip
+        let by_port = |key: &Key, node_port: bool| {
+            let service = self.services.get(key)?;
+            let port = service.ports.iter().find(|p| {
+                p.protocol == protocol
+                    && if node_port {
+                        p.node_port == Some(port)
+                    } else {
+                        p.port == port
+                    }
+            })?;
+            Some(Frontend {
+                service,
+                port,
+                external: node_port || !self.service_by_ip.contains_key(&ip),
+            })
+        };
+        // A cluster IP belongs to one Service; an external or load-balancer
+        // IP may be shared by several on different ports; any node address
+        // takes the node ports.
+        self.service_by_ip
             .get(&ip)
-            .or_else(|| self.service_frontends.get(&ip))
-            .map(|key| (key, false))
+            .and_then(|key| by_port(key, false))
+            .or_else(|| {
+                self.service_frontends
+                    .get(&ip)?
+                    .iter()
+                    .find_map(|key| by_port(key, false))
+            })
             .or_else(|| {
                 self.node_by_ip.contains_key(&ip).then_some(())?;
-                Some((self.node_ports.get(&(protocol, port))?, true))
-            });
-        let (key, node_port) = key?;
-        let service = self.services.get(key)?;
-        let port = service.ports.iter().find(|p| {
-            p.protocol == protocol
-                && if node_port {
-                    p.node_port == Some(port)
-                } else {
-                    p.port == port
-                }
-        })?;
-        Some(Frontend { service, port })
+                by_port(self.node_ports.get(&(protocol, port))?, true)
+            })
     }
 
     /// The backends `(address, target port)` of `frontend` for a client on
@@ -301,7 +323,11 @@ impl ClusterState {
         family: IpAddr,
         client_node: Option<&str>,
     ) -> Result<Vec<(IpAddr, u16)>, NoBackend> {
-        let Frontend { service, port } = frontend;
+        let Frontend {
+            service,
+            port,
+            external,
+        } = frontend;
         let id = format!("{}/{}", service.namespace, service.name);
         let mut candidates: Vec<(&EndpointInfo, u16)> = Vec::new();
         let mut other_family = false;
@@ -334,6 +360,7 @@ impl ClusterState {
             });
         }
         if service.internal_traffic_local
+            && !external
             && let Some(node) = client_node
         {
             candidates.retain(|(e, _)| e.node.as_deref() == Some(node));

@@ -165,6 +165,12 @@ impl FlowTable {
             return None;
         }
         let target = ConversationKey::new(reply_dst, reply_src, protocol);
+        if target == conversation {
+            // Connection tracking matches either direction's tuple: this
+            // is the answer side of a translated connection (its
+            // masqueraded port happened to look like a node port).
+            return None;
+        }
         Some(Translation::To {
             target,
             swapped: (client == conversation.a()) != (reply_dst == target.a()),
@@ -216,6 +222,17 @@ impl FlowTable {
                     let Some(mut waiting) = self.flows.remove(&conversation) else {
                         continue;
                     };
+                    for alias in waiting.aliases.drain(..) {
+                        self.aliases.insert(alias, (target, swapped));
+                        self.flows
+                            .entry(target)
+                            .or_insert_with(|| Flow {
+                                conversation: target,
+                                ..Flow::default()
+                            })
+                            .aliases
+                            .push(alias);
+                    }
                     if swapped {
                         waiting.views.iter_mut().for_each(flip);
                     }

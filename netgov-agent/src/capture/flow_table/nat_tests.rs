@@ -278,3 +278,50 @@ fn a_masqueraded_node_port_flow_names_the_client_that_sent_it() {
     );
     assert_eq!((record.packets_out, record.packets_in), (3, 2));
 }
+
+/// Connection tracking answers a lookup of either direction's tuple: the
+/// answer side of a masqueraded connection whose port looks like a node
+/// port gets its own connection back. That is no translation.
+#[test]
+fn a_lookup_answered_with_the_same_connection_translates_nothing() {
+    struct Mirror;
+    impl NatLookup for Mirror {
+        fn is_candidate(&self, _: u8, destination: Endpoint) -> bool {
+            destination == ep("10.244.0.1", 30080)
+        }
+        fn translated(
+            &mut self,
+            _: u8,
+            source: Endpoint,
+            destination: Endpoint,
+        ) -> Option<(Endpoint, Endpoint)> {
+            Some((source, destination))
+        }
+    }
+    let mut table = FlowTable::with_nat(FlowTableConfig::default(), Box::new(Mirror));
+    let (node, backend) = (ep("10.244.0.1", 30080), ep("10.244.0.11", 8080));
+    // node:30080 (A) → backend (B), first packet A→B.
+    let view = key(4, node, backend);
+    table.drain(
+        [(
+            view,
+            stats(
+                10,
+                direction::A_TO_B,
+                [(3, SYN_ACK | TO), (2, SYN_ACK | FROM)],
+            ),
+        )],
+        SEC,
+        &names,
+        &FixedClock,
+    );
+    let live = table.live_records(&names, &FixedClock);
+    assert_eq!(live.len(), 1);
+    let record = &live[0];
+    assert_eq!(
+        ((record.src, record.src_port), (record.dst, record.dst_port)),
+        (node, backend)
+    );
+    assert_eq!(record.original_dst, None);
+    assert_eq!((record.packets_out, record.packets_in), (3, 2));
+}

@@ -287,6 +287,15 @@ fn peers_and_ports() {
             "not-applicable | egress: n/a | ingress: n/a",
         ),
         row(
+            "node traffic of a pod a NetworkPolicy selects: Baseline is not reached",
+            vec![
+                policy("prod", "api-out", "podSelector: {matchLabels: {app: api}}\npolicyTypes: [Egress]\negress: [{}]"),
+                cnp("no-nodes", "Baseline", 1, &format!("{PROD}\negress: [{{action: Deny, to: [{{nodes: {{}}}}]}}]")),
+            ],
+            flow(API, NODE_IP, Tcp, 6443),
+            "not-applicable | egress: n/a | ingress: n/a",
+        ),
+        row(
             "an unknown peer in an Accept rule matches nothing",
             vec![
                 deny_db_ingress(),

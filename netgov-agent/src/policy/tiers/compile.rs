@@ -367,7 +367,9 @@ impl Compiler<'_> {
                     let end = port(&r["end"], &format!("{field}.range.end"))?;
                     return range(protocol, start, end, &format!("{field}.range"));
                 }
-                return Err(self.invalid(&field, "must set number or range"));
+                // A newer way to name ports: fails closed.
+                self.unknown.set(self.unknown.get() + 1);
+                return Ok(PortMatch::Unknown);
             }
             if let Some(name) = entry["destinationNamedPort"].as_str() {
                 return Ok(PortMatch::Named(name.to_owned()));
