@@ -323,3 +323,33 @@ fn service_backends_follow_the_proxy_rules() {
             .is_none()
     );
 }
+
+/// Two Services may share an external IP on different ports (MetalLB's
+/// shared IPs): each port names its own Service, and deleting one keeps
+/// the other.
+#[test]
+fn a_shared_external_ip_names_each_service_by_port() {
+    let service = |name: &str, port: u16| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: prod}}\n\
+             spec: {{clusterIP: 10.96.1.{port_low}, externalIPs: [198.51.100.7], ports: [{{port: {port}}}]}}\n",
+            port_low = port % 250
+        )
+    };
+    let mut state = cluster(&(base() + &service("http", 80) + &service("https", 443)));
+    let name = |state: &ClusterState, port: u16| {
+        state
+            .frontend(Tcp, ("198.51.100.7".parse().expect("ip"), port))
+            .map(|f| f.service.name.clone())
+    };
+    assert_eq!(name(&state, 80).as_deref(), Some("http"));
+    assert_eq!(name(&state, 443).as_deref(), Some("https"));
+    assert!(
+        state
+            .frontend(Tcp, ("198.51.100.7".parse().expect("ip"), 80))
+            .is_some_and(|f| f.external)
+    );
+    state.delete_service("prod", "http");
+    assert_eq!(name(&state, 80), None);
+    assert_eq!(name(&state, 443).as_deref(), Some("https"));
+}
