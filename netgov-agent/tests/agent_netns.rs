@@ -624,3 +624,83 @@ fn accept_errors_back_off_instead_of_spinning() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Only policy traffic is judged: the ICMP port unreachable that answers
+/// a UDP datagram to a closed port, and the pods' own IPv6 neighbour
+/// discovery and link-local traffic, are counted as not judged, never as
+/// flows or violations.
+#[test]
+fn icmp_errors_and_neighbour_discovery_are_not_judged() {
+    let testbed = testbed("agicmp", 2);
+    let (_dir, cluster_state, config, _) = agent_files("icmp");
+    let _agent = start_agent(&testbed, &cluster_state, &config);
+    let (client, server) = (&testbed.pods()[0], &testbed.pods()[1]);
+    let target = SocketAddr::new(server.ipv4.into(), 9);
+    client
+        .netns
+        .run_in(move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket.send_to(b"anyone?", target).expect("send");
+        })
+        .expect("client namespace");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = http_get(testbed.node(), "/metrics").1;
+        let udp = metric(&text, "netgov_flows_total", &[("protocol", "UDP")]);
+        let errors = metric(
+            &text,
+            "netgov_flows_not_judged_total",
+            &[("reason", "icmp_error")],
+        );
+        if (udp, errors) == (Some(1.0), Some(1.0)) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        metric(&text, "netgov_flows_total", &[("protocol", "UDP")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "netgov_flows_not_judged_total",
+            &[("reason", "icmp_error")]
+        ),
+        Some(1.0),
+        "one port unreachable: {text}"
+    );
+    for protocol in ["ICMP", "ICMPv6"] {
+        assert_eq!(
+            metric(&text, "netgov_flows_total", &[("protocol", protocol)]),
+            None,
+            "no {protocol} flow is judged: {text}"
+        );
+    }
+    // The datagram itself is denied by the seed's default deny (a gap:
+    // it was delivered); the ICMP answer is no second violation.
+    assert_eq!(
+        metric(&text, "netgov_policy_violations_total", &[]),
+        metric(
+            &text,
+            "netgov_policy_violations_total",
+            &[
+                ("protocol", "UDP"),
+                ("dst_port", "9"),
+                ("enforcement", "gap")
+            ]
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "netgov_policy_violations_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "netgov_unexpected_egress_total", &[]),
+        None,
+        "{text}"
+    );
+}

@@ -24,4 +24,4 @@ pub mod shared;
 pub mod sink;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

@@ -66,6 +66,8 @@ pub struct Pipeline {
     node: NodeContext,
     flow_log: Option<FlowLog>,
     tracked: HashMap<FlowId, Tracked>,
+    /// Live flows that are not policy traffic, already counted as such.
+    not_judged: HashSet<FlowId>,
     /// Cluster generation at the last re-judgement of live flows.
     generation: u64,
     /// Workloads with pods at the last look, to drop the series of those
@@ -96,6 +98,7 @@ impl Pipeline {
             node,
             flow_log,
             tracked: HashMap::new(),
+            not_judged: HashSet::new(),
             generation: 0,
             workloads: HashSet::new(),
             log_failing: false,
@@ -171,8 +174,20 @@ impl Pipeline {
         let id = flow_id(&record);
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
         let judgement = judge(&record, &self.shared.state(), &self.config, &self.node, age);
-        let Some(judgement) = judgement else {
-            return;
+        let judgement = match judgement {
+            Ok(judgement) => judgement,
+            Err(reason) => {
+                // Counted once per flow: when first seen, live or ended.
+                let first = if ended {
+                    !self.not_judged.remove(&id)
+                } else {
+                    self.not_judged.insert(id)
+                };
+                if first {
+                    self.shared.metrics.count_not_judged(reason);
+                }
+                return;
+            }
         };
         let previous = self.tracked.get(&id);
         let verdict_changed = previous.is_some_and(|p| p.verdict != judgement.verdict.verdict);

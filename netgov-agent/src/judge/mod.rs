@@ -111,31 +111,34 @@ pub struct NodeContext {
     pub node_name: Option<String>,
 }
 
-/// The policy question a record asks: `None` for protocols the datapath
-/// does not aggregate (the agent does not judge them).
-pub fn query_of(record: &FlowRecord) -> Option<FlowQuery> {
-    if matches!(record.protocol, crate::state::Protocol::Other(_)) {
-        return None;
-    }
-    Some(FlowQuery {
+/// The policy question a record asks.
+pub fn query_of(record: &FlowRecord) -> FlowQuery {
+    FlowQuery {
         src: record.src,
         dst: record.dst,
         protocol: record.protocol,
         dst_port: record.dst_port,
-    })
+    }
 }
 
 /// Judges `record`. `age` is how long ago its first packet was seen. Each
 /// end is resolved once; the verdict, enforcement, unexpected egress and
 /// identities all use that resolution.
+///
+/// # Errors
+/// [`NotJudged`] for traffic that is not policy traffic (see
+/// [`not_judged`](not_judged::not_judged)).
 pub fn judge(
     record: &FlowRecord,
     cluster: &ClusterState,
     config: &AgentConfig,
     node: &NodeContext,
     age: Duration,
-) -> Option<Judgement> {
-    let query = query_of(record)?;
+) -> Result<Judgement, NotJudged> {
+    if let Some(reason) = not_judged::not_judged(record) {
+        return Err(reason);
+    }
+    let query = query_of(record);
     let (source, destination) = (cluster.resolve(record.src), cluster.resolve(record.dst));
     let verdict = evaluate_resolved(cluster, &query, source, destination);
     let denied_by = match (
@@ -176,7 +179,7 @@ pub fn judge(
             shared_backend_port(backends).unwrap_or(record.dst_port),
         ),
     };
-    Some(Judgement {
+    Ok(Judgement {
         unexpected_egress: unexpected_egress(cluster, config, &query, source, destination),
         src: Identity::of(source),
         dst,
@@ -274,6 +277,10 @@ fn unexpected_egress(
     });
     !listed
 }
+
+pub mod not_judged;
+
+pub use not_judged::NotJudged;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::cluster::ResourceKind;
-use crate::judge::{DeniedBy, Enforcement};
+use crate::judge::{DeniedBy, Enforcement, NotJudged};
 use crate::policy::Decision;
 use crate::policy::tiers::Tier;
 use crate::state::{Direction, Protocol, string_enum};
@@ -86,4 +86,10 @@ pub(super) struct NamespaceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ResourceLabels {
     pub resource: ResourceKind,
+}
+
+/// Labels of `netgov_flows_not_judged_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NotJudgedLabels {
+    pub reason: NotJudged,
 }

@@ -31,13 +31,13 @@ mod series;
 
 pub use labels::LossStage;
 use labels::{
-    EgressLabels, FlowLabels, NamespaceLabels, PostureLabels, ResourceLabels, StageLabels,
-    ViolationLabels,
+    EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels, PostureLabels, ResourceLabels,
+    StageLabels, ViolationLabels,
 };
 use series::{SeriesIndex, count_series};
 
 use crate::cluster::ResourceKind;
-use crate::judge::{DeniedBy, Enforcement};
+use crate::judge::{DeniedBy, Enforcement, NotJudged};
 use crate::policy::Decision;
 use crate::policy::tiers::Tier;
 use crate::state::{Direction, Identity, Protocol};
@@ -85,6 +85,7 @@ pub struct Metrics {
     policy_compile_errors: Gauge,
     flow_log_errors: Counter,
     conntrack_errors: Counter,
+    not_judged: Family<NotJudgedLabels, Counter>,
     ready: Gauge,
     governed_namespaces: Family<NamespaceLabels, Gauge>,
     max_workloads: usize,
@@ -111,6 +112,7 @@ impl Metrics {
             policy_compile_errors: Gauge::default(),
             flow_log_errors: Counter::default(),
             conntrack_errors: Counter::default(),
+            not_judged: Family::default(),
             ready: Gauge::default(),
             governed_namespaces: Family::default(),
             max_workloads,
@@ -186,6 +188,11 @@ impl Metrics {
             "conntrack_errors",
             "Connection-tracking lookups that failed (those Service flows are judged against the Service's backends)",
             metrics.conntrack_errors.clone(),
+        );
+        registry.register(
+            "flows_not_judged",
+            "Flows that are not policy traffic (ICMP errors, neighbour discovery, link-local and multicast), by reason",
+            metrics.not_judged.clone(),
         );
         registry.register(
             "ready",
@@ -290,6 +297,13 @@ impl Metrics {
         self.events_lost
             .get_or_create(&StageLabels { stage })
             .inc_by(count);
+    }
+
+    /// Counts a flow that ended without being judged, and why.
+    pub fn count_not_judged(&self, reason: NotJudged) {
+        self.not_judged
+            .get_or_create(&NotJudgedLabels { reason })
+            .inc();
     }
 
     /// Counts a connection-tracking lookup that failed.

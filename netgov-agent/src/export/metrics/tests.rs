@@ -80,6 +80,7 @@ fn the_exposition_is_pinned() {
     metrics.record_resource(ResourceKind::NetworkPolicy, false, 0, None);
     metrics.set_policy_compile_errors(1);
     metrics.count_flow_log_error();
+    metrics.count_not_judged(crate::judge::NotJudged::IcmpError);
     metrics.set_ready(true);
     metrics.set_governed_namespaces(["ai"]);
     insta::assert_snapshot!(normalized(&metrics.encode()));
