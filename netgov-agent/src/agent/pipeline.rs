@@ -42,13 +42,17 @@ struct Tracked {
 /// A live flow's identity: its endpoints in canonical order and its
 /// protocol. Neither the orientation nor the first packet's time may be
 /// part of it: both can change while a flow lives (a view observed earlier
-/// is merged later), and the flow would be counted twice. A flow that
-/// ends leaves the tracked set, so a later flow on the same endpoints is
-/// new.
+/// is merged later), and the flow would be counted twice. Nor may the
+/// initiator a masquerading node hides: the flow is known by the
+/// translated address until the client's view joins. A flow that ends
+/// leaves the tracked set, so a later flow on the same endpoints is new.
 type FlowId = ((IpAddr, u16), (IpAddr, u16), Protocol);
 
 fn flow_id(record: &FlowRecord) -> FlowId {
-    let (a, b) = ((record.src, record.src_port), (record.dst, record.dst_port));
+    let src = record
+        .translated_src
+        .map_or((record.src, record.src_port), |a| (a.ip(), a.port()));
+    let (a, b) = (src, (record.dst, record.dst_port));
     let (low, high) = if a <= b { (a, b) } else { (b, a) };
     (low, high, record.protocol)
 }

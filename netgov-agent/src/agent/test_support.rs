@@ -15,6 +15,7 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         dst: "10.0.0.2".parse().expect("ip"),
         dst_port: 80,
         original_dst: None,
+        translated_src: None,
         protocol: Protocol::Tcp,
         packets_out: 1,
         bytes_out: 60,

@@ -142,6 +142,11 @@ pub struct FlowRecord {
     /// the backend that received the flow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_dst: Option<std::net::SocketAddr>,
+    /// The address and port the node rewrote the initiator to, when it
+    /// also masqueraded it (kube-proxy does for node ports): `src` is the
+    /// pod that sent the flow, this is how the backend saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translated_src: Option<std::net::SocketAddr>,
     /// Transport protocol.
     pub protocol: Protocol,
     /// Initiator → responder packets.
@@ -245,6 +250,7 @@ mod tests {
             dst: dst.parse().expect("ip"),
             dst_port: ports.1,
             original_dst: None,
+            translated_src: None,
             protocol,
             packets_out: 12,
             bytes_out: 1_400,

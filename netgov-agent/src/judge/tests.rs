@@ -71,6 +71,7 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
         dst: dst.parse().expect("ip"),
         dst_port: port,
         original_dst: None,
+        translated_src: None,
         protocol: Protocol::Tcp,
         packets_out,
         bytes_out: packets_out * 60,

@@ -276,6 +276,11 @@ fn a_masqueraded_node_port_flow_names_the_client_that_sent_it() {
         record.original_dst,
         Some(std::net::SocketAddr::new(node_port.0, node_port.1))
     );
+    assert_eq!(
+        record.translated_src,
+        Some(std::net::SocketAddr::new(masqueraded.0, masqueraded.1)),
+        "the flow keeps the identity the backend's view gave it"
+    );
     assert_eq!((record.packets_out, record.packets_in), (3, 2));
 }
 

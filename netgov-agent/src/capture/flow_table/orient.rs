@@ -115,10 +115,12 @@ impl Flow {
         } else {
             (key.b(), key.a())
         };
+        let mut translated_src = None;
         if let Some((translated, original)) = self.source_nat
             && initiator == translated
         {
             initiator = original;
+            translated_src = Some(std::net::SocketAddr::new(translated.0, translated.1));
         }
         let (src, src_port) = initiator;
         let max = |f: &dyn Fn(&FlowStats) -> u64| {
@@ -161,6 +163,7 @@ impl Flow {
             original_dst: self
                 .original_dst
                 .map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
+            translated_src,
             protocol: Protocol::from_number(key.protocol),
             packets_out,
             bytes_out,
