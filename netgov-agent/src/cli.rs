@@ -106,6 +106,9 @@ pub struct AgentArgs {
     /// Interfaces, attachment and duration.
     #[command(flatten)]
     pub datapath: DatapathArgs,
+    /// Timeouts and sizes of the flow table.
+    #[command(flatten)]
+    pub table: TableArgs,
     /// Address of /metrics, /healthz, /readyz and /flows.
     #[arg(
         long,
@@ -154,7 +157,7 @@ impl AgentArgs {
             Some(path) => crate::config::AgentConfig::load(path)?,
             None => crate::config::AgentConfig::default(),
         };
-        let capture = CaptureOptions {
+        let mut capture = CaptureOptions {
             interface_globs: self.datapath.iface.clone(),
             duration: self
                 .datapath
@@ -164,6 +167,7 @@ impl AgentArgs {
             attach_mode: self.datapath.attach_mode,
             ..CaptureOptions::default()
         };
+        self.table.apply(&mut capture)?;
         Ok(AgentOptions {
             capture,
             cluster: if self.cluster_state.is_empty() {
@@ -253,15 +257,84 @@ pub struct CaptureArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
     pub format: OutputFormat,
-    /// A flow with no packet for this many seconds ends.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    /// Timeouts and sizes of the flow table.
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+/// When flows end, how often the kernel map is read, how many flows it
+/// holds (shared by `capture` and `agent`).
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// A TCP or SCTP flow with no packet for this many seconds ends.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        env = "NETGOV_IDLE_TIMEOUT"
+    )]
     pub idle_timeout: f64,
+    /// A UDP flow with no packet for this many seconds ends.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        env = "NETGOV_UDP_IDLE_TIMEOUT"
+    )]
+    pub udp_idle_timeout: f64,
+    /// An ICMP or ICMPv6 flow with no packet for this many seconds ends.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        env = "NETGOV_ICMP_IDLE_TIMEOUT"
+    )]
+    pub icmp_idle_timeout: f64,
     /// A closed TCP flow ends after this many quiet seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 2.0,
+        env = "NETGOV_CLOSE_GRACE"
+    )]
     pub close_grace: f64,
     /// How often the kernel flow map is read, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        env = "NETGOV_DRAIN_INTERVAL"
+    )]
     pub drain_interval: f64,
+    /// Entries of the kernel flow map (one per flow and interface; a
+    /// same-node flow takes two). Past it the oldest are evicted and
+    /// counted as lost.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = netgov_common::FLOWS_MAX_ENTRIES,
+        env = "NETGOV_FLOW_MAP_ENTRIES",
+        value_parser = clap::value_parser!(u32).range(1024..)
+    )]
+    pub flow_map_entries: u32,
+}
+
+impl TableArgs {
+    /// The options these arguments set on `options`.
+    ///
+    /// # Errors
+    /// [`InvalidSeconds`] naming the flag.
+    fn apply(&self, options: &mut CaptureOptions) -> Result<(), InvalidSeconds> {
+        options.drain_interval = seconds("drain-interval", self.drain_interval)?;
+        options.flow_map_entries = self.flow_map_entries;
+        options.table = FlowTableConfig {
+            idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
+            udp_idle_timeout: seconds("udp-idle-timeout", self.udp_idle_timeout)?,
+            icmp_idle_timeout: seconds("icmp-idle-timeout", self.icmp_idle_timeout)?,
+            close_grace: seconds("close-grace", self.close_grace)?,
+        };
+        Ok(())
+    }
 }
 
 /// A bad command-line value.
@@ -288,7 +361,7 @@ impl CaptureArgs {
     /// [`InvalidSeconds`] naming the flag with a zero, negative or
     /// non-finite duration.
     pub fn options(&self) -> Result<CaptureOptions, InvalidSeconds> {
-        Ok(CaptureOptions {
+        let mut options = CaptureOptions {
             interface_globs: self.datapath.iface.clone(),
             duration: self
                 .datapath
@@ -297,11 +370,9 @@ impl CaptureArgs {
                 .transpose()?,
             format: self.format,
             attach_mode: self.datapath.attach_mode,
-            drain_interval: seconds("drain-interval", self.drain_interval)?,
-            table: FlowTableConfig {
-                idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
-                close_grace: seconds("close-grace", self.close_grace)?,
-            },
-        })
+            ..CaptureOptions::default()
+        };
+        self.table.apply(&mut options)?;
+        Ok(options)
     }
 }

@@ -199,3 +199,37 @@ fn netlink_filters_left_by_a_killed_capture_are_removed_at_the_next_start() {
     capture.stop();
     assert_nothing_attached(&testbed);
 }
+
+/// `max_entries` of every BPF map of `pid` with 44-byte keys (the flow
+/// map's `FlowKey`), from its file descriptors' fdinfo.
+fn flow_map_sizes(pid: u32) -> Vec<u32> {
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        if field("key_size:").as_deref() == Some("44")
+            && let Some(max) = field("max_entries:").and_then(|v| v.parse().ok())
+        {
+            sizes.push(max);
+        }
+    }
+    sizes
+}
+
+#[test]
+fn the_flow_map_size_is_configurable() {
+    let testbed = testbed("mapsize", 1);
+    let capture = Capture::start(&testbed, &["--flow-map-entries", "4096"]);
+    assert_eq!(flow_map_sizes(capture.pid()), [4096]);
+    capture.stop_with(libc::SIGTERM);
+    let capture = Capture::start(&testbed, &[]);
+    assert_eq!(
+        flow_map_sizes(capture.pid()),
+        [netgov_common::FLOWS_MAX_ENTRIES]
+    );
+    capture.stop_with(libc::SIGTERM);
+}

@@ -22,7 +22,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let mut datapath = Datapath::load(AttachMode::Auto)
+        let mut datapath = Datapath::load(AttachMode::Auto, netgov_common::FLOWS_MAX_ENTRIES)
             .expect("loading the eBPF programs needs root (these tests must not be skipped)");
         let maps = datapath.take_maps().expect("maps");
         Self { datapath, maps }

@@ -123,13 +123,16 @@ pub struct DatapathMaps {
 }
 
 impl Datapath {
-    /// Loads the eBPF object and both programs into the kernel.
+    /// Loads the eBPF object and both programs into the kernel, with a
+    /// kernel flow map of `flow_map_entries`.
     ///
     /// # Errors
     /// [`DatapathError::Load`] without the needed privileges, and
     /// [`DatapathError::Program`] when the verifier rejects a program.
-    pub fn load(mode: AttachMode) -> Result<Self, DatapathError> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+    pub fn load(mode: AttachMode, flow_map_entries: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(names::FLOWS_MAP, flow_map_entries)
+            .load(EBPF_OBJECT)?;
         for name in [names::FROM_POD_PROGRAM, names::TO_POD_PROGRAM] {
             classifier(&mut ebpf, name)?
                 .load()

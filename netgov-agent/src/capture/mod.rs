@@ -53,6 +53,8 @@ pub struct CaptureOptions {
     pub drain_interval: Duration,
     /// Flow expiry rules.
     pub table: FlowTableConfig,
+    /// Entries of the kernel flow map.
+    pub flow_map_entries: u32,
 }
 
 impl Default for CaptureOptions {
@@ -64,6 +66,7 @@ impl Default for CaptureOptions {
             attach_mode: AttachMode::Auto,
             drain_interval: Duration::from_secs(1),
             table: FlowTableConfig::default(),
+            flow_map_entries: netgov_common::FLOWS_MAX_ENTRIES,
         }
     }
 }
@@ -210,7 +213,7 @@ pub async fn run(
     ready: impl FnOnce(AttachMode),
 ) -> Result<CaptureSummary, CaptureError> {
     let filter = InterfaceFilter::new(&options.interface_globs)?;
-    let mut datapath = Datapath::load(options.attach_mode)?;
+    let mut datapath = Datapath::load(options.attach_mode, options.flow_map_entries)?;
     let DatapathMaps {
         flows,
         events,

@@ -28,13 +28,14 @@
 //!   back, `attempted` otherwise.
 //! - A TCP flow ends when it shows FIN from both sides or an RST, and then no
 //!   packet for `close_grace` (so the last ACK is counted); any flow ends
-//!   after `idle_timeout` without packets; every flow ends at exit.
+//!   after its protocol's idle timeout without packets; every flow ends at
+//!   exit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netgov_common::{EventKind, FlowEvent, FlowKey, FlowStats, seen_at};
+use netgov_common::{EventKind, FlowEvent, FlowKey, FlowStats, proto, seen_at};
 
 use super::conntrack::Endpoint;
 use super::record::{EndReason, FlowRecord};
@@ -48,8 +49,12 @@ pub use orient::derive_state;
 /// Timing rules of the table.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowTableConfig {
-    /// A flow with no packet for this long ends (`idle`).
+    /// A TCP or SCTP flow with no packet for this long ends (`idle`).
     pub idle_timeout: Duration,
+    /// The same for UDP flows (nothing closes them).
+    pub udp_idle_timeout: Duration,
+    /// The same for ICMP and ICMPv6 flows.
+    pub icmp_idle_timeout: Duration,
     /// A TCP flow that closed (FIN both ways or RST) ends after this long
     /// without packets.
     pub close_grace: Duration,
@@ -59,7 +64,20 @@ impl Default for FlowTableConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(60),
+            udp_idle_timeout: Duration::from_secs(60),
+            icmp_idle_timeout: Duration::from_secs(60),
             close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl FlowTableConfig {
+    /// The idle timeout of `protocol` (an IP protocol number).
+    pub fn idle_timeout_of(&self, protocol: u8) -> Duration {
+        match protocol {
+            proto::UDP => self.udp_idle_timeout,
+            proto::ICMP | proto::ICMPV6 => self.icmp_idle_timeout,
+            _ => self.idle_timeout,
         }
     }
 }

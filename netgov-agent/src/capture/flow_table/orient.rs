@@ -83,7 +83,7 @@ impl Flow {
         if protocol == proto::TCP && self.tcp_ended() && quiet >= config.close_grace {
             return Some(EndReason::Closed);
         }
-        (quiet >= config.idle_timeout).then_some(EndReason::Idle)
+        (quiet >= config.idle_timeout_of(protocol)).then_some(EndReason::Idle)
     }
 
     pub(super) fn finish(

@@ -1,5 +1,5 @@
 use super::*;
-use crate::capture::record::{EndReason, FlowState, Role};
+use crate::capture::record::{EndReason, FlowState, Protocol, Role};
 use netgov_common::{EventHeader, Hook, direction, proto, tcp_flags};
 
 const SEC: u64 = 1_000_000_000;
@@ -181,6 +181,8 @@ fn mid_stream_tcp_is_oriented_by_ports() {
 fn closed_tcp_ends_after_grace_and_idle_flows_expire() {
     let config = FlowTableConfig {
         idle_timeout: Duration::from_secs(10),
+        udp_idle_timeout: Duration::from_secs(10),
+        icmp_idle_timeout: Duration::from_secs(10),
         close_grace: Duration::from_secs(1),
     };
     let mut table = FlowTable::new(config);
@@ -351,6 +353,8 @@ fn stale_transition_events_do_not_create_flows() {
 fn finalize_folds_in_what_arrived_after_the_drain() {
     let config = FlowTableConfig {
         idle_timeout: Duration::from_secs(1),
+        udp_idle_timeout: Duration::from_secs(1),
+        icmp_idle_timeout: Duration::from_secs(1),
         close_grace: Duration::from_secs(1),
     };
     let mut table = FlowTable::new(config);
@@ -406,4 +410,34 @@ fn live_records_report_new_flows_and_new_flags_only() {
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].end_reason, EndReason::Active);
     assert_eq!(live[0].packets_in, 1);
+}
+
+#[test]
+fn idle_timeouts_are_per_protocol() {
+    let config = FlowTableConfig {
+        idle_timeout: Duration::from_secs(30),
+        udp_idle_timeout: Duration::from_secs(5),
+        icmp_idle_timeout: Duration::from_secs(2),
+        close_grace: Duration::from_secs(1),
+    };
+    let mut table = FlowTable::new(config);
+    let quiet = |first| stats(first, first, direction::A_TO_B, [(1, 60, FROM), (0, 0, 0)]);
+    // The kernel still holds the entries of live flows only (ended ones
+    // are deleted with their flow).
+    let mut live = vec![
+        (key(3, proto::TCP, 80, 40000), quiet(SEC)),
+        (key(3, proto::UDP, 53, 40000), quiet(SEC)),
+        (key(3, proto::ICMP, 0, 7), quiet(SEC)),
+    ];
+    let mut ended_at = |at: u64| -> Vec<Protocol> {
+        let ended = table.drain(live.clone(), at, &names, &FixedClock);
+        let protocols: Vec<Protocol> = ended.iter().map(|f| f.record.protocol).collect();
+        live.retain(|(key, _)| !ended.iter().any(|f| f.kernel_keys.contains(key)));
+        protocols
+    };
+    assert_eq!(ended_at(2 * SEC), []);
+    assert_eq!(ended_at(4 * SEC), [Protocol::Icmp]);
+    assert_eq!(ended_at(7 * SEC), [Protocol::Udp]);
+    assert_eq!(ended_at(20 * SEC), []);
+    assert_eq!(ended_at(32 * SEC), [Protocol::Tcp]);
 }
