@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    AGENT_PORT, Agent, http_get, metric, start_agent, start_agent_listening, start_agent_with,
-    try_get,
+    AGENT_PORT, Agent, http_get, metric, serve, start_agent, start_agent_listening,
+    start_agent_with, try_get,
 };
 use common::{nft_load, testbed};
 use netgov_testbed::Pod;
@@ -42,21 +42,7 @@ fn agent_files(tag: &str) -> (PathBuf, PathBuf, PathBuf, String) {
 
 /// A server in `server` that answers one request on `port`.
 fn answer_once(server: &Pod, port: u16) -> std::thread::JoinHandle<()> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let ip: IpAddr = server.ipv4.into();
-    let handle = server
-        .netns
-        .spawn_in(move || {
-            let listener = TcpListener::bind(SocketAddr::new(ip, port)).expect("bind");
-            ready_tx.send(()).expect("ready");
-            let (mut stream, _) = listener.accept().expect("accept");
-            let mut buffer = [0; 64];
-            let _ = stream.read(&mut buffer);
-            let _ = stream.write_all(b"ok");
-        })
-        .expect("server namespace");
-    ready_rx.recv().expect("server ready");
-    handle
+    serve(server, port, 1)
 }
 
 fn call(client: &Pod, server: IpAddr, port: u16) -> bool {

@@ -11,11 +11,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::agent::{http_get, metric, start_agent};
+use common::agent::{http_get, metric, serve, start_agent};
 use common::{nft_load, testbed};
 use netgov_testbed::{GATEWAY_V4, Pod};
 use serde_json::Value;
@@ -115,27 +114,6 @@ fn ruleset(denied: &Pod, backend: &Pod) -> String {
 ",
         denied.ipv4
     )
-}
-
-/// Servers in `pod` answering `count` connections on `port` each.
-fn serve(pod: &Pod, port: u16, count: usize) -> std::thread::JoinHandle<()> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let ip: IpAddr = pod.ipv4.into();
-    let handle = pod
-        .netns
-        .spawn_in(move || {
-            let listener = TcpListener::bind(SocketAddr::new(ip, port)).expect("bind");
-            ready_tx.send(()).expect("ready");
-            for _ in 0..count {
-                let (mut stream, _) = listener.accept().expect("accept");
-                let mut buffer = [0; 64];
-                let _ = stream.read(&mut buffer);
-                let _ = stream.write_all(b"ok");
-            }
-        })
-        .expect("server namespace");
-    ready_rx.recv().expect("server ready");
-    handle
 }
 
 /// Connects from `client` to `address:port`, sends and reads the answer:

@@ -124,3 +124,26 @@ pub fn http_get(node: &Netns, path: &str) -> (u16, String) {
 /// The sum of the samples of `name` whose labels include `labels`.
 #[allow(unused_imports)] // not every test binary reads metrics
 pub use netgov_testbed::metrics_text::sample as metric;
+
+/// A server in `pod` that answers `count` connections on `port` with
+/// `ok`; returns once it listens.
+pub fn serve(pod: &netgov_testbed::Pod, port: u16, count: usize) -> std::thread::JoinHandle<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let ip: std::net::IpAddr = pod.ipv4.into();
+    let handle = pod
+        .netns
+        .spawn_in(move || {
+            let listener =
+                std::net::TcpListener::bind(std::net::SocketAddr::new(ip, port)).expect("bind");
+            ready_tx.send(()).expect("ready");
+            for _ in 0..count {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let mut buffer = [0; 64];
+                let _ = stream.read(&mut buffer);
+                let _ = stream.write_all(b"ok");
+            }
+        })
+        .expect("server namespace");
+    ready_rx.recv().expect("server ready");
+    handle
+}

@@ -179,6 +179,14 @@ impl FlowTable {
         })
     }
 
+    /// The flow of `conversation`, created empty when missing.
+    fn flow_at(&mut self, conversation: ConversationKey) -> &mut Flow {
+        self.flows.entry(conversation).or_insert_with(|| Flow {
+            conversation,
+            ..Flow::default()
+        })
+    }
+
     /// Files the pre-translation conversation `alias` under `target`'s
     /// flow, creating it when missing.
     fn join(
@@ -190,10 +198,7 @@ impl FlowTable {
         (client, translated_client): (Endpoint, Endpoint),
     ) {
         self.aliases.insert(alias, (target, swapped));
-        let flow = self.flows.entry(target).or_insert_with(|| Flow {
-            conversation: target,
-            ..Flow::default()
-        });
+        let flow = self.flow_at(target);
         flow.aliases.push(alias);
         flow.original_dst = Some(original_dst);
         if translated_client != client {
@@ -224,14 +229,7 @@ impl FlowTable {
                     };
                     for alias in waiting.aliases.drain(..) {
                         self.aliases.insert(alias, (target, swapped));
-                        self.flows
-                            .entry(target)
-                            .or_insert_with(|| Flow {
-                                conversation: target,
-                                ..Flow::default()
-                            })
-                            .aliases
-                            .push(alias);
+                        self.flow_at(target).aliases.push(alias);
                     }
                     if swapped {
                         waiting.views.iter_mut().for_each(flip);
