@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    AGENT_PORT, Agent, http_get, metric, serve, start_agent, start_agent_listening,
+    AGENT_PORT, Agent, call, http_get, metric, serve, start_agent, start_agent_listening,
     start_agent_with, try_get,
 };
 use common::{nft_load, testbed};
@@ -43,26 +43,6 @@ fn agent_files(tag: &str) -> (PathBuf, PathBuf, PathBuf, String) {
 /// A server in `server` that answers one request on `port`.
 fn answer_once(server: &Pod, port: u16) -> std::thread::JoinHandle<()> {
     serve(server, port, 1)
-}
-
-fn call(client: &Pod, server: IpAddr, port: u16) -> bool {
-    client
-        .netns
-        .run_in(|| {
-            match TcpStream::connect_timeout(
-                &SocketAddr::new(server, port),
-                Duration::from_millis(1500),
-            ) {
-                Ok(mut stream) => {
-                    let _ = stream.write_all(b"hello");
-                    let mut buffer = Vec::new();
-                    let _ = stream.read_to_end(&mut buffer);
-                    true
-                }
-                Err(_) => false,
-            }
-        })
-        .expect("client namespace")
 }
 
 #[test]

@@ -3,20 +3,29 @@
 //! and one namespace per "pod". Used by netgov's privileged tests, the demo
 //! and the benchmarks.
 //!
+//! Several nodes can be joined by an [`Underlay`] (a veth pair between
+//! their node namespaces, with routes to each other's pod ranges), and a
+//! node is either bridged (a Linux bridge, flannel/kindnet style) or
+//! routed (no bridge: /32 host routes and proxy ARP, Calico style).
+//!
 //! Everything is torn down on drop (RAII): deleting a namespace deletes the
 //! interfaces inside it, and deleting the node namespace deletes every
 //! host-side veth, whose peers go with them. Traffic stays inside these
-//! namespaces: addresses come from `10.244.0.0/24` and `fd00:244::/64`,
-//! which exist only on the testbed's bridge.
+//! namespaces: node `n`'s pods get addresses from `10.244.n.0/24` and
+//! `fd00:244:n::/64`, the underlay `192.168.250.0/30` and `fd00:250::/64`,
+//! which exist only inside the testbed.
 #![deny(missing_docs)]
 
 pub mod metrics_text;
+mod node;
+mod underlay;
+
+pub use node::{GATEWAY_V4, GATEWAY_V6, NodeStyle, Pod, Testbed};
+pub use underlay::Underlay;
 
 use std::fs::File;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Errors building or using a testbed.
 #[derive(Debug, thiserror::Error)]
@@ -202,135 +211,5 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
-
-/// A simulated pod: a namespace with `eth0` attached to the node's bridge.
-#[derive(Debug)]
-pub struct Pod {
-    /// Pod name (for people).
-    pub name: String,
-    /// The pod's namespace.
-    pub netns: Netns,
-    /// IPv4 address of `eth0`.
-    pub ipv4: Ipv4Addr,
-    /// IPv6 address of `eth0`.
-    pub ipv6: Ipv6Addr,
-    /// Name of the host-side interface in the node namespace.
-    pub host_interface: String,
-}
-
-/// The node namespace with its bridge, and the pods attached to it.
-#[derive(Debug)]
-pub struct Testbed {
-    prefix: String,
-    pods: Vec<Pod>,
-    // Dropped last: the node namespace holds the bridge and the host-side
-    // interfaces.
-    node: Netns,
-}
-
-/// Addresses of the node's bridge (the pods' gateway).
-pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
-/// IPv6 address of the node's bridge.
-pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 0, 0, 0, 0, 0, 1);
-
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-
-impl Testbed {
-    /// A unique namespace prefix for this process: `tag` plus pid and a
-    /// counter, so parallel tests never share namespaces.
-    pub fn unique_prefix(tag: &str) -> String {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        format!("ng{tag}{}-{id}", std::process::id())
-    }
-
-    /// Creates the node namespace `<prefix>-node` with bridge `br0`
-    /// (10.244.0.1/24, fd00:244::1/64) and IP forwarding on.
-    ///
-    /// # Errors
-    /// When a namespace or interface cannot be created (needs root).
-    pub fn new(prefix: &str) -> Result<Self, TestbedError> {
-        let node = Netns::create(&format!("{prefix}-node"))?;
-        node.ip(&["link", "add", "br0", "type", "bridge"])?;
-        node.ip(&["addr", "add", &format!("{GATEWAY_V4}/24"), "dev", "br0"])?;
-        node.ip(&[
-            "addr",
-            "add",
-            &format!("{GATEWAY_V6}/64"),
-            "dev",
-            "br0",
-            "nodad",
-        ])?;
-        node.ip(&["link", "set", "br0", "up"])?;
-        node.sysctl("net.ipv4.ip_forward", "1")?;
-        Ok(Self {
-            prefix: prefix.to_owned(),
-            pods: Vec::new(),
-            node,
-        })
-    }
-
-    /// The node namespace (run `netgov` here).
-    pub fn node(&self) -> &Netns {
-        &self.node
-    }
-
-    /// The pods, in creation order.
-    pub fn pods(&self) -> &[Pod] {
-        &self.pods
-    }
-
-    /// Adds a pod: namespace `<prefix>-<n>`, veth `vethp<n>` (node side,
-    /// on the bridge) ↔ `eth0` (pod side) with 10.244.0.<n+10>/24 and
-    /// fd00:244::<n+10>/64, default routes via the bridge.
-    ///
-    /// # Errors
-    /// When an interface cannot be created, or the testbed is full.
-    pub fn add_pod(&mut self, name: &str) -> Result<&Pod, TestbedError> {
-        let index = self.pods.len() as u16 + 1;
-        if index > 240 {
-            return Err(TestbedError::Full);
-        }
-        let host = index + 10;
-        let netns = Netns::create(&format!("{}-{index}", self.prefix))?;
-        let host_interface = format!("vethp{index}");
-        self.node.ip(&[
-            "link",
-            "add",
-            &host_interface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        self.node
-            .ip(&["link", "set", &host_interface, "master", "br0", "up"])?;
-        let ipv4 = Ipv4Addr::new(10, 244, 0, host as u8);
-        let ipv6 = Ipv6Addr::new(0xfd00, 0x244, 0, 0, 0, 0, 0, host);
-        netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-        netns.ip(&["addr", "add", &format!("{ipv4}/24"), "dev", "eth0"])?;
-        netns.ip(&["addr", "add", &format!("{ipv6}/64"), "dev", "eth0", "nodad"])?;
-        netns.ip(&["link", "set", "eth0", "up"])?;
-        netns.ip(&["route", "add", "default", "via", &GATEWAY_V4.to_string()])?;
-        netns.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &GATEWAY_V6.to_string(),
-        ])?;
-        self.pods.push(Pod {
-            name: name.to_owned(),
-            netns,
-            ipv4,
-            ipv6,
-            host_interface,
-        });
-        Ok(self.pods.last().expect("just pushed"))
     }
 }

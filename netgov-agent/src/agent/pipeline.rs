@@ -37,6 +37,11 @@ struct Tracked {
     enforcement: Option<Enforcement>,
     violation_counted: bool,
     egress_counted: bool,
+    /// Its enforcement is unknown and its answer window has not passed:
+    /// judged again when it has. Afterwards only a new record or a cluster
+    /// change judges it again (one-way traffic to another node may stay
+    /// unknown until it ends).
+    awaiting_answer_window: bool,
 }
 
 /// A live flow's identity: its endpoints in canonical order and its
@@ -164,8 +169,7 @@ impl Pipeline {
         let due: Vec<FlowRecord> = self
             .tracked
             .values()
-            .filter(|t| t.enforcement == Some(Enforcement::Unknown))
-            .filter(|t| now - t.record.first_seen >= window)
+            .filter(|t| t.awaiting_answer_window && now - t.record.first_seen >= window)
             .map(|t| t.record.clone())
             .collect();
         for record in due {
@@ -228,6 +232,8 @@ impl Pipeline {
                     enforcement: judgement.enforcement,
                     violation_counted,
                     egress_counted,
+                    awaiting_answer_window: judgement.enforcement == Some(Enforcement::Unknown)
+                        && age < self.config.answer_window + self.report_delay,
                 },
             );
             recent_record

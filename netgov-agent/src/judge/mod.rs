@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::capture::record::{FlowRecord, Role};
+use crate::capture::record::{FlowRecord, Protocol, Role};
 use crate::config::AgentConfig;
 use crate::policy::evaluate::{egress_names_destination, evaluate_resolved};
 use crate::policy::tiers::Tier;
@@ -140,6 +140,9 @@ pub fn judge(
     }
     let query = query_of(record);
     let (source, destination) = (cluster.resolve(record.src), cluster.resolve(record.dst));
+    if let Some(reason) = ownership::counted_elsewhere(source, node) {
+        return Err(reason);
+    }
     let verdict = evaluate_resolved(cluster, &query, source, destination);
     let denied_by = match (
         verdict.verdict,
@@ -235,11 +238,28 @@ fn enforcement(
     };
     // A destination on this node is observed: had the traffic been let
     // through, its interface would have seen it. Elsewhere, only an answer
-    // could show it, so wait for the answer window.
-    if destination_local || age >= config.answer_window {
+    // could show it, so wait for the answer window — and only traffic that
+    // is always answered when delivered (a TCP segment, an SCTP chunk, an
+    // echo request) is shown enforced by the silence. One-way traffic (a
+    // UDP datagram nobody answers) to another node or outside the cluster
+    // may have been delivered: nothing this node sees can tell.
+    if destination_local || (age >= config.answer_window && always_answered(record)) {
         Enforcement::Enforced
     } else {
         Enforcement::Unknown
+    }
+}
+
+/// Whether a delivered packet of this flow always draws an answer from
+/// the destination's kernel, whatever the application does: TCP (a
+/// SYN-ACK, an ACK or a RST), SCTP (INIT-ACK or ABORT), ICMP echo.
+fn always_answered(record: &FlowRecord) -> bool {
+    match record.protocol {
+        Protocol::Tcp | Protocol::Sctp => true,
+        // An echo request: the identifier is the requester's port and the
+        // responder's port is 0 (see `FlowKey`).
+        Protocol::Icmp | Protocol::Icmpv6 => record.dst_port == 0 && record.src_port != 0,
+        Protocol::Udp | Protocol::Other(_) => false,
     }
 }
 
@@ -279,6 +299,7 @@ fn unexpected_egress(
 }
 
 pub mod not_judged;
+mod ownership;
 
 pub use not_judged::NotJudged;
 

@@ -24,6 +24,9 @@ string_enum! {
         NeighbourDiscovery => "neighbour_discovery",
         /// An end is link-local, multicast, broadcast or unspecified.
         LinkLocalOrMulticast => "link_local_or_multicast",
+        /// The initiator is a pod on another node: that node's agent
+        /// counts the flow (see `judge::ownership`).
+        CountedBySourceNode => "counted_by_source_node",
     }
 }
 

@@ -92,6 +92,25 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
     }
 }
 
+fn udp(record: FlowRecord) -> FlowRecord {
+    FlowRecord {
+        protocol: Protocol::Udp,
+        tcp_flags_out: TcpFlags(0),
+        ..record
+    }
+}
+
+/// An echo request: the identifier is the requester's port.
+fn echo(record: FlowRecord) -> FlowRecord {
+    FlowRecord {
+        protocol: Protocol::Icmp,
+        src_port: 7,
+        dst_port: 0,
+        tcp_flags_out: TcpFlags(0),
+        ..record
+    }
+}
+
 /// One judged flow and what the judge must make of it.
 struct Row {
     name: &'static str,
@@ -215,6 +234,70 @@ fn violations_enforcement_and_unexpected_egress() {
                 6379,
                 vec![observation("src", Role::Initiator, 3, 0)],
             ),
+            age: old,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Both),
+                enforcement: Some(Enforcement::Enforced),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "one-way UDP denied to another node, no answer after the window: unknown",
+            record: udp(record(
+                INGESTION,
+                REMOTE_DB,
+                6379,
+                vec![observation("src", Role::Initiator, 3, 0)],
+            )),
+            age: old,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Both),
+                enforcement: Some(Enforcement::Unknown),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "UDP denied to another node, answered: gap",
+            record: udp(record(
+                INGESTION,
+                REMOTE_DB,
+                6379,
+                vec![observation("src", Role::Initiator, 1, 1)],
+            )),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Both),
+                enforcement: Some(Enforcement::Gap),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "UDP denied on this node, not delivered: enforced at once",
+            record: udp(record(
+                UNAUTHORISED,
+                SERVING,
+                8080,
+                vec![observation("src", Role::Initiator, 2, 0)],
+            )),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Enforced),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "echo request denied to another node, no reply after the window: enforced",
+            record: echo(record(
+                INGESTION,
+                REMOTE_DB,
+                0,
+                vec![observation("src", Role::Initiator, 3, 0)],
+            )),
             age: old,
             expected: Outcome {
                 verdict: Decision::Deny,
@@ -379,4 +462,53 @@ fn identities_carry_workloads() {
     let json = serde_json::to_value(&judgement).expect("json");
     assert_eq!(json["verdict"], "allow");
     assert_eq!(json["unexpected_egress"], true);
+}
+
+/// Each flow is counted by one node: the initiator's when it is a pod,
+/// else the node that saw it (the responder's).
+#[test]
+fn the_initiators_node_counts_the_flow() {
+    let cluster = cluster();
+    let config = AgentConfig::default();
+    let on = |name: &str| NodeContext {
+        node_name: Some(name.into()),
+    };
+    let seen_at_destination = |src: &str, dst: &str| {
+        record(
+            src,
+            dst,
+            6379,
+            vec![observation("dst", Role::Responder, 1, 1)],
+        )
+    };
+    let rows = [
+        (
+            "pod on node-1 to pod on node-2, seen on node-2",
+            seen_at_destination(INGESTION, REMOTE_DB),
+            on("node-2"),
+            Err(super::NotJudged::CountedBySourceNode),
+        ),
+        (
+            "the same flow seen on node-1",
+            seen_at_destination(INGESTION, REMOTE_DB),
+            on("node-1"),
+            Ok(()),
+        ),
+        (
+            "from outside the cluster, seen at the destination's node",
+            seen_at_destination(INTERNET, REMOTE_DB),
+            on("node-2"),
+            Ok(()),
+        ),
+        (
+            "node name not configured: every flow counted",
+            seen_at_destination(INGESTION, REMOTE_DB),
+            NodeContext::default(),
+            Ok(()),
+        ),
+    ];
+    for (name, record, node, expected) in rows {
+        let got = judge(&record, &cluster, &config, &node, Duration::ZERO).map(|_| ());
+        assert_eq!(got, expected, "{name}");
+    }
 }

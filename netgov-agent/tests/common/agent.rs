@@ -57,10 +57,50 @@ pub fn start_agent_with(
     address: &str,
     flow_log: std::path::PathBuf,
 ) -> Agent {
+    spawn_agent(
+        testbed,
+        "node-1",
+        (cluster_state, config),
+        address,
+        flow_log,
+        &[],
+    )
+}
+
+/// An agent on `testbed` as node `node_name`, with its flow log beside
+/// `config` and `extra_args` (flags), listening on loopback.
+pub fn start_agent_on(
+    testbed: &Testbed,
+    node_name: &str,
+    cluster_state: &std::path::Path,
+    config: &std::path::Path,
+    extra_args: &[&str],
+) -> Agent {
+    let flow_log = config.with_file_name(format!("{node_name}-flows.jsonl"));
+    let _ = std::fs::remove_file(&flow_log);
+    spawn_agent(
+        testbed,
+        node_name,
+        (cluster_state, config),
+        "127.0.0.1",
+        flow_log,
+        extra_args,
+    )
+}
+
+fn spawn_agent(
+    testbed: &Testbed,
+    node_name: &str,
+    (cluster_state, config): (&std::path::Path, &std::path::Path),
+    address: &str,
+    flow_log: std::path::PathBuf,
+    extra_args: &[&str],
+) -> Agent {
     let mut child = testbed
         .node()
         .command(env!("CARGO_BIN_EXE_netgov"))
-        .args(["agent", "--iface", "vethp*", "--node-name", "node-1"])
+        .args(["agent", "--iface", "vethp*", "--node-name", node_name])
+        .args(extra_args)
         .arg("--cluster-state")
         .arg(cluster_state)
         .arg("--config")
@@ -146,4 +186,24 @@ pub fn serve(pod: &netgov_testbed::Pod, port: u16, count: usize) -> std::thread:
         .expect("server namespace");
     ready_rx.recv().expect("server ready");
     handle
+}
+
+/// A TCP request from `client` to `server:port` (1.5 s to connect);
+/// whether it connected.
+pub fn call(client: &netgov_testbed::Pod, server: std::net::IpAddr, port: u16) -> bool {
+    client
+        .netns
+        .run_in(|| {
+            let address = std::net::SocketAddr::new(server, port);
+            match TcpStream::connect_timeout(&address, Duration::from_millis(1500)) {
+                Ok(mut stream) => {
+                    let _ = stream.write_all(b"hello");
+                    let mut buffer = Vec::new();
+                    let _ = stream.read_to_end(&mut buffer);
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .expect("client namespace")
 }
