@@ -19,7 +19,7 @@ use crate::cluster::{ClusterHealth, kube_source};
 use crate::config::AgentConfig;
 use crate::export::metrics::Metrics;
 use crate::judge::NodeContext;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, DEFAULT_HISTORY_RETENTION};
 
 /// Capacity of the capture → judge channel.
 const CHANNEL_CAPACITY: usize = 131_072;
@@ -121,6 +121,22 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
             (state, health)
         }
     };
+    {
+        // A flow is judged for the last time at most one idle timeout and
+        // one drain after its last packet; its pods must still be known
+        // then, even if they were deleted and their IPs reused.
+        let table = &options.capture.table;
+        let longest_idle = table
+            .idle_timeout
+            .max(table.udp_idle_timeout)
+            .max(table.icmp_idle_timeout)
+            .max(table.close_grace);
+        let retention = longest_idle + options.capture.drain_interval + Duration::from_secs(60);
+        state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_history_retention(retention.max(DEFAULT_HISTORY_RETENTION));
+    }
     let shared = Arc::new(Shared::new(
         state,
         health,

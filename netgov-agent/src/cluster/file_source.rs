@@ -194,8 +194,12 @@ impl FileSource {
                     &mut self.health.write().unwrap_or_else(|e| e.into_inner()),
                     &loaded,
                 );
-                *self.state.write().unwrap_or_else(|e| e.into_inner()) =
-                    std::mem::take(&mut loaded.state);
+                // A reload replaces the state, but pods that left keep
+                // their place in the IPs' ownership history.
+                self.state
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .succeed(std::mem::take(&mut loaded.state));
                 true
             }
             Err(errors) => {

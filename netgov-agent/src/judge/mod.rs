@@ -139,7 +139,10 @@ pub fn judge(
         return Err(reason);
     }
     let query = query_of(record);
-    let (source, destination) = (cluster.resolve(record.src), cluster.resolve(record.dst));
+    // Each end is who it was when the traffic happened, not who holds
+    // its IP now.
+    let at = |ip| cluster.resolve_at(ip, record.first_seen, record.last_seen);
+    let (source, destination) = (at(record.src), at(record.dst));
     if let Some(reason) = ownership::counted_elsewhere(source, node) {
         return Err(reason);
     }

@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::Protocol;
+use super::history::IpHistory;
 use super::services::{ServiceInfo, SliceInfo};
-use super::workload::{Workload, workload_of};
+use super::workload::Workload;
 use crate::policy::compile::{CompiledPolicy, compile};
 use crate::policy::selector::Labels;
 use crate::policy::tiers::ClusterPolicy;
@@ -123,6 +124,8 @@ pub struct ClusterState {
     pub(super) policy_errors: BTreeMap<String, PolicyError>,
     /// Bumped on every change; caches of verdicts compare it.
     pub(super) generation: u64,
+    /// Who owned pod IPs before their current owners.
+    pub(super) history: IpHistory,
 }
 
 pub(super) fn key_of(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
@@ -159,7 +162,7 @@ impl ClusterState {
             .map(|(name, labels)| (name.as_str(), labels))
     }
 
-    fn ensure_namespace(&mut self, namespace: &str) {
+    pub(super) fn ensure_namespace(&mut self, namespace: &str) {
         if !self.namespaces.contains_key(namespace) {
             let labels = [(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())].into();
             self.namespaces.insert(namespace.to_owned(), labels);
@@ -252,12 +255,19 @@ impl ClusterState {
         for slot in slots {
             self.refresh_pod_policies(slot);
         }
+        self.refresh_departed(Some(namespace));
     }
 
     pub(super) fn refresh_pod_policies(&mut self, slot: usize) {
-        let Some(pod) = self.pods[slot].as_ref() else {
+        let Some(mut pod) = self.pods[slot].take() else {
             return;
         };
+        self.assign_policies(&mut pod);
+        self.pods[slot] = Some(pod);
+    }
+
+    /// Sets the policies that apply to `pod` (not in the state's slots).
+    pub(super) fn assign_policies(&self, pod: &mut PodInfo) {
         let (mut ingress, mut egress) = (Vec::new(), Vec::new());
         for policy in self
             .policies
@@ -276,158 +286,9 @@ impl ClusterState {
             }
         }
         let cluster_policies = self.cluster_policies_of(pod);
-        let pod = self.pods[slot].as_mut().expect("checked above");
         pod.ingress_policies = ingress;
         pod.egress_policies = egress;
         pod.cluster_policies = cluster_policies;
-    }
-
-    /// Adds or replaces a pod. Pods that finished (`Succeeded`, `Failed`)
-    /// are removed: their IPs may already belong to someone else.
-    pub fn upsert_pod(&mut self, pod: &Pod) {
-        let key = key_of(&pod.metadata);
-        self.delete_pod(&key.0, &key.1);
-        let status = pod.status.clone().unwrap_or_default();
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            return;
-        }
-        let spec = pod.spec.clone().unwrap_or_default();
-        let mut ips: Vec<IpAddr> = status
-            .pod_ips
-            .iter()
-            .flatten()
-            .filter_map(|p| p.ip.parse().ok())
-            .collect();
-        if ips.is_empty()
-            && let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok())
-        {
-            ips.push(ip);
-        }
-        let named_ports = spec
-            .containers
-            .iter()
-            // Named ports resolve against the containers and the sidecar
-            // init containers (restartPolicy Always), as upstream.
-            .chain(
-                spec.init_containers
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.restart_policy.as_deref() == Some("Always")),
-            )
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter_map(|p| {
-                Some(NamedPort {
-                    name: p.name.clone()?,
-                    port: u16::try_from(p.container_port).ok()?,
-                    protocol: Protocol::parse_port_protocol(
-                        p.protocol.as_deref().unwrap_or("TCP"),
-                    )?,
-                })
-            })
-            .collect();
-        let host_network = spec.host_network.unwrap_or(false);
-        self.ensure_namespace(&key.0);
-        let info = PodInfo {
-            namespace: Name::from(key.0.as_str()),
-            name: Name::from(key.1.as_str()),
-            id: Name::from(format!("{}/{}", key.0, key.1)),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            ips: ips.clone(),
-            host_network,
-            node: spec.node_name.clone(),
-            named_ports,
-            workload: workload_of(pod),
-            ip_claim: (
-                pod.metadata.deletion_timestamp.is_none(),
-                pod.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map_or(i64::MIN, |t| t.0.as_second()),
-                self.pod_arrivals,
-            ),
-            ingress_policies: Vec::new(),
-            cluster_policies: Vec::new(),
-            egress_policies: Vec::new(),
-        };
-        self.pod_arrivals += 1;
-        let slot = match self.free_pod_slots.pop() {
-            Some(slot) => {
-                self.pods[slot] = Some(info);
-                slot
-            }
-            None => {
-                self.pods.push(Some(info));
-                self.pods.len() - 1
-            }
-        };
-        for ip in ips {
-            if host_network {
-                self.host_network_ips
-                    .entry(ip)
-                    .or_default()
-                    .insert(key.clone());
-            } else {
-                self.ip_claimants.entry(ip).or_default().push(slot);
-                self.elect_ip_owner(ip);
-            }
-        }
-        self.pods_by_namespace
-            .entry(key.0.clone())
-            .or_default()
-            .insert(slot);
-        self.pod_slots.insert(key, slot);
-        self.refresh_pod_policies(slot);
-        self.generation += 1;
-    }
-
-    /// Removes a pod; its IPs resolve to nobody unless another pod holds them.
-    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        let Some(slot) = self.pod_slots.remove(&key) else {
-            return;
-        };
-        if let Some(pod) = self.pods[slot].take() {
-            for ip in &pod.ips {
-                if let Some(claimants) = self.ip_claimants.get_mut(ip) {
-                    claimants.retain(|s| *s != slot);
-                    if claimants.is_empty() {
-                        self.ip_claimants.remove(ip);
-                    }
-                }
-                self.elect_ip_owner(*ip);
-                if let Some(owners) = self.host_network_ips.get_mut(ip) {
-                    owners.remove(&key);
-                    if owners.is_empty() {
-                        self.host_network_ips.remove(ip);
-                    }
-                }
-            }
-        }
-        if let Some(slots) = self.pods_by_namespace.get_mut(namespace) {
-            slots.remove(&slot);
-        }
-        self.free_pod_slots.push(slot);
-        self.generation += 1;
-    }
-
-    /// Points `ip` at its best claimant (see [`PodInfo::ip_claim`]), or at
-    /// nobody.
-    fn elect_ip_owner(&mut self, ip: IpAddr) {
-        let owner = self.ip_claimants.get(&ip).and_then(|claimants| {
-            claimants
-                .iter()
-                .filter_map(|slot| Some((self.pods[*slot].as_ref()?.ip_claim, *slot)))
-                .max()
-                .map(|(_, slot)| slot)
-        });
-        match owner {
-            Some(slot) => {
-                self.pod_by_ip.insert(ip, slot);
-            }
-            None => {
-                self.pod_by_ip.remove(&ip);
-            }
-        }
     }
 
     /// The pod `namespace/name`.
@@ -489,15 +350,23 @@ impl ClusterState {
         self.generation += 1;
     }
 
-    /// What `ip` is.
-    pub fn resolve(&self, ip: IpAddr) -> Resolved<'_> {
-        if let Some(pod) = self
-            .pod_by_ip
+    /// The pod that owns `ip` now.
+    pub(super) fn pod_owning(&self, ip: IpAddr) -> Option<&PodInfo> {
+        self.pod_by_ip
             .get(&ip)
             .and_then(|slot| self.pods[*slot].as_ref())
-        {
-            return Resolved::Pod(pod);
+    }
+
+    /// What `ip` is now (for a flow, see [`ClusterState::resolve_at`]).
+    pub fn resolve(&self, ip: IpAddr) -> Resolved<'_> {
+        match self.pod_owning(ip) {
+            Some(pod) => Resolved::Pod(pod),
+            None => self.resolve_not_pod(ip),
         }
+    }
+
+    /// What `ip` is, pods aside.
+    pub(super) fn resolve_not_pod(&self, ip: IpAddr) -> Resolved<'_> {
         if let Some(node) = self.node_by_ip.get(&ip) {
             return Resolved::Host(Some(node));
         }

@@ -120,6 +120,7 @@ impl ClusterState {
         for slot in 0..self.pods.len() {
             self.refresh_pod_policies(slot);
         }
+        self.refresh_departed(None);
         self.generation += 1;
     }
 

@@ -9,12 +9,15 @@
 
 pub mod cluster;
 mod cluster_policies;
+mod history;
 mod identity;
+mod pods;
 mod protocol;
 pub mod services;
 pub mod workload;
 
 pub use cluster::{ClusterState, NamedPort, PodInfo, Resolved};
+pub use history::DEFAULT_HISTORY_RETENTION;
 pub use identity::{HOST, Identity, WORLD};
 pub use protocol::Protocol;
 pub use services::{
