@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::capture::datapath::AttachMode;
 use crate::capture::flow_table::FlowTableConfig;
+use crate::capture::socket_hook::CgroupRoot;
 use crate::capture::{CaptureOptions, OutputFormat};
 use crate::policy::check::{CheckFormat, CheckOptions};
 
@@ -165,6 +166,7 @@ impl AgentArgs {
                 .map(|d| seconds("duration", d))
                 .transpose()?,
             attach_mode: self.datapath.attach_mode,
+            cgroup_root: self.datapath.cgroup_root.clone(),
             ..CaptureOptions::default()
         };
         self.table.apply(&mut capture)?;
@@ -246,6 +248,18 @@ pub struct DatapathArgs {
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// The cgroup v2 root the socket-delivery hook attaches to, so that
+    /// datagrams a pod's socket received count as delivered whatever
+    /// filters ran on the way: `auto` (/sys/fs/cgroup, or the hybrid
+    /// layout's /sys/fs/cgroup/unified), a directory (in a container: the
+    /// host's cgroup2 mount, mounted in), or `none`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "auto",
+        env = "NETGOV_CGROUP_ROOT"
+    )]
+    pub cgroup_root: CgroupRoot,
 }
 
 /// Arguments of `netgov capture`.
@@ -370,6 +384,7 @@ impl CaptureArgs {
                 .transpose()?,
             format: self.format,
             attach_mode: self.datapath.attach_mode,
+            cgroup_root: self.datapath.cgroup_root.clone(),
             ..CaptureOptions::default()
         };
         self.table.apply(&mut options)?;

@@ -15,3 +15,19 @@ pub mod export;
 pub mod judge;
 pub mod policy;
 pub mod state;
+
+/// `error` and each of its causes, `: `-separated, each cause once (some
+/// errors already show their cause in their own text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

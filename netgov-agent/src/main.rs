@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 Ok(options) => options,
                 Err(error) => return fail(&error),
             };
-            let ready = |mode| eprintln!("netgov capture: ready ({mode:?} attachment)");
+            let ready = |info: &_| eprintln!("netgov capture: ready ({info})");
             let format = options.format;
             let mut writer = match capture::RecordWriter::new(std::io::stdout().lock(), format) {
                 Ok(writer) => writer,
@@ -86,17 +86,6 @@ fn main() -> ExitCode {
 }
 
 fn fail(error: &dyn std::error::Error) -> ExitCode {
-    let mut message = format!("netgov: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // Some errors already show their cause in their own text; print
-        // each cause once.
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(&format!(": {text}"));
-        }
-        source = cause.source();
-    }
-    eprintln!("{message}");
+    eprintln!("netgov: {}", netgov_agent::error_chain(error));
     ExitCode::FAILURE
 }

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::agent::{http_get, metric, start_agent_on};
+use common::agent::{http_get, metric, start_agent_on, write_agent_files};
 use common::testbed;
 use netgov_testbed::Pod;
 
@@ -84,16 +84,11 @@ fn udp_flows(client: &Pod, server: IpAddr, count: usize) -> Vec<u16> {
 fn flows_keep_the_pod_they_were_seen_with_when_its_ip_is_reused() {
     let testbed = testbed("churn", 2);
     let (server, client) = (&testbed.pods()[0], &testbed.pods()[1]);
-    let dir = std::env::temp_dir().join(format!("netgov-churn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let state = dir.join("cluster.yaml");
-    std::fs::write(
-        &state,
-        cluster_state(server, Some(("old-0", "old", client))),
-    )
-    .expect("write");
-    let config = dir.join("agent.yaml");
-    std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
+    let (state, config) = write_agent_files(
+        "churn",
+        &cluster_state(server, Some(("old-0", "old", client))),
+        "answerWindowSeconds: 1\n",
+    );
     let agent = start_agent_on(
         &testbed,
         "node-1",

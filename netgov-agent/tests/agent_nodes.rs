@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::agent::{Agent, call, http_get, serve, start_agent_on};
+use common::agent::{Agent, call, http_get, serve, start_agent_on, write_agent_files};
 use common::nft_load;
 use netgov_testbed::metrics_text::sum_samples;
 use netgov_testbed::{NodeStyle, Pod, Testbed, Underlay};
@@ -157,22 +157,23 @@ fn each_flow_and_violation_is_counted_once_across_nodes() {
     drop_forwarded(&node2, intruder, vault);
     drop_forwarded(&node1, ingest, model);
 
-    let dir = std::env::temp_dir().join(format!("netgov-{prefix}"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let state = dir.join("cluster.yaml");
-    std::fs::write(&state, cluster_state(&node1, &node2, &underlay)).expect("write");
-    let config = dir.join("agent.yaml");
-    std::fs::write(
-        &config,
+    let (state, config) = write_agent_files(
+        &prefix,
+        &cluster_state(&node1, &node2, &underlay),
         "answerWindowSeconds: 1\nclusterCIDRs: [10.244.0.0/16, fd00:244::/32]\n",
-    )
-    .expect("write");
+    );
+    // UDP flows end after 3 s (their violations are counted then, as
+    // unknown); TCP flows keep the default 60 s, so their enforcement must
+    // come from the answer window (1 s), not from their end.
+    // Both simulated nodes share this machine's kernel: a socket hook
+    // (root cgroup) would see the other node's pods receive datagrams,
+    // which a real node never can. The nodes run without it.
     let short_timeouts = [
+        "--cgroup-root",
+        "none",
         "--drain-interval",
         "0.3",
         "--udp-idle-timeout",
-        "3",
-        "--idle-timeout",
         "3",
         "--close-grace",
         "0.5",
@@ -220,7 +221,9 @@ fn each_flow_and_violation_is_counted_once_across_nodes() {
         "trainer's and intruder's datagrams reach model; the CNIs drop the rest"
     );
 
-    // Every UDP flow ends (3 s idle) and is counted then.
+    // Every UDP flow ends (3 s idle) and is counted then; the TCP
+    // violations are counted once their answer window passed, well before
+    // this deadline and the 60 s TCP idle timeout.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (all, [text1, text2]) = loop {
         let (all, texts) = cluster_metrics(&[&node1, &node2]);

@@ -200,8 +200,9 @@ fn netlink_filters_left_by_a_killed_capture_are_removed_at_the_next_start() {
     assert_nothing_attached(&testbed);
 }
 
-/// `max_entries` of every BPF map of `pid` with 44-byte keys (the flow
-/// map's `FlowKey`), from its file descriptors' fdinfo.
+/// `max_entries` of every BPF map of `pid` with 44-byte keys and 72-byte
+/// values (the flow map's `FlowKey` and `FlowStats`), from its file
+/// descriptors' fdinfo.
 fn flow_map_sizes(pid: u32) -> Vec<u32> {
     let mut sizes = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
@@ -212,6 +213,7 @@ fn flow_map_sizes(pid: u32) -> Vec<u32> {
                 .map(|v| v.trim().to_owned())
         };
         if field("key_size:").as_deref() == Some("44")
+            && field("value_size:").as_deref() == Some("72")
             && let Some(max) = field("max_entries:").and_then(|v| v.parse().ok())
         {
             sizes.push(max);

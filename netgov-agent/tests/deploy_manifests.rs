@@ -254,7 +254,7 @@ fn the_daemonset_runs_the_agent_with_its_configuration() {
 
     // The configuration file is the generated ConfigMap, and the agent
     // accepts it.
-    let config_path = agent_args.config.expect("--config");
+    let config_path = agent_args.config.clone().expect("--config");
     let mount = agent["volumeMounts"]
         .as_sequence()
         .expect("volumeMounts")
@@ -296,13 +296,33 @@ fn the_daemonset_runs_the_agent_with_its_configuration() {
     assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
     assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
-    assert!(pod.get("volumes").is_some_and(|volumes| {
-        volumes
-            .as_sequence()
-            .expect("volumes")
-            .iter()
-            .all(|v| v.get("hostPath").is_none())
-    }));
+    // The one host path: the host's cgroup hierarchy, read-only, where
+    // the socket-delivery hook attaches (--cgroup-root).
+    let host_paths: Vec<&Value> = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .filter(|v| v.get("hostPath").is_some())
+        .collect();
+    assert_eq!(host_paths.len(), 1, "{host_paths:?}");
+    assert_eq!(
+        host_paths[0]["hostPath"]["path"].as_str(),
+        Some("/sys/fs/cgroup")
+    );
+    let cgroup_mount = agent["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == host_paths[0]["name"])
+        .expect("the cgroup hierarchy is mounted");
+    assert_eq!(cgroup_mount["readOnly"].as_bool(), Some(true));
+    assert_eq!(
+        agent_args.datapath.cgroup_root,
+        netgov_agent::capture::socket_hook::CgroupRoot::Path(
+            string(&cgroup_mount["mountPath"], "mountPath").into()
+        ),
+        "--cgroup-root names the mount"
+    );
     // On every node.
     assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
     assert_eq!(pod["tolerations"][0]["operator"].as_str(), Some("Exists"));

@@ -585,3 +585,59 @@ fn the_first_packets_flags_are_kept() {
     let (_, stats) = h.only_flow();
     assert_eq!(stats.first_tcp_flags, synack);
 }
+
+/// An ICMP port unreachable quoting a UDP datagram marks that datagram
+/// delivered — only when the datagram's destination sent it — and is
+/// still a flow of its own.
+#[test]
+fn an_icmp_error_from_the_destination_marks_the_quoted_datagram_delivered() {
+    let h = Harness::new();
+    let quoted = |src_port: u16| {
+        let mut datagram = ipv4(
+            V4 {
+                protocol: proto::UDP,
+                ..V4::default()
+            },
+            &udp(src_port, 9, 0),
+        );
+        datagram.truncate(28);
+        datagram
+    };
+    let error_from = |reporter: [u8; 4], src_port: u16| {
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend(quoted(src_port));
+        let mut ip = ipv4(
+            V4 {
+                protocol: proto::ICMP,
+                ..V4::default()
+            },
+            &icmp,
+        );
+        ip[12..16].copy_from_slice(&reporter);
+        ip[16..20].copy_from_slice(&SRC4);
+        frame(ethernet(0x0800, &[]), ip)
+    };
+    h.run(&error_from(DST4, 40000));
+    h.run(&error_from([10, 244, 0, 1], 40001));
+
+    let key = |src_port: u16| {
+        let mut key = FlowKey {
+            port_a: src_port,
+            port_b: 9,
+            protocol: proto::UDP,
+            ip_version: 4,
+            ..FlowKey::default()
+        };
+        key.addr_a[..4].copy_from_slice(&SRC4);
+        key.addr_b[..4].copy_from_slice(&DST4);
+        key
+    };
+    let delivered = |src_port| h.maps.delivered.get(&key(src_port), 0).ok();
+    assert_eq!(
+        delivered(40000),
+        Some(1),
+        "the destination's own port unreachable: delivered, initiator → responder"
+    );
+    assert_eq!(delivered(40001), None, "a router's error proves nothing");
+    assert_eq!(h.flows().len(), 2, "each error is still a flow of its own");
+}

@@ -22,6 +22,18 @@ pub mod names {
     pub const EVENTS_MAP: &str = "NETGOV_EVENTS";
     /// Per-CPU health counters (`PERCPU_ARRAY<u64>`, indexed by [`super::Counter`]).
     pub const COUNTERS_MAP: &str = "NETGOV_COUNTERS";
+    /// UDP flows a socket received, by direction
+    /// (`LRU_HASH<FlowKey with ifindex 0, u32>`, bit `1 << direction`).
+    pub const DELIVERED_MAP: &str = "NETGOV_DELIVERED";
+    /// Programs the TC programs tail-call (`PROG_ARRAY`, slot 0:
+    /// [`ICMP_ERROR_PROGRAM`]).
+    pub const TAIL_CALLS_MAP: &str = "NETGOV_TAIL_CALLS";
+    /// TC program tail-called for ICMP errors: marks the UDP datagram one
+    /// quotes delivered when its destination sent the error.
+    pub const ICMP_ERROR_PROGRAM: &str = "netgov_icmp_error";
+    /// cgroup_skb ingress program on the root cgroup: datagrams delivered
+    /// to a socket.
+    pub const SOCKET_INGRESS_PROGRAM: &str = "netgov_socket_ingress";
     /// TC program for packets entering the host from a pod (TC ingress of the
     /// host-side interface).
     pub const FROM_POD_PROGRAM: &str = "netgov_from_pod";
@@ -281,11 +293,13 @@ pub enum Counter {
     FlowMapUpdateFailures,
     /// Failed inserts into the fragment memo.
     FragmentMapUpdateFailures,
+    /// Failed inserts into the socket-delivery map: that evidence is lost.
+    DeliveryMapUpdateFailures,
 }
 
 impl Counter {
     /// Number of counters (the size of the per-CPU array).
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -297,6 +311,7 @@ impl Counter {
         Counter::RingbufDrops,
         Counter::FlowMapUpdateFailures,
         Counter::FragmentMapUpdateFailures,
+        Counter::DeliveryMapUpdateFailures,
     ];
 
     /// Stable snake_case name, used in output and metrics.
@@ -311,6 +326,7 @@ impl Counter {
             Counter::RingbufDrops => "ringbuf_drops",
             Counter::FlowMapUpdateFailures => "flow_map_update_failures",
             Counter::FragmentMapUpdateFailures => "fragment_map_update_failures",
+            Counter::DeliveryMapUpdateFailures => "delivery_map_update_failures",
         }
     }
 }
@@ -319,6 +335,8 @@ impl Counter {
 pub const FLOWS_MAX_ENTRIES: u32 = 262_144;
 /// Maximum number of in-flight fragmented datagrams remembered.
 pub const FRAGMENTS_MAX_ENTRIES: u32 = 16_384;
+/// Maximum number of UDP flows whose socket delivery is remembered (LRU).
+pub const DELIVERED_MAX_ENTRIES: u32 = 65_536;
 /// Ring buffer size in bytes (a power of two, multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 4 * 1024 * 1024;
 

@@ -15,16 +15,17 @@
 
 mod atomic;
 mod parse;
+mod testbed;
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
-    macros::{classifier, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::TcContext,
+    macros::{cgroup_skb, classifier, map},
+    maps::{LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    programs::{SkBuffContext, TcContext},
 };
 use netgov_common::{
-    Counter, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES,
+    Counter, DELIVERED_MAX_ENTRIES, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES,
     FRAGMENT_MEMO_TIMEOUT_NS, FRAGMENTS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, FragmentKey,
     FragmentPorts, Hook, tcp_flags,
 };
@@ -49,25 +50,117 @@ static NETGOV_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map]
 static NETGOV_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
+/// A per-CPU slot where a new flow entry is assembled before insertion.
+#[map]
+static NETGOV_SCRATCH: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Programs the TC programs tail-call: slot [`ICMP_ERROR_SLOT`] holds
+/// `netgov_icmp_error`, inserted by user space.
+#[map]
+static NETGOV_TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+const ICMP_ERROR_SLOT: u32 = 0;
+
+/// Flows whose datagrams a socket received, keyed like `NETGOV_FLOWS` with
+/// interface index 0; the value has bit `1 << direction` per direction.
+#[map]
+static NETGOV_DELIVERED: LruHashMap<FlowKey, u32> =
+    LruHashMap::with_max_entries(DELIVERED_MAX_ENTRIES, 0);
+
 /// Packets leaving a pod (TC ingress of the host-side interface).
 #[classifier]
 pub fn netgov_from_pod(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::FromPod);
+    if observe(&ctx, Hook::FromPod) {
+        // SAFETY: `ctx` is this program's context; nothing follows, so
+        // returning from the tail call is returning from this program
+        // (and an empty slot returns here, and so do we).
+        unsafe { NETGOV_TAIL_CALLS.tail_call(&ctx, ICMP_ERROR_SLOT) };
+    }
     TC_ACT_UNSPEC
 }
 
 /// Packets delivered into a pod (TC egress of the host-side interface).
 #[classifier]
 pub fn netgov_to_pod(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::ToPod);
+    if observe(&ctx, Hook::ToPod) {
+        // SAFETY: `ctx` is this program's context; nothing follows, so
+        // returning from the tail call is returning from this program
+        // (and an empty slot returns here, and so do we).
+        unsafe { NETGOV_TAIL_CALLS.tail_call(&ctx, ICMP_ERROR_SLOT) };
+    }
     TC_ACT_UNSPEC
 }
 
+/// Packets a socket receives, in any network namespace (attached to the
+/// root cgroup): evidence that a datagram was delivered, which no filter
+/// before the socket can fake. Only UDP is recorded: TCP and SCTP
+/// deliveries show in their answers. Always lets the packet pass.
+#[cgroup_skb(ingress)]
+pub fn netgov_socket_ingress(ctx: SkBuffContext) -> i32 {
+    if let parse::Outcome::Flow(packet) | parse::Outcome::FirstFragment(packet, _) =
+        parse::parse_ip(&ctx.skb)
+    {
+        mark_delivered(&packet);
+    }
+    1
+}
+
+/// Tail-called by both TC programs for an ICMP or ICMPv6 error (already
+/// counted as a flow of its own): marks the UDP datagram it quotes
+/// delivered when the error comes from that datagram's destination — a
+/// port unreachable shows the datagram reached its stack, though nothing
+/// listened. One from anyone else (a router, a rejecting filter) shows
+/// nothing of the kind. A program of its own for a fresh stack: the
+/// callers' frame is near the 512-byte limit.
+#[classifier]
+pub fn netgov_icmp_error(ctx: TcContext) -> i32 {
+    if let Some(reported) = parse::reported(&ctx.skb)
+        && reported.destination == reported.reporter
+        && reported.key.protocol == netgov_common::proto::UDP
+    {
+        mark_key_delivered(reported.key, reported.direction);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Records in `NETGOV_DELIVERED` that `packet` (UDP) reached its
+/// destination's network stack.
 #[inline(always)]
-fn observe(ctx: &TcContext, hook: Hook) {
+fn mark_delivered(packet: &Packet) {
+    if packet.protocol == netgov_common::proto::UDP {
+        let (key, direction) = packet.canonical_key(0);
+        mark_key_delivered(key, direction);
+    }
+}
+
+#[inline(always)]
+fn mark_key_delivered(key: FlowKey, direction: u8) {
+    let bit = 1u32 << (direction & 1);
+    match NETGOV_DELIVERED.get_ptr_mut(key) {
+        // SAFETY: points into a live map value; a lost race between two
+        // CPUs setting bits only delays the bit to the next packet.
+        Some(seen) => unsafe {
+            if *seen & bit == 0 {
+                *seen |= bit;
+            }
+        },
+        None => {
+            if NETGOV_DELIVERED.insert(key, bit, 0).is_err() {
+                count(Counter::DeliveryMapUpdateFailures);
+            }
+        }
+    }
+}
+
+/// Accounts the packet to its flow; `true` for an ICMP error, whose
+/// quoted packet the caller looks at once this frame is gone.
+#[inline(always)]
+fn observe(ctx: &TcContext, hook: Hook) -> bool {
     count(Counter::Packets);
-    match parse::parse(ctx) {
-        Outcome::Flow(packet) => account(ctx, hook, &packet),
+    match parse::parse(&ctx.skb) {
+        Outcome::Flow(packet) => {
+            account(ctx, hook, &packet);
+            return packet.is_icmp_error();
+        }
         Outcome::FirstFragment(packet, fragment) => {
             let ports = FragmentPorts {
                 // SAFETY: plain helper call without arguments.
@@ -106,6 +199,7 @@ fn observe(ctx: &TcContext, hook: Hook) {
         Outcome::OtherProtocol => count(Counter::OtherProtocolPackets),
         Outcome::Malformed => count(Counter::ParseErrors),
     }
+    false
 }
 
 /// Adds the packet to its flow entry at this interface, creating the entry
@@ -125,7 +219,16 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
         return;
     }
 
-    let mut stats = FlowStats {
+    // The new entry is built in a per-CPU scratch slot, not on the stack:
+    // the programs' frame is near the 512-byte limit.
+    let Some(stats) = NETGOV_SCRATCH.get_ptr_mut(0) else {
+        count(Counter::FlowMapUpdateFailures);
+        return;
+    };
+    // SAFETY: this CPU's slot; TC programs do not preempt each other on a
+    // CPU, so nothing else uses it until this program returns.
+    let stats = unsafe { &mut *stats };
+    *stats = FlowStats {
         first_seen_ns: now,
         last_seen_ns: now,
         first_direction: direction,
@@ -135,7 +238,9 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     stats.bytes[dir] = packet.ip_bytes as u64;
     stats.flags[dir] = bits;
     stats.first_tcp_flags = packet.tcp_flags;
-    match NETGOV_FLOWS.insert(key, stats, BPF_NOEXIST) {
+    // By reference: a copy would land on the stack.
+    let new_entry: &FlowStats = stats;
+    match NETGOV_FLOWS.insert(key, new_entry, BPF_NOEXIST) {
         Ok(()) => emit(
             EventKind::FlowStart,
             hook,

@@ -6,7 +6,7 @@
 //! the packet and works on non-linear skbs; a read past the end makes the
 //! packet `Malformed` rather than misread.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::programs::sk_buff::SkBuff;
 use netgov_common::{FlowKey, FragmentKey, direction, proto};
 
 const ETH_HEADER_LEN: usize = 14;
@@ -76,7 +76,7 @@ pub enum Outcome {
 
 /// Where the network header starts and its protocol, after VLAN tags.
 #[inline(always)]
-fn network_layer(ctx: &TcContext) -> Option<(usize, u16)> {
+fn network_layer(ctx: &SkBuff) -> Option<(usize, u16)> {
     let mut offset = ETH_HEADER_LEN;
     let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
     for _ in 0..MAX_VLAN_TAGS {
@@ -89,14 +89,28 @@ fn network_layer(ctx: &TcContext) -> Option<(usize, u16)> {
     Some((offset, ethertype))
 }
 
+/// Parses a frame that starts with its Ethernet header (TC programs).
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Outcome {
+pub fn parse(ctx: &SkBuff) -> Outcome {
     let Some((l3, ethertype)) = network_layer(ctx) else {
         return Outcome::Malformed;
     };
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, l3),
         ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        _ => Outcome::NonIp,
+    }
+}
+
+/// Parses a packet that starts with its IP header (cgroup programs), whose
+/// family is the skb's protocol.
+#[inline(always)]
+pub fn parse_ip(ctx: &SkBuff) -> Outcome {
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    let protocol = u16::from_be(unsafe { (*ctx.skb).protocol } as u16);
+    match protocol {
+        ETH_P_IPV4 => parse_ipv4(ctx, 0),
+        ETH_P_IPV6 => parse_ipv6(ctx, 0),
         _ => Outcome::NonIp,
     }
 }
@@ -117,7 +131,7 @@ struct Ipv4Header {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext, l3: usize) -> Outcome {
+fn parse_ipv4(ctx: &SkBuff, l3: usize) -> Outcome {
     let Ok(ip) = ctx.load::<Ipv4Header>(l3) else {
         return Outcome::Malformed;
     };
@@ -177,7 +191,7 @@ fn parse_ipv4(ctx: &TcContext, l3: usize) -> Outcome {
 /// malformed.
 #[inline(always)]
 fn datagram_len(
-    ctx: &TcContext,
+    ctx: &SkBuff,
     claimed: usize,
     header_len: usize,
     available: usize,
@@ -192,15 +206,15 @@ fn datagram_len(
 }
 
 #[inline(always)]
-fn gso_segments(ctx: &TcContext) -> u32 {
+fn gso_segments(ctx: &SkBuff) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
-    unsafe { (*ctx.skb.skb).gso_segs }
+    unsafe { (*ctx.skb).gso_segs }
 }
 
 #[inline(always)]
-fn gso_size(ctx: &TcContext) -> u32 {
+fn gso_size(ctx: &SkBuff) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
-    unsafe { (*ctx.skb.skb).gso_size }
+    unsafe { (*ctx.skb).gso_size }
 }
 
 #[inline(always)]
@@ -212,7 +226,7 @@ fn is_flow_protocol(protocol: u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, l3: usize) -> Outcome {
+fn parse_ipv6(ctx: &SkBuff, l3: usize) -> Outcome {
     let Ok(header) = ctx.load::<[u8; IPV6_HEADER_LEN]>(l3) else {
         return Outcome::Malformed;
     };
@@ -312,7 +326,7 @@ fn parse_ipv6(ctx: &TcContext, l3: usize) -> Outcome {
 /// Parses the transport header at `l4` and classifies the packet.
 #[inline(always)]
 fn finish(
-    ctx: &TcContext,
+    ctx: &SkBuff,
     mut packet: Packet,
     l4: usize,
     l3_header_len: usize,
@@ -396,6 +410,93 @@ fn finish(
         return Outcome::FirstFragment(packet, fragment);
     }
     Outcome::Flow(packet)
+}
+
+impl Packet {
+    /// Whether this is an ICMP or ICMPv6 error (destination unreachable,
+    /// time exceeded, parameter problem; for ICMPv6 also packet too big),
+    /// which quotes the packet it reports.
+    #[inline(always)]
+    pub fn is_icmp_error(&self) -> bool {
+        let icmp_type = (self.dst_port >> 8) as u8;
+        self.src_port == 0
+            && match self.protocol {
+                proto::ICMP => matches!(icmp_type, 3 | 11 | 12),
+                proto::ICMPV6 => matches!(icmp_type, 1..=4),
+                _ => false,
+            }
+    }
+}
+
+/// What an ICMP error reports.
+pub struct Reported {
+    /// The quoted packet's flow key (interface 0, canonical order).
+    pub key: FlowKey,
+    /// The quoted packet's direction in `key`.
+    pub direction: u8,
+    /// The quoted packet's destination.
+    pub destination: [u8; 16],
+    /// Who sent the error.
+    pub reporter: [u8; 16],
+}
+
+/// The packet an ICMP error quotes (its IP header and first eight bytes,
+/// RFC 792 and 4443); `None` when it is not TCP, UDP or SCTP right after
+/// a plain IPv4 header (any options) or the fixed IPv6 header, or is
+/// truncated. The error itself must be a plain IPv4 or IPv6 packet
+/// without extension headers, at most two VLAN tags deep.
+#[inline(always)]
+pub fn reported(ctx: &SkBuff) -> Option<Reported> {
+    let (l3, ethertype) = network_layer(ctx)?;
+    let mut reporter = [0; 16];
+    let (quoted, version) = match ethertype {
+        ETH_P_IPV4 => {
+            let outer = ctx.load::<u8>(l3).ok()?;
+            reporter[..4].copy_from_slice(&ctx.load::<[u8; 4]>(l3 + 12).ok()?);
+            (l3 + ((outer & 0x0F) as usize) * 4 + ICMP_HEADER_LEN, 4)
+        }
+        ETH_P_IPV6 => {
+            reporter = ctx.load::<[u8; 16]>(l3 + 8).ok()?;
+            (l3 + IPV6_HEADER_LEN + ICMP_HEADER_LEN, 6)
+        }
+        _ => return None,
+    };
+    let mut reported = Packet {
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        protocol: 0,
+        ip_version: version,
+        tcp_flags: 0,
+        segments: 1,
+        ip_bytes: 0,
+    };
+    let transport = if version == 4 {
+        let ip = ctx.load::<Ipv4Header>(quoted).ok()?;
+        reported.src[..4].copy_from_slice(&ip.src);
+        reported.dst[..4].copy_from_slice(&ip.dst);
+        reported.protocol = ip.protocol;
+        quoted + ((ip.version_ihl & 0x0F) as usize) * 4
+    } else {
+        reported.protocol = ctx.load::<u8>(quoted + 6).ok()?;
+        reported.src = ctx.load::<[u8; 16]>(quoted + 8).ok()?;
+        reported.dst = ctx.load::<[u8; 16]>(quoted + 24).ok()?;
+        quoted + IPV6_HEADER_LEN
+    };
+    if !matches!(reported.protocol, proto::TCP | proto::UDP | proto::SCTP) {
+        return None;
+    }
+    let ports = ctx.load::<[u8; 4]>(transport).ok()?;
+    reported.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    reported.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    let (key, direction) = reported.canonical_key(0);
+    Some(Reported {
+        key,
+        direction,
+        destination: reported.dst,
+        reporter,
+    })
 }
 
 impl Packet {

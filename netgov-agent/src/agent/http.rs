@@ -76,7 +76,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     match shared.ready() {
-        Ok(()) => text(StatusCode::OK, "ready\n".into()),
+        Ok(()) => {
+            let datapath = shared.datapath().map(ToString::to_string);
+            text(
+                StatusCode::OK,
+                format!("ready\n{}\n", datapath.unwrap_or_default()),
+            )
+        }
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
@@ -232,7 +238,11 @@ mod tests {
                 "not ready: programs not attached yet\n"
             )
         );
-        shared.set_attached();
+        shared.set_attached(crate::capture::DatapathInfo {
+            kernel: "6.18.0".into(),
+            attach_mode: crate::capture::datapath::AttachMode::Tcx,
+            socket_hook: Some("/sys/fs/cgroup".into()),
+        });
         let (status, body) = get(Arc::clone(&shared), "/readyz", "10.1.2.3:1").await;
         assert_eq!(
             (status, body.as_str()),

@@ -172,8 +172,8 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     wait_for_cluster_state(&shared).await;
     let mut sink = AgentSink::new(tx, Arc::clone(&shared));
     let attached = Arc::clone(&shared);
-    let result = capture::run(options.capture.clone(), &mut sink, move |_| {
-        attached.set_attached();
+    let result = capture::run(options.capture.clone(), &mut sink, move |info| {
+        attached.set_attached(info.clone());
         ready(bound);
     })
     .await;

@@ -1,10 +1,10 @@
 //! What the agent's tasks share: the cluster state and its health (one
 //! writer: the source), the metrics, the recent flows and readiness.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use super::recent::RecentFlows;
+use crate::capture::DatapathInfo;
 use crate::cluster::ClusterHealth;
 use crate::export::metrics::Metrics;
 use crate::state::ClusterState;
@@ -30,7 +30,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The latest judged flows.
     pub recent: RecentFlows,
-    attached: AtomicBool,
+    datapath: OnceLock<DatapathInfo>,
     /// Serve `/flows` to non-loopback clients too.
     pub flows_from_anywhere: bool,
 }
@@ -48,14 +48,20 @@ impl Shared {
             health,
             metrics,
             recent: RecentFlows::default(),
-            attached: AtomicBool::new(false),
+            datapath: OnceLock::new(),
             flows_from_anywhere,
         }
     }
 
-    /// The programs are attached.
-    pub fn set_attached(&self) {
-        self.attached.store(true, Ordering::Relaxed);
+    /// The programs are attached, with what the datapath found.
+    pub fn set_attached(&self, info: DatapathInfo) {
+        self.metrics.set_datapath_info(&info);
+        let _ = self.datapath.set(info);
+    }
+
+    /// What the datapath runs with, once attached.
+    pub fn datapath(&self) -> Option<&DatapathInfo> {
+        self.datapath.get()
     }
 
     /// Ready: programs attached and every resource synced.
@@ -63,7 +69,7 @@ impl Shared {
     /// # Errors
     /// The first reason it is not.
     pub fn ready(&self) -> Result<(), NotReady> {
-        if !self.attached.load(Ordering::Relaxed) {
+        if self.datapath.get().is_none() {
             return Err(NotReady::NotAttached);
         }
         if !self

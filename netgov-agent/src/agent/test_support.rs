@@ -16,6 +16,7 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         dst_port: 80,
         original_dst: None,
         translated_src: None,
+        delivered_to_stack: None,
         protocol: Protocol::Tcp,
         packets_out: 1,
         bytes_out: 60,

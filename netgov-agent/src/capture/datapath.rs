@@ -4,14 +4,24 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions};
-use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, ProgramError, SchedClassifier,
+    TcAttachType,
+};
 use aya::util::KernelVersion;
 use netgov_common::{Counter, FlowKey, FlowStats, Hook, names};
 
 /// The eBPF object built by `build.rs` from `netgov-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netgov-ebpf"));
+
+/// The embedded eBPF object. Besides netgov's programs it holds the test
+/// bed's (`netgov_testbed_*`: CNI-style filters the namespace tests attach
+/// next to ours), which the agent never loads.
+pub fn ebpf_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
 
 /// How programs are attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -28,6 +38,15 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    /// The mode's name, as the flag spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tcx => "tcx",
+            AttachMode::Netlink => "netlink",
+        }
+    }
+
     /// The concrete mode on this kernel.
     pub fn resolve(self) -> AttachMode {
         match self {
@@ -40,14 +59,27 @@ impl AttachMode {
     }
 }
 
+/// The oldest kernel the datapath runs on: `BPF_MAP_LOOKUP_AND_DELETE_ELEM`
+/// on hash maps (5.14) reads an ended flow's last counts and deletes its
+/// entry in one step; the BPF ring buffer needs 5.8.
+pub const MINIMUM_KERNEL: (u8, u8) = (5, 14);
+
 /// Errors of the datapath.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    /// The kernel is older than [`MINIMUM_KERNEL`].
+    #[error(
+        "Linux {found} is too old: netgov needs 5.14 or later (BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps, 5.14; BPF ring buffer, 5.8)"
+    )]
+    KernelTooOld {
+        /// The running kernel's version.
+        found: String,
+    },
     /// The eBPF object could not be parsed or its maps created.
     #[error("cannot load the eBPF object (are you root, with BPF and NET_ADMIN?)")]
     Load(#[from] aya::EbpfError),
-    /// A program is missing from the object or is not a TC classifier.
-    #[error("eBPF program `{name}` is missing or not a TC classifier")]
+    /// A program is missing from the object or is not of its type.
+    #[error("eBPF program `{name}` is missing or not of its type")]
     MissingProgram {
         /// Program name.
         name: &'static str,
@@ -90,6 +122,24 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    /// The cgroup directory for the socket-delivery hook cannot be opened.
+    #[error("cannot open cgroup `{}` for the socket-delivery hook: {source}", .path.display())]
+    CgroupOpen {
+        /// The cgroup (v2) directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel refused the socket-delivery program or its attachment.
+    #[error("socket-delivery hook on cgroup `{}`: {source}", .path.display())]
+    SocketHook {
+        /// The cgroup (v2) directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: ProgramError,
+    },
     /// A map was already taken.
     #[error("eBPF map `{name}` is missing from the object or already taken")]
     MissingMap {
@@ -120,6 +170,9 @@ pub struct DatapathMaps {
     pub events: RingBuf<MapData>,
     /// Per-CPU health counters.
     pub counters: PerCpuArray<MapData, u64>,
+    /// UDP flows a socket received (filled once the socket hook is
+    /// attached).
+    pub delivered: BpfHashMap<MapData, FlowKey, u32>,
 }
 
 impl Datapath {
@@ -127,17 +180,31 @@ impl Datapath {
     /// kernel flow map of `flow_map_entries`.
     ///
     /// # Errors
+    /// [`DatapathError::KernelTooOld`] before Linux 5.14,
     /// [`DatapathError::Load`] without the needed privileges, and
     /// [`DatapathError::Program`] when the verifier rejects a program.
     pub fn load(mode: AttachMode, flow_map_entries: u32) -> Result<Self, DatapathError> {
+        if let Ok(version) = KernelVersion::current() {
+            let (major, minor) = MINIMUM_KERNEL;
+            if version < KernelVersion::new(major, minor, 0) {
+                return Err(DatapathError::KernelTooOld {
+                    found: version.to_string(),
+                });
+            }
+        }
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(names::FLOWS_MAP, flow_map_entries)
             .load(EBPF_OBJECT)?;
-        for name in [names::FROM_POD_PROGRAM, names::TO_POD_PROGRAM] {
+        for name in [
+            names::FROM_POD_PROGRAM,
+            names::TO_POD_PROGRAM,
+            names::ICMP_ERROR_PROGRAM,
+        ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        link_icmp_error_program(&mut ebpf)?;
         Ok(Self {
             ebpf,
             mode: mode.resolve(),
@@ -160,17 +227,59 @@ impl Datapath {
                 .take_map(name)
                 .ok_or(DatapathError::MissingMap { name })
         };
-        let (flows, events, counters) = (
+        let (flows, events, counters, delivered) = (
             take(names::FLOWS_MAP)?,
             take(names::EVENTS_MAP)?,
             take(names::COUNTERS_MAP)?,
+            take(names::DELIVERED_MAP)?,
         );
         let map_error = |name| move |source| DatapathError::Map { name, source };
         Ok(DatapathMaps {
             flows: BpfHashMap::try_from(flows).map_err(map_error(names::FLOWS_MAP))?,
             events: RingBuf::try_from(events).map_err(map_error(names::EVENTS_MAP))?,
             counters: PerCpuArray::try_from(counters).map_err(map_error(names::COUNTERS_MAP))?,
+            delivered: BpfHashMap::try_from(delivered).map_err(map_error(names::DELIVERED_MAP))?,
         })
+    }
+
+    /// Loads the socket-delivery program and attaches it to the cgroup v2
+    /// directory `cgroup` (the root, to see every pod's sockets), next to
+    /// any program already there. Detached when the datapath is dropped.
+    ///
+    /// # Errors
+    /// [`DatapathError::SocketHook`] when the directory cannot be opened
+    /// (not cgroup v2, not mounted in the container) or the kernel refuses
+    /// the program or the attachment (Linux ≥ 4.10; links ≥ 5.7).
+    pub fn attach_socket_hook(&mut self, cgroup: &std::path::Path) -> Result<(), DatapathError> {
+        let directory =
+            std::fs::File::open(cgroup).map_err(|source| DatapathError::CgroupOpen {
+                path: cgroup.to_owned(),
+                source,
+            })?;
+        let name = names::SOCKET_INGRESS_PROGRAM;
+        let program: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::MissingProgram { name })?;
+        let failed = |source| DatapathError::SocketHook {
+            path: cgroup.to_owned(),
+            source,
+        };
+        program.load().map_err(failed)?;
+        // From 5.7 aya attaches with a BPF link, which always runs next to
+        // other programs and takes no flags (ALLOW_MULTI is EINVAL there);
+        // before, a plain attach must ask to coexist.
+        let links = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 7, 0));
+        let mode = if links {
+            CgroupAttachMode::Single
+        } else {
+            CgroupAttachMode::AllowMultiple
+        };
+        program
+            .attach(directory, CgroupSkbAttachType::Ingress, mode)
+            .map_err(failed)?;
+        Ok(())
     }
 
     /// The file descriptor of the program at `hook` (for
@@ -338,6 +447,32 @@ impl Drop for Datapath {
     }
 }
 
+/// Puts the ICMP-error program in the slot the TC programs tail-call.
+fn link_icmp_error_program(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let name = names::ICMP_ERROR_PROGRAM;
+    let fd = classifier(ebpf, name)?
+        .fd()
+        .map_err(|source| DatapathError::Program { name, source })?
+        .try_clone()
+        .map_err(|source| DatapathError::Program {
+            name,
+            source: source.into(),
+        })?;
+    let map = ebpf
+        .map_mut(names::TAIL_CALLS_MAP)
+        .ok_or(DatapathError::MissingMap {
+            name: names::TAIL_CALLS_MAP,
+        })?;
+    let map_error = |source| DatapathError::Map {
+        name: names::TAIL_CALLS_MAP,
+        source,
+    };
+    ProgramArray::try_from(map)
+        .map_err(map_error)?
+        .set(0, &fd, 0)
+        .map_err(map_error)
+}
+
 fn program_name(hook: Hook) -> &'static str {
     match hook {
         Hook::FromPod => names::FROM_POD_PROGRAM,
@@ -376,146 +511,4 @@ pub fn read_counter(
             name: names::COUNTERS_MAP,
             source,
         })
-}
-
-/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` command number of `bpf(2)`.
-const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-
-/// The `map element` member of `union bpf_attr`.
-#[repr(C)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-/// Reads and deletes a flow entry in one step (Linux ≥ 5.14 for hash
-/// maps), so no packet counted between a read and a delete is lost.
-/// Returns `None` when the entry is already gone (evicted).
-///
-/// # Errors
-/// The `bpf(2)` error other than "no such entry".
-pub fn take_flow(
-    flows: &BpfHashMap<MapData, FlowKey, FlowStats>,
-    key: &FlowKey,
-) -> std::io::Result<Option<FlowStats>> {
-    use aya::maps::IterableMap;
-    use std::os::fd::AsRawFd;
-    let mut value = std::mem::MaybeUninit::<FlowStats>::zeroed();
-    let attr = MapElemAttr {
-        map_fd: flows.map().fd().as_fd().as_raw_fd() as u32,
-        _pad: 0,
-        key: std::ptr::from_ref(key) as u64,
-        value: value.as_mut_ptr() as u64,
-        flags: 0,
-    };
-    // SAFETY: `attr` points at a valid key and a value buffer of the map's
-    // value size, both alive across the call.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-            &attr as *const MapElemAttr,
-            std::mem::size_of::<MapElemAttr>(),
-        )
-    };
-    if result < 0 {
-        let error = std::io::Error::last_os_error();
-        return match error.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(error),
-        };
-    }
-    // SAFETY: the kernel filled the value on success.
-    Ok(Some(unsafe { value.assume_init() }))
-}
-
-/// `BPF_MAP_LOOKUP_BATCH` command number of `bpf(2)`.
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries read per `BPF_MAP_LOOKUP_BATCH` call.
-const BATCH_ENTRIES: usize = 8192;
-
-/// The `batch` member of `union bpf_attr`.
-#[repr(C)]
-struct MapBatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// Reads every flow entry, [`BATCH_ENTRIES`] per system call
-/// (`BPF_MAP_LOOKUP_BATCH`, Linux ≥ 5.6) instead of two calls per entry:
-/// the drain reads the whole map every interval, so this is most of the
-/// capture's CPU on a busy node.
-///
-/// # Errors
-/// The `bpf(2)` error; the caller can fall back to iterating.
-pub fn read_flows(
-    flows: &BpfHashMap<MapData, FlowKey, FlowStats>,
-) -> std::io::Result<Vec<(FlowKey, FlowStats)>> {
-    use aya::maps::IterableMap;
-    use std::os::fd::AsRawFd;
-    // SAFETY: both are plain old data (`#[repr(C)]` integers), valid when
-    // zeroed.
-    let (mut keys, mut values): (Vec<FlowKey>, Vec<FlowStats>) = unsafe {
-        (
-            vec![std::mem::zeroed(); BATCH_ENTRIES],
-            vec![std::mem::zeroed(); BATCH_ENTRIES],
-        )
-    };
-    let map_fd = flows.map().fd().as_fd().as_raw_fd() as u32;
-    // For hash maps the batch token is a bucket index.
-    let (mut in_batch, mut out_batch) = (0u32, 0u32);
-    let mut first = true;
-    let mut all = Vec::new();
-    loop {
-        let mut attr = MapBatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                std::ptr::from_ref(&in_batch) as u64
-            },
-            out_batch: std::ptr::from_mut(&mut out_batch) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH_ENTRIES as u32,
-            map_fd,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the key and value buffers hold `count` entries of the
-        // map's key and value sizes; the tokens are live u32s.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut MapBatchAttr,
-                std::mem::size_of::<MapBatchAttr>(),
-            )
-        };
-        let filled = (attr.count as usize).min(BATCH_ENTRIES);
-        all.extend(
-            keys[..filled]
-                .iter()
-                .copied()
-                .zip(values[..filled].iter().copied()),
-        );
-        if result < 0 {
-            let error = std::io::Error::last_os_error();
-            return match error.raw_os_error() {
-                // The end of the map.
-                Some(libc::ENOENT) => Ok(all),
-                _ => Err(error),
-            };
-        }
-        in_batch = out_batch;
-        first = false;
-    }
 }

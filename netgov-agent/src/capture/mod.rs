@@ -8,6 +8,8 @@ pub mod datapath;
 pub mod flow_table;
 pub mod interfaces;
 pub mod record;
+pub mod socket_hook;
+mod sys;
 pub mod test_run;
 
 use std::collections::BTreeMap;
@@ -21,12 +23,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use clock::{MonotonicClock, monotonic_now_ns};
-use datapath::{
-    AttachMode, Datapath, DatapathError, DatapathMaps, read_counter, read_flows, take_flow,
-};
+use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter};
 use flow_table::{EndedFlow, FlowTable, FlowTableConfig, NatLookup, NoNat, TableLosses};
 use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
 use record::FlowRecord;
+use socket_hook::{CgroupRoot, SocketDelivery};
+use sys::{read_flows, take_flow};
+
+/// What is lost without the socket hook.
+const NO_SOCKET_EVIDENCE: &str = "no socket-delivery evidence: denied one-way UDP to a local pod reads gap once it reaches the pod's interface, even if a later filter drops it (see README, Compatibility)";
 
 /// How records are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -55,6 +60,8 @@ pub struct CaptureOptions {
     pub table: FlowTableConfig,
     /// Entries of the kernel flow map.
     pub flow_map_entries: u32,
+    /// Where the socket-delivery hook attaches.
+    pub cgroup_root: CgroupRoot,
 }
 
 impl Default for CaptureOptions {
@@ -67,6 +74,34 @@ impl Default for CaptureOptions {
             drain_interval: Duration::from_secs(1),
             table: FlowTableConfig::default(),
             flow_map_entries: netgov_common::FLOWS_MAX_ENTRIES,
+            cgroup_root: CgroupRoot::Auto,
+        }
+    }
+}
+
+/// What the datapath runs with, found at start: for `/readyz`, the
+/// `netgov_datapath_info` metric and the capture's ready line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatapathInfo {
+    /// The running kernel's version.
+    pub kernel: String,
+    /// How programs are attached.
+    pub attach_mode: AttachMode,
+    /// The cgroup the socket hook is attached to, if it is.
+    pub socket_hook: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Display for DatapathInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Linux {}, {} attachment, ",
+            self.kernel,
+            self.attach_mode.name()
+        )?;
+        match &self.socket_hook {
+            Some(cgroup) => write!(f, "socket hook on {}", cgroup.display()),
+            None => f.write_str("no socket hook"),
         }
     }
 }
@@ -210,7 +245,7 @@ impl<W: Write> FlowSink for RecordWriter<W> {
 pub async fn run(
     options: CaptureOptions,
     sink: &mut impl FlowSink,
-    ready: impl FnOnce(AttachMode),
+    ready: impl FnOnce(&DatapathInfo),
 ) -> Result<CaptureSummary, CaptureError> {
     let filter = InterfaceFilter::new(&options.interface_globs)?;
     let mut datapath = Datapath::load(options.attach_mode, options.flow_map_entries)?;
@@ -218,7 +253,29 @@ pub async fn run(
         flows,
         events,
         counters,
+        delivered,
     } = datapath.take_maps()?;
+    let socket_hook = match options.cgroup_root.locate() {
+        Ok(Some(root)) => match datapath.attach_socket_hook(&root) {
+            Ok(()) => Some(root),
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), "{NO_SOCKET_EVIDENCE}");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "{NO_SOCKET_EVIDENCE}");
+            None
+        }
+    };
+    let info = DatapathInfo {
+        kernel: aya::util::KernelVersion::current()
+            .map_or_else(|_| "unknown".into(), |v| v.to_string()),
+        attach_mode: datapath.mode(),
+        socket_hook,
+    };
+    let delivered = SocketDelivery::new(delivered, info.socket_hook.is_some());
     // SAFETY: the ring buffer owns its map fd, which stays open and
     // unchanged for as long as the AsyncFd owns the ring buffer.
     let mut events =
@@ -270,17 +327,20 @@ pub async fn run(
                 if event == LinkEvent::DumpComplete
                     && let Some(ready) = ready.take()
                 {
-                    ready(datapath.mode());
+                    ready(&info);
                 }
                 on_link_event(event, &filter, &mut datapath, &mut names, &mut summary);
             }
             _ = drain_tick.tick() => {
                 let mut ended = drain(&flows, &mut table, &names, &clock);
                 take_kernel_entries(&flows, &mut ended, &names, &clock);
+                delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
                 if let Err(error) = emit(sink, ended, &mut summary) {
                     break Err(error);
                 }
-                sink.live(table.live_records(&|i: u32| names.get(&i).cloned(), &clock));
+                let mut live = table.live_records(&|i: u32| names.get(&i).cloned(), &clock);
+                delivered.annotate(live.iter_mut());
+                sink.live(live);
                 let mut kernel = BTreeMap::new();
                 for counter in Counter::ALL {
                     if let Ok(value) = read_counter(&counters, counter) {
@@ -304,6 +364,7 @@ pub async fn run(
     let mut ended = drain(&flows, &mut table, &names, &clock);
     take_kernel_entries(&flows, &mut ended, &names, &clock);
     ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
+    delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
     let emitted = emit(sink, ended, &mut summary);
     for error in datapath.detach_all() {
         summary.attach_failures.push(AttachFailure {

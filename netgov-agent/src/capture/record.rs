@@ -147,6 +147,14 @@ pub struct FlowRecord {
     /// pod that sent the flow, this is how the backend saw it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub translated_src: Option<std::net::SocketAddr>,
+    /// For an unanswered UDP flow: whether the destination's network stack
+    /// received the initiator's datagrams — a socket took them (the socket
+    /// hook) or the destination itself reported that nothing listens (an
+    /// ICMP port unreachable quoting them). Proof of delivery no filter on
+    /// the way can fake. `Some(false)` only with the socket hook attached;
+    /// `None` when not looked up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_to_stack: Option<bool>,
     /// Transport protocol.
     pub protocol: Protocol,
     /// Initiator → responder packets.
@@ -251,6 +259,7 @@ mod tests {
             dst_port: ports.1,
             original_dst: None,
             translated_src: None,
+            delivered_to_stack: None,
             protocol,
             packets_out: 12,
             bytes_out: 1_400,

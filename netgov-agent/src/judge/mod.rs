@@ -4,16 +4,22 @@
 //! Pure: a captured [`FlowRecord`], the cluster state and the configuration
 //! in, a [`Judgement`] out.
 //!
-//! Enforcement of a denied flow, from what was observed:
-//! - `gap`: the denied traffic got through — seen delivered into the
-//!   destination pod's interface (its to-pod hook saw initiator packets), or
-//!   answered (any packet back: handshake, reply, even a RST from the
-//!   destination);
-//! - `enforced`: only the initiator's attempts were seen: nothing delivered
-//!   to a destination pod on this node, or, for a destination elsewhere,
-//!   no answer within the answer window (or before the flow ended);
-//! - `unknown`: not enough seen yet (a destination elsewhere, within the
-//!   answer window).
+//! Enforcement of a denied flow, from what was observed (the full rule,
+//! and what each CNI style lets us see, is in the README's Compatibility
+//! section):
+//! - `gap`: the denied traffic got through — answered (any packet back:
+//!   handshake, reply, even a RST from the destination), or received by a
+//!   socket on this node (the socket hook, for UDP), or, without the socket
+//!   hook, seen delivered into a destination pod's interface here;
+//! - `enforced`: silence for the whole answer window from traffic that is
+//!   always answered when delivered (TCP, SCTP, echo requests) — also when
+//!   the destination's interface saw it, since a filter after our hook may
+//!   drop it; or one-way traffic to a pod on this node that never reached
+//!   its interface;
+//! - `unknown`: within the answer window; one-way traffic (UDP) to another
+//!   node or outside the cluster, which only the other end could see; UDP
+//!   that reached a local pod's interface but no socket (a later filter, or
+//!   nobody listening).
 //!
 //! Unexpected egress: a pod sending to a destination outside the cluster —
 //! not a pod, service or node IP, and outside the configured cluster CIDRs
@@ -227,29 +233,43 @@ fn enforcement(
     node: &NodeContext,
     age: Duration,
 ) -> Enforcement {
-    let delivered = record
-        .observations
-        .iter()
-        .any(|o| o.role == Role::Responder && o.packets_out > 0);
-    let answered = record.packets_in > 0;
-    if delivered || answered {
+    // Proof of delivery: an answer (handshake, reply, even a RST), or a
+    // socket on this host that received the datagrams.
+    if record.packets_in > 0 || record.delivered_to_stack == Some(true) {
         return Enforcement::Gap;
+    }
+    // Silence is only evidence once an answer had time to come back.
+    if age < config.answer_window {
+        return Enforcement::Unknown;
+    }
+    // Delivered traffic of these protocols is always answered: silence is
+    // enforcement — also when the destination's interface saw the packets
+    // (a filter after our hook dropped them).
+    if always_answered(record) {
+        return Enforcement::Enforced;
     }
     let destination_local = match destination {
         Resolved::Pod(pod) => pod.node.is_some() && pod.node == node.node_name,
         _ => false,
     };
-    // A destination on this node is observed: had the traffic been let
-    // through, its interface would have seen it. Elsewhere, only an answer
-    // could show it, so wait for the answer window — and only traffic that
-    // is always answered when delivered (a TCP segment, an SCTP chunk, an
-    // echo request) is shown enforced by the silence. One-way traffic (a
-    // UDP datagram nobody answers) to another node or outside the cluster
-    // may have been delivered: nothing this node sees can tell.
-    if destination_local || (age >= config.answer_window && always_answered(record)) {
-        Enforcement::Enforced
-    } else {
-        Enforcement::Unknown
+    // One-way traffic to another node or outside the cluster may have been
+    // delivered: nothing this node sees can tell.
+    if !destination_local {
+        return Enforcement::Unknown;
+    }
+    let reached_interface = record
+        .observations
+        .iter()
+        .any(|o| o.role == Role::Responder && o.packets_out > 0);
+    match (record.delivered_to_stack, reached_interface) {
+        // Never reached the pod's interface, nor (if the socket hook
+        // looked) a socket.
+        (_, false) => Enforcement::Enforced,
+        // Reached the interface, no socket took it: a filter after our
+        // hook, or nobody listening — the socket hook cannot tell which.
+        (Some(false), true) => Enforcement::Unknown,
+        // Without the socket hook, the interface is the last thing seen.
+        (_, true) => Enforcement::Gap,
     }
 }
 

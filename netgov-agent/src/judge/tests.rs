@@ -72,6 +72,7 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
         dst_port: port,
         original_dst: None,
         translated_src: None,
+        delivered_to_stack: None,
         protocol: Protocol::Tcp,
         packets_out,
         bytes_out: packets_out * 60,
@@ -184,8 +185,63 @@ fn violations_enforcement_and_unexpected_egress() {
             },
         },
         Row {
-            name: "denied, delivered but not answered: still a gap",
+            name: "TCP denied, seen at the destination's interface, no answer yet: unknown",
             record: record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)),
+            age: young,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Unknown),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "TCP denied, seen at the destination's interface, never answered: a later filter dropped it",
+            record: record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)),
+            age: old,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Enforced),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "UDP denied, reached the local pod's interface, no socket hook: gap",
+            record: udp(record(UNAUTHORISED, SERVING, 9999, local_both(2, 0))),
+            age: old,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Gap),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "UDP denied, reached the local pod's interface, no socket received it: unknown",
+            record: FlowRecord {
+                delivered_to_stack: Some(false),
+                ..udp(record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)))
+            },
+            age: old,
+            expected: Outcome {
+                verdict: Decision::Deny,
+                denied_by: Some(DeniedBy::Ingress),
+                enforcement: Some(Enforcement::Unknown),
+                unexpected_egress: false,
+            },
+        },
+        Row {
+            name: "UDP denied, a socket received it past the interface hook (redirect to the peer): gap",
+            record: FlowRecord {
+                delivered_to_stack: Some(true),
+                ..udp(record(
+                    UNAUTHORISED,
+                    SERVING,
+                    9999,
+                    vec![observation("src", Role::Initiator, 2, 0)],
+                ))
+            },
             age: young,
             expected: Outcome {
                 verdict: Decision::Deny,
@@ -195,14 +251,14 @@ fn violations_enforcement_and_unexpected_egress() {
             },
         },
         Row {
-            name: "denied, destination on this node saw nothing: enforced",
+            name: "denied, destination on this node saw nothing for the window: enforced",
             record: record(
                 UNAUTHORISED,
                 SERVING,
                 8080,
                 vec![observation("src", Role::Initiator, 3, 0)],
             ),
-            age: young,
+            age: old,
             expected: Outcome {
                 verdict: Decision::Deny,
                 denied_by: Some(DeniedBy::Ingress),
@@ -275,14 +331,14 @@ fn violations_enforcement_and_unexpected_egress() {
             },
         },
         Row {
-            name: "UDP denied on this node, not delivered: enforced at once",
+            name: "UDP denied on this node, never reached the pod: enforced after the window",
             record: udp(record(
                 UNAUTHORISED,
                 SERVING,
                 8080,
                 vec![observation("src", Role::Initiator, 2, 0)],
             )),
-            age: young,
+            age: old,
             expected: Outcome {
                 verdict: Decision::Deny,
                 denied_by: Some(DeniedBy::Ingress),

@@ -207,3 +207,18 @@ pub fn call(client: &netgov_testbed::Pod, server: std::net::IpAddr, port: u16) -
         })
         .expect("client namespace")
 }
+
+/// A fresh directory for `tag` holding `cluster_state` and the agent
+/// configuration `config`: `(cluster-state file, configuration file)`.
+pub fn write_agent_files(
+    tag: &str,
+    cluster_state: &str,
+    config: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("netgov-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (state_path, config_path) = (dir.join("cluster.yaml"), dir.join("agent.yaml"));
+    std::fs::write(&state_path, cluster_state).expect("write the cluster state");
+    std::fs::write(&config_path, config).expect("write the configuration");
+    (state_path, config_path)
+}

@@ -164,6 +164,7 @@ impl Flow {
                 .original_dst
                 .map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
             translated_src,
+            delivered_to_stack: None,
             protocol: Protocol::from_number(key.protocol),
             packets_out,
             bytes_out,

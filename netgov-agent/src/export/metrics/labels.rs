@@ -93,3 +93,12 @@ pub(super) struct ResourceLabels {
 pub(super) struct NotJudgedLabels {
     pub reason: NotJudged,
 }
+
+/// Labels of `netgov_datapath_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DatapathLabels {
+    pub kernel: String,
+    pub attach_mode: String,
+    /// `true` when the socket-delivery hook is attached.
+    pub socket_hook: String,
+}

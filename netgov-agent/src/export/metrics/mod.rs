@@ -31,8 +31,8 @@ mod series;
 
 pub use labels::LossStage;
 use labels::{
-    EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels, PostureLabels, ResourceLabels,
-    StageLabels, ViolationLabels,
+    DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels, PostureLabels,
+    ResourceLabels, StageLabels, ViolationLabels,
 };
 use series::{SeriesIndex, count_series};
 
@@ -87,6 +87,7 @@ pub struct Metrics {
     conntrack_errors: Counter,
     not_judged: Family<NotJudgedLabels, Counter>,
     ready: Gauge,
+    datapath_info: Family<DatapathLabels, Gauge>,
     governed_namespaces: Family<NamespaceLabels, Gauge>,
     max_workloads: usize,
     index: Mutex<SeriesIndex>,
@@ -114,6 +115,7 @@ impl Metrics {
             conntrack_errors: Counter::default(),
             not_judged: Family::default(),
             ready: Gauge::default(),
+            datapath_info: Family::default(),
             governed_namespaces: Family::default(),
             max_workloads,
             index: Mutex::default(),
@@ -198,6 +200,11 @@ impl Metrics {
             "ready",
             "Whether the agent is ready (programs attached, cluster state synced): 1 or 0",
             metrics.ready.clone(),
+        );
+        registry.register(
+            "datapath_info",
+            "What the datapath runs with, found at start (always 1): kernel, attach mode, whether the socket-delivery hook is attached",
+            metrics.datapath_info.clone(),
         );
         registry.register(
             "namespace_governed",
@@ -356,6 +363,17 @@ impl Metrics {
     /// Sets the number of policies that failed to compile.
     pub fn set_policy_compile_errors(&self, count: usize) {
         self.policy_compile_errors.set(count as i64);
+    }
+
+    /// Sets `netgov_datapath_info` (once, at start).
+    pub fn set_datapath_info(&self, info: &crate::capture::DatapathInfo) {
+        self.datapath_info
+            .get_or_create(&DatapathLabels {
+                kernel: info.kernel.clone(),
+                attach_mode: info.attach_mode.name().to_owned(),
+                socket_hook: info.socket_hook.is_some().to_string(),
+            })
+            .set(1);
     }
 
     /// Sets `netgov_ready`.
