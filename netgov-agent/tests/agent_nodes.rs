@@ -80,7 +80,12 @@ fn udp_send(client: &Pod, server: IpAddr, port: u16) {
     client
         .netns
         .run_in(|| {
-            let socket = UdpSocket::bind((IpAddr::from([0, 0, 0, 0]), 0)).expect("bind");
+            let any = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = UdpSocket::bind(any).expect("bind");
             for _ in 0..3 {
                 socket
                     .send_to(b"one-way", SocketAddr::new(server, port))
@@ -214,6 +219,9 @@ fn each_flow_and_violation_is_counted_once_across_nodes() {
     udp_send(intruder, model.ipv4.into(), 9000);
     udp_send(intruder, vault.ipv4.into(), 9000);
     udp_send(ingest, model.ipv4.into(), 9000);
+    // Allowed, to an address nobody listens on: model answers with an
+    // ICMPv6 port unreachable, which is no flow and no violation.
+    udp_send(trainer, model.ipv6.into(), 9000);
     let [model_received, vault_received] = sinks.map(|s| s.join().expect("sink"));
     assert_eq!(
         (model_received, vault_received),
@@ -245,8 +253,17 @@ fn each_flow_and_violation_is_counted_once_across_nodes() {
             flows(&[udp, ("verdict", "allow")]),
             flows(&[udp, ("verdict", "deny")]),
         ),
-        (2.0, 3.0, 1.0, 3.0),
-        "each flow once cluster-wide (TCP: two allowed, v4 and v6):\n{all}"
+        (2.0, 3.0, 2.0, 3.0),
+        "each flow once cluster-wide (two allowed each, v4 and v6):\n{all}"
+    );
+    assert_eq!(
+        sum_samples(
+            &all,
+            "netgov_flows_not_judged_total",
+            &[("reason", "icmp_error")]
+        ),
+        2.0,
+        "the port unreachable, seen leaving model and reaching trainer:\n{all}"
     );
     let pair =
         |src: &'static str, dst: &'static str| [("src_workload", src), ("dst_workload", dst)];
@@ -282,8 +299,8 @@ fn each_flow_and_violation_is_counted_once_across_nodes() {
             "netgov_flows_not_judged_total",
             &[("reason", "counted_by_source_node")]
         ),
-        5.0,
-        "node-2 saw the flows to model (TCP v4 twice, v6, UDP twice), each left to node-1:\n{text2}"
+        6.0,
+        "node-2 saw the flows to model (TCP v4 twice, v6, UDP v4 twice, v6), each left to node-1:\n{text2}"
     );
     assert_eq!(
         sum_samples(&all, "netgov_unexpected_egress_total", &[]),
