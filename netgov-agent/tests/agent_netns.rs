@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    AGENT_PORT, Agent, call, http_get, metric, serve, start_agent, start_agent_listening,
-    start_agent_with, try_get,
+    AGENT_PORT, Agent, call, cpu_seconds, http_get, metric, serve, start_agent,
+    start_agent_listening, start_agent_with, try_get,
 };
 use common::{nft_load, testbed};
 use netgov_testbed::Pod;
@@ -517,23 +517,6 @@ fn flow_log_write_errors_are_counted_and_judging_goes_on() {
     assert_eq!(flows, 1.0, "one connection, one flow");
     assert!(errors >= 1.0, "every unwritten record is counted: {errors}");
     assert_eq!(http_get(testbed.node(), "/healthz").0, 200);
-}
-
-/// CPU seconds (user + system) the process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name (which may hold spaces) start at 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks as f64 / hz
 }
 
 /// Out of file descriptors (idle connections held open past a lowered

@@ -10,10 +10,8 @@
 //!   with host networking the listener is on the node's address, and who
 //!   talks to whom is not for everyone who reaches the node.
 //!
-//! Accept errors (such as running out of file descriptors) are backed off
-//! by axum's server loop instead of retried at once.
+//! The listener that serves them, and its limits, is `listener`.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,24 +27,6 @@ use super::recent::FlowFilter;
 use super::shared::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serves the endpoints on `listener` until `shutdown` completes; open
-/// requests are finished first.
-///
-/// # Errors
-/// The server's I/O error.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(shared).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
 
 /// The routes.
 pub fn router(shared: Arc<Shared>) -> Router {

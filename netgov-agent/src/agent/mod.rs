@@ -15,6 +15,7 @@
 
 pub mod flow_log;
 pub mod http;
+pub mod listener;
 pub mod nat;
 pub mod pipeline;
 pub mod posture;

@@ -12,7 +12,7 @@ use super::flow_log::{FlowLog, FlowLogError, FlowLogTarget};
 use super::pipeline::Pipeline;
 use super::shared::Shared;
 use super::sink::AgentSink;
-use super::{http, posture};
+use super::{http, listener, posture};
 use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::cluster::file_source::{FileSource, FileSourceError};
 use crate::cluster::{ClusterHealth, kube_source};
@@ -152,9 +152,18 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         })?;
     let bound = listener.local_addr().unwrap_or(options.metrics_addr);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), async {
-        let _ = http_stopped.await;
-    }));
+    let server = tokio::spawn(listener::serve(
+        listener,
+        http::router(Arc::clone(&shared)),
+        listener::Limits::default(),
+        {
+            let shared = Arc::clone(&shared);
+            move || shared.metrics.count_http_rejected()
+        },
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
     tokio::spawn(posture::refresh_forever(Arc::clone(&shared)));
 
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);

@@ -84,6 +84,7 @@ pub struct Metrics {
     cluster_errors: Family<ResourceLabels, Counter>,
     policy_compile_errors: Gauge,
     flow_log_errors: Counter,
+    http_rejected: Counter,
     conntrack_errors: Counter,
     not_judged: Family<NotJudgedLabels, Counter>,
     ready: Gauge,
@@ -112,6 +113,7 @@ impl Metrics {
             cluster_errors: Family::default(),
             policy_compile_errors: Gauge::default(),
             flow_log_errors: Counter::default(),
+            http_rejected: Counter::default(),
             conntrack_errors: Counter::default(),
             not_judged: Family::default(),
             ready: Gauge::default(),
@@ -185,6 +187,11 @@ impl Metrics {
             "flow_log_errors",
             "Flow-log records that could not be written (the first of each run of failures is logged)",
             metrics.flow_log_errors.clone(),
+        );
+        registry.register(
+            "http_connections_rejected",
+            "HTTP connections closed at once because the listener was full or their peer had too many open",
+            metrics.http_rejected.clone(),
         );
         registry.register(
             "conntrack_errors",
@@ -316,6 +323,12 @@ impl Metrics {
     /// Counts a connection-tracking lookup that failed.
     pub fn count_conntrack_error(&self) {
         self.conntrack_errors.inc();
+    }
+
+    /// Counts an HTTP connection closed at once: the listener was full, or
+    /// its peer had too many open.
+    pub fn count_http_rejected(&self) {
+        self.http_rejected.inc();
     }
 
     /// Counts a flow-log record that could not be written.
