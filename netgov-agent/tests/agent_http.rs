@@ -12,7 +12,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    AGENT_PORT, cpu_seconds, http_get, metric, start_agent_listening, try_get, write_agent_files,
+    AGENT_PORT, cpu_seconds, http_get, limit_descriptors, metric, start_agent_listening, try_get,
+    write_agent_files,
 };
 use common::testbed;
 
@@ -28,19 +29,7 @@ fn a_flood_of_half_sent_requests_does_not_take_the_agent_down() {
     let pid = agent.child.id();
     // Few descriptors to spare: without limits, 300 held connections
     // would exhaust them.
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fds")
-        .count();
-    let limit = open + 100;
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .expect("prlimit");
-    assert!(status.success());
+    limit_descriptors(pid, 100);
 
     // 300 connections from one pod, each sending half a request.
     let attacker = &testbed.pods()[0];

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    AGENT_PORT, Agent, call, cpu_seconds, http_get, metric, serve, start_agent,
+    AGENT_PORT, Agent, call, cpu_seconds, http_get, limit_descriptors, metric, serve, start_agent,
     start_agent_listening, start_agent_with, try_get,
 };
 use common::{nft_load, testbed};
@@ -528,19 +528,7 @@ fn accept_errors_back_off_instead_of_spinning() {
     let (_dir, cluster_state, config, _) = agent_files("emfile");
     let agent = start_agent(&testbed, &cluster_state, &config);
     let pid = agent.child.id();
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fds")
-        .count();
-    let limit = open + 8;
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .expect("prlimit");
-    assert!(status.success());
+    let limit = limit_descriptors(pid, 8);
     let held: Vec<TcpStream> = testbed
         .node()
         .run_in(move || {

@@ -235,3 +235,71 @@ fn the_flow_map_size_is_configurable() {
     );
     capture.stop_with(libc::SIGTERM);
 }
+
+/// A datagram from the first pod to the second.
+fn send_datagram(testbed: &Testbed, port: u16) {
+    let server = testbed.pods()[1].ipv4;
+    testbed.pods()[0]
+        .netns
+        .run_in(move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket.send_to(b"seen?", (server, port)).expect("send");
+        })
+        .expect("pod namespace");
+}
+
+fn second_capture_leaves_the_first_alone(mode: &str) {
+    let testbed = testbed(&format!("two{mode}"), 2);
+    let interface = testbed.pods()[0].host_interface.clone();
+    let first = Capture::start(&testbed, &["--attach-mode", mode]);
+    let second = Capture::start(&testbed, &["--attach-mode", mode]);
+    second.stop();
+    if mode == "netlink" {
+        let filters = tc_filters(testbed.node(), &interface);
+        assert_eq!(
+            (
+                filters.matches("name netgov_from_pod").count(),
+                filters.matches("name netgov_to_pod").count()
+            ),
+            (1, 1),
+            "the first capture's filters outlive the second: {filters}"
+        );
+    }
+    send_datagram(&testbed, 4242);
+    std::thread::sleep(Duration::from_millis(500));
+    let output = first.stop();
+    let (client, server) = (testbed.pods()[0].ipv4, testbed.pods()[1].ipv4);
+    let flow = output.flow(&client.to_string(), &server.to_string(), "UDP", 4242);
+    assert_eq!(flow["packets_out"], 1, "{flow}");
+    assert_nothing_attached(&testbed);
+}
+
+#[test]
+fn a_second_capture_never_blinds_the_first_netlink() {
+    second_capture_leaves_the_first_alone("netlink");
+}
+
+#[test]
+fn a_second_capture_never_blinds_the_first_tcx() {
+    second_capture_leaves_the_first_alone("tcx");
+}
+
+#[test]
+fn filters_removed_by_another_tool_are_restored_at_the_next_drain() {
+    let testbed = testbed("restore", 2);
+    let interface = testbed.pods()[0].host_interface.clone();
+    let mut capture = Capture::start(&testbed, &["--attach-mode", "netlink"]);
+    testbed
+        .node()
+        .exec("tc", &["filter", "del", "dev", &interface, "ingress"])
+        .expect("tc filter del");
+    assert!(!tc_filters(testbed.node(), &interface).contains("netgov_from_pod"));
+    capture.wait_for_stderr("attached again", Duration::from_secs(5));
+    assert!(tc_filters(testbed.node(), &interface).contains("netgov_from_pod"));
+    send_datagram(&testbed, 4343);
+    std::thread::sleep(Duration::from_millis(500));
+    let output = capture.stop();
+    let (client, server) = (testbed.pods()[0].ipv4, testbed.pods()[1].ipv4);
+    output.flow(&client.to_string(), &server.to_string(), "UDP", 4343);
+    assert_nothing_attached(&testbed);
+}

@@ -1,6 +1,7 @@
 //! What the agent's tasks share: the cluster state and its health (one
 //! writer: the source), the metrics, the recent flows and readiness.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use super::recent::RecentFlows;
@@ -18,6 +19,10 @@ pub enum NotReady {
     /// A resource's first list has not completed.
     #[error("cluster state not synced")]
     ClusterNotSynced,
+    /// Our programs were removed from interfaces and could not be
+    /// attached again: their traffic is not seen.
+    #[error("programs missing from {0} interface(s)")]
+    AttachmentsMissing(usize),
 }
 
 /// Shared between the tasks.
@@ -31,6 +36,7 @@ pub struct Shared {
     /// The latest judged flows.
     pub recent: RecentFlows,
     datapath: OnceLock<DatapathInfo>,
+    attachments_missing: AtomicUsize,
     /// Serve `/flows` to non-loopback clients too.
     pub flows_from_anywhere: bool,
 }
@@ -49,6 +55,7 @@ impl Shared {
             metrics,
             recent: RecentFlows::default(),
             datapath: OnceLock::new(),
+            attachments_missing: AtomicUsize::new(0),
             flows_from_anywhere,
         }
     }
@@ -57,6 +64,12 @@ impl Shared {
     pub fn set_attached(&self, info: DatapathInfo) {
         self.metrics.set_datapath_info(&info);
         let _ = self.datapath.set(info);
+    }
+
+    /// How many interfaces miss their programs (see
+    /// [`NotReady::AttachmentsMissing`]).
+    pub fn set_attachments_missing(&self, missing: usize) {
+        self.attachments_missing.store(missing, Ordering::Relaxed);
     }
 
     /// What the datapath runs with, once attached.
@@ -71,6 +84,10 @@ impl Shared {
     pub fn ready(&self) -> Result<(), NotReady> {
         if self.datapath.get().is_none() {
             return Err(NotReady::NotAttached);
+        }
+        match self.attachments_missing.load(Ordering::Relaxed) {
+            0 => {}
+            missing => return Err(NotReady::AttachmentsMissing(missing)),
         }
         if !self
             .health

@@ -58,6 +58,15 @@ impl FlowSink for AgentSink {
                 self.previous.table_losses.kernel_evictions,
             ),
         );
+        metrics.record_attachments(
+            delta(
+                health.attachments_restored,
+                self.previous.attachments_restored,
+            ),
+            health.attachments_missing,
+        );
+        self.shared
+            .set_attachments_missing(health.attachments_missing);
         for (stage, counter) in [
             (LossStage::KernelRingbuf, "ringbuf_drops"),
             (LossStage::KernelFlowMap, "flow_map_update_failures"),

@@ -10,6 +10,7 @@ pub mod interfaces;
 pub mod record;
 pub mod socket_hook;
 mod sys;
+mod tc_owner;
 pub mod test_run;
 
 use std::collections::BTreeMap;
@@ -194,6 +195,10 @@ pub trait FlowSink {
 pub struct CaptureHealth {
     /// Interfaces with programs attached.
     pub attached_interfaces: usize,
+    /// Attachments found gone and restored, since start.
+    pub attachments_restored: u64,
+    /// Interfaces whose programs are gone and could not be attached again.
+    pub attachments_missing: usize,
     /// Live flows in the table.
     pub flow_table_entries: usize,
     /// Losses the table noticed.
@@ -302,6 +307,7 @@ pub async fn run(
     tokio::pin!(sleep_until_deadline);
 
     let mut ready = Some(ready);
+    let mut attachments_restored = 0u64;
 
     let result = loop {
         tokio::select! {
@@ -341,6 +347,14 @@ pub async fn run(
                 let mut live = table.live_records(&|i: u32| names.get(&i).cloned(), &clock);
                 delivered.annotate(live.iter_mut());
                 sink.live(live);
+                let verified = datapath.verify();
+                for interface in &verified.restored {
+                    tracing::warn!(interface, "our programs were removed from the interface; attached again");
+                }
+                for (interface, error) in &verified.missing {
+                    tracing::warn!(interface, error = %crate::error_chain(error), "our programs were removed from the interface and cannot be attached again");
+                }
+                attachments_restored += verified.restored.len() as u64;
                 let mut kernel = BTreeMap::new();
                 for counter in Counter::ALL {
                     if let Ok(value) = read_counter(&counters, counter) {
@@ -349,6 +363,8 @@ pub async fn run(
                 }
                 sink.health(&CaptureHealth {
                     attached_interfaces: datapath.attached().count(),
+                    attachments_restored,
+                    attachments_missing: verified.missing.len(),
                     flow_table_entries: table.len(),
                     table_losses: table.losses(),
                     kernel,

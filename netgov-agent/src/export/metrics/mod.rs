@@ -85,6 +85,8 @@ pub struct Metrics {
     policy_compile_errors: Gauge,
     flow_log_errors: Counter,
     http_rejected: Counter,
+    attachments_restored: Counter,
+    attachments_missing: Gauge,
     conntrack_errors: Counter,
     not_judged: Family<NotJudgedLabels, Counter>,
     ready: Gauge,
@@ -114,6 +116,8 @@ impl Metrics {
             policy_compile_errors: Gauge::default(),
             flow_log_errors: Counter::default(),
             http_rejected: Counter::default(),
+            attachments_restored: Counter::default(),
+            attachments_missing: Gauge::default(),
             conntrack_errors: Counter::default(),
             not_judged: Family::default(),
             ready: Gauge::default(),
@@ -192,6 +196,16 @@ impl Metrics {
             "http_connections_rejected",
             "HTTP connections closed at once because the listener was full or their peer had too many open",
             metrics.http_rejected.clone(),
+        );
+        registry.register(
+            "attachments_restored",
+            "Interfaces whose netgov programs were found removed (by another tool) and attached again",
+            metrics.attachments_restored.clone(),
+        );
+        registry.register(
+            "attachments_missing",
+            "Interfaces whose netgov programs were removed and could not be attached again (not ready while above 0)",
+            metrics.attachments_missing.clone(),
         );
         registry.register(
             "conntrack_errors",
@@ -323,6 +337,13 @@ impl Metrics {
     /// Counts a connection-tracking lookup that failed.
     pub fn count_conntrack_error(&self) {
         self.conntrack_errors.inc();
+    }
+
+    /// Counts attachments restored since the last call, and sets how many
+    /// interfaces miss their programs now.
+    pub fn record_attachments(&self, restored: u64, missing: usize) {
+        self.attachments_restored.inc_by(restored);
+        self.attachments_missing.set(missing as i64);
     }
 
     /// Counts an HTTP connection closed at once: the listener was full, or

@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, ProgramError, SchedClassifier,
-    TcAttachType,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, SchedClassifier, TcAttachType,
 };
 use aya::util::KernelVersion;
 use netgov_common::{Counter, FlowKey, FlowStats, Hook, names};
+
+use super::tc_owner::{self, Ownership};
 
 /// The eBPF object built by `build.rs` from `netgov-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netgov-ebpf"));
@@ -22,6 +23,12 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub fn ebpf_object() -> &'static [u8] {
     EBPF_OBJECT
 }
+
+mod error;
+mod verify;
+
+pub use error::DatapathError;
+pub use verify::Verified;
 
 /// How programs are attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -64,90 +71,6 @@ impl AttachMode {
 /// entry in one step; the BPF ring buffer needs 5.8.
 pub const MINIMUM_KERNEL: (u8, u8) = (5, 14);
 
-/// Errors of the datapath.
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    /// The kernel is older than [`MINIMUM_KERNEL`].
-    #[error(
-        "Linux {found} is too old: netgov needs 5.14 or later (BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps, 5.14; BPF ring buffer, 5.8)"
-    )]
-    KernelTooOld {
-        /// The running kernel's version.
-        found: String,
-    },
-    /// The eBPF object could not be parsed or its maps created.
-    #[error("cannot load the eBPF object (are you root, with BPF and NET_ADMIN?)")]
-    Load(#[from] aya::EbpfError),
-    /// A program is missing from the object or is not of its type.
-    #[error("eBPF program `{name}` is missing or not of its type")]
-    MissingProgram {
-        /// Program name.
-        name: &'static str,
-    },
-    /// The kernel refused a program (verifier) or an attachment.
-    #[error("eBPF program `{name}`: {source}")]
-    Program {
-        /// Program name.
-        name: &'static str,
-        /// What failed.
-        #[source]
-        source: ProgramError,
-    },
-    /// Attaching to an interface failed.
-    #[error("cannot attach to interface `{interface}` ({hook:?}): {source}")]
-    Attach {
-        /// Interface name.
-        interface: String,
-        /// Which hook.
-        hook: Hook,
-        /// What failed.
-        #[source]
-        source: ProgramError,
-    },
-    /// Adding the clsact qdisc failed (netlink mode).
-    #[error("cannot add the clsact qdisc to `{interface}`: {source}")]
-    Qdisc {
-        /// Interface name.
-        interface: String,
-        /// What failed.
-        #[source]
-        source: tc::TcError,
-    },
-    /// A map is missing from the object or of the wrong type.
-    #[error("eBPF map `{name}`: {source}")]
-    Map {
-        /// Map name.
-        name: &'static str,
-        /// What failed.
-        #[source]
-        source: MapError,
-    },
-    /// The cgroup directory for the socket-delivery hook cannot be opened.
-    #[error("cannot open cgroup `{}` for the socket-delivery hook: {source}", .path.display())]
-    CgroupOpen {
-        /// The cgroup (v2) directory.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The kernel refused the socket-delivery program or its attachment.
-    #[error("socket-delivery hook on cgroup `{}`: {source}", .path.display())]
-    SocketHook {
-        /// The cgroup (v2) directory.
-        path: std::path::PathBuf,
-        /// What failed.
-        #[source]
-        source: ProgramError,
-    },
-    /// A map was already taken.
-    #[error("eBPF map `{name}` is missing from the object or already taken")]
-    MissingMap {
-        /// Map name.
-        name: &'static str,
-    },
-}
-
 struct Attachment {
     name: String,
     from_pod: SchedClassifierLinkId,
@@ -160,6 +83,10 @@ pub struct Datapath {
     ebpf: Ebpf,
     mode: AttachMode,
     attached: BTreeMap<u32, Attachment>,
+    /// The handle our filters carry (netlink mode), held while we live.
+    owner: Option<Ownership>,
+    /// Kernel ids of the from-pod and to-pod programs.
+    program_ids: (u32, u32),
 }
 
 /// The maps user space reads.
@@ -205,10 +132,26 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         link_icmp_error_program(&mut ebpf)?;
+        let mode = mode.resolve();
+        let owner = (mode == AttachMode::Netlink)
+            .then(Ownership::claim)
+            .transpose()
+            .map_err(DatapathError::Ownership)?;
+        let id = |ebpf: &Ebpf, name: &'static str| {
+            ebpf.program(name)
+                .and_then(|p| p.info().ok())
+                .map_or(0, |info| info.id())
+        };
+        let program_ids = (
+            id(&ebpf, names::FROM_POD_PROGRAM),
+            id(&ebpf, names::TO_POD_PROGRAM),
+        );
         Ok(Self {
             ebpf,
-            mode: mode.resolve(),
+            mode,
             attached: BTreeMap::new(),
+            owner,
+            program_ids,
         })
     }
 
@@ -332,18 +275,7 @@ impl Datapath {
             return Ok(());
         }
         if self.mode == AttachMode::Netlink {
-            // Filters outlive their process (unlike TCX links): remove any
-            // a killed predecessor left, so they neither run twice nor pin
-            // its maps.
-            for (attach_type, name) in [
-                (TcAttachType::Ingress, names::FROM_POD_PROGRAM),
-                (TcAttachType::Egress, names::TO_POD_PROGRAM),
-            ] {
-                match tc::qdisc_detach_program(interface, attach_type, name) {
-                    Ok(()) => tracing::info!(interface, name, "removed a stale filter"),
-                    Err(error) => tracing::debug!(interface, name, %error, "no stale filter"),
-                }
-            }
+            self.remove_stale_filters(ifindex, interface)?;
             match tc::qdisc_add_clsact(interface) {
                 Ok(()) => {}
                 Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -392,6 +324,7 @@ impl Datapath {
         let options = match self.mode {
             AttachMode::Netlink => TcAttachOptions::Netlink(NlOptions {
                 priority,
+                handle: self.owner.as_ref().map_or(0, Ownership::handle).into(),
                 ..NlOptions::default()
             }),
             _ => TcAttachOptions::TcxOrder(order),
