@@ -156,6 +156,16 @@ impl AgentConfig {
     /// # Errors
     /// [`ConfigError`] naming the field.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        if let Some(line) = crate::input::too_deep(text) {
+            return Err(ConfigError::Syntax {
+                path: origin.to_owned(),
+                field: format!("line {line}"),
+                reason: format!(
+                    "nested more than {} levels deep; not parsed",
+                    crate::input::MAX_NESTING
+                ),
+            });
+        }
         let deserializer = serde_yaml_ng::Deserializer::from_str(text);
         let raw: RawConfig =
             serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError::Syntax {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod export;
+pub mod input;
 pub mod judge;
 pub mod policy;
 pub mod state;

@@ -412,3 +412,98 @@ spec:
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Hostile input fails fast with its file (and line) named: a directory
+/// that contains itself, a file nested thousands of levels deep (the YAML
+/// parser's own limit takes quadratic time to reach: minutes for 200 KB),
+/// a flows file that is not UTF-8.
+#[test]
+fn hostile_input_fails_fast_and_names_the_place() {
+    let flow = "10.0.0.1 -> 10.0.0.2:80/TCP";
+    let dir = std::env::temp_dir().join(format!("netgov-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+    )
+    .expect("write");
+    std::os::unix::fs::symlink(&dir, dir.join("loop")).expect("symlink");
+    let started = std::time::Instant::now();
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            dir.to_str().expect("utf-8"),
+            "--flow",
+            flow,
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: a symlink loop (this directory contains itself); not followed",
+            dir.join("loop").display()
+        )),
+        "{stderr}"
+    );
+
+    let deep = temp_file(
+        "deep.yaml",
+        &format!("a: 1\nb: {}{}\n", "[".repeat(200_000), "]".repeat(200_000)),
+    );
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            deep.to_str().expect("utf-8"),
+            "--flow",
+            flow,
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: nested more than 100 levels deep; not parsed",
+            deep.display()
+        )),
+        "{stderr}"
+    );
+    // Both in well under the seconds the parser alone would take.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let manifests = temp_file(
+        "ok.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+    );
+    let flows = temp_file("flows.jsonl", "");
+    std::fs::write(
+        &flows,
+        b"{\"src\":\"10.0.0.1\",\"dst\":\"10.0.0.2\",\"protocol\":\"TCP\",\"dst_port\":80}\n{\"src\":\"\xff\xfe\"}\n",
+    )
+    .expect("write");
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            manifests.to_str().expect("utf-8"),
+            "--flows",
+            flows.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "netgov: {}:2: not UTF-8 text (byte 9 of the line)",
+            flows.display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

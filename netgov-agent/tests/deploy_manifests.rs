@@ -382,8 +382,10 @@ fn the_daemonset_capabilities_are_exactly_the_needed_ones() {
             !works,
             "{missing} is not needed: the capture works with {fewer:?} alone"
         );
+        // Named, with where to add it: not a raw verifier dump.
         assert!(
-            printed.contains("not permitted") || printed.contains("Permission denied"),
+            printed.contains(&format!("missing CAP_{}", missing.to_uppercase()))
+                && printed.contains("securityContext.capabilities.add"),
             "without {missing}: {printed}"
         );
     }

@@ -31,23 +31,24 @@ pub struct FileSourceError {
 type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 
 fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
-    let mut files = BTreeMap::new();
-    let mut pending: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = pending.pop() {
-        let Ok(metadata) = std::fs::metadata(&path) else {
-            // A missing path is part of the state too: it shows up as gone.
-            files.insert(path, (u64::MAX, None));
+    let (files, errors) = crate::input::manifest_files(paths);
+    let mut fingerprint: Fingerprint = files
+        .into_iter()
+        .map(|file| {
+            let metadata = std::fs::metadata(&file).ok();
+            let stamp = metadata.map_or((u64::MAX, None), |m| (m.len(), m.modified().ok()));
+            (file, stamp)
+        })
+        .collect();
+    // A missing or unreadable path is part of the state too: it shows up
+    // as gone, and as back when it is.
+    for error in errors {
+        let crate::input::WalkError::Read { path, .. } = error else {
             continue;
         };
-        if metadata.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                pending.extend(entries.flatten().map(|e| e.path()));
-            }
-        } else {
-            files.insert(path, (metadata.len(), metadata.modified().ok()));
-        }
+        fingerprint.insert(path, (u64::MAX, None));
     }
-    files
+    fingerprint
 }
 
 /// What a load produced: the state, objects per kind, and the objects it

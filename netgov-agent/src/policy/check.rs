@@ -29,6 +29,14 @@ pub enum FlowError {
         /// What is wrong.
         reason: String,
     },
+    /// A line is not UTF-8 text.
+    #[error("{origin}: not UTF-8 text (byte {position} of the line)")]
+    Utf8 {
+        /// `file:line`.
+        origin: String,
+        /// The first invalid byte's 1-based position in the line.
+        position: usize,
+    },
     /// `--flow` text does not have the `SRC -> DST:PORT/PROTO` shape.
     #[error("{origin}: `{text}` is not `SRC -> DST:PORT/PROTO` (or `SRC -> DST/ICMP`)")]
     Syntax {
@@ -341,22 +349,30 @@ pub fn check_json_lines(
     out: &mut impl Write,
 ) -> Result<u64, CheckError> {
     let mut count = 0;
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     let mut number = 0;
     loop {
-        line.clear();
-        if input.read_line(&mut line).map_err(CheckError::Io)? == 0 {
+        bytes.clear();
+        if input
+            .read_until(b'\n', &mut bytes)
+            .map_err(CheckError::Io)?
+            == 0
+        {
             break;
         }
         number += 1;
+        let line = std::str::from_utf8(&bytes).map_err(|error| FlowError::Utf8 {
+            origin: format!("{source_name}:{number}"),
+            position: error.valid_up_to() + 1,
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        match fast_parse(cluster, &line) {
-            Some((query, text)) => write_result(cluster, &query, &line, &text, format, out)?,
+        match fast_parse(cluster, line) {
+            Some((query, text)) => write_result(cluster, &query, line, &text, format, out)?,
             None => {
                 let origin = format!("{source_name}:{number}");
-                let (query, fields) = parse_json_flow(cluster, &line, &origin)?;
+                let (query, fields) = parse_json_flow(cluster, line, &origin)?;
                 judge_parsed(cluster, &query, &fields, format, out)?;
             }
         }

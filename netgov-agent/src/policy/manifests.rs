@@ -87,6 +87,20 @@ pub enum ManifestError {
         /// What is wrong.
         reason: String,
     },
+    /// A path could not be walked or a file is too large.
+    #[error(transparent)]
+    Walk(#[from] crate::input::WalkError),
+    /// A file nests deeper than [`crate::input::MAX_NESTING`].
+    #[error(
+        "{path}:{line}: nested more than {} levels deep; not parsed",
+        crate::input::MAX_NESTING
+    )]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The line where the limit is passed.
+        line: usize,
+    },
     /// A policy is invalid (see [`super::PolicyError`]).
     #[error("{path}: {error}")]
     Policy {
@@ -108,18 +122,16 @@ pub struct Manifests {
 }
 
 /// Reads every `.yaml`, `.yml` and `.json` file under `paths` (files or
-/// directories, recursively, in name order).
+/// directories, recursively, in name order; see
+/// [`crate::input::manifest_files`]).
 ///
 /// # Errors
 /// Every problem found, each naming file, object and field; objects of the
 /// files without problems are still returned in `Ok` only if there is no
 /// error at all.
 pub fn load(paths: &[PathBuf]) -> Result<Manifests, Vec<ManifestError>> {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in paths {
-        collect_files(path, &mut files, &mut errors);
-    }
+    let (files, walk_errors) = crate::input::manifest_files(paths);
+    let mut errors: Vec<ManifestError> = walk_errors.into_iter().map(ManifestError::from).collect();
     let mut manifests = Manifests::default();
     for file in files {
         match std::fs::read_to_string(&file) {
@@ -131,46 +143,6 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, Vec<ManifestError>> {
         Ok(manifests)
     } else {
         Err(errors)
-    }
-}
-
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError>) {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(source) => {
-            errors.push(ManifestError::Read {
-                path: path.to_owned(),
-                source,
-            });
-            return;
-        }
-    };
-    if metadata.is_file() {
-        files.push(path.to_owned());
-        return;
-    }
-    let entries = match std::fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(source) => {
-            errors.push(ManifestError::Read {
-                path: path.to_owned(),
-                source,
-            });
-            return;
-        }
-    };
-    let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    children.sort();
-    for child in children {
-        let is_manifest = child
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-        if child.is_dir() {
-            collect_files(&child, files, errors);
-        } else if is_manifest {
-            files.push(child);
-        }
     }
 }
 
@@ -186,6 +158,12 @@ pub fn parse_file(
         path: file.to_owned(),
         reason,
     };
+    if let Some(line) = crate::input::too_deep(text) {
+        return errors.push(ManifestError::TooDeep {
+            path: file.to_owned(),
+            line,
+        });
+    }
     let is_json = file.extension().is_some_and(|e| e == "json");
     let documents: Vec<Value> = if is_json {
         match serde_json::from_str(text) {

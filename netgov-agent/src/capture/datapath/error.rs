@@ -81,6 +81,15 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
+    /// The process lacks capabilities loading or attaching needs.
+    #[error(
+        "missing {}: netgov needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or CAP_SYS_ADMIN); in Kubernetes, add them to the DaemonSet's spec.template.spec.containers[].securityContext.capabilities.add",
+        .missing.join(", ")
+    )]
+    MissingCapabilities {
+        /// The capabilities missing, as `CAP_...`.
+        missing: Vec<&'static str>,
+    },
     /// No filter handle could be claimed for this process (netlink mode).
     #[error("cannot claim a filter handle (abstract unix socket): {0}")]
     Ownership(#[source] std::io::Error),

@@ -111,6 +111,10 @@ impl Datapath {
     /// [`DatapathError::Load`] without the needed privileges, and
     /// [`DatapathError::Program`] when the verifier rejects a program.
     pub fn load(mode: AttachMode, flow_map_entries: u32) -> Result<Self, DatapathError> {
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            return Err(DatapathError::MissingCapabilities { missing });
+        }
         if let Ok(version) = KernelVersion::current() {
             let (major, minor) = MINIMUM_KERNEL;
             if version < KernelVersion::new(major, minor, 0) {
@@ -378,6 +382,36 @@ impl Drop for Datapath {
             tracing::warn!(%error, "detach failed");
         }
     }
+}
+
+/// The capabilities loading and attaching needs that this process's
+/// effective set lacks (CAP_SYS_ADMIN stands for CAP_BPF and
+/// CAP_PERFMON, as on kernels before 5.8). Unknown (no
+/// `/proc/self/status`) reads as nothing missing: the kernel will say.
+fn missing_capabilities() -> Vec<&'static str> {
+    const NET_ADMIN: u32 = 12;
+    const SYS_ADMIN: u32 = 21;
+    const PERFMON: u32 = 38;
+    const BPF: u32 = 39;
+    let Some(effective) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+    else {
+        return Vec::new();
+    };
+    let has = |capability: u32| effective & (1 << capability) != 0;
+    [
+        ("CAP_BPF", has(BPF) || has(SYS_ADMIN)),
+        ("CAP_PERFMON", has(PERFMON) || has(SYS_ADMIN)),
+        ("CAP_NET_ADMIN", has(NET_ADMIN)),
+    ]
+    .into_iter()
+    .filter(|(_, present)| !present)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// Puts the ICMP-error program in the slot the TC programs tail-call.
