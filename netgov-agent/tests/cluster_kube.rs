@@ -46,6 +46,18 @@ fn policy(namespace: &str, name: &str, spec: Value) -> Value {
 
 impl Harness {
     async fn start(seed: impl FnOnce(&FakeApiServer)) -> Self {
+        let harness = Self::start_unsynced(seed, kube_source::Timeouts::default()).await;
+        harness
+            .eventually("initial sync", |h| h.health.read().expect("lock").ready())
+            .await;
+        harness
+    }
+
+    /// The source started against the seeded server, not waiting for it.
+    async fn start_unsynced(
+        seed: impl FnOnce(&FakeApiServer),
+        timeouts: kube_source::Timeouts,
+    ) -> Self {
         let server = FakeApiServer::start().await;
         seed(&server);
         let kubeconfig = std::env::temp_dir().join(format!(
@@ -54,22 +66,29 @@ impl Harness {
             server.address().port()
         ));
         server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-        let client = kube_source::client(Some(&kubeconfig))
+        let client = kube_source::client_with(Some(&kubeconfig), timeouts)
             .await
             .expect("client");
         let state = Arc::new(RwLock::new(ClusterState::new()));
         let health = Arc::new(RwLock::new(ClusterHealth::default()));
-        let tasks = kube_source::start(client, Arc::clone(&state), Arc::clone(&health));
-        let harness = Self {
+        let tasks =
+            kube_source::start_with(client, Arc::clone(&state), Arc::clone(&health), timeouts);
+        Self {
             server,
             state,
             health,
             tasks,
-        };
-        harness
-            .eventually("initial sync", |h| h.health.read().expect("lock").ready())
-            .await;
-        harness
+        }
+    }
+
+    fn pod_errors(&self) -> (u64, String) {
+        let health = self.health.read().expect("lock");
+        health
+            .resources
+            .get(&ResourceKind::Pod)
+            .map_or((0, String::new()), |pods| {
+                (pods.errors, pods.last_error.clone().unwrap_or_default())
+            })
     }
 
     async fn eventually(&self, what: &str, condition: impl Fn(&Self) -> bool) {
@@ -366,4 +385,68 @@ async fn cluster_network_policies_apply_and_absent_crds_do_not_block() {
         h.verdict("10.0.2.3", "10.0.1.3", 5432) == Decision::Deny
     })
     .await;
+}
+
+/// An API server that fails every request from the start is retried with
+/// a growing backoff — not once a second, as when the watcher's own
+/// backoff was reset by every relist it started — and the source syncs
+/// once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_api_server_is_retried_with_backoff_then_synced() {
+    let harness = Harness::start_unsynced(
+        |server| {
+            seed(server);
+            server.set_failing(Some(500));
+        },
+        kube_source::Timeouts::default(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (lists, _) = harness.server.requests(Resource::Pods);
+    // Waits of 0.25-0.5, 0.5-1, 1-2, 2-4 and 4-8 s: at most six lists in
+    // 10 s, at least four.
+    assert!((4..=6).contains(&lists), "{lists} pod lists in 10 s");
+    let (errors, last) = harness.pod_errors();
+    assert_eq!(errors, lists, "every failure counted");
+    assert!(last.contains("injected failure"), "{last}");
+    assert!(!harness.health.read().expect("lock").ready());
+    harness.server.set_failing(None);
+    harness
+        .eventually("sync once the server answers", |h| {
+            h.health.read().expect("lock").ready()
+        })
+        .await;
+}
+
+/// A server that accepts requests and never answers is given up on after
+/// the read timeout (not waited for forever), counted, and the source
+/// syncs once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_api_server_times_out_and_is_retried() {
+    let timeouts = kube_source::Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(2),
+    };
+    let harness = Harness::start_unsynced(
+        |server| {
+            seed(server);
+            server.set_delay(Duration::from_secs(3600));
+        },
+        timeouts,
+    )
+    .await;
+    harness
+        .eventually("a timeout counted", |h| h.pod_errors().0 >= 1)
+        .await;
+    let (_, last) = harness.pod_errors();
+    assert!(
+        last.to_lowercase().contains("timed out") || last.to_lowercase().contains("timeout"),
+        "{last}"
+    );
+    harness.server.set_delay(Duration::ZERO);
+    harness
+        .eventually("sync once the server answers", |h| {
+            h.health.read().expect("lock").ready()
+        })
+        .await;
 }

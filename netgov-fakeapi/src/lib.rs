@@ -126,6 +126,8 @@ struct Store {
     /// Watches from before this version get 410 Gone.
     compacted: u64,
     delay: Duration,
+    /// Every request answered with this status (a failing API server).
+    failing: Option<u16>,
 }
 
 /// The server. Dropping it stops it.
@@ -314,6 +316,12 @@ impl FakeApiServer {
         self.serve(listener);
     }
 
+    /// Answers every request with `status` (e.g. 500), or normally again
+    /// with `None`.
+    pub fn set_failing(&self, status: Option<u16>) {
+        self.store.lock().expect("store").failing = status;
+    }
+
     /// Delays every response by `delay` (slow API server).
     pub fn set_delay(&self, delay: Duration) {
         self.store.lock().expect("store").delay = delay;
@@ -359,7 +367,10 @@ async fn handle(
     requests: Arc<Mutex<BTreeMap<(Resource, &'static str), u64>>>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let delay = store.lock().expect("store").delay;
+    let (delay, failing) = {
+        let store = store.lock().expect("store");
+        (store.delay, store.failing)
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -369,6 +380,22 @@ async fn handle(
             status(404, "NotFound", "unknown path"),
         ));
     };
+    if let Some(code) = failing {
+        let kind = if request.uri().query().unwrap_or_default().contains("watch=") {
+            "watch"
+        } else {
+            "list"
+        };
+        *requests
+            .lock()
+            .expect("requests")
+            .entry((resource, kind))
+            .or_default() += 1;
+        return Ok(full(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status(code, "InternalError", "injected failure"),
+        ));
+    }
     let query: BTreeMap<String, String> = request
         .uri()
         .query()

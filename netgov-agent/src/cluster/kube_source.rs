@@ -13,20 +13,26 @@
 //! - A relist (after `410 Gone` or a broken watch) applies every listed
 //!   object as it comes and, once the list is complete, deletes the objects
 //!   it no longer contains: nothing is lost or duplicated.
-//! - Ready once every resource has completed its first list; watch errors
-//!   back off (kube-rs default backoff) and resume.
+//! - Ready once every resource has completed its first list.
+//! - Failures back off exponentially with jitter (0.5 s doubling to 60 s),
+//!   reset only by progress (objects listed or events watched) — not by
+//!   the watcher starting a relist, which made a failing API server see a
+//!   LIST per resource every second. Every failure is logged and counted.
+//! - Nothing waits forever: connecting times out, and so does a response
+//!   that stops arriving ([`Timeouts`]); watches ask the server to end them
+//!   before that, so a quiet watch is not mistaken for a hung one.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
 use super::{ClusterHealth, ResourceHealth, ResourceKind};
@@ -61,7 +67,45 @@ pub enum KubeSourceError {
 /// # Errors
 /// [`KubeSourceError`] naming what could not be used.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeSourceError> {
-    let config = match kubeconfig {
+    client_with(kubeconfig, Timeouts::default()).await
+}
+
+/// How long the API server may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// To connect.
+    pub connect: Duration,
+    /// Between two reads of a response (a LIST that stops, a hung server).
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    /// 10 s to connect, 60 s of silence.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The server-side length of a watch: shorter than the read timeout,
+    /// so the server ends a quiet watch before the client gives up on it.
+    fn watch_seconds(&self) -> u32 {
+        (self.read.as_secs().saturating_sub(10)).clamp(1, 290) as u32
+    }
+}
+
+/// [`client`] with `timeouts`.
+///
+/// # Errors
+/// [`KubeSourceError`] naming what could not be used.
+pub async fn client_with(
+    kubeconfig: Option<&Path>,
+    timeouts: Timeouts,
+) -> Result<kube::Client, KubeSourceError> {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig_error = |source| KubeSourceError::Kubeconfig {
                 path: path.display().to_string(),
@@ -76,6 +120,10 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeSourc
             .await
             .map_err(KubeSourceError::Infer)?,
     };
+    config.connect_timeout = Some(timeouts.connect);
+    config.read_timeout = Some(timeouts.read);
+    // Count from the request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
     kube::Client::try_from(config).map_err(KubeSourceError::Client)
 }
 
@@ -86,13 +134,40 @@ pub fn start(
     state: Arc<RwLock<ClusterState>>,
     health: Arc<RwLock<ClusterHealth>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    start_with(client, state, health, Timeouts::default())
+}
+
+/// [`start`] for a client made with `timeouts`.
+pub fn start_with(
+    client: kube::Client,
+    state: Arc<RwLock<ClusterState>>,
+    health: Arc<RwLock<ClusterHealth>>,
+    timeouts: Timeouts,
+) -> Vec<tokio::task::JoinHandle<()>> {
     ResourceKind::ALL
         .iter()
         .map(|kind| {
             let (client, state, health) = (client.clone(), Arc::clone(&state), Arc::clone(&health));
-            tokio::spawn(watch_kind(*kind, client, state, health))
+            tokio::spawn(watch_kind(*kind, client, state, health, timeouts))
         })
         .collect()
+}
+
+/// How long to wait after the `failures`-th failure in a row: 0.5 s
+/// doubling to 60 s, times a random factor in [0.5, 1) so agents that
+/// failed together do not retry together.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.saturating_pow(failures.saturating_sub(1).min(7));
+    let base = base.min(Duration::from_secs(60));
+    let mut bytes = [0u8; 2];
+    // SAFETY: a valid buffer of the length given.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 2, 0) } == 2;
+    let jitter = if filled {
+        f64::from(u16::from_ne_bytes(bytes)) / f64::from(u16::MAX)
+    } else {
+        0.5
+    };
+    base.mul_f64(0.5 + jitter / 2.0)
 }
 
 type ObjectKey = (String, String);
@@ -109,14 +184,15 @@ async fn watch_kind(
     client: kube::Client,
     state: Arc<RwLock<ClusterState>>,
     health: Arc<RwLock<ClusterHealth>>,
+    timeouts: Timeouts,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
     if kind.cluster_policy().is_some() {
         wait_for_crd(kind, &api, &health).await;
     }
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let config = watcher::Config::default().timeout(timeouts.watch_seconds());
+    let mut events = watcher(api, config).boxed();
+    let mut failures = 0;
     let mut known: HashSet<ObjectKey> = HashSet::new();
     let mut relisted: Option<HashSet<ObjectKey>> = None;
     let update_health = |f: &mut dyn FnMut(&mut ResourceHealth)| {
@@ -127,14 +203,21 @@ async fn watch_kind(
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                tracing::warn!(kind = kind.name(), %error, "watch error; backing off");
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(kind = kind.name(), error = %crate::error_chain(&error), failures, retry_in = ?wait, "watch error; backing off");
                 update_health(&mut |h| {
                     h.errors += 1;
-                    h.last_error = Some(error.to_string());
+                    h.last_error = Some(crate::error_chain(&error));
                 });
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
+        // Progress resets the backoff; the start of a relist does not.
+        if !matches!(event, watcher::Event::Init) {
+            failures = 0;
+        }
         match event {
             watcher::Event::Init => relisted = Some(HashSet::new()),
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
@@ -182,6 +265,7 @@ async fn wait_for_crd(
     health: &RwLock<ClusterHealth>,
 ) {
     let mut said = false;
+    let mut failures = 0;
     loop {
         match api
             .list_metadata(&kube::api::ListParams::default().limit(1))
@@ -199,8 +283,21 @@ async fn wait_for_crd(
                 resource.absent = true;
                 resource.synced = true;
             }
-            // Installed, or an error the watcher reports and retries.
-            _ => {
+            // Not answered: whether it is installed is unknown yet.
+            Err(error) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(kind = kind.name(), error = %crate::error_chain(&error), retry_in = ?wait, "cannot tell whether the CRD is installed; backing off");
+                {
+                    let mut health = health.write().unwrap_or_else(|e| e.into_inner());
+                    let resource = health.resources.entry(kind).or_default();
+                    resource.errors += 1;
+                    resource.last_error = Some(crate::error_chain(&error));
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Ok(_) => {
                 let mut health = health.write().unwrap_or_else(|e| e.into_inner());
                 let resource = health.resources.entry(kind).or_default();
                 if resource.absent {
