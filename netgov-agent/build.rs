@@ -11,6 +11,21 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     println!("cargo:rerun-if-changed=../netgov-common/src");
+    // The revision `netgov version` and `netgov_build_info` report: set
+    // by the image build (no .git there), else asked of git.
+    println!("cargo:rerun-if-env-changed=NETGOV_REVISION");
+    println!("cargo:rerun-if-changed=../.git/HEAD");
+    println!("cargo:rerun-if-changed=../.git/refs/heads");
+    let revision = std::env::var("NETGOV_REVISION").ok().unwrap_or_else(|| {
+        std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    });
+    println!("cargo:rustc-env=NETGOV_REVISION={revision}");
     // `nightly` unless pinned (the container build pins one; `cargo xtask
     // setup` installs whichever is named).
     println!("cargo:rerun-if-env-changed=NETGOV_EBPF_TOOLCHAIN");

@@ -8,7 +8,7 @@ use crate::capture::datapath::AttachMode;
 use crate::capture::flow_table::FlowTableConfig;
 use crate::capture::socket_hook::CgroupRoot;
 use crate::capture::{CaptureOptions, OutputFormat};
-use crate::policy::check::{CheckFormat, CheckOptions};
+use crate::policy::check::{CheckFormat, CheckOptions, FailOn};
 
 /// netgov: see whether real traffic matches your Kubernetes NetworkPolicies.
 #[derive(Debug, Parser)]
@@ -73,11 +73,21 @@ pub enum Command {
     /// ends, expires, or at exit (needs root: loads eBPF programs).
     Capture(CaptureArgs),
     /// Would these flows be allowed? Judges flows against NetworkPolicies
-    /// in manifest files, offline (exit 0 whatever the verdicts).
+    /// in manifest files, offline (exit 3 when a verdict `--fail-on` names
+    /// is given, for CI).
     Check(CheckArgs),
     /// Judge every flow on this node live against the NetworkPolicies:
     /// metrics, flow log, `/flows` (needs root: loads eBPF programs).
     Agent(AgentArgs),
+    /// Print the version and the source revision it was built from.
+    Version,
+    /// Print a shell completion script (e.g. `netgov completion bash >
+    /// /etc/bash_completion.d/netgov`).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Arguments of `netgov agent`.
@@ -203,7 +213,14 @@ pub struct CheckArgs {
     /// YAML or JSON files, or directories of them, with Namespaces, Pods,
     /// NetworkPolicies, Services, EndpointSlices, Nodes and
     /// ClusterNetworkPolicies (repeatable).
-    #[arg(long, value_name = "PATH", required = true, num_args = 1..)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "manifests",
+        value_name = "PATH",
+        required = true,
+        num_args = 1..
+    )]
     pub manifests: Vec<std::path::PathBuf>,
     /// JSON Lines of flows (`{"src":..,"dst":..,"protocol":..,"dst_port":..}`),
     /// or `-` for standard input.
@@ -214,8 +231,12 @@ pub struct CheckArgs {
     #[arg(long = "flow", value_name = "FLOW")]
     pub flow: Vec<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = CheckFormat::Json)]
+    #[arg(short = 'o', long = "output", visible_alias = "format", value_enum, default_value_t = CheckFormat::Json)]
     pub format: CheckFormat,
+    /// Exit with status 3 when a flow gets one of these verdicts
+    /// (comma-separated), after printing every result: for CI.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "VERDICT")]
+    pub fail_on: Vec<FailOn>,
 }
 
 impl CheckArgs {

@@ -6,6 +6,12 @@
 //! drawn in `ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
+/// The version (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The source revision built (`git rev-parse --short=12 HEAD`, or
+/// `NETGOV_REVISION` when set, else `unknown`).
+pub const REVISION: &str = env!("NETGOV_REVISION");
+
 pub mod agent;
 pub mod capture;
 pub mod cli;

@@ -41,6 +41,19 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     match cli.command {
+        Command::Version => {
+            println!(
+                "netgov {} (revision {})",
+                netgov_agent::VERSION,
+                netgov_agent::REVISION
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "netgov", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Capture(args) => {
             let options = match args.options() {
                 Ok(options) => options,
@@ -75,7 +88,19 @@ fn main() -> ExitCode {
         Command::Check(args) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match policy::check::run(&args.options(), &mut out) {
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(tally) => {
+                    drop(out);
+                    match tally.failing(&args.fail_on) {
+                        Some(what) => {
+                            eprintln!(
+                                "netgov check: {what} of {} flows (--fail-on)",
+                                tally.flows()
+                            );
+                            ExitCode::from(3)
+                        }
+                        None => ExitCode::SUCCESS,
+                    }
+                }
                 Err(error) => {
                     drop(out);
                     fail(&error)

@@ -507,3 +507,79 @@ fn hostile_input_fails_fast_and_names_the_place() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// For CI: `--fail-on` turns verdicts into exit status 3 (after every
+/// result is printed); `-f`/`-o` are the kubectl spellings of
+/// `--manifests`/`--format`; `version` and `completion` serve packaging.
+#[test]
+fn fail_on_short_flags_version_and_completions() {
+    let allowed = "ai-platform/monitoring-0 -> ai-platform/model-serving-0:8080/TCP";
+    let denied = "ai-platform/unauthorised-0 -> 10.244.0.11:8080/TCP";
+    let run = |flows: &[&str], fail_on: &str| {
+        let mut args = vec!["check", "-f", SEED, "-o", "json"];
+        for flow in flows {
+            args.extend(["--flow", flow]);
+        }
+        if !fail_on.is_empty() {
+            args.extend(["--fail-on", fail_on]);
+        }
+        netgov(&args, None)
+    };
+    let output = run(&[allowed, denied], "deny");
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().count(),
+        2,
+        "every result is printed first"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "netgov check: 1 denied of 2 flows (--fail-on)"
+    );
+    assert_eq!(run(&[allowed], "deny").status.code(), Some(0));
+    assert_eq!(run(&[allowed, denied], "").status.code(), Some(0));
+    let ungoverned = "10.9.9.9 -> 10.9.9.8:80/TCP";
+    let output = run(&[ungoverned, denied], "deny,not-applicable");
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim_end(),
+        "netgov check: 1 denied, 1 not governed by any policy of 2 flows (--fail-on)"
+    );
+    // The long spellings stay.
+    let output = netgov(
+        &[
+            "check",
+            "--manifests",
+            SEED,
+            "--format",
+            "table",
+            "--flow",
+            allowed,
+        ],
+        None,
+    );
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("SOURCE"));
+
+    let output = netgov(&["version"], None);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        text.starts_with(&format!("netgov {} (revision ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef netgov"),
+        ("fish", "complete -c netgov"),
+    ] {
+        let output = netgov(&["completion", shell], None);
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{shell}");
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("fail-on"),
+            "{shell} completes the check flags"
+        );
+    }
+}

@@ -137,10 +137,12 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
             .unwrap_or_else(|e| e.into_inner())
             .set_history_retention(retention.max(DEFAULT_HISTORY_RETENTION));
     }
+    let metrics = Metrics::new(options.config.max_workloads);
+    metrics.set_build_info(crate::VERSION, crate::REVISION);
     let shared = Arc::new(Shared::new(
         state,
         health,
-        Metrics::new(options.config.max_workloads),
+        metrics,
         options.flows_from_anywhere,
     ));
     let flow_log = options.flow_log.clone().map(FlowLog::open).transpose()?;

@@ -102,3 +102,10 @@ pub(super) struct DatapathLabels {
     /// `true` when the socket-delivery hook is attached.
     pub socket_hook: String,
 }
+
+/// Labels of `netgov_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct BuildLabels {
+    pub version: String,
+    pub revision: String,
+}

@@ -31,8 +31,8 @@ mod series;
 
 pub use labels::LossStage;
 use labels::{
-    DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels, PostureLabels,
-    ResourceLabels, StageLabels, ViolationLabels,
+    BuildLabels, DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels,
+    PostureLabels, ResourceLabels, StageLabels, ViolationLabels,
 };
 use series::{SeriesIndex, count_series};
 
@@ -91,6 +91,7 @@ pub struct Metrics {
     not_judged: Family<NotJudgedLabels, Counter>,
     ready: Gauge,
     datapath_info: Family<DatapathLabels, Gauge>,
+    build_info: Family<BuildLabels, Gauge>,
     governed_namespaces: Family<NamespaceLabels, Gauge>,
     max_workloads: usize,
     index: Mutex<SeriesIndex>,
@@ -122,6 +123,7 @@ impl Metrics {
             not_judged: Family::default(),
             ready: Gauge::default(),
             datapath_info: Family::default(),
+            build_info: Family::default(),
             governed_namespaces: Family::default(),
             max_workloads,
             index: Mutex::default(),
@@ -221,6 +223,11 @@ impl Metrics {
             "ready",
             "Whether the agent is ready (programs attached, cluster state synced): 1 or 0",
             metrics.ready.clone(),
+        );
+        registry.register(
+            "build_info",
+            "The agent's version and source revision (always 1)",
+            metrics.build_info.clone(),
         );
         registry.register(
             "datapath_info",
@@ -397,6 +404,16 @@ impl Metrics {
     /// Sets the number of policies that failed to compile.
     pub fn set_policy_compile_errors(&self, count: usize) {
         self.policy_compile_errors.set(count as i64);
+    }
+
+    /// Sets `netgov_build_info` (once, at start).
+    pub fn set_build_info(&self, version: &str, revision: &str) {
+        self.build_info
+            .get_or_create(&BuildLabels {
+                version: version.to_owned(),
+                revision: revision.to_owned(),
+            })
+            .set(1);
     }
 
     /// Sets `netgov_datapath_info` (once, at start).

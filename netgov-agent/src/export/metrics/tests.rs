@@ -219,3 +219,19 @@ fn violation_ports_are_capped_per_workload_pair() {
         Some(1.0)
     );
 }
+
+#[test]
+fn build_and_datapath_info_name_what_runs() {
+    let metrics = Metrics::new(10);
+    metrics.set_build_info("1.2.3", "0123456789ab");
+    let text = metrics.encode();
+    assert_eq!(
+        sample(
+            &text,
+            "netgov_build_info",
+            &[("version", "1.2.3"), ("revision", "0123456789ab")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -5,198 +5,13 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use super::{FlowQuery, Verdict, evaluate};
+use super::{Decision, FlowQuery, Verdict, evaluate};
 use crate::state::{ClusterState, Protocol};
 
-/// A flow that cannot be judged as given.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FlowError {
-    /// Not JSON, or not an object.
-    #[error("{origin}: not a JSON object: {reason}")]
-    Json {
-        /// `file:line` or `--flow N`.
-        origin: String,
-        /// Parser message.
-        reason: String,
-    },
-    /// A field is missing or invalid.
-    #[error("{origin}: field `{field}`: {reason}")]
-    Field {
-        /// `file:line` or `--flow N`.
-        origin: String,
-        /// The field.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A line is not UTF-8 text.
-    #[error("{origin}: not UTF-8 text (byte {position} of the line)")]
-    Utf8 {
-        /// `file:line`.
-        origin: String,
-        /// The first invalid byte's 1-based position in the line.
-        position: usize,
-    },
-    /// `--flow` text does not have the `SRC -> DST:PORT/PROTO` shape.
-    #[error("{origin}: `{text}` is not `SRC -> DST:PORT/PROTO` (or `SRC -> DST/ICMP`)")]
-    Syntax {
-        /// `--flow N`.
-        origin: String,
-        /// The text.
-        text: String,
-    },
-}
+mod input;
 
-/// Resolves `SRC`/`DST` text: an IP, or `namespace/pod` (its first IP of
-/// the wanted family, if any).
-fn endpoint(
-    cluster: &ClusterState,
-    text: &str,
-    origin: &str,
-    field: &'static str,
-    family_of: Option<IpAddr>,
-) -> Result<IpAddr, FlowError> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let invalid = |reason: String| FlowError::Field {
-        origin: origin.to_owned(),
-        field,
-        reason,
-    };
-    let (namespace, name) = text.split_once('/').ok_or_else(|| {
-        invalid(format!(
-            "`{text}` is neither an IP address nor namespace/pod"
-        ))
-    })?;
-    let pod = cluster
-        .pod(namespace, name)
-        .ok_or_else(|| invalid(format!("no pod {namespace}/{name} in the manifests")))?;
-    let same_family = |ip: &&IpAddr| family_of.is_none_or(|other| ip.is_ipv4() == other.is_ipv4());
-    pod.ips
-        .iter()
-        .find(same_family)
-        .or(pod.ips.first())
-        .copied()
-        .ok_or_else(|| {
-            invalid(format!(
-                "pod {namespace}/{name} has no IP (status.podIP / podIPs)"
-            ))
-        })
-}
-
-/// Parses one JSON-lines flow: `{"src", "dst", "protocol", "dst_port",
-/// "src_port"?}`. Returns the query and the input object, to be echoed.
-///
-/// # Errors
-/// [`FlowError`] naming the line and field.
-pub fn parse_json_flow(
-    cluster: &ClusterState,
-    line: &str,
-    origin: &str,
-) -> Result<(FlowQuery, Map<String, Value>), FlowError> {
-    let value: Value = serde_json::from_str(line).map_err(|e| FlowError::Json {
-        origin: origin.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let Value::Object(input) = value else {
-        return Err(FlowError::Json {
-            origin: origin.to_owned(),
-            reason: "a flow is an object".into(),
-        });
-    };
-    let text = |field: &'static str| {
-        input
-            .get(field)
-            .and_then(Value::as_str)
-            .ok_or_else(|| FlowError::Field {
-                origin: origin.to_owned(),
-                field,
-                reason: "missing, or not a string".into(),
-            })
-    };
-    let protocol_text = text("protocol")?;
-    let protocol = Protocol::parse(protocol_text).ok_or_else(|| FlowError::Field {
-        origin: origin.to_owned(),
-        field: "protocol",
-        reason: format!("`{protocol_text}` is not TCP, UDP, SCTP, ICMP or ICMPv6"),
-    })?;
-    let dst_port = match (protocol.has_ports(), input.get("dst_port")) {
-        (false, _) => 0,
-        (true, Some(port)) => port
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or_else(|| FlowError::Field {
-                origin: origin.to_owned(),
-                field: "dst_port",
-                reason: format!("{port} is not a port (1-65535)"),
-            })?,
-        (true, None) => {
-            return Err(FlowError::Field {
-                origin: origin.to_owned(),
-                field: "dst_port",
-                reason: format!("missing (required for {protocol_text})"),
-            });
-        }
-    };
-    if let Some(port) = input.get("src_port")
-        && port.as_u64().and_then(|p| u16::try_from(p).ok()).is_none()
-    {
-        return Err(FlowError::Field {
-            origin: origin.to_owned(),
-            field: "src_port",
-            reason: format!("{port} is not a port"),
-        });
-    }
-    let (src_text, dst_text) = (text("src")?, text("dst")?);
-    let dst = endpoint(cluster, dst_text, origin, "dst", src_text.parse().ok())?;
-    let src = endpoint(cluster, src_text, origin, "src", Some(dst))?;
-    Ok((
-        FlowQuery {
-            src,
-            dst,
-            protocol,
-            dst_port,
-        },
-        input,
-    ))
-}
-
-/// Parses `SRC -> DST:PORT/PROTO` (IPv6 as `[addr]:port/proto`) or
-/// `SRC -> DST/ICMP`.
-///
-/// # Errors
-/// [`FlowError`] naming the flag's position.
-pub fn parse_flow_flag(
-    cluster: &ClusterState,
-    text: &str,
-    origin: &str,
-) -> Result<(FlowQuery, Map<String, Value>), FlowError> {
-    let syntax = || FlowError::Syntax {
-        origin: origin.to_owned(),
-        text: text.to_owned(),
-    };
-    let (src, rest) = text.split_once("->").ok_or_else(syntax)?;
-    let (destination, protocol) = rest.trim().rsplit_once('/').ok_or_else(syntax)?;
-    let (dst, port) = if Protocol::parse(protocol).is_some_and(|p| !p.has_ports()) {
-        (destination, None)
-    } else {
-        let (dst, port) = destination.rsplit_once(':').ok_or_else(syntax)?;
-        let port: u16 = port.parse().map_err(|_| syntax())?;
-        (dst, Some(port))
-    };
-    let dst = dst.trim_start_matches('[').trim_end_matches(']');
-    let mut input = Map::new();
-    input.insert("src".into(), Value::from(src.trim()));
-    input.insert("dst".into(), Value::from(dst));
-    input.insert("protocol".into(), Value::from(protocol));
-    if let Some(port) = port {
-        input.insert("dst_port".into(), Value::from(port));
-    }
-    let line = Value::Object(input).to_string();
-    parse_json_flow(cluster, &line, origin)
-}
+use input::endpoint;
+pub use input::{FlowError, parse_flow_flag, parse_json_flow};
 
 /// Writes one JSON result: the input object as given (every field echoed,
 /// byte for byte), `src_ip` / `dst_ip` when an end was named as
@@ -347,8 +162,8 @@ pub fn check_json_lines(
     source_name: &str,
     format: CheckFormat,
     out: &mut impl Write,
-) -> Result<u64, CheckError> {
-    let mut count = 0;
+) -> Result<Tally, CheckError> {
+    let mut tally = Tally::default();
     let mut bytes = Vec::new();
     let mut number = 0;
     loop {
@@ -368,17 +183,17 @@ pub fn check_json_lines(
         if line.trim().is_empty() {
             continue;
         }
-        match fast_parse(cluster, line) {
+        let decision = match fast_parse(cluster, line) {
             Some((query, text)) => write_result(cluster, &query, line, &text, format, out)?,
             None => {
                 let origin = format!("{source_name}:{number}");
                 let (query, fields) = parse_json_flow(cluster, line, &origin)?;
-                judge_parsed(cluster, &query, &fields, format, out)?;
+                judge_parsed(cluster, &query, &fields, format, out)?
             }
-        }
-        count += 1;
+        };
+        tally.add(decision);
     }
-    Ok(count)
+    Ok(tally)
 }
 
 /// Judges a flow parsed by [`parse_json_flow`] or [`parse_flow_flag`] and
@@ -392,7 +207,7 @@ pub fn judge_parsed(
     fields: &Map<String, Value>,
     format: CheckFormat,
     out: &mut impl Write,
-) -> Result<(), CheckError> {
+) -> Result<Decision, CheckError> {
     let text = |field| {
         fields
             .get(field)
@@ -418,16 +233,76 @@ pub fn write_result(
     text: &FlowText<'_>,
     format: CheckFormat,
     out: &mut impl Write,
-) -> Result<(), CheckError> {
+) -> Result<Decision, CheckError> {
     let verdict = evaluate(cluster, query);
     match format {
         CheckFormat::Json => {
-            write_json(out, input_object, text, query, &verdict).map_err(CheckError::Io)
+            write_json(out, input_object, text, query, &verdict).map_err(CheckError::Io)?;
         }
         CheckFormat::Table => {
-            writeln!(out, "{}", table_row(text, query, &verdict)).map_err(CheckError::Io)
+            writeln!(out, "{}", table_row(text, query, &verdict)).map_err(CheckError::Io)?;
         }
     }
+    Ok(verdict.verdict)
+}
+
+/// The verdicts `netgov check` gave, for its exit status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Flows allowed.
+    pub allow: u64,
+    /// Flows denied.
+    pub deny: u64,
+    /// Flows no policy applies to.
+    pub not_applicable: u64,
+}
+
+impl Tally {
+    fn add(&mut self, decision: Decision) {
+        match decision {
+            Decision::Allow => self.allow += 1,
+            Decision::Deny => self.deny += 1,
+            Decision::NotApplicable => self.not_applicable += 1,
+        }
+    }
+
+    fn merged(self, other: Self) -> Self {
+        Self {
+            allow: self.allow + other.allow,
+            deny: self.deny + other.deny,
+            not_applicable: self.not_applicable + other.not_applicable,
+        }
+    }
+
+    /// Flows judged.
+    pub fn flows(&self) -> u64 {
+        self.allow + self.deny + self.not_applicable
+    }
+
+    /// The flows whose verdict is one of `fail_on`, and which verdicts
+    /// those are (for the message), if any.
+    pub fn failing(&self, fail_on: &[FailOn]) -> Option<String> {
+        let mut parts = Vec::new();
+        for verdict in fail_on {
+            let (count, name) = match verdict {
+                FailOn::Deny => (self.deny, "denied"),
+                FailOn::NotApplicable => (self.not_applicable, "not governed by any policy"),
+            };
+            if count > 0 {
+                parts.push(format!("{count} {name}"));
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// Verdicts that make `netgov check` exit non-zero (`--fail-on`), for CI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// A flow the policies deny.
+    Deny,
+    /// A flow no policy governs (`not-applicable`).
+    NotApplicable,
 }
 
 /// Errors of `netgov check`.
@@ -485,7 +360,7 @@ pub enum CheckRunError {
 ///
 /// # Errors
 /// [`CheckRunError`]; nothing is judged when the manifests have problems.
-pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<u64, CheckRunError> {
+pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<Tally, CheckRunError> {
     if options.flows.is_empty() && options.flows_file.is_none() {
         return Err(CheckRunError::NoFlows);
     }
@@ -502,18 +377,24 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<u64, CheckRun
     if options.format == CheckFormat::Table {
         writeln!(out, "{}", table_header()).map_err(CheckError::Io)?;
     }
-    let mut count = 0;
+    let mut tally = Tally::default();
     for (i, text) in options.flows.iter().enumerate() {
         let (query, fields) = parse_flow_flag(&cluster, text, &format!("--flow #{}", i + 1))
             .map_err(CheckError::from)?;
-        judge_parsed(&cluster, &query, &fields, options.format, out)?;
-        count += 1;
+        tally.add(judge_parsed(
+            &cluster,
+            &query,
+            &fields,
+            options.format,
+            out,
+        )?);
     }
     match options.flows_file.as_deref() {
         None => {}
         Some(path) if path == std::path::Path::new("-") => {
             let stdin = std::io::stdin().lock();
-            count += check_json_lines(&cluster, stdin, "stdin", options.format, out)?;
+            let read = check_json_lines(&cluster, stdin, "stdin", options.format, out)?;
+            tally = tally.merged(read);
         }
         Some(path) => {
             let file = std::fs::File::open(path).map_err(|source| CheckRunError::FlowsFile {
@@ -521,15 +402,16 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<u64, CheckRun
                 source,
             })?;
             let reader = std::io::BufReader::new(file);
-            count += check_json_lines(
+            let read = check_json_lines(
                 &cluster,
                 reader,
                 &path.display().to_string(),
                 options.format,
                 out,
             )?;
+            tally = tally.merged(read);
         }
     }
     out.flush().map_err(CheckError::Io)?;
-    Ok(count)
+    Ok(tally)
 }
