@@ -148,9 +148,6 @@ pub struct AgentArgs {
 /// A bad `netgov agent` setting.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentArgsError {
-    /// A duration flag.
-    #[error(transparent)]
-    Seconds(#[from] InvalidSeconds),
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -170,16 +167,12 @@ impl AgentArgs {
         };
         let mut capture = CaptureOptions {
             interface_globs: self.datapath.iface.clone(),
-            duration: self
-                .datapath
-                .duration
-                .map(|d| seconds("duration", d))
-                .transpose()?,
+            duration: self.datapath.duration,
             attach_mode: self.datapath.attach_mode,
             cgroup_root: self.datapath.cgroup_root.clone(),
             ..CaptureOptions::default()
         };
-        self.table.apply(&mut capture)?;
+        self.table.apply(&mut capture);
         Ok(AgentOptions {
             capture,
             cluster: if self.cluster_state.is_empty() {
@@ -266,9 +259,9 @@ pub struct DatapathArgs {
     /// How programs are attached.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto, env = "NETGOV_ATTACH_MODE")]
     pub attach_mode: AttachMode,
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// The cgroup v2 root the socket-delivery hook attaches to, so that
     /// datagrams a pod's socket received count as delivered whatever
     /// filters ran on the way: `auto` (/sys/fs/cgroup, or the hybrid
@@ -301,46 +294,51 @@ pub struct CaptureArgs {
 /// holds (shared by `capture` and `agent`).
 #[derive(Debug, Args)]
 pub struct TableArgs {
-    /// A TCP or SCTP flow with no packet for this many seconds ends.
+    /// A TCP or SCTP flow with no packet for this long ends.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 60.0,
-        env = "NETGOV_IDLE_TIMEOUT"
+        value_name = "DURATION",
+        default_value = "60s",
+        env = "NETGOV_IDLE_TIMEOUT",
+        value_parser = parse_duration
     )]
-    pub idle_timeout: f64,
-    /// A UDP flow with no packet for this many seconds ends.
+    pub idle_timeout: Duration,
+    /// A UDP flow with no packet for this long ends.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 60.0,
-        env = "NETGOV_UDP_IDLE_TIMEOUT"
+        value_name = "DURATION",
+        default_value = "60s",
+        env = "NETGOV_UDP_IDLE_TIMEOUT",
+        value_parser = parse_duration
     )]
-    pub udp_idle_timeout: f64,
-    /// An ICMP or ICMPv6 flow with no packet for this many seconds ends.
+    pub udp_idle_timeout: Duration,
+    /// An ICMP or ICMPv6 flow with no packet for this long ends.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 60.0,
-        env = "NETGOV_ICMP_IDLE_TIMEOUT"
+        value_name = "DURATION",
+        default_value = "60s",
+        env = "NETGOV_ICMP_IDLE_TIMEOUT",
+        value_parser = parse_duration
     )]
-    pub icmp_idle_timeout: f64,
-    /// A closed TCP flow ends after this many quiet seconds.
+    pub icmp_idle_timeout: Duration,
+    /// A closed TCP flow ends after this long quiet.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 2.0,
-        env = "NETGOV_CLOSE_GRACE"
+        value_name = "DURATION",
+        default_value = "2s",
+        env = "NETGOV_CLOSE_GRACE",
+        value_parser = parse_duration
     )]
-    pub close_grace: f64,
-    /// How often the kernel flow map is read, in seconds.
+    pub close_grace: Duration,
+    /// How often the kernel flow map is read.
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 1.0,
-        env = "NETGOV_DRAIN_INTERVAL"
+        value_name = "DURATION",
+        default_value = "1s",
+        env = "NETGOV_DRAIN_INTERVAL",
+        value_parser = parse_duration
     )]
-    pub drain_interval: f64,
+    pub drain_interval: Duration,
     /// Entries of the kernel flow map (one per flow and interface; a
     /// same-node flow takes two). Past it the oldest are evicted and
     /// counted as lost.
@@ -355,60 +353,107 @@ pub struct TableArgs {
 }
 
 impl TableArgs {
-    /// The options these arguments set on `options`.
-    ///
-    /// # Errors
-    /// [`InvalidSeconds`] naming the flag.
-    fn apply(&self, options: &mut CaptureOptions) -> Result<(), InvalidSeconds> {
-        options.drain_interval = seconds("drain-interval", self.drain_interval)?;
+    /// Sets these arguments on `options`.
+    fn apply(&self, options: &mut CaptureOptions) {
+        options.drain_interval = self.drain_interval;
         options.flow_map_entries = self.flow_map_entries;
         options.table = FlowTableConfig {
-            idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
-            udp_idle_timeout: seconds("udp-idle-timeout", self.udp_idle_timeout)?,
-            icmp_idle_timeout: seconds("icmp-idle-timeout", self.icmp_idle_timeout)?,
-            close_grace: seconds("close-grace", self.close_grace)?,
+            idle_timeout: self.idle_timeout,
+            udp_idle_timeout: self.udp_idle_timeout,
+            icmp_idle_timeout: self.icmp_idle_timeout,
+            close_grace: self.close_grace,
         };
-        Ok(())
     }
 }
 
-/// A bad command-line value.
-#[derive(Debug, thiserror::Error)]
-#[error("--{flag}: {value} is not a positive number of seconds")]
-pub struct InvalidSeconds {
-    /// The flag.
-    pub flag: &'static str,
-    /// The value given.
-    pub value: f64,
-}
+/// A duration flag's value that is not a positive duration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a positive duration (e.g. 30s, 5m, 1h30m, 500ms, or plain seconds: 1.5)")]
+pub struct InvalidDuration(String);
 
-fn seconds(flag: &'static str, value: f64) -> Result<Duration, InvalidSeconds> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or(InvalidSeconds { flag, value })
+/// Parses a duration the way Kubernetes tools write them (`30s`, `5m`,
+/// `1h30m`, `500ms`), or plain seconds (`60`, `0.3`) as the flags took
+/// before. Zero is refused: every duration here is a timeout or a period.
+///
+/// # Errors
+/// [`InvalidDuration`] quoting the text.
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
+    let invalid = || InvalidDuration(text.to_owned());
+    let duration = match text.trim().parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?,
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|_| invalid())?,
+    };
+    if duration.is_zero() {
+        return Err(invalid());
+    }
+    Ok(duration)
 }
 
 impl CaptureArgs {
-    /// Validated capture options.
-    ///
-    /// # Errors
-    /// [`InvalidSeconds`] naming the flag with a zero, negative or
-    /// non-finite duration.
-    pub fn options(&self) -> Result<CaptureOptions, InvalidSeconds> {
+    /// The capture options.
+    pub fn options(&self) -> CaptureOptions {
         let mut options = CaptureOptions {
             interface_globs: self.datapath.iface.clone(),
-            duration: self
-                .datapath
-                .duration
-                .map(|d| seconds("duration", d))
-                .transpose()?,
+            duration: self.datapath.duration,
             format: self.format,
             attach_mode: self.datapath.attach_mode,
             cgroup_root: self.datapath.cgroup_root.clone(),
             ..CaptureOptions::default()
         };
-        self.table.apply(&mut options)?;
-        Ok(options)
+        self.table.apply(&mut options);
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubernetes_and_like_plain_seconds() {
+        let rows = [
+            ("30s", Ok(Duration::from_secs(30))),
+            ("5m", Ok(Duration::from_secs(300))),
+            ("1h30m", Ok(Duration::from_secs(5400))),
+            ("500ms", Ok(Duration::from_millis(500))),
+            ("60", Ok(Duration::from_secs(60))),
+            ("0.3", Ok(Duration::from_millis(300))),
+            ("0", Err(InvalidDuration("0".into()))),
+            ("0s", Err(InvalidDuration("0s".into()))),
+            ("-1", Err(InvalidDuration("-1".into()))),
+            ("soon", Err(InvalidDuration("soon".into()))),
+        ];
+        for (text, expected) in rows {
+            assert_eq!(parse_duration(text), expected, "{text}");
+        }
+        let cli = Cli::try_parse_from([
+            "netgov",
+            "capture",
+            "--idle-timeout",
+            "2m",
+            "--drain-interval",
+            "0.3",
+        ])
+        .expect("parses");
+        let Command::Capture(args) = cli.command else {
+            panic!("capture");
+        };
+        let options = args.options();
+        assert_eq!(
+            (
+                options.table.idle_timeout,
+                options.drain_interval,
+                options.table.close_grace
+            ),
+            (
+                Duration::from_secs(120),
+                Duration::from_millis(300),
+                Duration::from_secs(2)
+            )
+        );
+        let error = Cli::try_parse_from(["netgov", "capture", "--close-grace", "0s"])
+            .expect_err("zero")
+            .to_string();
+        assert!(error.contains("`0s` is not a positive duration"), "{error}");
     }
 }

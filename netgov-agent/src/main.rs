@@ -55,10 +55,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Capture(args) => {
-            let options = match args.options() {
-                Ok(options) => options,
-                Err(error) => return fail(&error),
-            };
+            let options = args.options();
             let ready = |info: &_| eprintln!("netgov capture: ready ({info})");
             let format = options.format;
             let mut writer = match capture::RecordWriter::new(std::io::stdout().lock(), format) {
