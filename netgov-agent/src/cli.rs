@@ -79,6 +79,9 @@ pub enum Command {
     /// Judge every flow on this node live against the NetworkPolicies:
     /// metrics, flow log, `/flows` (needs root: loads eBPF programs).
     Agent(AgentArgs),
+    /// Follow an agent's judged flows live, filtered by the agent (like
+    /// `hubble observe`).
+    Observe(ObserveArgs),
     /// Print the version and the source revision it was built from.
     Version,
     /// Print a shell completion script (e.g. `netgov completion bash >
@@ -88,6 +91,87 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Arguments of `netgov observe`.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// The agent's HTTP address (with `kubectl port-forward` to an agent
+    /// pod, its local end).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9464",
+        env = "NETGOV_SERVER"
+    )]
+    pub server: String,
+    /// Either end's namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Either end's pod.
+    #[arg(long, value_name = "POD")]
+    pub pod: Option<String>,
+    /// The source's namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub from_namespace: Option<String>,
+    /// The source pod.
+    #[arg(long, value_name = "POD")]
+    pub from_pod: Option<String>,
+    /// The destination's namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub to_namespace: Option<String>,
+    /// The destination pod.
+    #[arg(long, value_name = "POD")]
+    pub to_pod: Option<String>,
+    /// The verdict: allow, deny or not-applicable.
+    #[arg(long, value_name = "VERDICT")]
+    pub verdict: Option<String>,
+    /// The enforcement of a denied flow: gap, enforced or unknown.
+    #[arg(long, value_name = "ENFORCEMENT")]
+    pub enforcement: Option<String>,
+    /// The protocol (TCP, UDP, SCTP, ICMP, ICMPv6).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+    /// The destination port judged.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Keep printing flows as they are judged.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Print the last N kept flows (first, with --follow).
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::observe::ObserveFormat::Table)]
+    pub format: crate::observe::ObserveFormat,
+}
+
+impl ObserveArgs {
+    /// The observe options.
+    pub fn options(&self) -> crate::observe::ObserveOptions {
+        let filters = [
+            ("namespace", &self.namespace),
+            ("pod", &self.pod),
+            ("from_namespace", &self.from_namespace),
+            ("from_pod", &self.from_pod),
+            ("to_namespace", &self.to_namespace),
+            ("to_pod", &self.to_pod),
+            ("verdict", &self.verdict),
+            ("enforcement", &self.enforcement),
+            ("protocol", &self.protocol),
+            ("port", &self.port.map(|p| p.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.clone()?)))
+        .collect();
+        crate::observe::ObserveOptions {
+            server: self.server.clone(),
+            filters,
+            follow: self.follow,
+            last: self.last,
+            format: self.format,
+        }
+    }
 }
 
 /// Arguments of `netgov agent`.

@@ -20,6 +20,7 @@ pub mod config;
 pub mod export;
 pub mod input;
 pub mod judge;
+pub mod observe;
 pub mod policy;
 pub mod state;
 

@@ -41,6 +41,13 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     match cli.command {
+        Command::Observe(args) => {
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(netgov_agent::observe::run(&args.options(), &mut out)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
         Command::Version => {
             println!(
                 "netgov {} (revision {})",

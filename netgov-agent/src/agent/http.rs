@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::posture;
-use super::recent::FlowFilter;
+use futures::StreamExt;
+
+use super::recent::{FlowFilter, json_line};
 use super::shared::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -73,7 +75,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 async fn flows(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    filter: Result<Query<FlowFilter>, QueryRejection>,
+    query: Result<Query<FlowFilter>, QueryRejection>,
 ) -> Response {
     if !shared.flows_from_anywhere && !peer.ip().to_canonical().is_loopback() {
         return text(
@@ -81,23 +83,53 @@ async fn flows(
             "/flows answers loopback clients only (use kubectl port-forward, or start the agent with --flows-from-anywhere)\n".into(),
         );
     }
-    let Query(filter) = match filter {
-        Ok(filter) => filter,
+    let Query(query) = match query {
+        Ok(query) => query,
         Err(rejection) => {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "/flows: {}; filters: namespace, pod, verdict (allow|deny|not-applicable), enforcement (gap|enforced|unknown)\n",
+                    "/flows: {}; filters: namespace, pod, from_namespace, from_pod, to_namespace, to_pod, protocol, port, verdict (allow|deny|not-applicable), enforcement (gap|enforced|unknown); follow (true|false), last (a count)\n",
                     rejection.body_text()
                 ),
             );
         }
     };
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        shared.recent.to_json(&filter),
-    )
-        .into_response()
+    if !query.follow {
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            shared.recent.to_json(&query, query.last),
+        )
+            .into_response();
+    }
+    // Subscribe before reading the kept flows: a flow judged in between is
+    // sent twice at worst, never missed.
+    let live = shared.recent.subscribe();
+    let kept = shared
+        .recent
+        .matching(&query, Some(query.last.unwrap_or(0)));
+    let lines = kept
+        .iter()
+        .map(|flow| Ok::<_, std::convert::Infallible>(json_line(flow) + "\n"))
+        .collect::<Vec<_>>();
+    let filter = query;
+    let follow = futures::stream::unfold((live, filter), |(mut live, filter)| async move {
+        loop {
+            match live.recv().await {
+                Ok(flow) if filter.matches(&flow.0, &flow.1) => {
+                    return Some((Ok(json_line(&flow) + "\n"), (live, filter)));
+                }
+                Ok(_) => {}
+                // A slow reader is told how many it missed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    return Some((Ok(format!("{{\"missed\":{missed}}}\n")), (live, filter)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(futures::stream::iter(lines).chain(follow));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 #[cfg(test)]

@@ -42,14 +42,15 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 256 connections, 32 per address, 5 s for headers, 2 minutes per
-    /// connection (Prometheus reconnects; kubelet opens one per probe).
+    /// 256 connections, 32 per address, 5 s for headers, an hour per
+    /// connection (Prometheus reconnects; `netgov observe --follow`
+    /// reconnects when its stream ends).
     fn default() -> Self {
         Self {
             connections: 256,
             per_peer: 32,
             header_timeout: Duration::from_secs(5),
-            lifetime: Duration::from_secs(120),
+            lifetime: Duration::from_secs(3600),
         }
     }
 }

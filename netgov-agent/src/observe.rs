@@ -1,0 +1,293 @@
+//! `netgov observe`: an agent's judged flows, live — what `hubble observe`
+//! is to Cilium. The agent filters (`/flows?...&follow=true`, newline-
+//! delimited JSON) so only matching flows cross the wire; this prints them
+//! as JSON lines or a table, and reconnects when the agent ends the stream
+//! (its connections live an hour), saying so.
+
+use std::io::Write;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObserveFormat {
+    /// The agent's flow-log lines, as they come.
+    Json,
+    /// A row per flow for people.
+    Table,
+}
+
+/// What to observe and how.
+#[derive(Clone, Debug)]
+pub struct ObserveOptions {
+    /// The agent's HTTP address (`host:port`).
+    pub server: String,
+    /// `(name, value)` filters as `/flows` takes them.
+    pub filters: Vec<(&'static str, String)>,
+    /// Keep following new flows.
+    pub follow: bool,
+    /// The last N kept flows first.
+    pub last: Option<usize>,
+    /// Output format.
+    pub format: ObserveFormat,
+}
+
+/// Why observing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The agent cannot be reached.
+    #[error("cannot reach the agent at {server}: {source}")]
+    Connect {
+        /// The address.
+        server: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("HTTP with the agent at {server}: {source}")]
+    Http {
+        /// The address.
+        server: String,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The agent refused the request (a bad filter, or not from loopback).
+    #[error("the agent at {server} answered {status}: {message}")]
+    Refused {
+        /// The address.
+        server: String,
+        /// The HTTP status.
+        status: u16,
+        /// What it said.
+        message: String,
+    },
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+impl ObserveOptions {
+    fn path(&self, follow: bool, last: Option<usize>) -> String {
+        let mut query: Vec<String> = self
+            .filters
+            .iter()
+            .map(|(name, value)| format!("{name}={}", encode(value)))
+            .collect();
+        if follow {
+            query.push("follow=true".into());
+        }
+        if let Some(last) = last {
+            query.push(format!("last={last}"));
+        }
+        format!("/flows?{}", query.join("&"))
+    }
+}
+
+/// Prints the flows `options` asks for to `out` until the agent's kept
+/// flows are printed (without `follow`) or forever (with it); returns the
+/// flows printed.
+///
+/// # Errors
+/// [`ObserveError`]: the agent unreachable or refusing, or output failing.
+pub async fn run(options: &ObserveOptions, out: &mut impl Write) -> Result<u64, ObserveError> {
+    let mut printed = 0;
+    if options.format == ObserveFormat::Table {
+        writeln!(out, "{}", table_header()).map_err(ObserveError::Output)?;
+    }
+    let mut path = options.path(options.follow, options.last);
+    loop {
+        let body = request(&options.server, &path).await?;
+        printed += print(body, options, out).await?;
+        if !options.follow {
+            return Ok(printed);
+        }
+        eprintln!("netgov observe: the agent ended the stream; following again");
+        path = options.path(true, None);
+    }
+}
+
+async fn request(server: &str, path: &str) -> Result<hyper::body::Incoming, ObserveError> {
+    let connect_error = |source| ObserveError::Connect {
+        server: server.to_owned(),
+        source,
+    };
+    let http_error = |source| ObserveError::Http {
+        server: server.to_owned(),
+        source,
+    };
+    let stream = tokio::net::TcpStream::connect(server)
+        .await
+        .map_err(connect_error)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http_error)?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", server)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| connect_error(std::io::Error::other(e)))?;
+    let response = sender.send_request(request).await.map_err(http_error)?;
+    let status = response.status();
+    if !status.is_success() {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_error)?
+            .to_bytes();
+        return Err(ObserveError::Refused {
+            server: server.to_owned(),
+            status: status.as_u16(),
+            message: String::from_utf8_lossy(&bytes).trim().to_owned(),
+        });
+    }
+    Ok(response.into_body())
+}
+
+/// Prints what `body` brings: newline-delimited flows (following) or one
+/// JSON array (the kept flows).
+async fn print(
+    mut body: hyper::body::Incoming,
+    options: &ObserveOptions,
+    out: &mut impl Write,
+) -> Result<u64, ObserveError> {
+    let http_error = |source| ObserveError::Http {
+        server: options.server.clone(),
+        source,
+    };
+    let mut printed = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(http_error)?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        if !options.follow {
+            continue;
+        }
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            printed += print_line(&String::from_utf8_lossy(&line), options.format, out)?;
+        }
+    }
+    if !options.follow {
+        let flows: Vec<Value> = serde_json::from_slice(&pending).unwrap_or_default();
+        for flow in flows {
+            printed += print_line(&flow.to_string(), options.format, out)?;
+        }
+    }
+    Ok(printed)
+}
+
+fn print_line(
+    line: &str,
+    format: ObserveFormat,
+    out: &mut impl Write,
+) -> Result<u64, ObserveError> {
+    let line = line.trim_end();
+    if line.is_empty() {
+        return Ok(0);
+    }
+    let flow: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    if let Some(missed) = flow.get("missed") {
+        eprintln!("netgov observe: {missed} flows skipped (this reader was too slow)");
+        return Ok(0);
+    }
+    match format {
+        ObserveFormat::Json => writeln!(out, "{line}"),
+        ObserveFormat::Table => writeln!(out, "{}", table_row(&flow)),
+    }
+    .and_then(|()| out.flush())
+    .map_err(ObserveError::Output)?;
+    Ok(1)
+}
+
+fn table_header() -> String {
+    format!(
+        "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
+        "TIME", "SOURCE", "DESTINATION", "PROTO", "PORT", "VERDICT", "ENFORCEMENT"
+    )
+}
+
+/// `namespace/pod`, else `namespace/workload`, else the workload (`world`,
+/// a node).
+fn end(identity: &Value) -> String {
+    let text = |field: &str| identity[field].as_str().unwrap_or_default().to_owned();
+    let (namespace, pod, workload) = (text("namespace"), text("pod"), text("workload"));
+    match (namespace.is_empty(), pod.is_empty()) {
+        (false, false) => format!("{namespace}/{pod}"),
+        (false, true) => format!("{namespace}/{workload}"),
+        _ => workload,
+    }
+}
+
+fn table_row(flow: &Value) -> String {
+    let time = flow["last_seen"]
+        .as_str()
+        .and_then(|t| t.get(11..19))
+        .unwrap_or("-");
+    format!(
+        "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
+        time,
+        end(&flow["src_identity"]),
+        end(&flow["dst_identity"]),
+        flow["protocol"].as_str().unwrap_or("-"),
+        flow["judged_dst_port"].as_u64().unwrap_or(0),
+        flow["verdict"].as_str().unwrap_or("-"),
+        flow["enforcement"].as_str().unwrap_or("-"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_carries_encoded_filters() {
+        let options = ObserveOptions {
+            server: "127.0.0.1:9464".into(),
+            filters: vec![("from_namespace", "ml".into()), ("to_pod", "a b/c".into())],
+            follow: true,
+            last: Some(5),
+            format: ObserveFormat::Json,
+        };
+        assert_eq!(
+            options.path(true, Some(5)),
+            "/flows?from_namespace=ml&to_pod=a%20b%2Fc&follow=true&last=5"
+        );
+    }
+
+    #[test]
+    fn table_rows_name_pods_workloads_and_the_world() {
+        let flow: Value = serde_json::json!({
+            "last_seen": "2026-11-29T07:10:11.5Z",
+            "src_identity": {"namespace": "ml", "pod": "trainer-0", "workload": "trainer"},
+            "dst_identity": {"namespace": "", "workload": "world"},
+            "protocol": "TCP", "judged_dst_port": 443, "verdict": "deny", "enforcement": "gap",
+        });
+        assert_eq!(
+            table_row(&flow),
+            format!(
+                "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
+                "07:10:11", "ml/trainer-0", "world", "TCP", 443, "deny", "gap"
+            )
+        );
+    }
+}
