@@ -390,3 +390,50 @@ fn the_daemonset_capabilities_are_exactly_the_needed_ones() {
         );
     }
 }
+
+/// kube-prometheus-stack selects ServiceMonitors and PrometheusRules by
+/// its Helm release's label: its overlay labels those two (and nothing
+/// else), so they are scraped and loaded. The optional node-critical
+/// component gives the DaemonSet its priority class.
+#[test]
+fn components_for_kube_prometheus_stack_and_node_critical() {
+    let objects = render("overlays/kube-prometheus-stack");
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert_eq!(
+            object(&objects, kind, None)["metadata"]["labels"]["release"].as_str(),
+            Some("kube-prometheus-stack"),
+            "{kind}"
+        );
+    }
+    let labelled: Vec<&str> = objects
+        .iter()
+        .filter(|o| !o["metadata"]["labels"]["release"].is_null())
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert_eq!(labelled, ["PrometheusRule", "ServiceMonitor"]);
+    assert!(
+        object(&objects, "DaemonSet", Some("netgov"))["spec"]["template"]["spec"]
+            ["priorityClassName"]
+            .is_null(),
+        "not critical unless asked"
+    );
+
+    // An overlay of a user's, with the component (kustomize wants it below
+    // a common root with the bases: the workspace's target directory).
+    let overlay = workspace_root().join(format!("target/netgov-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../../deploy/base]\ncomponents: [../../deploy/components/node-critical]\n",
+    )
+    .expect("write the overlay");
+    let objects = render(overlay.to_str().expect("utf-8"));
+    let _ = std::fs::remove_dir_all(&overlay);
+    assert_eq!(
+        object(&objects, "DaemonSet", Some("netgov"))["spec"]["template"]["spec"]
+            ["priorityClassName"]
+            .as_str(),
+        Some("system-node-critical")
+    );
+}
