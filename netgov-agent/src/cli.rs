@@ -295,10 +295,19 @@ pub struct CheckArgs {
         long = "filename",
         visible_alias = "manifests",
         value_name = "PATH",
-        required = true,
-        num_args = 1..
+        num_args = 1..,
+        required_unless_present_any = ["cluster", "kubeconfig"],
+        conflicts_with_all = ["cluster", "kubeconfig"]
     )]
     pub manifests: Vec<std::path::PathBuf>,
+    /// Judge against the live cluster's state instead of manifests (the
+    /// client is configured like kubectl: in-cluster, `$KUBECONFIG`,
+    /// `~/.kube/config`).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Judge against the live cluster this kubeconfig names.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// JSON Lines of flows (`{"src":..,"dst":..,"protocol":..,"dst_port":..}`),
     /// or `-` for standard input.
     #[arg(long, value_name = "FILE")]

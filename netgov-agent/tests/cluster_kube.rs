@@ -450,3 +450,64 @@ async fn a_hung_api_server_times_out_and_is_retried() {
         })
         .await;
 }
+
+/// `netgov check --kubeconfig`: the same questions, against the live
+/// cluster's state — pods named as `namespace/pod`, a Service address
+/// judged against its backends — with `--fail-on` for CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_judges_against_the_live_cluster() {
+    let harness = Harness::start(seed).await;
+    let kubeconfig =
+        std::env::temp_dir().join(format!("netgov-check-kubeconfig-{}", std::process::id()));
+    harness
+        .server
+        .write_kubeconfig(&kubeconfig)
+        .expect("kubeconfig");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_netgov"))
+            .args(["check", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args([
+                "-o",
+                "json",
+                "--fail-on",
+                "deny",
+                "--flow",
+                "dev/tool -> prod/db:5432/TCP",
+                "--flow",
+                "dev/tool -> 10.96.0.10:5432/TCP",
+            ])
+            .output()
+            .expect("run netgov check")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let verdicts: Vec<(String, String)> = stdout
+        .lines()
+        .map(|line| {
+            let result: Value = serde_json::from_str(line).expect("JSON line");
+            (
+                result["verdict"].as_str().unwrap_or_default().to_owned(),
+                result["destination"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("deny".to_owned(), "pod".to_owned()),
+            ("deny".to_owned(), "service".to_owned())
+        ],
+        "{stdout}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod file_source;
 pub mod kube_source;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

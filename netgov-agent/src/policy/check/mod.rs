@@ -374,15 +374,32 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<Tally, CheckR
         policies = cluster.policies().count(),
         "cluster state loaded from manifests"
     );
+    judge_all(&cluster, options, out)
+}
+
+/// Judges `--flow` flows and then the flows file against `cluster` (from
+/// manifests, or a live cluster's), writing one result per flow in input
+/// order.
+///
+/// # Errors
+/// [`CheckRunError`] for a bad flow or failing output.
+pub fn judge_all(
+    cluster: &ClusterState,
+    options: &CheckOptions,
+    out: &mut impl Write,
+) -> Result<Tally, CheckRunError> {
+    if options.flows.is_empty() && options.flows_file.is_none() {
+        return Err(CheckRunError::NoFlows);
+    }
     if options.format == CheckFormat::Table {
         writeln!(out, "{}", table_header()).map_err(CheckError::Io)?;
     }
     let mut tally = Tally::default();
     for (i, text) in options.flows.iter().enumerate() {
-        let (query, fields) = parse_flow_flag(&cluster, text, &format!("--flow #{}", i + 1))
+        let (query, fields) = parse_flow_flag(cluster, text, &format!("--flow #{}", i + 1))
             .map_err(CheckError::from)?;
         tally.add(judge_parsed(
-            &cluster,
+            cluster,
             &query,
             &fields,
             options.format,
@@ -393,7 +410,7 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<Tally, CheckR
         None => {}
         Some(path) if path == std::path::Path::new("-") => {
             let stdin = std::io::stdin().lock();
-            let read = check_json_lines(&cluster, stdin, "stdin", options.format, out)?;
+            let read = check_json_lines(cluster, stdin, "stdin", options.format, out)?;
             tally = tally.merged(read);
         }
         Some(path) => {
@@ -403,7 +420,7 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<Tally, CheckR
             })?;
             let reader = std::io::BufReader::new(file);
             let read = check_json_lines(
-                &cluster,
+                cluster,
                 reader,
                 &path.display().to_string(),
                 options.format,
