@@ -11,6 +11,7 @@
 mod bench;
 mod bench_agent;
 mod demo;
+mod image;
 mod prometheus_e2e;
 mod setup;
 
@@ -95,6 +96,8 @@ fn main() -> ExitCode {
             setup::setup(Scope::Everything).and_then(|()| prometheus_e2e::prometheus_e2e())
         }
         Some("demo") => setup::setup(Scope::Everything).and_then(|()| demo::demo()),
+        Some("image") => setup::setup(Scope::Build).and_then(|()| image::image().map(drop)),
+        Some("test-image") => setup::setup(Scope::Everything).and_then(|()| image::image_e2e()),
         Some("bench") => setup::setup(Scope::Everything).and_then(|()| bench::bench(&args[1..])),
         other => Err(XtaskError::Usage(format!("unknown task {other:?}"))),
     };
@@ -265,7 +268,8 @@ fn test(extra: &[String]) -> Result<(), XtaskError> {
             detail: "no test ran".into(),
         });
     }
-    prometheus_e2e::prometheus_e2e()
+    prometheus_e2e::prometheus_e2e()?;
+    image::image_e2e()
 }
 
 /// Runs `cargo test`, passing its output through, and adds up the

@@ -31,6 +31,9 @@ const DEBIAN_COMMANDS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("node", "nodejs"),
     ("npm", "npm"),
+    // The image's end-to-end test runs it offline from its OCI archive.
+    ("podman", "podman"),
+    ("runc", "runc"),
 ];
 
 /// kubernetes-validate (PyPI), pinned: validates the rendered manifests

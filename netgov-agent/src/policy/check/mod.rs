@@ -398,13 +398,7 @@ pub fn judge_all(
     for (i, text) in options.flows.iter().enumerate() {
         let (query, fields) = parse_flow_flag(cluster, text, &format!("--flow #{}", i + 1))
             .map_err(CheckError::from)?;
-        tally.add(judge_parsed(
-            cluster,
-            &query,
-            &fields,
-            options.format,
-            out,
-        )?);
+        tally.add(judge_parsed(cluster, &query, &fields, options.format, out)?);
     }
     match options.flows_file.as_deref() {
         None => {}
