@@ -96,6 +96,19 @@ pub fn netgov_to_pod(ctx: TcContext) -> i32 {
 /// deliveries show in their answers. Always lets the packet pass.
 #[cgroup_skb(ingress)]
 pub fn netgov_socket_ingress(ctx: SkBuffContext) -> i32 {
+    // Every packet any socket on the node receives comes here: leave at
+    // once unless the IP header says UDP (an IPv6 datagram behind extension
+    // headers is skipped; reassembled fragments have none left).
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    let family = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    let protocol_offset = match family {
+        0x0800 => 9,
+        0x86DD => 6,
+        _ => return 1,
+    };
+    if ctx.load::<u8>(protocol_offset).ok() != Some(netgov_common::proto::UDP) {
+        return 1;
+    }
     if let parse::Outcome::Flow(packet) | parse::Outcome::FirstFragment(packet, _) =
         parse::parse_ip(&ctx.skb)
     {
