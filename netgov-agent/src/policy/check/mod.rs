@@ -104,11 +104,36 @@ pub enum CheckFormat {
 }
 
 /// Column headings of the table format.
-pub fn table_header() -> String {
-    format!(
-        "{:<28} {:<28} {:<12} {:<15} {:<40} {}",
-        "SOURCE", "DESTINATION", "PORT", "VERDICT", "EGRESS (source)", "INGRESS (destination)"
-    )
+/// The table's column headings.
+pub const TABLE_HEADER: [&str; 6] = [
+    "SOURCE",
+    "DESTINATION",
+    "PORT",
+    "VERDICT",
+    "EGRESS (source)",
+    "INGRESS (destination)",
+];
+
+/// Lays out rows (tab-separated cells, as [`table_row`] writes them) as a
+/// table whose columns fit their content (comfy-table), wrapping to the
+/// terminal's width when there is one.
+pub fn render_table(rows: &str) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(TABLE_HEADER);
+    for row in rows.lines() {
+        table.add_row(row.split('\t'));
+    }
+    // Two spaces between columns, none before the first.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned() + "\n")
+        .collect()
 }
 
 fn side_text(side: &super::verdict::SideVerdict) -> String {
@@ -140,15 +165,15 @@ pub fn table_row(input: &FlowText<'_>, query: &FlowQuery, verdict: &Verdict) -> 
     if verdict.backends_disagree {
         decision.push_str(" (mixed)");
     }
-    format!(
-        "{:<28} {:<28} {:<12} {:<15} {:<40} {}",
-        input.src,
-        input.dst,
+    [
+        input.src.to_string(),
+        input.dst.to_string(),
         port,
         decision,
         side_text(&verdict.egress),
-        side_text(&verdict.ingress)
-    )
+        side_text(&verdict.ingress),
+    ]
+    .join("\t")
 }
 
 /// Judges every flow read from `input` (JSON lines) and writes one result
@@ -391,9 +416,31 @@ pub fn judge_all(
     if options.flows.is_empty() && options.flows_file.is_none() {
         return Err(CheckRunError::NoFlows);
     }
+    // A table is laid out once every row is known: its rows are collected
+    // (tab-separated), then printed.
+    let mut rows = Vec::new();
+    let tally = judge_into(cluster, options, &mut rows, out)?;
     if options.format == CheckFormat::Table {
-        writeln!(out, "{}", table_header()).map_err(CheckError::Io)?;
+        out.write_all(render_table(&String::from_utf8_lossy(&rows)).as_bytes())
+            .map_err(CheckError::Io)?;
     }
+    out.flush().map_err(CheckError::Io)?;
+    Ok(tally)
+}
+
+/// Judges every flow, writing JSON results to `json_out` and table rows
+/// to `rows`.
+fn judge_into(
+    cluster: &ClusterState,
+    options: &CheckOptions,
+    rows: &mut Vec<u8>,
+    json_out: &mut impl Write,
+) -> Result<Tally, CheckRunError> {
+    let mut out: Box<dyn Write + '_> = match options.format {
+        CheckFormat::Table => Box::new(rows),
+        CheckFormat::Json => Box::new(json_out),
+    };
+    let out = &mut out;
     let mut tally = Tally::default();
     for (i, text) in options.flows.iter().enumerate() {
         let (query, fields) = parse_flow_flag(cluster, text, &format!("--flow #{}", i + 1))
@@ -423,6 +470,5 @@ pub fn judge_all(
             tally = tally.merged(read);
         }
     }
-    out.flush().map_err(CheckError::Io)?;
     Ok(tally)
 }
