@@ -90,16 +90,19 @@ fn every_alert_is_tested_firing_and_silent_and_has_a_runbook() {
         assert!(silent > 0, "{name}: no unit test where it stays silent");
         let severity = string(&alert["labels"]["severity"], "severity");
         assert!(["critical", "warning"].contains(&severity), "{name}");
-        for annotation in ["summary", "description", "runbook"] {
+        for annotation in ["summary", "description", "runbook_url"] {
             assert!(
                 alert["annotations"][annotation].is_string(),
                 "{name}: no {annotation}"
             );
         }
-        let anchor = format!("deploy/README.md#{}", name.to_lowercase());
+        let url = format!(
+            "https://github.com/netgov/netgov/blob/main/deploy/README.md#{}",
+            name.to_lowercase()
+        );
         assert_eq!(
-            alert["annotations"]["runbook"].as_str(),
-            Some(anchor.as_str())
+            alert["annotations"]["runbook_url"].as_str(),
+            Some(url.as_str())
         );
         assert!(
             runbook.contains(&format!("### {name}\n")),
