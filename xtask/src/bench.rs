@@ -166,6 +166,19 @@ fn datapath(options: &Options) -> Result<(), XtaskError> {
         );
         ratios.push(ratio);
     }
+    // The per-packet cost, with one capture attached for every workload.
+    let mut capture = spawn(
+        testbed
+            .node()
+            .command(netgov.to_str().unwrap_or("netgov"))
+            .args(["capture", "--iface", "vethp*"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    std::thread::sleep(Duration::from_millis(700));
+    let cost = crate::bench_cost::per_packet(client, server, options.seconds);
+    stop(&mut capture);
+    cost?;
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
     println!("median throughput ratio (with / without capture): {median:.3}  (target >= 0.97)");

@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_agent;
+mod bench_cost;
 mod demo;
 mod image;
 mod prometheus_e2e;
