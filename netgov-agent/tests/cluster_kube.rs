@@ -511,3 +511,37 @@ async fn check_judges_against_the_live_cluster() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A watch that stalls — answered, then nothing, not even its end — is
+/// given up on at the read timeout, counted and logged (not silently
+/// reconnected minutes later), and the source keeps following changes
+/// once watches flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watch_is_noticed_and_counted() {
+    let timeouts = kube_source::Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(4),
+    };
+    let harness = Harness::start_unsynced(seed, timeouts).await;
+    harness
+        .eventually("initial sync", |h| h.health.read().expect("lock").ready())
+        .await;
+    harness.server.set_stall_watches(true);
+    // Watches in flight end at their 1 s server timeout; the next ones
+    // stall.
+    harness
+        .eventually("a stalled watch counted", |h| h.pod_errors().0 >= 1)
+        .await;
+    let (_, last) = harness.pod_errors();
+    assert!(last.to_lowercase().contains("time"), "{last}");
+    harness.server.set_stall_watches(false);
+    harness.server.apply(
+        Resource::Pods,
+        pod("dev", "late", "10.0.2.9", json!({"app": "late"})),
+    );
+    harness
+        .eventually("the change after the stall", |h| {
+            h.state.read().expect("lock").pod("dev", "late").is_some()
+        })
+        .await;
+}

@@ -128,6 +128,9 @@ struct Store {
     delay: Duration,
     /// Every request answered with this status (a failing API server).
     failing: Option<u16>,
+    /// Watches answered with headers and then nothing, never closed (a
+    /// stalled watch).
+    stall_watches: bool,
 }
 
 /// The server. Dropping it stops it.
@@ -322,6 +325,12 @@ impl FakeApiServer {
         self.store.lock().expect("store").failing = status;
     }
 
+    /// Answers watches with headers and then nothing, never closing them
+    /// (`true`), or normally again.
+    pub fn set_stall_watches(&self, stall: bool) {
+        self.store.lock().expect("store").stall_watches = stall;
+    }
+
     /// Delays every response by `delay` (slow API server).
     pub fn set_delay(&self, delay: Duration) {
         self.store.lock().expect("store").delay = delay;
@@ -453,6 +462,10 @@ async fn handle(
             .and_then(|v| v.parse().ok())
             .unwrap_or(290),
     );
+    if store.lock().expect("store").stall_watches {
+        let silence = futures::stream::pending::<Result<Frame<Bytes>, Infallible>>();
+        return Ok(Response::new(BodyExt::boxed(StreamBody::new(silence))));
+    }
     // Subscribe before reading history so nothing falls in between.
     let live = events.subscribe();
     let (backlog, expired, current) = {

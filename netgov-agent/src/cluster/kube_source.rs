@@ -20,7 +20,8 @@
 //!   LIST per resource every second. Every failure is logged and counted.
 //! - Nothing waits forever: connecting times out, and so does a response
 //!   that stops arriving ([`Timeouts`]); watches ask the server to end them
-//!   before that, so a quiet watch is not mistaken for a hung one.
+//!   before that, so a quiet watch is not mistaken for a hung one, while a
+//!   stalled watch is noticed within the read timeout.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -90,10 +91,13 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    /// The server-side length of a watch: shorter than the read timeout,
-    /// so the server ends a quiet watch before the client gives up on it.
+    /// The server-side length of a watch: 3 s shorter than the read
+    /// timeout, so the server ends a quiet watch before the client gives
+    /// up on it — and a watch that stalls (nothing, not even its end)
+    /// meets the read timeout, which is counted and logged, before
+    /// kube-rs's own idle reconnect (length + 5 s), which is silent.
     fn watch_seconds(&self) -> u32 {
-        (self.read.as_secs().saturating_sub(10)).clamp(1, 290) as u32
+        (self.read.as_secs().saturating_sub(3)).clamp(1, 290) as u32
     }
 }
 
