@@ -201,22 +201,11 @@ impl Testbed {
         pod.ip(&["addr", "add", &format!("{ipv4}/24"), "dev", "eth0"])?;
         pod.ip(&["addr", "add", &format!("{ipv6}/64"), "dev", "eth0", "nodad"])?;
         pod.ip(&["link", "set", "eth0", "up"])?;
-        pod.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
+        default_routes(
+            pod,
             &self.gateway_v4().to_string(),
-        ])?;
-        pod.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
             &self.gateway_v6().to_string(),
-        ])?;
-        Ok(())
+        )
     }
 
     fn attach_routed(
@@ -266,25 +255,15 @@ impl Testbed {
             "scope",
             "link",
         ])?;
-        pod.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTED_GATEWAY_V4,
-            "dev",
-            "eth0",
-        ])?;
-        pod.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTED_GATEWAY_V6,
-            "dev",
-            "eth0",
-        ])?;
-        Ok(())
+        default_routes(pod, ROUTED_GATEWAY_V4, ROUTED_GATEWAY_V6)
     }
+}
+
+/// Default routes of a pod's `eth0` through the IPv4 and IPv6 gateways.
+fn default_routes(pod: &Netns, via_v4: &str, via_v6: &str) -> Result<(), TestbedError> {
+    pod.ip(&["route", "add", "default", "via", via_v4, "dev", "eth0"])?;
+    pod.ip(&[
+        "-6", "route", "add", "default", "via", via_v6, "dev", "eth0",
+    ])?;
+    Ok(())
 }

@@ -143,15 +143,7 @@ fn datapath(options: &Options) -> Result<(), XtaskError> {
     let mut captured_bytes = 0.0;
     for run in 1..=options.runs {
         let baseline = iperf(client, server, options.seconds)?;
-        let mut capture = spawn(
-            testbed
-                .node()
-                .command(netgov.to_str().unwrap_or("netgov"))
-                .args(["capture", "--iface", "vethp*"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
-        std::thread::sleep(Duration::from_millis(700));
+        let mut capture = start_capture(&testbed, &netgov)?;
         let with_capture = iperf(client, server, options.seconds);
         let cpu = cpu_time(&capture);
         stop(&mut capture);
@@ -167,15 +159,7 @@ fn datapath(options: &Options) -> Result<(), XtaskError> {
         ratios.push(ratio);
     }
     // The per-packet cost, with one capture attached for every workload.
-    let mut capture = spawn(
-        testbed
-            .node()
-            .command(netgov.to_str().unwrap_or("netgov"))
-            .args(["capture", "--iface", "vethp*"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    std::thread::sleep(Duration::from_millis(700));
+    let mut capture = start_capture(&testbed, &netgov)?;
     let cost = crate::bench_cost::per_packet(client, server, options.seconds);
     stop(&mut capture);
     cost?;
@@ -188,6 +172,20 @@ fn datapath(options: &Options) -> Result<(), XtaskError> {
         captured_bytes / 1e9
     );
     Ok(())
+}
+
+/// `netgov capture` on the testbed's pod interfaces, given time to attach.
+fn start_capture(testbed: &Testbed, netgov: &std::path::Path) -> Result<Child, XtaskError> {
+    let capture = spawn(
+        testbed
+            .node()
+            .command(netgov.to_str().unwrap_or("netgov"))
+            .args(["capture", "--iface", "vethp*"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    std::thread::sleep(Duration::from_millis(700));
+    Ok(capture)
 }
 
 struct IperfResult {

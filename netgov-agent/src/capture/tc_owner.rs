@@ -34,10 +34,13 @@ pub struct OurFilter {
     pub handle: u32,
 }
 
-/// This process's claim on its filter handle.
+/// This process's claim on its filter handle, and the netlink socket its
+/// filters are listed and deleted through (opened once: the filters of
+/// every interface are checked at every drain).
 pub struct Ownership {
     handle: u32,
     _claim: UnixListener,
+    netlink: Socket,
 }
 
 fn claim_name(handle: u32) -> String {
@@ -70,6 +73,7 @@ impl Ownership {
                     return Ok(Self {
                         handle,
                         _claim: listener,
+                        netlink: socket()?,
                     });
                 }
                 Err(error) => last = error,
@@ -120,13 +124,26 @@ fn socket() -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Our filters (a `bpf` filter running one of `names`) on `ifindex`,
-/// both hooks.
-///
-/// # Errors
-/// When netlink fails.
-pub fn our_filters(ifindex: u32, names: &[&str]) -> io::Result<Vec<OurFilter>> {
-    let socket = socket()?;
+impl Ownership {
+    /// Our filters (a `bpf` filter running one of `names`) on `ifindex`,
+    /// both hooks, whoever's handle they carry.
+    ///
+    /// # Errors
+    /// When netlink fails.
+    pub fn our_filters(&self, ifindex: u32, names: &[&str]) -> io::Result<Vec<OurFilter>> {
+        our_filters(&self.netlink, ifindex, names)
+    }
+
+    /// Deletes `filter` from `ifindex` (one already gone is not an error).
+    ///
+    /// # Errors
+    /// When netlink fails.
+    pub fn delete(&self, ifindex: u32, filter: OurFilter) -> io::Result<()> {
+        delete(&self.netlink, ifindex, filter)
+    }
+}
+
+fn our_filters(socket: &Socket, ifindex: u32, names: &[&str]) -> io::Result<Vec<OurFilter>> {
     let mut found = Vec::new();
     for egress in [false, true] {
         let mut message = TcMessage::default();
@@ -187,12 +204,7 @@ fn runs_one_of(attributes: &[TcAttribute], names: &[&str]) -> bool {
         })
 }
 
-/// Deletes `filter` from `ifindex`.
-///
-/// # Errors
-/// When netlink fails (the filter may be gone already: not an error).
-pub fn delete(ifindex: u32, filter: OurFilter) -> io::Result<()> {
-    let socket = socket()?;
+fn delete(socket: &Socket, ifindex: u32, filter: OurFilter) -> io::Result<()> {
     let mut message = TcMessage::default();
     message.header = TcHeader {
         index: ifindex as i32,

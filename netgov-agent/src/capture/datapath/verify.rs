@@ -28,10 +28,12 @@ impl Datapath {
         ifindex: u32,
         interface: &str,
     ) -> Result<(), DatapathError> {
-        let own = self.owner.as_ref().map(tc_owner::Ownership::handle);
+        let Some(owner) = self.owner.as_ref() else {
+            return Ok(());
+        };
         let failed = |source| DatapathError::Filters { ifindex, source };
-        for filter in tc_owner::our_filters(ifindex, &OUR_PROGRAMS).map_err(failed)? {
-            if Some(filter.handle) == own {
+        for filter in owner.our_filters(ifindex, &OUR_PROGRAMS).map_err(failed)? {
+            if filter.handle == owner.handle() {
                 continue;
             }
             if tc_owner::owner_alive(filter.handle) {
@@ -42,7 +44,7 @@ impl Datapath {
                 );
                 continue;
             }
-            tc_owner::delete(ifindex, filter).map_err(failed)?;
+            owner.delete(ifindex, filter).map_err(failed)?;
             tracing::info!(
                 interface,
                 handle = format!("{:#x}", filter.handle),
@@ -78,12 +80,14 @@ impl Datapath {
     fn still_attached(&self, ifindex: u32, name: &str) -> bool {
         match self.mode {
             AttachMode::Netlink => {
-                let own = self.owner.as_ref().map(tc_owner::Ownership::handle);
-                match tc_owner::our_filters(ifindex, &OUR_PROGRAMS) {
+                let Some(owner) = self.owner.as_ref() else {
+                    return true;
+                };
+                match owner.our_filters(ifindex, &OUR_PROGRAMS) {
                     Ok(filters) => [false, true].iter().all(|egress| {
                         filters
                             .iter()
-                            .any(|f| f.egress == *egress && Some(f.handle) == own)
+                            .any(|f| f.egress == *egress && f.handle == owner.handle())
                     }),
                     Err(_) => true,
                 }
