@@ -335,6 +335,9 @@ impl Counter {
 pub const FLOWS_MAX_ENTRIES: u32 = 262_144;
 /// Maximum number of in-flight fragmented datagrams remembered.
 pub const FRAGMENTS_MAX_ENTRIES: u32 = 16_384;
+/// The slot of [`names::TAIL_CALLS_MAP`] that holds
+/// [`names::ICMP_ERROR_PROGRAM`].
+pub const ICMP_ERROR_SLOT: u32 = 0;
 /// Maximum number of UDP flows whose socket delivery is remembered (LRU).
 pub const DELIVERED_MAX_ENTRIES: u32 = 65_536;
 /// Ring buffer size in bytes (a power of two, multiple of the page size).

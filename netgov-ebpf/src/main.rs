@@ -27,7 +27,7 @@ use aya_ebpf::{
 use netgov_common::{
     Counter, DELIVERED_MAX_ENTRIES, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES,
     FRAGMENT_MEMO_TIMEOUT_NS, FRAGMENTS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, FragmentKey,
-    FragmentPorts, Hook, tcp_flags,
+    FragmentPorts, Hook, ICMP_ERROR_SLOT, tcp_flags,
 };
 use parse::{Outcome, Packet};
 
@@ -58,7 +58,6 @@ static NETGOV_SCRATCH: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(1,
 /// `netgov_icmp_error`, inserted by user space.
 #[map]
 static NETGOV_TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);
-const ICMP_ERROR_SLOT: u32 = 0;
 
 /// Flows whose datagrams a socket received, keyed like `NETGOV_FLOWS` with
 /// interface index 0; the value has bit `1 << direction` per direction.
@@ -69,23 +68,24 @@ static NETGOV_DELIVERED: LruHashMap<FlowKey, u32> =
 /// Packets leaving a pod (TC ingress of the host-side interface).
 #[classifier]
 pub fn netgov_from_pod(ctx: TcContext) -> i32 {
-    if observe(&ctx, Hook::FromPod) {
-        // SAFETY: `ctx` is this program's context; nothing follows, so
-        // returning from the tail call is returning from this program
-        // (and an empty slot returns here, and so do we).
-        unsafe { NETGOV_TAIL_CALLS.tail_call(&ctx, ICMP_ERROR_SLOT) };
-    }
-    TC_ACT_UNSPEC
+    observe_then_follow(&ctx, Hook::FromPod)
 }
 
 /// Packets delivered into a pod (TC egress of the host-side interface).
 #[classifier]
 pub fn netgov_to_pod(ctx: TcContext) -> i32 {
-    if observe(&ctx, Hook::ToPod) {
+    observe_then_follow(&ctx, Hook::ToPod)
+}
+
+/// Observes the packet; for an ICMP error, follows with the program that
+/// looks at the packet it quotes.
+#[inline(always)]
+fn observe_then_follow(ctx: &TcContext, hook: Hook) -> i32 {
+    if observe(ctx, hook) {
         // SAFETY: `ctx` is this program's context; nothing follows, so
         // returning from the tail call is returning from this program
         // (and an empty slot returns here, and so do we).
-        unsafe { NETGOV_TAIL_CALLS.tail_call(&ctx, ICMP_ERROR_SLOT) };
+        unsafe { NETGOV_TAIL_CALLS.tail_call(ctx, ICMP_ERROR_SLOT) };
     }
     TC_ACT_UNSPEC
 }

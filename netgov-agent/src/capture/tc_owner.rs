@@ -131,7 +131,53 @@ impl Ownership {
     /// # Errors
     /// When netlink fails.
     pub fn our_filters(&self, ifindex: u32, names: &[&str]) -> io::Result<Vec<OurFilter>> {
-        our_filters(&self.netlink, ifindex, names)
+        let socket = &self.netlink;
+        let mut found = Vec::new();
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        for egress in [false, true] {
+            let mut message = TcMessage::default();
+            message.header = TcHeader {
+                index: ifindex as i32,
+                parent: parent(egress),
+                ..TcHeader::default()
+            };
+            let bytes = request(
+                RouteNetlinkMessage::GetTrafficFilter(message),
+                NLM_F_REQUEST | NLM_F_DUMP,
+            );
+            socket.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
+            'dump: loop {
+                buffer.clear();
+                socket.recv(&mut buffer, 0)?;
+                let mut offset = 0;
+                while offset < buffer.len() {
+                    let message =
+                        NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..])
+                            .map_err(io::Error::other)?;
+                    let length = message.header.length as usize;
+                    match message.payload {
+                        NetlinkPayload::Done(_) => break 'dump,
+                        // No clsact on the interface: no filters.
+                        NetlinkPayload::Error(error) if error.code.is_some() => break 'dump,
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(tc))
+                            if runs_one_of(&tc.attributes, names) =>
+                        {
+                            found.push(OurFilter {
+                                egress,
+                                info: tc.header.info,
+                                handle: tc.header.handle.into(),
+                            });
+                        }
+                        _ => {}
+                    }
+                    if length == 0 {
+                        break;
+                    }
+                    offset += length;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Deletes `filter` from `ifindex` (one already gone is not an error).
@@ -139,55 +185,34 @@ impl Ownership {
     /// # Errors
     /// When netlink fails.
     pub fn delete(&self, ifindex: u32, filter: OurFilter) -> io::Result<()> {
-        delete(&self.netlink, ifindex, filter)
-    }
-}
-
-fn our_filters(socket: &Socket, ifindex: u32, names: &[&str]) -> io::Result<Vec<OurFilter>> {
-    let mut found = Vec::new();
-    for egress in [false, true] {
+        let socket = &self.netlink;
         let mut message = TcMessage::default();
         message.header = TcHeader {
             index: ifindex as i32,
-            parent: parent(egress),
+            parent: parent(filter.egress),
+            handle: filter.handle.into(),
+            info: filter.info,
             ..TcHeader::default()
         };
         let bytes = request(
-            RouteNetlinkMessage::GetTrafficFilter(message),
-            NLM_F_REQUEST | NLM_F_DUMP,
+            RouteNetlinkMessage::DelTrafficFilter(message),
+            NLM_F_REQUEST | NLM_F_ACK,
         );
         socket.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
-        'dump: loop {
-            let mut buffer = Vec::with_capacity(16 * 1024);
-            socket.recv(&mut buffer, 0)?;
-            let mut offset = 0;
-            while offset < buffer.len() {
-                let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..])
-                    .map_err(io::Error::other)?;
-                let length = message.header.length as usize;
-                match message.payload {
-                    NetlinkPayload::Done(_) => break 'dump,
-                    // No clsact on the interface: no filters.
-                    NetlinkPayload::Error(error) if error.code.is_some() => break 'dump,
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(tc))
-                        if runs_one_of(&tc.attributes, names) =>
-                    {
-                        found.push(OurFilter {
-                            egress,
-                            info: tc.header.info,
-                            handle: tc.header.handle.into(),
-                        });
-                    }
-                    _ => {}
+        let mut buffer = Vec::with_capacity(4096);
+        socket.recv(&mut buffer, 0)?;
+        let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer)
+            .map_err(io::Error::other)?;
+        match answer.payload {
+            NetlinkPayload::Error(error) => match error.code {
+                Some(code) if code.get() != -libc::ENOENT => {
+                    Err(io::Error::from_raw_os_error(-code.get()))
                 }
-                if length == 0 {
-                    break;
-                }
-                offset += length;
-            }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
-    Ok(found)
 }
 
 fn runs_one_of(attributes: &[TcAttribute], names: &[&str]) -> bool {
@@ -202,33 +227,4 @@ fn runs_one_of(attributes: &[TcAttribute], names: &[&str]) -> bool {
             }),
             _ => false,
         })
-}
-
-fn delete(socket: &Socket, ifindex: u32, filter: OurFilter) -> io::Result<()> {
-    let mut message = TcMessage::default();
-    message.header = TcHeader {
-        index: ifindex as i32,
-        parent: parent(filter.egress),
-        handle: filter.handle.into(),
-        info: filter.info,
-        ..TcHeader::default()
-    };
-    let bytes = request(
-        RouteNetlinkMessage::DelTrafficFilter(message),
-        NLM_F_REQUEST | NLM_F_ACK,
-    );
-    socket.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
-    let mut buffer = Vec::with_capacity(4096);
-    socket.recv(&mut buffer, 0)?;
-    let answer =
-        NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer).map_err(io::Error::other)?;
-    match answer.payload {
-        NetlinkPayload::Error(error) => match error.code {
-            Some(code) if code.get() != -libc::ENOENT => {
-                Err(io::Error::from_raw_os_error(-code.get()))
-            }
-            _ => Ok(()),
-        },
-        _ => Ok(()),
-    }
 }

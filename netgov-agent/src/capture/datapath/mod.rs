@@ -268,14 +268,11 @@ impl Datapath {
     /// [`DatapathError::Attach`] or [`DatapathError::Qdisc`]; nothing stays
     /// attached to the interface on error.
     pub fn attach(&mut self, ifindex: u32, interface: &str) -> Result<(), DatapathError> {
-        if let Some(existing) = self.attached.get(&ifindex) {
-            if existing.name == interface {
-                return Ok(());
+        if let Some(existing) = self.attached.get_mut(&ifindex) {
+            // Renamed or not: the kernel objects are tied to the index.
+            if existing.name != interface {
+                existing.name = interface.to_owned();
             }
-            // Renamed: the kernel objects are tied to the index, keep them.
-            let mut existing = self.attached.remove(&ifindex).expect("present");
-            existing.name = interface.to_owned();
-            self.attached.insert(ifindex, existing);
             return Ok(());
         }
         if self.mode == AttachMode::Netlink {
@@ -436,7 +433,7 @@ fn link_icmp_error_program(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     };
     ProgramArray::try_from(map)
         .map_err(map_error)?
-        .set(0, &fd, 0)
+        .set(netgov_common::ICMP_ERROR_SLOT, &fd, 0)
         .map_err(map_error)
 }
 

@@ -59,14 +59,15 @@ impl Datapath {
     /// "still attached" (no thrashing on a netlink hiccup).
     pub fn verify(&mut self) -> Verified {
         let mut verified = Verified::default();
-        let attached: Vec<(u32, String)> = self
+        // Only the interfaces that lost a program are copied out; one that
+        // vanished took its attachments with it (the link events detach it).
+        let gone: Vec<(u32, String)> = self
             .attached()
+            .filter(|(ifindex, name)| !self.still_attached(*ifindex, name))
+            .filter(|(ifindex, _)| interface_exists(*ifindex))
             .map(|(ifindex, name)| (ifindex, name.to_owned()))
             .collect();
-        for (ifindex, name) in attached {
-            if !interface_exists(ifindex) || self.still_attached(ifindex, &name) {
-                continue;
-            }
+        for (ifindex, name) in gone {
             // Drop what is left of ours (one hook may remain), then again.
             let _ = self.detach(ifindex);
             match self.attach(ifindex, &name) {
