@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
+use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::config::AgentConfig;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
@@ -60,12 +61,6 @@ fn flow_id(record: &FlowRecord) -> FlowId {
     let (a, b) = (src, (record.dst, record.dst_port));
     let (low, high) = if a <= b { (a, b) } else { (b, a) };
     (low, high, record.protocol)
-}
-
-fn unix_now_nanos() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// The judge stage.
@@ -185,13 +180,18 @@ impl Pipeline {
         let judgement = match judgement {
             Ok(judgement) => judgement,
             Err(reason) => {
+                // A flow judged before that is not judged now (the cluster
+                // changed: its source now runs on another node, say) leaves
+                // the tracked flows, or it would stay there for good; it
+                // was counted as a flow already, so not again.
+                let was_tracked = self.tracked.remove(&id).is_some();
                 // Counted once per flow: when first seen, live or ended.
                 let first = if ended {
                     !self.not_judged.remove(&id)
                 } else {
                     self.not_judged.insert(id)
                 };
-                if first {
+                if first && !was_tracked {
                     self.shared.metrics.count_not_judged(reason);
                 }
                 return;

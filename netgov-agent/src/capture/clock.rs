@@ -14,6 +14,13 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// The wall clock now, in Unix nanoseconds (as flow records carry times).
+pub fn unix_now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// CLOCK_MONOTONIC now, in the unit and epoch of `bpf_ktime_get_ns`.
 pub fn monotonic_now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) as u64

@@ -73,11 +73,9 @@ impl ClusterState {
     }
 
     fn now(&self) -> i128 {
-        self.history.frozen_now.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i128)
-        })
+        self.history
+            .frozen_now
+            .unwrap_or_else(crate::capture::clock::unix_now_nanos)
     }
 
     /// What `ip` was for a flow seen from `first_seen` to `last_seen`: the
