@@ -4,7 +4,11 @@
 //! NetworkPolicies, EndpointSlices, ClusterNetworkPolicies:
 //!
 //! - `GET <collection>`: a list with `metadata.resourceVersion`, paginated
-//!   by `limit` and `continue`;
+//!   by `limit` and `continue` — except with `resourceVersion=0` (served
+//!   from the watch cache, which ignores `limit`, as API servers before
+//!   1.33 do) or after [`FakeApiServer::set_ignore_limit`] (a proxy or
+//!   server that ignores it). Lists are streamed an item at a time, so a
+//!   huge list costs the server little memory beyond its objects;
 //! - `GET <collection>?watch=1&resourceVersion=N`: a stream of
 //!   `ADDED`/`MODIFIED`/`DELETED` events after N, `BOOKMARK`s when asked
 //!   (`allowWatchBookmarks`), ending after `timeoutSeconds`; a version older
@@ -16,6 +20,8 @@
 //! objects. Clients reach it through an ordinary kubeconfig
 //! ([`FakeApiServer::write_kubeconfig`]). Plain HTTP on loopback only.
 #![deny(missing_docs)]
+
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -121,7 +127,7 @@ struct WatchEvent {
 #[derive(Debug, Default)]
 struct Store {
     resource_version: u64,
-    objects: BTreeMap<(Resource, String, String), Value>,
+    objects: BTreeMap<(Resource, String, String), Arc<Value>>,
     history: Vec<WatchEvent>,
     /// Watches from before this version get 410 Gone.
     compacted: u64,
@@ -131,6 +137,11 @@ struct Store {
     /// Watches answered with headers and then nothing, never closed (a
     /// stalled watch).
     stall_watches: bool,
+    /// Lists answered whole whatever their `limit`.
+    ignore_limit: bool,
+    /// The `resourceVersion` each list asked for (`""` when none), by
+    /// resource, in order.
+    list_versions: BTreeMap<Resource, Vec<String>>,
 }
 
 /// The server. Dropping it stops it.
@@ -227,7 +238,18 @@ impl FakeApiServer {
 
     /// Creates or replaces an object (`metadata.name`, and
     /// `metadata.namespace` for namespaced kinds), as an event to watchers.
-    pub fn apply(&self, resource: Resource, mut object: Value) {
+    pub fn apply(&self, resource: Resource, object: Value) {
+        self.insert(resource, object, true);
+    }
+
+    /// Creates or replaces an object without an event: for filling a big
+    /// cluster before any client watches, without keeping a copy of every
+    /// object in the watch history.
+    pub fn seed(&self, resource: Resource, object: Value) {
+        self.insert(resource, object, false);
+    }
+
+    fn insert(&self, resource: Resource, mut object: Value, announce: bool) {
         let mut store = self.store.lock().expect("store");
         store.resource_version += 1;
         let version = store.resource_version;
@@ -245,9 +267,16 @@ impl FakeApiServer {
         }
         object["apiVersion"] = json!(resource.api_version());
         object["kind"] = json!(resource.kind());
+        if !announce {
+            store
+                .objects
+                .insert((resource, namespace, name), Arc::new(object));
+            store.compacted = version;
+            return;
+        }
         let kind = if store
             .objects
-            .insert((resource, namespace, name), object.clone())
+            .insert((resource, namespace, name), Arc::new(object.clone()))
             .is_some()
         {
             "MODIFIED"
@@ -267,13 +296,13 @@ impl FakeApiServer {
     /// Deletes an object, as an event to watchers.
     pub fn delete(&self, resource: Resource, namespace: &str, name: &str) {
         let mut store = self.store.lock().expect("store");
-        let Some(mut object) =
-            store
-                .objects
-                .remove(&(resource, namespace.to_owned(), name.to_owned()))
+        let Some(object) = store
+            .objects
+            .remove(&(resource, namespace.to_owned(), name.to_owned()))
         else {
             return;
         };
+        let mut object = Arc::unwrap_or_clone(object);
         store.resource_version += 1;
         let version = store.resource_version;
         object["metadata"]["resourceVersion"] = json!(version.to_string());
@@ -331,6 +360,24 @@ impl FakeApiServer {
         self.store.lock().expect("store").stall_watches = stall;
     }
 
+    /// Answers lists whole, ignoring `limit` (`true`), like an API server
+    /// or proxy that does not paginate; or paginated again.
+    pub fn set_ignore_limit(&self, ignore: bool) {
+        self.store.lock().expect("store").ignore_limit = ignore;
+    }
+
+    /// The `resourceVersion` each list of `resource` asked for, in order
+    /// (`""` for a consistent read from etcd, `"0"` for any version, from
+    /// the watch cache).
+    pub fn list_versions(&self, resource: Resource) -> Vec<String> {
+        let store = self.store.lock().expect("store");
+        store
+            .list_versions
+            .get(&resource)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Delays every response by `delay` (slow API server).
     pub fn set_delay(&self, delay: Duration) {
         self.store.lock().expect("store").delay = delay;
@@ -368,6 +415,63 @@ fn full(status: StatusCode, body: Value) -> Response<Body> {
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": message, "reason": reason, "code": code})
+}
+
+/// A page of a list, streamed an item at a time: paginated like the real
+/// server (`limit` items, then a `continue` token holding the offset) unless
+/// the list is served whole.
+fn list(
+    store: &Mutex<Store>,
+    resource: Resource,
+    query: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let mut store = store.lock().expect("store");
+    let version = query.get("resourceVersion").cloned().unwrap_or_default();
+    let whole = store.ignore_limit || version == "0";
+    store
+        .list_versions
+        .entry(resource)
+        .or_default()
+        .push(version);
+    let offset: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0 && !whole)
+        .unwrap_or(usize::MAX);
+    let mut items = store
+        .objects
+        .iter()
+        .filter(|((r, _, _), _)| *r == resource)
+        .map(|(_, object)| Arc::clone(object))
+        .skip(offset);
+    let page: Vec<Arc<Value>> = items.by_ref().take(limit).collect();
+    let more = items.next().is_some();
+    let mut metadata = json!({"resourceVersion": store.resource_version.to_string()});
+    if more {
+        metadata["continue"] = json!((offset + page.len()).to_string());
+    }
+    let head = format!(
+        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{metadata},\"items\":[",
+        resource.api_version(),
+        resource.kind()
+    );
+    let items = page.into_iter().enumerate().map(|(i, object)| {
+        let separator = if i == 0 { "" } else { "," };
+        Ok(Frame::data(Bytes::from(format!("{separator}{object}"))))
+    });
+    let chunks = std::iter::once(Ok(Frame::data(Bytes::from(head))))
+        .chain(items)
+        .chain(std::iter::once(Ok(Frame::data(Bytes::from_static(b"]}")))));
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(futures::stream::iter(
+            chunks,
+        ))))
+        .expect("response")
 }
 
 async fn handle(
@@ -420,33 +524,7 @@ async fn handle(
         .entry((resource, if watch { "watch" } else { "list" }))
         .or_default() += 1;
     if !watch {
-        // Paginated like the real server: `limit` items a page, with a
-        // `continue` token (the offset) while more remain.
-        let store = store.lock().expect("store");
-        let offset: usize = query
-            .get("continue")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let limit: usize = query
-            .get("limit")
-            .and_then(|l| l.parse().ok())
-            .filter(|l| *l > 0)
-            .unwrap_or(usize::MAX);
-        let mut items = store
-            .objects
-            .iter()
-            .filter(|((r, _, _), _)| *r == resource)
-            .map(|(_, object)| object)
-            .skip(offset);
-        let page: Vec<&Value> = items.by_ref().take(limit).collect();
-        let more = items.next().is_some();
-        let mut metadata = json!({"resourceVersion": store.resource_version.to_string()});
-        if more {
-            metadata["continue"] = json!((offset + page.len()).to_string());
-        }
-        let list = json!({"apiVersion": resource.api_version(), "kind": format!("{}List", resource.kind()),
-                          "metadata": metadata, "items": page});
-        return Ok(full(StatusCode::OK, list));
+        return Ok(list(&store, resource, &query));
     }
     let from: u64 = query
         .get("resourceVersion")

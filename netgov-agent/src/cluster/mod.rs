@@ -7,7 +7,10 @@
 
 pub mod file_source;
 pub mod kube_source;
+pub mod list_stream;
+mod objects;
 pub mod snapshot;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
