@@ -102,9 +102,28 @@ pub struct ObserveArgs {
         long,
         value_name = "HOST:PORT",
         default_value = "127.0.0.1:9464",
-        env = "NETGOV_SERVER"
+        env = "NETGOV_SERVER",
+        conflicts_with = "node"
     )]
     pub server: String,
+    /// Observe the agent on this node, through the API server's
+    /// port-forward (needs `create` on `pods/portforward`).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// With --node: the kubeconfig (default: in-cluster, then $KUBECONFIG,
+    /// then ~/.kube/config).
+    #[arg(long, value_name = "PATH", requires = "node")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// With --node: the namespace the agent DaemonSet runs in.
+    #[arg(long, value_name = "NAMESPACE", default_value = "netgov")]
+    pub agent_namespace: String,
+    /// With --node: the agent pods' label selector.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "app.kubernetes.io/name=netgov,app.kubernetes.io/component=agent"
+    )]
+    pub agent_selector: String,
     /// Either end's namespace.
     #[arg(long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
@@ -164,8 +183,17 @@ impl ObserveArgs {
         .into_iter()
         .filter_map(|(name, value)| Some((name, value.clone()?)))
         .collect();
+        let target = match &self.node {
+            Some(node) => crate::observe::Target::Node(crate::observe::NodeTarget {
+                node: node.clone(),
+                namespace: self.agent_namespace.clone(),
+                selector: self.agent_selector.clone(),
+                kubeconfig: self.kubeconfig.clone(),
+            }),
+            None => crate::observe::Target::Server(self.server.clone()),
+        };
         crate::observe::ObserveOptions {
-            server: self.server.clone(),
+            target,
             filters,
             follow: self.follow,
             last: self.last,

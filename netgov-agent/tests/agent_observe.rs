@@ -1,6 +1,8 @@
 //! `netgov observe` against a live agent: the agent filters, the live
 //! stream brings exactly the matching flows as they are judged, `--last`
-//! the kept ones, the table reads well, a bad filter is refused plainly.
+//! the kept ones, the table reads well, a bad filter is refused plainly;
+//! and the same agent reached by node, through the (fake) API server's
+//! port-forward.
 //!
 //! Privileged: needs root. These tests fail (never skip) without it.
 
@@ -11,7 +13,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::agent::{call, serve, start_agent_on, write_agent_files};
+use common::agent::{AGENT_PORT, call, serve, start_agent_on, write_agent_files};
 use common::testbed;
 use netgov_testbed::{Pod, Testbed};
 
@@ -113,6 +115,8 @@ fn observe_follows_and_filters_on_the_agent() {
     assert_eq!(kept[0]["src_identity"]["pod"], "client-a-0");
     assert_eq!(kept[0]["verdict"], "allow");
 
+    observe_by_node(&testbed);
+
     // A table of what server-0 denied.
     let output = observe(&testbed, &["--to-pod", "server-0", "--verdict", "deny"]);
     let text = String::from_utf8_lossy(&output.stdout);
@@ -134,4 +138,88 @@ fn observe_follows_and_filters_on_the_agent() {
         stderr.contains("answered 400") && stderr.contains("verdict"),
         "{stderr}"
     );
+}
+
+/// `observe --node`: the agent pod on node-1 is found through the API
+/// server and reached through its port-forward, from outside the node.
+fn observe_by_node(testbed: &Testbed) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let api = runtime.block_on(netgov_fakeapi::FakeApiServer::start());
+    api.apply(
+        netgov_fakeapi::Resource::Pods,
+        serde_json::json!({
+            "metadata": {"name": "netgov-agent-x7k2p", "namespace": "netgov",
+                         "labels": {"app.kubernetes.io/name": "netgov", "app.kubernetes.io/component": "agent"}},
+            "spec": {"nodeName": "node-1", "hostNetwork": true,
+                     "containers": [{"name": "agent", "ports": [{"name": "metrics", "containerPort": AGENT_PORT}]}]},
+            "status": {"phase": "Running"}}),
+    );
+    api.set_pod_network(Some(
+        std::path::Path::new("/run/netns").join(testbed.node().name()),
+    ));
+    let kubeconfig =
+        std::env::temp_dir().join(format!("netgov-observe-kubeconfig-{}", std::process::id()));
+    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let by_node = |node: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_netgov"))
+            .args(["observe", "--node", node, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--last", "1", "--from-pod", "client-a-0", "-o", "json"])
+            .output()
+            .expect("run netgov observe --node")
+    };
+
+    let output = by_node("node-1");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let kept: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{text}");
+    assert_eq!(
+        (&kept[0]["src_identity"]["pod"], &kept[0]["verdict"]),
+        (
+            &serde_json::json!("client-a-0"),
+            &serde_json::json!("allow")
+        )
+    );
+
+    // No agent there: said with the node, namespace and selector.
+    let output = by_node("node-9");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no running pod app.kubernetes.io/name=netgov,app.kubernetes.io/component=agent on node node-9 in namespace netgov"),
+        "{stderr}"
+    );
+
+    // An agent pod whose port nobody listens on: the kubelet's (here the
+    // fake's) words come through.
+    api.apply(
+        netgov_fakeapi::Resource::Pods,
+        serde_json::json!({
+            "metadata": {"name": "netgov-agent-down", "namespace": "netgov",
+                         "labels": {"app.kubernetes.io/name": "netgov", "app.kubernetes.io/component": "agent"}},
+            "spec": {"nodeName": "node-2",
+                     "containers": [{"name": "agent", "ports": [{"name": "metrics", "containerPort": 9}]}]},
+            "status": {"phase": "Running"}}),
+    );
+    let output = by_node("node-2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr
+            .contains("port-forward to netgov/netgov-agent-down (node node-2): dial 127.0.0.1:9:"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&kubeconfig);
 }

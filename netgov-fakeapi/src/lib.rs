@@ -14,6 +14,11 @@
 //!   (`allowWatchBookmarks`), ending after `timeoutSeconds`; a version older
 //!   than the last compaction gets an `ERROR` event with a `410 Expired`
 //!   status, as the real server sends;
+//! - collections cluster-wide or in one namespace
+//!   (`/api/v1/namespaces/NS/pods`); lists honour equality `labelSelector`s
+//!   and the common `fieldSelector`s (`spec.nodeName`, `metadata.name`, …);
+//! - `pods/NAME/portforward` over WebSocket (`v4.channel.k8s.io`), dialing
+//!   the port on loopback as a runtime does for a host-network pod;
 //!
 //! and lets a test change objects, compact history, drop every connection,
 //! restart on the same port, slow responses down, or serve malformed
@@ -21,7 +26,11 @@
 //! ([`FakeApiServer::write_kubeconfig`]). Plain HTTP on loopback only.
 #![deny(missing_docs)]
 
+mod portforward;
+mod route;
 pub mod synthetic;
+
+use route::Route;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -109,11 +118,6 @@ impl Resource {
             Resource::ClusterNetworkPolicies => "ClusterNetworkPolicy",
         }
     }
-
-    /// The resource of a request path (collection paths only).
-    fn from_path(path: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.path() == path)
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +143,8 @@ struct Store {
     stall_watches: bool,
     /// Lists answered whole whatever their `limit`.
     ignore_limit: bool,
+    /// The network namespace port-forwards dial in (`None`: ours).
+    pod_network: Option<std::path::PathBuf>,
     /// The `resourceVersion` each list asked for (`""` when none), by
     /// resource, in order.
     list_versions: BTreeMap<Resource, Vec<String>>,
@@ -204,8 +210,9 @@ impl FakeApiServer {
                             request,
                         )
                     });
-                    let connection =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let connection = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
                     tokio::select! {
                         _ = connection => {}
                         _ = stop.recv() => {}
@@ -360,6 +367,13 @@ impl FakeApiServer {
         self.store.lock().expect("store").stall_watches = stall;
     }
 
+    /// Port-forwards dial pods' ports in the network namespace at `path`
+    /// (e.g. `/run/netns/NAME`: a test bed node, where host-network pods
+    /// listen), or in the server's own with `None`.
+    pub fn set_pod_network(&self, path: Option<std::path::PathBuf>) {
+        self.store.lock().expect("store").pod_network = path;
+    }
+
     /// Answers lists whole, ignoring `limit` (`true`), like an API server
     /// or proxy that does not paginate; or paginated again.
     pub fn set_ignore_limit(&self, ignore: bool) {
@@ -423,6 +437,7 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 fn list(
     store: &Mutex<Store>,
     resource: Resource,
+    namespace: Option<&str>,
     query: &BTreeMap<String, String>,
 ) -> Response<Body> {
     let mut store = store.lock().expect("store");
@@ -445,7 +460,7 @@ fn list(
     let mut items = store
         .objects
         .iter()
-        .filter(|((r, _, _), _)| *r == resource)
+        .filter(|((r, _, _), object)| *r == resource && route::selects(namespace, query, object))
         .map(|(_, object)| Arc::clone(object))
         .skip(offset);
     let page: Vec<Arc<Value>> = items.by_ref().take(limit).collect();
@@ -487,11 +502,37 @@ async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let Some(resource) = Resource::from_path(request.uri().path()) else {
-        return Ok(full(
-            StatusCode::NOT_FOUND,
-            status(404, "NotFound", "unknown path"),
-        ));
+    let query = route::query(request.uri().query());
+    let (resource, namespace) = match Route::of(request.uri().path()) {
+        Some(Route::Collection {
+            resource,
+            namespace,
+        }) => (resource, namespace),
+        Some(Route::PortForward { namespace, pod }) => {
+            let exists = store.lock().expect("store").objects.contains_key(&(
+                Resource::Pods,
+                namespace.clone(),
+                pod.clone(),
+            ));
+            if !exists {
+                return Ok(full(
+                    StatusCode::NOT_FOUND,
+                    status(404, "NotFound", &format!("pods \"{pod}\" not found")),
+                ));
+            }
+            let port = query
+                .get("ports")
+                .filter(|p| !p.contains(','))
+                .and_then(|p| p.parse().ok());
+            let network = store.lock().expect("store").pod_network.clone();
+            return Ok(portforward::handle(request, port, network));
+        }
+        None => {
+            return Ok(full(
+                StatusCode::NOT_FOUND,
+                status(404, "NotFound", "unknown path"),
+            ));
+        }
     };
     if let Some(code) = failing {
         let kind = if request.uri().query().unwrap_or_default().contains("watch=") {
@@ -509,14 +550,6 @@ async fn handle(
             status(code, "InternalError", "injected failure"),
         ));
     }
-    let query: BTreeMap<String, String> = request
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
     let watch = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
     *requests
         .lock()
@@ -524,7 +557,7 @@ async fn handle(
         .entry((resource, if watch { "watch" } else { "list" }))
         .or_default() += 1;
     if !watch {
-        return Ok(list(&store, resource, &query));
+        return Ok(list(&store, resource, namespace.as_deref(), &query));
     }
     let from: u64 = query
         .get("resourceVersion")

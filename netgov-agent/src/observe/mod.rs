@@ -3,6 +3,15 @@
 //! delimited JSON) so only matching flows cross the wire; this prints them
 //! as JSON lines or a table, and reconnects when the agent ends the stream
 //! (its connections live an hour), saying so.
+//!
+//! The agent is reached at an address (`--server`, e.g. the local end of a
+//! `kubectl port-forward`) or by node (`--node`): then the agent pod on
+//! that node is found through the API server and reached through its
+//! port-forward ([`node`]), so nothing needs to be exposed.
+
+mod node;
+
+pub use node::NodeTarget;
 
 use std::io::Write;
 
@@ -10,6 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,11 +30,20 @@ pub enum ObserveFormat {
     Table,
 }
 
+/// Which agent to observe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An agent's HTTP address (`host:port`).
+    Server(String),
+    /// The agent pod on a node, through the API server's port-forward.
+    Node(NodeTarget),
+}
+
 /// What to observe and how.
 #[derive(Clone, Debug)]
 pub struct ObserveOptions {
-    /// The agent's HTTP address (`host:port`).
-    pub server: String,
+    /// The agent.
+    pub target: Target,
     /// `(name, value)` filters as `/flows` takes them.
     pub filters: Vec<(&'static str, String)>,
     /// Keep following new flows.
@@ -41,7 +60,7 @@ pub enum ObserveError {
     /// The agent cannot be reached.
     #[error("cannot reach the agent at {server}: {source}")]
     Connect {
-        /// The address.
+        /// The agent (its address, or its pod and node).
         server: String,
         /// Why.
         #[source]
@@ -50,7 +69,7 @@ pub enum ObserveError {
     /// HTTP failed.
     #[error("HTTP with the agent at {server}: {source}")]
     Http {
-        /// The address.
+        /// The agent (its address, or its pod and node).
         server: String,
         /// Why.
         #[source]
@@ -59,13 +78,16 @@ pub enum ObserveError {
     /// The agent refused the request (a bad filter, or not from loopback).
     #[error("the agent at {server} answered {status}: {message}")]
     Refused {
-        /// The address.
+        /// The agent (its address, or its pod and node).
         server: String,
         /// The HTTP status.
         status: u16,
         /// What it said.
         message: String,
     },
+    /// Finding or reaching the agent pod on a node failed.
+    #[error(transparent)]
+    Node(#[from] Box<node::NodeError>),
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
@@ -113,8 +135,8 @@ pub async fn run(options: &ObserveOptions, out: &mut impl Write) -> Result<u64, 
     }
     let mut path = options.path(options.follow, options.last);
     loop {
-        let body = request(&options.server, &path).await?;
-        printed += print(body, options, out).await?;
+        let (agent, body) = request(&options.target, &path).await?;
+        printed += print(body, &agent, options, out).await?;
         if !options.follow {
             return Ok(printed);
         }
@@ -123,26 +145,64 @@ pub async fn run(options: &ObserveOptions, out: &mut impl Write) -> Result<u64, 
     }
 }
 
-async fn request(server: &str, path: &str) -> Result<hyper::body::Incoming, ObserveError> {
-    let connect_error = |source| ObserveError::Connect {
-        server: server.to_owned(),
-        source,
-    };
+/// Sends `path` to the agent; returns who answered and the body.
+async fn request(
+    target: &Target,
+    path: &str,
+) -> Result<(String, hyper::body::Incoming), ObserveError> {
+    match target {
+        Target::Server(server) => {
+            let stream = tokio::net::TcpStream::connect(server)
+                .await
+                .map_err(|source| ObserveError::Connect {
+                    server: server.clone(),
+                    source,
+                })?;
+            Ok((server.clone(), get(stream, server, server, path).await?))
+        }
+        Target::Node(target) => {
+            let forwarded = node::connect(target).await.map_err(Box::new)?;
+            let agent = forwarded.agent.clone();
+            match get(forwarded.stream, "localhost", &agent, path).await {
+                Ok(body) => Ok((agent, body)),
+                // A failed dial in the pod is told on the error channel;
+                // it says more than the closed stream.
+                Err(error) => match forwarded.error.await {
+                    Some(message) => {
+                        Err(Box::new(node::NodeError::Forward { agent, message }).into())
+                    }
+                    None => Err(error),
+                },
+            }
+        }
+    }
+}
+
+/// GET `path` from `host` over `stream`, whose other end is `agent`.
+async fn get<S>(
+    stream: S,
+    host: &str,
+    agent: &str,
+    path: &str,
+) -> Result<hyper::body::Incoming, ObserveError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let http_error = |source| ObserveError::Http {
-        server: server.to_owned(),
+        server: agent.to_owned(),
         source,
     };
-    let stream = tokio::net::TcpStream::connect(server)
-        .await
-        .map_err(connect_error)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http_error)?;
     tokio::spawn(connection);
     let request = hyper::Request::get(path)
-        .header("host", server)
+        .header("host", host)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| connect_error(std::io::Error::other(e)))?;
+        .map_err(|e| ObserveError::Connect {
+            server: agent.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
     let response = sender.send_request(request).await.map_err(http_error)?;
     let status = response.status();
     if !status.is_success() {
@@ -153,7 +213,7 @@ async fn request(server: &str, path: &str) -> Result<hyper::body::Incoming, Obse
             .map_err(http_error)?
             .to_bytes();
         return Err(ObserveError::Refused {
-            server: server.to_owned(),
+            server: agent.to_owned(),
             status: status.as_u16(),
             message: String::from_utf8_lossy(&bytes).trim().to_owned(),
         });
@@ -165,11 +225,12 @@ async fn request(server: &str, path: &str) -> Result<hyper::body::Incoming, Obse
 /// JSON array (the kept flows).
 async fn print(
     mut body: hyper::body::Incoming,
+    agent: &str,
     options: &ObserveOptions,
     out: &mut impl Write,
 ) -> Result<u64, ObserveError> {
     let http_error = |source| ObserveError::Http {
-        server: options.server.clone(),
+        server: agent.to_owned(),
         source,
     };
     let mut printed = 0;
@@ -262,7 +323,7 @@ mod tests {
     #[test]
     fn the_request_carries_encoded_filters() {
         let options = ObserveOptions {
-            server: "127.0.0.1:9464".into(),
+            target: Target::Server("127.0.0.1:9464".into()),
             filters: vec![("from_namespace", "ml".into()), ("to_pod", "a b/c".into())],
             follow: true,
             last: Some(5),
