@@ -144,11 +144,14 @@ fn write_config(dir: &std::path::Path) -> Result<(), XtaskError> {
     let rules_path = dir.join("netgov.rules.yaml");
     std::fs::write(&rules_path, rules).map_err(io_error("writing the rules".into()))?;
     // Fast scrapes and evaluations so the test takes seconds; the job name
-    // is the one the ServiceMonitor produces (the Service's name).
+    // is the one the ServiceMonitor produces (the Service's name), the
+    // node label the one its relabeling adds, and the cluster label what
+    // a multi-cluster Prometheus adds.
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files: [{rules}]\n\
-         scrape_configs:\n  - job_name: netgov\n    static_configs:\n      - targets: ['127.0.0.1:9464']\n",
+         scrape_configs:\n  - job_name: netgov\n    static_configs:\n      - targets: ['127.0.0.1:9464']\n\
+         \x20       labels: {{node: {DEMO_NODE}, cluster: {DEMO_CLUSTER}}}\n",
         rules = rules_path.display()
     );
     std::fs::write(dir.join("prometheus.yml"), config)
@@ -217,6 +220,63 @@ fn check_alerts(firing: &[Value]) -> Result<(), XtaskError> {
     Ok(())
 }
 
+/// The demo agent's `node` and `cluster` target labels.
+const DEMO_NODE: &str = "demo-node";
+const DEMO_CLUSTER: &str = "demo";
+
+/// Grafana's variables as a user picking the demo's cluster and node would
+/// have them expanded: all namespaces, a rate window of four 1 s scrapes,
+/// a 5 min range.
+fn expand(expr: &str) -> String {
+    expr.replace("$__rate_interval", "15s")
+        .replace("$__range", "5m")
+        .replace("$cluster", DEMO_CLUSTER)
+        .replace("$node", DEMO_NODE)
+        .replace("$namespace", ".*")
+        .replace("$dst_namespace", ".*")
+}
+
+/// Each `label_values(SELECTOR, LABEL)` variable must offer values: the
+/// label exists on what the selector finds. Returns how many ran.
+fn check_variables(api: &Api, dashboard: &Value) -> Result<usize, XtaskError> {
+    let mut ran = 0;
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(query) = variable["query"].as_str() else {
+            continue;
+        };
+        let Some(args) = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+        else {
+            continue;
+        };
+        let (selector, label) = args
+            .rsplit_once(',')
+            .ok_or_else(|| failure(format!("variable {}: {query}", variable["name"])))?;
+        let promql = expand(&format!(
+            "count by ({label}) ({selector})",
+            label = label.trim()
+        ));
+        let offered = api.query(&promql)?;
+        ran += 1;
+        if !offered.iter().any(|s| {
+            s["metric"][label.trim()]
+                .as_str()
+                .is_some_and(|v| !v.is_empty())
+        }) {
+            return Err(failure(format!(
+                "dashboard variable {} offers no value: {promql}",
+                variable["name"]
+            )));
+        }
+    }
+    Ok(ran)
+}
+
 /// Runs every dashboard query; a query must return data when every
 /// `netgov_*` metric it reads has series in Prometheus. Returns how many
 /// queries ran.
@@ -227,19 +287,17 @@ fn check_dashboard(api: &Api) -> Result<usize, XtaskError> {
         std::fs::read_to_string(&path).map_err(io_error(format!("reading {}", path.display())))?;
     let dashboard: Value =
         serde_json::from_str(&text).map_err(|e| failure(format!("{}: {e}", path.display())))?;
-    let mut ran = 0;
+    let mut ran = check_variables(api, &dashboard)?;
     for panel in dashboard["panels"].as_array().into_iter().flatten() {
         let title = panel["title"].as_str().unwrap_or("?");
+        if panel["type"] == "nodegraph" {
+            check_service_map(api, panel)?;
+        }
         for target in panel["targets"].as_array().into_iter().flatten() {
             let Some(expr) = target["expr"].as_str() else {
                 continue;
             };
-            // Grafana's variables, as Grafana would expand them here: all
-            // namespaces, a rate window of four 1 s scrapes, a 5 min range.
-            let query = expr
-                .replace("$__rate_interval", "15s")
-                .replace("$__range", "5m")
-                .replace("$namespace", ".*");
+            let query = expand(expr);
             let result = api
                 .query(&query)
                 .map_err(|e| failure(format!("panel {title:?}: {query}: {e}")))?;
@@ -267,6 +325,53 @@ fn check_dashboard(api: &Api) -> Result<usize, XtaskError> {
         }
     );
     Ok(ran)
+}
+
+/// The service map's frames are what Grafana's node graph reads: nodes with
+/// `id` and `title`, edges with `id`, `source`, `target` among the nodes
+/// and a `color`; the demo's enforcement gap is a red edge.
+fn check_service_map(api: &Api, panel: &Value) -> Result<(), XtaskError> {
+    let frame = |ref_id: &str| -> Result<Vec<Value>, XtaskError> {
+        let target = panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["refId"] == ref_id)
+            .ok_or_else(|| failure(format!("service map: no {ref_id} query")))?;
+        api.query(&expand(target["expr"].as_str().unwrap_or_default()))
+    };
+    let field = |series: &Value, name: &str| series["metric"][name].as_str().map(str::to_owned);
+    let nodes = frame("nodes")?;
+    let ids: std::collections::BTreeSet<String> =
+        nodes.iter().filter_map(|n| field(n, "id")).collect();
+    if ids.is_empty() || nodes.iter().any(|n| field(n, "title") != field(n, "id")) {
+        return Err(failure(format!(
+            "service map nodes without id/title: {nodes:?}"
+        )));
+    }
+    let edges = frame("edges")?;
+    for edge in &edges {
+        let (source, target) = (field(edge, "source"), field(edge, "target"));
+        let linked =
+            source.is_some_and(|s| ids.contains(&s)) && target.is_some_and(|t| ids.contains(&t));
+        if !linked || field(edge, "id").is_none() || field(edge, "color").is_none() {
+            return Err(failure(format!("service map edge not drawable: {edge}")));
+        }
+    }
+    let colours: std::collections::BTreeSet<String> =
+        edges.iter().filter_map(|e| field(e, "color")).collect();
+    if !colours.contains("red") || !colours.contains("green") {
+        return Err(failure(format!(
+            "service map: the demo's gap and allowed traffic should be red and green edges, got {colours:?}"
+        )));
+    }
+    println!(
+        "prometheus-e2e: service map has {} workloads and {} edges ({})",
+        ids.len(),
+        edges.len(),
+        colours.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
 }
 
 /// Prometheus's HTTP API inside the demo's node namespace.
