@@ -154,8 +154,11 @@ fn observe_by_node(testbed: &Testbed) {
         serde_json::json!({
             "metadata": {"name": "netgov-agent-x7k2p", "namespace": "netgov",
                          "labels": {"app.kubernetes.io/name": "netgov", "app.kubernetes.io/component": "agent"}},
+            // As deploy/components/metrics-auth has it: the agent's own
+            // port is "observe", a proxy's (here dead) is "metrics".
             "spec": {"nodeName": "node-1", "hostNetwork": true,
-                     "containers": [{"name": "agent", "ports": [{"name": "metrics", "containerPort": AGENT_PORT}]}]},
+                     "containers": [{"name": "agent", "ports": [{"name": "observe", "containerPort": AGENT_PORT}]},
+                                    {"name": "kube-rbac-proxy", "ports": [{"name": "metrics", "containerPort": 9}]}]},
             "status": {"phase": "Running"}}),
     );
     api.set_pod_network(Some(

@@ -437,3 +437,78 @@ fn components_for_kube_prometheus_stack_and_node_critical() {
         Some("system-node-critical")
     );
 }
+
+/// The optional kube-rbac-proxy component: the agent on loopback only, the
+/// proxy on the metrics port with TLS and token checks (probes exempt,
+/// `/flows` refused), the ServiceMonitor scraping over HTTPS with a token,
+/// and the proxy's review permissions — every object valid.
+#[test]
+fn the_metrics_auth_component_guards_the_metrics_port() {
+    let overlay = workspace_root().join(format!("target/netgov-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../../deploy]\ncomponents: [../../deploy/components/metrics-auth]\n",
+    )
+    .expect("write the overlay");
+    let objects = render(overlay.to_str().expect("utf-8"));
+    let _ = std::fs::remove_dir_all(&overlay);
+
+    let (kubernetes, operator): (Vec<&Value>, Vec<&Value>) =
+        objects.iter().partition(|o| !is_prometheus_operator(o));
+    let (valid, report) = kubernetes_validate(&kubernetes);
+    assert!(valid, "{report}");
+    let (valid, report) = prometheus_operator_validate(&operator);
+    assert!(valid, "{report}");
+
+    let pod = &object(&objects, "DaemonSet", Some("netgov"))["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().expect("containers");
+    let agent = &containers[0];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(strings(&agent["args"]).contains(&"--metrics-addr=127.0.0.1:9465".to_owned()));
+    assert_eq!(agent["ports"][0]["name"].as_str(), Some("observe"));
+    assert!(agent["livenessProbe"].is_null() && agent["readinessProbe"].is_null());
+    let proxy = &containers[1];
+    assert_eq!(
+        strings(&proxy["args"]),
+        [
+            "--secure-listen-address=0.0.0.0:9464",
+            "--upstream=http://127.0.0.1:9465/",
+            "--allow-paths=/metrics,/healthz,/readyz",
+            "--ignore-paths=/healthz,/readyz",
+        ]
+    );
+    assert_eq!(proxy["ports"][0]["name"].as_str(), Some("metrics"));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            proxy[probe]["httpGet"]["scheme"].as_str(),
+            Some("HTTPS"),
+            "{probe}"
+        );
+    }
+    let endpoint = &object(&objects, "ServiceMonitor", None)["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"].as_str(), Some("https"));
+    assert!(endpoint["bearerTokenFile"].is_string());
+    let binding = object(&objects, "ClusterRoleBinding", Some("netgov-metrics-auth"));
+    assert_eq!(binding["subjects"][0]["name"].as_str(), Some("netgov"));
+    let role = object(&objects, "ClusterRole", Some("netgov-metrics-auth"));
+    assert_eq!(
+        role["rules"]
+            .as_sequence()
+            .expect("rules")
+            .iter()
+            .map(|r| strings(&r["resources"]))
+            .collect::<Vec<_>>(),
+        [
+            vec!["tokenreviews".to_owned()],
+            vec!["subjectaccessreviews".to_owned()]
+        ]
+    );
+}

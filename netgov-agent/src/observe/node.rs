@@ -1,6 +1,7 @@
 //! The agent on a node, reached as `kubectl port-forward` reaches a pod:
-//! the agent pod is found by label and `spec.nodeName`, and its `metrics`
-//! container port is forwarded through the API server (WebSocket,
+//! the agent pod is found by label and `spec.nodeName`, and its `observe`
+//! container port (the agent itself, when a proxy guards `metrics`: see
+//! `deploy/components/metrics-auth`), else its `metrics` port, is forwarded through the API server (WebSocket,
 //! `v4.channel.k8s.io`). The kubelet dials the port inside the pod's
 //! network namespace — the node's, as the agent runs on the host network —
 //! from loopback, which is where the agent serves `/flows`.
@@ -30,8 +31,9 @@ pub struct NodeTarget {
     pub kubeconfig: Option<PathBuf>,
 }
 
-/// The name of the container port the agent serves HTTP on.
-const PORT_NAME: &str = "metrics";
+/// The names of the container ports the agent may serve HTTP on, in order
+/// of preference.
+const PORT_NAMES: [&str; 2] = ["observe", "metrics"];
 
 /// Why the agent pod on a node could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +66,9 @@ pub enum NodeError {
         /// The selector.
         selector: String,
     },
-    /// The agent pod declares no `metrics` container port.
+    /// The agent pod declares no `observe` or `metrics` container port.
     #[error(
-        "pod {namespace}/{pod}: no container port named \"{PORT_NAME}\" in spec.containers[].ports"
+        "pod {namespace}/{pod}: no container port named \"observe\" or \"metrics\" in spec.containers[].ports"
     )]
     NoPort {
         /// The namespace.
@@ -132,12 +134,15 @@ pub(super) async fn connect(target: &NodeTarget) -> Result<Forwarded, NodeError>
             selector: target.selector.clone(),
         })?;
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let port = pod
+    let ports: Vec<_> = pod
         .spec
         .iter()
         .flat_map(|spec| &spec.containers)
         .flat_map(|container| container.ports.iter().flatten())
-        .find(|port| port.name.as_deref() == Some(PORT_NAME))
+        .collect();
+    let port = PORT_NAMES
+        .iter()
+        .find_map(|name| ports.iter().find(|p| p.name.as_deref() == Some(name)))
         .and_then(|port| u16::try_from(port.container_port).ok())
         .ok_or_else(|| NodeError::NoPort {
             namespace: target.namespace.clone(),
