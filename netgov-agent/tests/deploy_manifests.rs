@@ -512,3 +512,52 @@ fn the_metrics_auth_component_guards_the_metrics_port() {
         ]
     );
 }
+
+/// The runbook base documented in deploy/README.md ("Your own runbook"),
+/// as written there, moves every alert's runbook_url and keeps its anchor.
+#[test]
+fn the_documented_runbook_base_moves_every_runbook_url() {
+    let readme = std::fs::read_to_string(workspace_root().join("deploy/README.md"))
+        .expect("read deploy/README.md");
+    let section = &readme[readme.find("### Your own runbook").expect("section")..];
+    let snippet = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the yaml snippet");
+    let overlay = workspace_root().join(format!("target/netgov-runbook-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [../../deploy]\n{snippet}"
+        ),
+    )
+    .expect("write the overlay");
+    let objects = render(overlay.to_str().expect("utf-8"));
+    let _ = std::fs::remove_dir_all(&overlay);
+    let rule = object(&objects, "PrometheusRule", Some("netgov"));
+    let urls: Vec<(String, String)> = rule["spec"]["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().into_iter().flatten())
+        .map(|r| {
+            (
+                r["alert"].as_str().expect("alert").to_lowercase(),
+                r["annotations"]["runbook_url"]
+                    .as_str()
+                    .expect("runbook_url")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert!(urls.len() >= 10, "{urls:?}");
+    for (alert, url) in urls {
+        assert_eq!(
+            url,
+            format!("https://wiki.example.com/netgov/runbook#{alert}")
+        );
+    }
+}
