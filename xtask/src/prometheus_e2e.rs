@@ -5,8 +5,10 @@
 //!
 //! Asserted through Prometheus's HTTP API: the enforcement-gap and
 //! unexpected-egress alerts fire for the demo's offending flows and no
-//! other alert fires; every Grafana panel's query runs, and returns data
-//! wherever the demo exports the metrics it reads.
+//! other alert fires; every Grafana variable offers values and every
+//! panel's query runs, returning data wherever the demo exports the
+//! metrics it reads (the service map drawable, the gap a red edge); and
+//! `netgov observe` on the demo agent returns its denied flows, filtered.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
@@ -114,6 +116,7 @@ pub fn prometheus_e2e() -> Result<(), XtaskError> {
     );
 
     let panels = check_dashboard(&api)?;
+    check_observe(&node, &netgov)?;
     println!(
         "prometheus-e2e: passed ({} alerts fired as expected, none other; {panels} dashboard queries ran)",
         firing.len()
@@ -371,6 +374,62 @@ fn check_service_map(api: &Api, panel: &Value) -> Result<(), XtaskError> {
         edges.len(),
         colours.into_iter().collect::<Vec<_>>().join(", ")
     );
+    Ok(())
+}
+
+/// `netgov observe` against the live demo agent: the agent filters, and the
+/// demo's denied calls to model-serving come back, exactly: the inference
+/// call that got through (gap) and the admin call the firewall dropped.
+/// The kept records are the flow log's lines, oldest first — a flow's
+/// first judgement, each change and its end — so a flow is its latest
+/// line (one flow per port here).
+fn check_observe(node: &DemoNode, netgov: &std::path::Path) -> Result<(), XtaskError> {
+    let observe = |filters: &[&str]| -> Result<Vec<(u64, String)>, XtaskError> {
+        let output = node
+            .node()
+            .command(netgov.to_str().unwrap_or("netgov"))
+            .args(["observe", "-o", "json", "--to-pod", "model-serving-0"])
+            .args(filters)
+            .output()
+            .map_err(io_error("running netgov observe".into()))?;
+        if !output.status.success() {
+            return Err(failure(format!(
+                "netgov observe {filters:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let flow: Value = serde_json::from_str(line)
+                    .map_err(|e| failure(format!("netgov observe printed {line:?}: {e}")))?;
+                Ok((
+                    flow["judged_dst_port"].as_u64().unwrap_or(0),
+                    format!(
+                        "{} {}",
+                        flow["verdict"].as_str().unwrap_or("?"),
+                        flow["enforcement"].as_str().unwrap_or("-")
+                    ),
+                ))
+            })
+            .collect()
+    };
+    let latest = |lines: Vec<(u64, String)>| -> Vec<(u64, String)> {
+        let flows: std::collections::BTreeMap<u64, String> = lines.into_iter().collect();
+        flows.into_iter().collect()
+    };
+    let denied = latest(observe(&["--verdict", "deny"])?);
+    let gaps = latest(observe(&["--enforcement", "gap"])?);
+    let expected_denied = [
+        (8080, "deny gap".to_owned()),
+        (9090, "deny enforced".to_owned()),
+    ];
+    if denied != expected_denied || gaps != [(8080, "deny gap".to_owned())] {
+        return Err(failure(format!(
+            "netgov observe on the demo agent: denied to model-serving-0 {denied:?} (expected {expected_denied:?}), gaps {gaps:?}"
+        )));
+    }
+    println!("prometheus-e2e: netgov observe on the demo agent: {denied:?}");
     Ok(())
 }
 
