@@ -50,20 +50,7 @@ fn live_mib() -> f64 {
 
 /// A `/proc/self/status` figure in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|l| {
-                l.strip_prefix(field)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
+    netgov_testbed::process::status(std::process::id(), field)
 }
 
 /// Child mode (`serve PODS whole|paged`): serve the generated cluster,

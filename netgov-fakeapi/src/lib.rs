@@ -170,6 +170,23 @@ impl FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
+        Self::start_with(listener)
+    }
+
+    /// Starts on a listener bound beforehand (e.g. inside a test bed node's
+    /// network namespace, where an agent under test can reach it), within a
+    /// Tokio runtime.
+    ///
+    /// # Panics
+    /// When the listener cannot be made non-blocking or registered.
+    pub fn start_on(listener: std::net::TcpListener) -> Self {
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        Self::start_with(TcpListener::from_std(listener).expect("register the listener"))
+    }
+
+    fn start_with(listener: TcpListener) -> Self {
         let address = listener.local_addr().expect("local address");
         let (events, _) = broadcast::channel(65536);
         let (shutdown, _) = broadcast::channel(1);

@@ -18,6 +18,7 @@
 
 pub mod metrics_text;
 mod node;
+pub mod process;
 mod underlay;
 
 pub use node::{GATEWAY_V4, GATEWAY_V6, NodeStyle, Pod, Testbed};
@@ -54,6 +55,19 @@ pub enum TestbedError {
     Enter {
         /// Namespace name.
         name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request to a server in a namespace failed.
+    #[error("GET {path} from 127.0.0.1:{port} in `{name}`: {source}")]
+    Http {
+        /// The namespace.
+        name: String,
+        /// The port.
+        port: u16,
+        /// The path.
+        path: String,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -131,6 +145,32 @@ impl Netns {
         let mut full = vec!["netns", "exec", &self.name, program];
         full.extend_from_slice(args);
         run("ip", &full)
+    }
+
+    /// GETs `path` from `127.0.0.1:port` inside the namespace (HTTP/1.0);
+    /// returns the body.
+    ///
+    /// # Errors
+    /// When the namespace cannot be entered or nothing answers.
+    pub fn http_get(&self, port: u16, path: &str) -> Result<String, TestbedError> {
+        let request = path.to_owned();
+        self.run_in(move || -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            write!(stream, "GET {request} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_owned())
+                .unwrap_or_default())
+        })?
+        .map_err(|source| TestbedError::Http {
+            name: self.name.clone(),
+            port,
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// A `Command` that runs `program` inside the namespace, to spawn.

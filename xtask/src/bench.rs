@@ -10,7 +10,11 @@
 //!   verdicts/s), then `netgov check` end to end on a million JSON flows.
 //! - `cargo xtask bench cluster`: initial sync of 10,000 pods, 500
 //!   namespaces, 2,000 policies and 3,000 services from the fake API server
-//!   (time to ready, memory, IP resolutions/s).
+//!   (time to ready, memory per 10k pods, requests, IP resolutions/s), and
+//!   of 50,000 pods listed unpaginated (peak resident memory).
+//! - `cargo xtask bench soak [--minutes N]`: a live agent under pod churn
+//!   with IP reuse, policy and label changes and steady new flows, through
+//!   the fake API server; resident memory and the rest per minute.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -60,17 +64,43 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         Some("datapath") => datapath(&parse(args)?),
         Some("policy") => policy(),
         Some("agent") => crate::bench_agent::bench(args),
-        Some("cluster") => run(cargo().args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "netgov-agent",
-            "--example",
-            "cluster_bench",
-        ])),
+        Some("cluster") => run(&mut example("cluster_bench")),
+        Some("soak") => soak(args),
         other => Err(XtaskError::Usage(format!("unknown benchmark {other:?}"))),
     }
+}
+
+/// Runs the soak example against a release `netgov`.
+fn soak(args: &[String]) -> Result<(), XtaskError> {
+    require_root(
+        "bench soak",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let minutes = args
+        .iter()
+        .position(|a| a == "--minutes")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "30".into());
+    let netgov = build_netgov(true)?;
+    run(example("soak_bench").arg(&netgov).arg(minutes))
+}
+
+/// `cargo run` of one of netgov-agent's benchmark examples, released;
+/// arguments added go to the example.
+fn example(name: &str) -> Command {
+    let mut command = cargo();
+    command.args([
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "netgov-agent",
+        "--example",
+        name,
+        "--",
+    ]);
+    command
 }
 
 /// Runs the engine benchmark example, then times `netgov check` on the
@@ -78,18 +108,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
 fn policy() -> Result<(), XtaskError> {
     let netgov = build_netgov(true)?;
     let dir = std::env::temp_dir().join(format!("netgov-bench-policy-{}", std::process::id()));
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "netgov-agent",
-            "--example",
-            "policy_bench",
-            "--",
-        ])
-        .arg(&dir))?;
+    run(example("policy_bench").arg(&dir))?;
     let flows = dir.join("flows.jsonl");
     let one_flow = dir.join("one-flow.jsonl");
     let all = std::fs::read_to_string(&flows).map_err(|source| XtaskError::Io {

@@ -9,8 +9,7 @@
 //! agent, 10,000 flows are kept active and the agent's CPU and resident
 //! memory are measured.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,22 +22,7 @@ const PODS: usize = 20;
 const AGENT_PORT: u16 = 9464;
 
 fn scrape(testbed: &Testbed) -> Result<String, XtaskError> {
-    testbed
-        .node()
-        .run_in(|| -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(("127.0.0.1", AGENT_PORT))?;
-            write!(
-                stream,
-                "GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })?
-        .map_err(|source| XtaskError::Io {
-            what: "scraping the agent".into(),
-            source,
-        })
+    Ok(testbed.node().http_get(AGENT_PORT, "/metrics")?)
 }
 
 fn judged(text: &str) -> f64 {
@@ -66,12 +50,7 @@ fn process_figures(child: &Child) -> (f64, f64) {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (ticks(11) + ticks(12)) / hz;
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let rss_kib = netgov_testbed::process::status(child.id(), "VmRSS") as f64;
     (cpu, rss_kib / 1024.0)
 }
 

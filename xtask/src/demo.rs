@@ -297,19 +297,7 @@ pub fn http_get(
     port: u16,
     path: &str,
 ) -> Result<String, XtaskError> {
-    let path = path.to_owned();
-    netns
-        .run_in(move || -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response
-                .split_once("\r\n\r\n")
-                .map(|(_, body)| body.to_owned())
-                .unwrap_or_default())
-        })?
-        .map_err(io_error("asking a server in the node namespace"))
+    Ok(netns.http_get(port, path)?)
 }
 
 /// Runs a one-request server in `server` and calls it from `client`;

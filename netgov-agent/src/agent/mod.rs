@@ -13,6 +13,7 @@
 //!
 //! The judgement itself is pure and lives in [`crate::judge`].
 
+mod departed;
 pub mod flow_log;
 pub mod http;
 pub mod listener;

@@ -18,10 +18,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::departed::DepartedSeries;
 use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
 use crate::capture::clock::unix_now_nanos;
@@ -29,6 +30,14 @@ use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::config::AgentConfig;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
 use crate::policy::Decision;
+
+/// How long the series of a workload gone from the cluster are kept at
+/// most: longer than its flows can still be reported and judged after it
+/// went (the capture's idle timeout, 60 s, plus the answer window), and
+/// than a scrape interval, so the last counts are scraped.
+const SERIES_GRACE: Duration = Duration::from_secs(300);
+/// How often departed workloads' series are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What was counted for a flow, and its latest record (to judge it again
 /// when the cluster changes).
@@ -74,9 +83,13 @@ pub struct Pipeline {
     not_judged: HashSet<FlowId>,
     /// Cluster generation at the last re-judgement of live flows.
     generation: u64,
-    /// Workloads with pods at the last look, to drop the series of those
-    /// that are gone.
+    /// Workloads with pods (and Services) at the last look, to drop the
+    /// series of those that are gone.
     workloads: HashSet<(String, String)>,
+    /// Workloads gone from the cluster that still name series.
+    departed: DepartedSeries,
+    /// When departed series were last swept.
+    last_sweep: Instant,
     /// How long after its answer window a flow of unknown enforcement is
     /// judged again: one drain interval, so an answer that arrived in
     /// time has been reported.
@@ -105,6 +118,8 @@ impl Pipeline {
             not_judged: HashSet::new(),
             generation: 0,
             workloads: HashSet::new(),
+            departed: DepartedSeries::new(SERIES_GRACE),
+            last_sweep: Instant::now(),
             log_failing: false,
         }
     }
@@ -122,6 +137,7 @@ impl Pipeline {
                 _ = tick.tick() => {
                     self.on_cluster_change();
                     self.judge_due_enforcement();
+                    self.sweep_departed();
                 }
             }
         }
@@ -130,16 +146,13 @@ impl Pipeline {
     /// When policies, labels or identities changed: judges every live flow
     /// again, and drops the metric series of workloads that are gone.
     fn on_cluster_change(&mut self) {
-        let workloads: HashSet<(String, String)> = {
+        let workloads = {
             let state = self.shared.state();
             if state.generation() == self.generation {
                 return;
             }
             self.generation = state.generation();
-            state
-                .pods()
-                .map(|p| (p.namespace.to_string(), p.workload.name.to_string()))
-                .collect()
+            state.workloads()
         };
         let live: Vec<FlowRecord> = self.tracked.values().map(|t| t.record.clone()).collect();
         for record in live {
@@ -151,6 +164,24 @@ impl Pipeline {
             }
         }
         self.workloads = workloads;
+    }
+
+    /// Removes the series of workloads gone for [`SERIES_GRACE`] (see
+    /// [`DepartedSeries`]).
+    fn sweep_departed(&mut self) {
+        if self.last_sweep.elapsed() < SWEEP_INTERVAL || self.workloads.is_empty() {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        let metrics = &self.shared.metrics;
+        let swept = self.departed.sweep(
+            metrics.workloads_with_series(),
+            &self.workloads,
+            self.last_sweep,
+        );
+        for (namespace, workload) in swept {
+            metrics.forget_workload(&namespace, &workload);
+        }
     }
 
     /// Judges again the denied live flows whose enforcement was unknown

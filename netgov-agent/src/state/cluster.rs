@@ -304,6 +304,15 @@ impl ClusterState {
         self.pods.iter().flatten()
     }
 
+    /// Every workload that can name an end of a flow now: the pods'
+    /// workloads and the Services, as `(namespace, name)`.
+    pub fn workloads(&self) -> std::collections::HashSet<(String, String)> {
+        self.pods()
+            .map(|p| (p.namespace.to_string(), p.workload.name.to_string()))
+            .chain(self.services.keys().cloned())
+            .collect()
+    }
+
     /// Whether policies isolate `pod` for ingress and for egress.
     pub fn isolation(pod: &PodInfo) -> (bool, bool) {
         (

@@ -458,6 +458,20 @@ impl Metrics {
         }
     }
 
+    /// The workloads in namespaces (not `world`, nodes or the host) that
+    /// name at least one series.
+    pub fn workloads_with_series(&self) -> std::collections::BTreeSet<(String, String)> {
+        let index = self.index();
+        index
+            .flows
+            .keys()
+            .chain(index.violations.keys())
+            .chain(index.egress.keys())
+            .filter(|(namespace, _)| !namespace.is_empty())
+            .cloned()
+            .collect()
+    }
+
     /// Removes every series naming the workload (deleted workloads must not
     /// linger on dashboards), and frees its place under the cap.
     pub fn forget_workload(&self, namespace: &str, workload: &str) {
