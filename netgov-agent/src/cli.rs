@@ -82,6 +82,11 @@ pub enum Command {
     /// Follow an agent's judged flows live, filtered by the agent (like
     /// `hubble observe`).
     Observe(ObserveArgs),
+    /// What would recorded traffic (flow logs) meet under other policies?
+    /// Reports flows that would be denied (would break) or allowed, by
+    /// workload pair and port (exit 3 when a change `--fail-on` names is
+    /// found, for CI).
+    Replay(ReplayArgs),
     /// Print the version and the source revision it was built from.
     Version,
     /// Print a shell completion script (e.g. `netgov completion bash >
@@ -91,6 +96,41 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Arguments of `netgov replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Flow logs of `netgov agent` (format 1) to replay. Repeatable.
+    #[arg(long = "flow-log", value_name = "FILE", required = true)]
+    pub flow_logs: Vec<std::path::PathBuf>,
+    /// Manifests (files or directories) with the policies to judge
+    /// against. Repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present_any = ["cluster", "kubeconfig"],
+        conflicts_with_all = ["cluster", "kubeconfig"]
+    )]
+    pub manifests: Vec<std::path::PathBuf>,
+    /// Judge against the live cluster's policies (in-cluster,
+    /// `$KUBECONFIG`, `~/.kube/config`).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Judge against the policies of the cluster this kubeconfig names.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::replay::ReplayFormat::Table)]
+    pub format: crate::replay::ReplayFormat,
+    /// Exit 3 when a flow would change this way.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub fail_on: Vec<crate::replay::Change>,
+    /// Fail (exit 1) on a flow-log line that cannot be replayed, instead
+    /// of reporting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Arguments of `netgov observe`.

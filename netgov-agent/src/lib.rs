@@ -22,6 +22,7 @@ pub mod input;
 pub mod judge;
 pub mod observe;
 pub mod policy;
+pub mod replay;
 pub mod state;
 
 /// `error` and each of its causes, `: `-separated, each cause once (some

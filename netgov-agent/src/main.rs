@@ -90,6 +90,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Check(args) => check(&args, &runtime),
+        Command::Replay(args) => netgov_agent::replay::command::run(&args, &runtime),
     }
 }
 

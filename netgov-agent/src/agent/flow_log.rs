@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::capture::record::FlowRecord;
+use crate::judge::context::EndContext;
 use crate::judge::{DeniedBy, Enforcement, Judgement, ServiceRef};
 use crate::policy::Decision;
 use crate::policy::verdict::SideVerdict;
@@ -50,10 +51,17 @@ pub struct FlowLogError {
     pub source: io::Error,
 }
 
+/// The flow log's format: 1 adds `format` and, for pod ends, the
+/// `src_context` / `dst_context` replay needs (labels, namespace labels,
+/// named ports). Lines without `format` are format 0.
+pub const FORMAT: u32 = 1;
+
 /// One flow-log line: the capture record, both identities, the verdict
-/// with both sides' explanations, enforcement and unexpected egress.
+/// with both sides' explanations, enforcement and unexpected egress, and
+/// the pod ends' contexts.
 #[derive(Serialize)]
 pub struct FlowEntry<'a> {
+    format: u32,
     #[serde(flatten)]
     record: &'a FlowRecord,
     src_identity: &'a Identity,
@@ -70,12 +78,17 @@ pub struct FlowEntry<'a> {
     judged_dst_port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     service: Option<&'a ServiceRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_context: Option<&'a EndContext>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_context: Option<&'a EndContext>,
 }
 
 impl<'a> FlowEntry<'a> {
     /// The entry of a judged record.
     pub fn new(record: &'a FlowRecord, judgement: &'a Judgement) -> Self {
         Self {
+            format: FORMAT,
             record,
             src_identity: &judgement.src,
             dst_identity: &judgement.dst,
@@ -87,6 +100,8 @@ impl<'a> FlowEntry<'a> {
             unexpected_egress: judgement.unexpected_egress,
             judged_dst_port: judgement.dst_port,
             service: judgement.service.as_ref(),
+            src_context: judgement.src_context.as_deref(),
+            dst_context: judgement.dst_context.as_deref(),
         }
     }
 }

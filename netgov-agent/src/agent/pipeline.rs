@@ -28,6 +28,7 @@ use super::shared::Shared;
 use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::config::AgentConfig;
+use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
 use crate::policy::Decision;
 
@@ -208,7 +209,7 @@ impl Pipeline {
         let id = flow_id(&record);
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
         let judgement = judge(&record, &self.shared.state(), &self.config, &self.node, age);
-        let judgement = match judgement {
+        let mut judgement = match judgement {
             Ok(judgement) => judgement,
             Err(reason) => {
                 // A flow judged before that is not judged now (the cluster
@@ -241,6 +242,7 @@ impl Pipeline {
         let (violation_counted, egress_counted) = self.count(&record, &judgement, &counted, ended);
         let logged = counted.first || verdict_changed || enforcement_changed || ended;
         if logged {
+            self.record_contexts(&record, &mut judgement);
             self.log(&record, &judgement);
         }
         // The record goes to the tracked flow (to judge it again when the
@@ -272,6 +274,20 @@ impl Pipeline {
         if let Some(record) = recent_record {
             self.shared.recent.push(record, judgement);
         }
+    }
+
+    /// Adds what a later replay needs to a judgement that is written down:
+    /// the pod ends as policies saw them.
+    fn record_contexts(&self, record: &FlowRecord, judgement: &mut Judgement) {
+        let state = self.shared.state();
+        let seen = (record.first_seen, record.last_seen);
+        let judged_dst = judgement
+            .verdict
+            .backends
+            .first()
+            .map_or(record.dst, |backend| backend.ip);
+        judgement.src_context = end_context(&state, record.src, seen);
+        judgement.dst_context = end_context(&state, judged_dst, seen);
     }
 
     /// Counts what is new about the flow; returns whether its violation

@@ -59,6 +59,8 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         dst,
         dst_port: 80,
         service: None,
+        src_context: None,
+        dst_context: None,
     };
     (record, judgement)
 }

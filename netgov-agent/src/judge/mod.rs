@@ -95,6 +95,13 @@ pub struct Judgement {
     /// The Service the flow went through, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,
+    /// The source pod as policies saw it, when the flow is recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_context: Option<Box<context::EndContext>>,
+    /// The destination pod (a Service flow's backend) as policies saw it,
+    /// when the flow is recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_context: Option<Box<context::EndContext>>,
 }
 
 /// A Service a flow went through, as the client addressed it.
@@ -201,6 +208,8 @@ pub fn judge(
         denied_by,
         denying_tier,
         enforcement,
+        src_context: None,
+        dst_context: None,
     })
 }
 
@@ -325,6 +334,8 @@ pub mod not_judged;
 mod ownership;
 
 pub use not_judged::NotJudged;
+
+pub mod context;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,178 @@
+//! Recorded flows read back from flow logs (format 1, see
+//! [`crate::agent::flow_log::FORMAT`]): a flow is its latest line (a flow
+//! is written when first judged, when its verdict or enforcement changes
+//! and when it ends). Lines that cannot be used are reported with file and
+//! line, never silently dropped.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::judge::context::EndContext;
+
+/// One end's identity as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub struct RecordedIdentity {
+    /// Namespace (`""` outside the cluster).
+    pub namespace: String,
+    /// Pod, when a pod.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Workload.
+    pub workload: String,
+}
+
+impl std::fmt::Display for RecordedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.workload)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.workload)
+        }
+    }
+}
+
+/// A flow as the flow log recorded it (its latest line).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RecordedFlow {
+    /// Flow-log format (0 when absent).
+    #[serde(default)]
+    pub format: u32,
+    /// Source address.
+    pub src: IpAddr,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination address as captured.
+    pub dst: IpAddr,
+    /// Destination port as captured.
+    pub dst_port: u16,
+    /// `TCP`, `UDP`, ...
+    pub protocol: String,
+    /// When the flow began (RFC 3339).
+    pub first_seen: String,
+    /// When it was last seen (RFC 3339).
+    pub last_seen: String,
+    /// The source.
+    pub src_identity: RecordedIdentity,
+    /// The destination (a Service flow's backend).
+    pub dst_identity: RecordedIdentity,
+    /// `allow`, `deny` or `not-applicable`.
+    pub verdict: String,
+    /// The port the verdict applied to.
+    pub judged_dst_port: u16,
+    /// The source pod as policies saw it.
+    #[serde(default)]
+    pub src_context: Option<EndContext>,
+    /// The destination pod as policies saw it.
+    #[serde(default)]
+    pub dst_context: Option<EndContext>,
+}
+
+/// A line that cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The line is not a flow-log record.
+    #[error("{path}:{line}: not a flow-log record: {source}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The line number (from 1).
+        line: usize,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The line was written before the flow log carried what replay needs.
+    #[error(
+        "{path}:{line}: flow-log format {format} has no pod labels (format 1 from netgov 0.1 on); not replayed"
+    )]
+    TooOld {
+        /// The file.
+        path: PathBuf,
+        /// The line number.
+        line: usize,
+        /// Its format.
+        format: u32,
+    },
+}
+
+/// A flow: both ends, protocol and when it began.
+type FlowKey = ((IpAddr, u16), (IpAddr, u16), String, String);
+
+/// Reads every file; returns each flow's latest record, in the order flows
+/// first appear, and the lines that could not be used.
+pub fn read(paths: &[PathBuf]) -> (Vec<RecordedFlow>, Vec<LineError>) {
+    let mut flows: Vec<RecordedFlow> = Vec::new();
+    let mut index: HashMap<FlowKey, usize> = HashMap::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        if let Err(error) = read_file(path, &mut flows, &mut index, &mut errors) {
+            errors.push(error);
+        }
+    }
+    (flows, errors)
+}
+
+fn read_file(
+    path: &Path,
+    flows: &mut Vec<RecordedFlow>,
+    index: &mut HashMap<FlowKey, usize>,
+    errors: &mut Vec<LineError>,
+) -> Result<(), LineError> {
+    let read_error = |source| LineError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    for (number, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(read_error)?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let flow: RecordedFlow = match serde_json::from_slice(&line) {
+            Ok(flow) => flow,
+            Err(source) => {
+                errors.push(LineError::Malformed {
+                    path: path.to_owned(),
+                    line: number + 1,
+                    source,
+                });
+                continue;
+            }
+        };
+        if flow.format < 1 {
+            errors.push(LineError::TooOld {
+                path: path.to_owned(),
+                line: number + 1,
+                format: flow.format,
+            });
+            continue;
+        }
+        let key = (
+            (flow.src, flow.src_port),
+            (flow.dst, flow.dst_port),
+            flow.protocol.clone(),
+            flow.first_seen.clone(),
+        );
+        match index.get(&key) {
+            Some(&at) => flows[at] = flow,
+            None => {
+                index.insert(key, flows.len());
+                flows.push(flow);
+            }
+        }
+    }
+    Ok(())
+}

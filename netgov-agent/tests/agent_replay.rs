@@ -1,0 +1,168 @@
+//! `netgov replay` on traffic a live agent recorded: a tightening policy
+//! shows exactly the flows it would break (and fails CI with
+//! `--fail-on would-deny`), the recorded policies change nothing, and a bad
+//! flow-log line is reported with file and line, skipped, or fatal with
+//! `--strict`.
+//!
+//! Privileged: needs root. These tests fail (never skip) without it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::agent::{call, serve, start_agent_on, write_agent_files};
+use common::testbed;
+use netgov_testbed::Pod;
+
+/// Three pods in `ml`, no policy: everything is recorded as
+/// not-applicable.
+fn cluster_state(pods: &[Pod]) -> String {
+    let pod = |name: &str, pod: &Pod| {
+        format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ml}}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: ml, labels: {{app: {name}}}}}\n\
+             spec: {{nodeName: node-1, containers: [{{name: c, image: i, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {}}}\n",
+            pod.ipv4
+        )
+    };
+    pod("server-0", &pods[0]) + &pod("client-a-0", &pods[1]) + &pod("client-b-0", &pods[2])
+}
+
+/// Admits only client-a to the server's named port `http`.
+const TIGHTENING: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+metadata: {name: server-admits-a, namespace: ml}\n\
+spec: {podSelector: {matchLabels: {app: server-0}}, ingress: [{from: [{podSelector: {matchLabels: {app: client-a-0}}}], ports: [{port: http}]}]}\n";
+
+fn replay(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_netgov"))
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("run netgov replay");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn replay_shows_what_a_tightening_policy_would_break() {
+    let testbed = testbed("replay", 3);
+    let pods = testbed.pods();
+    let (server, client_a, client_b) = (&pods[0], &pods[1], &pods[2]);
+    let (state, config) =
+        write_agent_files("replay", &cluster_state(pods), "answerWindowSeconds: 1\n");
+    let agent = start_agent_on(
+        &testbed,
+        "node-1",
+        &state,
+        &config,
+        &["--drain-interval", "0.3"],
+    );
+    // client-a once, client-b twice: three flows, two of them client-b's.
+    for client in [client_a, client_b, client_b] {
+        let answered = serve(server, 8080, 1);
+        assert!(call(client, server.ipv4.into(), 8080));
+        answered.join().expect("server");
+    }
+    let flow_log = agent.flow_log.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&flow_log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(Instant::now() < deadline, "three flows logged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
+    let dir = state.parent().expect("dir").to_owned();
+    let policies = dir.join("tightening.yaml");
+    std::fs::write(&policies, TIGHTENING).expect("write the policy");
+    let log = flow_log.to_str().expect("utf-8");
+
+    let (status, stdout, stderr) = replay(&[
+        "--flow-log",
+        log,
+        "-f",
+        policies.to_str().expect("utf-8"),
+        "-o",
+        "json",
+        "--fail-on",
+        "would-deny",
+    ]);
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let changes: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(changes.len(), 1, "{stdout}");
+    let change = &changes[0];
+    assert_eq!(
+        (
+            &change["change"],
+            &change["src"],
+            &change["dst"],
+            &change["port"],
+            &change["flows"],
+            &change["because"]
+        ),
+        (
+            &serde_json::json!("would-deny"),
+            &serde_json::json!("ml/client-b-0"),
+            &serde_json::json!("ml/server-0"),
+            &serde_json::json!(8080),
+            &serde_json::json!(2),
+            &serde_json::json!("ingress: isolated by ml/server-admits-a, no rule admits it"),
+        )
+    );
+    assert!(
+        stderr.contains("3 flows replayed: 2 would be denied, 0 would be allowed, 1 unchanged; 0 lines not replayed"),
+        "{stderr}"
+    );
+
+    // Against what was recorded with (no policy): nothing changes.
+    let (status, stdout, stderr) = replay(&[
+        "--flow-log",
+        log,
+        "-f",
+        state.to_str().expect("utf-8"),
+        "--fail-on",
+        "would-deny,would-allow",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "only the table header: {stdout}");
+
+    // A broken line: named with file and line, skipped; fatal with --strict.
+    let broken = dir.join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&flow_log).expect("log") + "{\"src\": \n",
+    )
+    .expect("write");
+    let lines = std::fs::read_to_string(&broken)
+        .expect("read")
+        .lines()
+        .count();
+    let broken = broken.to_str().expect("utf-8");
+    let (status, _, stderr) = replay(&[
+        "--flow-log",
+        broken,
+        "-f",
+        policies.to_str().expect("utf-8"),
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{broken}:{lines}: not a flow-log record")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 flows replayed: 2 would be denied"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = replay(&[
+        "--flow-log",
+        broken,
+        "-f",
+        policies.to_str().expect("utf-8"),
+        "--strict",
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+}
