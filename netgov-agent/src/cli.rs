@@ -87,6 +87,10 @@ pub enum Command {
     /// workload pair and port (exit 3 when a change `--fail-on` names is
     /// found, for CI).
     Replay(ReplayArgs),
+    /// Which policy rules did recorded traffic use? Rules that admitted
+    /// nothing, ipBlocks much broader than what used them, workloads no
+    /// policy isolated (exit 3 when a finding `--fail-on` names is found).
+    Audit(AuditArgs),
     /// Print the version and the source revision it was built from.
     Version,
     /// Print a shell completion script (e.g. `netgov completion bash >
@@ -98,10 +102,11 @@ pub enum Command {
     },
 }
 
-/// Arguments of `netgov replay`.
+/// What `netgov replay` and `netgov audit` read: recorded flows and the
+/// policies to judge them against.
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// Flow logs of `netgov agent` (format 1) to replay. Repeatable.
+pub struct RecordingArgs {
+    /// Flow logs of `netgov agent` (format 1). Repeatable.
     #[arg(long = "flow-log", value_name = "FILE", required = true)]
     pub flow_logs: Vec<std::path::PathBuf>,
     /// Manifests (files or directories) with the policies to judge
@@ -121,16 +126,41 @@ pub struct ReplayArgs {
     /// Judge against the policies of the cluster this kubeconfig names.
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// Only flows seen within this long before now (e.g. `30d`, `12h`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Fail (exit 1) on a flow-log line that cannot be used, instead of
+    /// reporting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Arguments of `netgov replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording and the policies.
+    #[command(flatten)]
+    pub input: RecordingArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::replay::ReplayFormat::Table)]
     pub format: crate::replay::ReplayFormat,
     /// Exit 3 when a flow would change this way.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub fail_on: Vec<crate::replay::Change>,
-    /// Fail (exit 1) on a flow-log line that cannot be replayed, instead
-    /// of reporting and skipping it.
-    #[arg(long)]
-    pub strict: bool,
+}
+
+/// Arguments of `netgov audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The recording and the policies.
+    #[command(flatten)]
+    pub input: RecordingArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::audit::AuditFormat::Table)]
+    pub format: crate::audit::AuditFormat,
+    /// Exit 3 when the audit finds this.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub fail_on: Vec<crate::audit::Finding>,
 }
 
 /// Arguments of `netgov observe`.

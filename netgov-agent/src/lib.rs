@@ -13,6 +13,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("NETGOV_REVISION");
 
 pub mod agent;
+pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod cluster;

@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => check(&args, &runtime),
         Command::Replay(args) => netgov_agent::replay::command::run(&args, &runtime),
+        Command::Audit(args) => netgov_agent::audit::command::run(&args, &runtime),
     }
 }
 

@@ -33,12 +33,12 @@ const TIGHTENING: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\
 metadata: {name: server-admits-a, namespace: ml}\n\
 spec: {podSelector: {matchLabels: {app: server-0}}, ingress: [{from: [{podSelector: {matchLabels: {app: client-a-0}}}], ports: [{port: http}]}]}\n";
 
-fn replay(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+/// Runs `netgov` with `args`: its exit status, output and errors.
+fn netgov(args: &[&str]) -> (std::process::ExitStatus, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_netgov"))
-        .arg("replay")
         .args(args)
         .output()
-        .expect("run netgov replay");
+        .expect("run netgov");
     (
         output.status,
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -78,7 +78,8 @@ fn replay_shows_what_a_tightening_policy_would_break() {
     std::fs::write(&policies, TIGHTENING).expect("write the policy");
     let log = flow_log.to_str().expect("utf-8");
 
-    let (status, stdout, stderr) = replay(&[
+    let (status, stdout, stderr) = netgov(&[
+        "replay",
         "--flow-log",
         log,
         "-f",
@@ -119,7 +120,8 @@ fn replay_shows_what_a_tightening_policy_would_break() {
     );
 
     // Against what was recorded with (no policy): nothing changes.
-    let (status, stdout, stderr) = replay(&[
+    let (status, stdout, stderr) = netgov(&[
+        "replay",
         "--flow-log",
         log,
         "-f",
@@ -129,6 +131,44 @@ fn replay_shows_what_a_tightening_policy_would_break() {
     ]);
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "only the table header: {stdout}");
+
+    // The audit of the same recording under the tightening policy: its one
+    // rule admitted client-a's flow; nothing isolates the clients' egress.
+    let policies_path = policies.to_str().expect("utf-8");
+    let (status, stdout, stderr) = netgov(&[
+        "audit",
+        "--flow-log",
+        log,
+        "-f",
+        policies_path,
+        "-o",
+        "json",
+        "--fail-on",
+        "unused-rule",
+    ]);
+    assert!(status.success(), "{stderr}");
+    let findings: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(
+        findings,
+        [
+            serde_json::json!({"kind": "rule", "policy": "ml/server-admits-a", "direction": "ingress", "rule": 0, "flows": 1}),
+            serde_json::json!({"kind": "unprotected", "workload": "ml/client-a-0", "direction": "egress", "flows": 1}),
+            serde_json::json!({"kind": "unprotected", "workload": "ml/client-b-0", "direction": "egress", "flows": 2}),
+        ]
+    );
+    let (status, _, _) = netgov(&[
+        "audit",
+        "--flow-log",
+        log,
+        "-f",
+        policies_path,
+        "--fail-on",
+        "unprotected",
+    ]);
+    assert_eq!(status.code(), Some(3));
 
     // A broken line: named with file and line, skipped; fatal with --strict.
     let broken = dir.join("broken.jsonl");
@@ -142,7 +182,8 @@ fn replay_shows_what_a_tightening_policy_would_break() {
         .lines()
         .count();
     let broken = broken.to_str().expect("utf-8");
-    let (status, _, stderr) = replay(&[
+    let (status, _, stderr) = netgov(&[
+        "replay",
         "--flow-log",
         broken,
         "-f",
@@ -157,7 +198,8 @@ fn replay_shows_what_a_tightening_policy_would_break() {
         stderr.contains("3 flows replayed: 2 would be denied"),
         "{stderr}"
     );
-    let (status, _, stderr) = replay(&[
+    let (status, _, stderr) = netgov(&[
+        "replay",
         "--flow-log",
         broken,
         "-f",

@@ -99,24 +99,9 @@ pub fn replay(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> ReplayRepor
     let mut groups: BTreeMap<(Change, String, String, String, u16), ChangedFlows> = BTreeMap::new();
     let mut report = ReplayReport::default();
     for flow in flows {
-        let Some(protocol) = Protocol::parse(&flow.protocol) else {
+        let Some((_, verdict)) = judge_recorded(cluster, flow) else {
             continue;
         };
-        for (context, identity) in [
-            (&flow.src_context, &flow.src_identity),
-            (&flow.dst_context, &flow.dst_identity),
-        ] {
-            if let (Some(context), Some(pod)) = (context, &identity.pod) {
-                place(cluster, &identity.namespace, pod, context);
-            }
-        }
-        let query = FlowQuery {
-            src: flow.src,
-            dst: flow.dst_context.as_ref().map_or(flow.dst, |c| c.ip),
-            protocol,
-            dst_port: flow.judged_dst_port,
-        };
-        let verdict = evaluate(cluster, &query);
         report.replayed += 1;
         let recorded = Decision::from_str(&flow.verdict).unwrap_or(Decision::NotApplicable);
         let change = match (recorded, verdict.verdict) {
@@ -158,6 +143,31 @@ pub fn replay(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> ReplayRepor
     }
     report.changes = groups.into_values().collect();
     report
+}
+
+/// Judges a recorded flow against `cluster`'s policies, its pod ends placed
+/// as recorded; `None` for a protocol the engine does not know.
+pub fn judge_recorded(
+    cluster: &mut ClusterState,
+    flow: &RecordedFlow,
+) -> Option<(FlowQuery, Verdict)> {
+    let protocol = Protocol::parse(&flow.protocol)?;
+    for (context, identity) in [
+        (&flow.src_context, &flow.src_identity),
+        (&flow.dst_context, &flow.dst_identity),
+    ] {
+        if let (Some(context), Some(pod)) = (context, &identity.pod) {
+            place(cluster, &identity.namespace, pod, context);
+        }
+    }
+    let query = FlowQuery {
+        src: flow.src,
+        dst: flow.dst_context.as_ref().map_or(flow.dst, |c| c.ip),
+        protocol,
+        dst_port: flow.judged_dst_port,
+    };
+    let verdict = evaluate(cluster, &query);
+    Some((query, verdict))
 }
 
 /// Puts the recorded pod at its address, with its namespace's recorded
@@ -242,4 +252,4 @@ fn tier_text(tier: &crate::policy::tiers::TierDecision) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -32,7 +32,8 @@ fn flow(
     .expect("a recorded flow")
 }
 
-fn cluster(policies: &str) -> ClusterState {
+/// A cluster state from manifests' text, which must be valid.
+pub(crate) fn cluster(policies: &str) -> ClusterState {
     let mut loaded = manifests::Manifests::default();
     let mut errors = Vec::new();
     manifests::parse_file(
