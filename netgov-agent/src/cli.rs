@@ -91,6 +91,10 @@ pub enum Command {
     /// nothing, ipBlocks much broader than what used them, workloads no
     /// policy isolated (exit 3 when a finding `--fail-on` names is found).
     Audit(AuditArgs),
+    /// Propose least-privilege NetworkPolicies from recorded traffic, each
+    /// commented with its evidence and checked against the recording
+    /// before it is printed.
+    Advise(AdviseArgs),
     /// Print the version and the source revision it was built from.
     Version,
     /// Print a shell completion script (e.g. `netgov completion bash >
@@ -147,6 +151,34 @@ pub struct ReplayArgs {
     /// Exit 3 when a flow would change this way.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub fail_on: Vec<crate::replay::Change>,
+}
+
+/// Arguments of `netgov advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// Flow logs of `netgov agent` (format 1). Repeatable.
+    #[arg(long = "flow-log", value_name = "FILE", required = true)]
+    pub flow_logs: Vec<std::path::PathBuf>,
+    /// The policies in force (manifests), which the advice adds to: the
+    /// check replays the recording against them plus the advice.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub manifests: Vec<std::path::PathBuf>,
+    /// Advise for the workloads of this namespace only.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AdviseFormat::Yaml)]
+    pub format: AdviseFormat,
+    /// Fail (exit 1) on a flow-log line that cannot be used.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Output of `netgov advise`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdviseFormat {
+    /// NetworkPolicy manifests, commented with the evidence.
+    Yaml,
 }
 
 /// Arguments of `netgov audit`.

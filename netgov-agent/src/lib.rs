@@ -12,6 +12,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `NETGOV_REVISION` when set, else `unknown`).
 pub const REVISION: &str = env!("NETGOV_REVISION");
 
+pub mod advise;
 pub mod agent;
 pub mod audit;
 pub mod capture;

@@ -92,6 +92,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args, &runtime),
         Command::Replay(args) => netgov_agent::replay::command::run(&args, &runtime),
         Command::Audit(args) => netgov_agent::audit::command::run(&args, &runtime),
+        Command::Advise(args) => netgov_agent::advise::command::run(&args),
     }
 }
 

@@ -7,6 +7,8 @@
 //! Privileged: needs root. These tests fail (never skip) without it.
 
 mod common;
+#[path = "deploy/support.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -169,6 +171,43 @@ fn replay_shows_what_a_tightening_policy_would_break() {
         "unprotected",
     ]);
     assert_eq!(status.code(), Some(3));
+
+    // Advice from the recording: valid NetworkPolicies (kubernetes-validate,
+    // strict), one per workload, and replaying the recording against them
+    // denies nothing that was seen.
+    let (status, advice, stderr) = netgov(&["advise", "--flow-log", log, "--namespace", "ml"]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 policies from 3 flows; 0 not covered"),
+        "{stderr}"
+    );
+    let advice_path = dir.join("advice.yaml");
+    std::fs::write(&advice_path, &advice).expect("write the advice");
+    let validated = support::output(
+        std::process::Command::new(support::tools_dir().join("venv/bin/kubernetes-validate"))
+            .args(["--strict", "-k", "1.32.0"])
+            .arg(&advice_path),
+    );
+    assert!(
+        validated.status.success(),
+        "{}{}\n{advice}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let (status, _, stderr) = netgov(&[
+        "replay",
+        "--flow-log",
+        log,
+        "-f",
+        advice_path.to_str().expect("utf-8"),
+        "--fail-on",
+        "would-deny",
+    ]);
+    assert!(status.success(), "{stderr}\n{advice}");
+    assert!(
+        stderr.contains("3 flows replayed: 0 would be denied"),
+        "{stderr}"
+    );
 
     // A broken line: named with file and line, skipped; fatal with --strict.
     let broken = dir.join("broken.jsonl");

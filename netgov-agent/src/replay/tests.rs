@@ -4,7 +4,9 @@
 use super::*;
 use crate::policy::manifests;
 
-fn flow(
+/// A recorded flow between two pods (labels `app: <pod>`, a named port
+/// `http` 8080).
+pub(crate) fn recorded(
     src: (&str, &str, &str),
     dst: (&str, &str, &str),
     port: u16,
@@ -58,11 +60,11 @@ fn tightening_shows_exactly_what_breaks() {
     let b = ("ml", "client-b", "10.0.0.2");
     let server = ("ml", "server", "10.0.0.3");
     let recorded = [
-        flow(a, server, 8080, "not-applicable", "2026-11-29T10:00:00Z"),
-        flow(b, server, 8080, "not-applicable", "2026-11-29T10:00:01Z"),
-        flow(b, server, 8080, "not-applicable", "2026-11-29T10:00:02Z"),
+        recorded(a, server, 8080, "not-applicable", "2026-11-29T10:00:00Z"),
+        recorded(b, server, 8080, "not-applicable", "2026-11-29T10:00:01Z"),
+        recorded(b, server, 8080, "not-applicable", "2026-11-29T10:00:02Z"),
         // client-b is gone; a new pod, client-c, got its address.
-        flow(
+        recorded(
             ("ml", "client-c", "10.0.0.2"),
             server,
             8080,
@@ -112,8 +114,8 @@ fn loosening_and_keeping_the_policies() {
     let b = ("ml", "client-b", "10.0.0.2");
     let server = ("ml", "server", "10.0.0.3");
     let recorded = [
-        flow(a, server, 8080, "allow", "2026-11-29T10:00:00Z"),
-        flow(b, server, 8080, "deny", "2026-11-29T10:00:01Z"),
+        recorded(a, server, 8080, "allow", "2026-11-29T10:00:00Z"),
+        recorded(b, server, 8080, "deny", "2026-11-29T10:00:01Z"),
     ];
     // The same policies: nothing changes.
     let report = replay(&mut cluster(SERVER_ADMITS_A), &recorded);
