@@ -325,6 +325,18 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub cluster_state: Vec<std::path::PathBuf>,
+    /// Staged policies (manifests: a file or directory, e.g. a mounted
+    /// ConfigMap, reloaded when it changes): every flow is also judged
+    /// against the policies in force plus these, and what would change is
+    /// counted (`netgov_staged_changes_total`) and written with the flow
+    /// (`staged_verdict`). Repeatable.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "NETGOV_STAGED",
+        value_delimiter = ','
+    )]
+    pub staged: Vec<std::path::PathBuf>,
     /// YAML configuration: cluster CIDRs, expected egress, limits.
     #[arg(long, value_name = "FILE", env = "NETGOV_CONFIG")]
     pub config: Option<std::path::PathBuf>,
@@ -410,6 +422,7 @@ impl AgentArgs {
             node: crate::judge::NodeContext {
                 node_name: self.node_name.clone(),
             },
+            staged: self.staged.clone(),
         })
     }
 }

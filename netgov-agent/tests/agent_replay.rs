@@ -2,7 +2,9 @@
 //! shows exactly the flows it would break (and fails CI with
 //! `--fail-on would-deny`), the recorded policies change nothing, and a bad
 //! flow-log line is reported with file and line, skipped, or fatal with
-//! `--strict`.
+//! `--strict`; and the same tightening policy staged in a live agent
+//! (`--staged`) counts exactly the flows it would deny, changing nothing
+//! else.
 //!
 //! Privileged: needs root. These tests fail (never skip) without it.
 
@@ -12,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::agent::{call, serve, start_agent_on, write_agent_files};
+use common::agent::{call, http_get, serve, start_agent_on, write_agent_files};
 use common::testbed;
 use netgov_testbed::Pod;
 
@@ -246,4 +248,102 @@ fn replay_shows_what_a_tightening_policy_would_break() {
         "--strict",
     ]);
     assert_eq!(status.code(), Some(1), "{stderr}");
+}
+
+#[test]
+fn staged_policies_change_the_staged_metric_and_nothing_else() {
+    let testbed = testbed("staged", 3);
+    let pods = testbed.pods();
+    let (server, client_a, client_b) = (&pods[0], &pods[1], &pods[2]);
+    let (state, config) =
+        write_agent_files("staged", &cluster_state(pods), "answerWindowSeconds: 1\n");
+    let staged = state.parent().expect("dir").join("staged");
+    std::fs::create_dir_all(&staged).expect("staged dir");
+    std::fs::write(staged.join("tightening.yaml"), TIGHTENING).expect("write the staged policy");
+    let agent = start_agent_on(
+        &testbed,
+        "node-1",
+        &state,
+        &config,
+        &[
+            "--drain-interval",
+            "0.3",
+            "--staged",
+            staged.to_str().expect("utf-8"),
+        ],
+    );
+    for client in [client_a, client_b, client_b] {
+        let answered = serve(server, 8080, 1);
+        assert!(call(client, server.ipv4.into(), 8080));
+        answered.join().expect("server");
+    }
+    let metric = |text: &str, name: &str, labels: &[(&str, &str)]| {
+        netgov_testbed::metrics_text::sum_samples(text, name, labels)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (_, text) = http_get(testbed.node(), "/metrics");
+        if metric(&text, "netgov_flows_total", &[]) >= 3.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let would_deny = |src: &str| {
+        metric(
+            &text,
+            "netgov_staged_changes_total",
+            &[
+                ("src_workload", src),
+                ("dst_workload", "server-0"),
+                ("dst_port", "8080"),
+                ("change", "would_deny"),
+            ],
+        )
+    };
+    assert_eq!(
+        (
+            would_deny("client-b-0"),
+            would_deny("client-a-0"),
+            metric(&text, "netgov_staged_changes_total", &[])
+        ),
+        (2.0, 0.0, 2.0),
+        "{text}"
+    );
+    // The verdicts in force are untouched: three flows allowed (no policy
+    // isolates either end).
+    assert_eq!(
+        (
+            metric(&text, "netgov_flows_total", &[("verdict", "allow")]),
+            metric(&text, "netgov_flows_total", &[]),
+            metric(&text, "netgov_policy_violations_total", &[]),
+        ),
+        (3.0, 3.0, 0.0),
+        "{text}"
+    );
+    // The flow log carries the staged verdict beside the one in force.
+    let log = std::fs::read_to_string(&agent.flow_log).expect("flow log");
+    let mut verdicts: Vec<(String, String, String)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .map(|f| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                text(&f["src_identity"]["pod"]),
+                text(&f["verdict"]),
+                text(&f["staged_verdict"]),
+            )
+        })
+        .collect();
+    // Written as drained: in no particular order.
+    verdicts.sort();
+    let expected =
+        |pod: &str, staged: &str| (pod.to_owned(), "allow".to_owned(), staged.to_owned());
+    assert_eq!(
+        verdicts,
+        [
+            expected("client-a-0", "allow"),
+            expected("client-b-0", "deny"),
+            expected("client-b-0", "deny")
+        ]
+    );
 }

@@ -79,6 +79,8 @@ pub struct FlowEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     service: Option<&'a ServiceRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    staged_verdict: Option<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     src_context: Option<&'a EndContext>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dst_context: Option<&'a EndContext>,
@@ -100,6 +102,7 @@ impl<'a> FlowEntry<'a> {
             unexpected_egress: judgement.unexpected_egress,
             judged_dst_port: judgement.dst_port,
             service: judgement.service.as_ref(),
+            staged_verdict: judgement.staged_verdict,
             src_context: judgement.src_context.as_deref(),
             dst_context: judgement.dst_context.as_deref(),
         }

@@ -24,6 +24,7 @@ pub mod recent;
 pub mod run;
 pub mod shared;
 pub mod sink;
+pub mod staged;
 
 #[cfg(test)]
 pub(crate) mod test_support;

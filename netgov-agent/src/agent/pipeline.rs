@@ -25,9 +25,11 @@ use tokio::sync::mpsc;
 use super::departed::DepartedSeries;
 use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
+use super::staged::Staged;
 use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::config::AgentConfig;
+use crate::export::metrics::StagedChange;
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
 use crate::policy::Decision;
@@ -53,6 +55,8 @@ struct Tracked {
     /// change judges it again (one-way traffic to another node may stay
     /// unknown until it ends).
     awaiting_answer_window: bool,
+    /// How the staged policies would change its verdict, as counted.
+    staged_change: Option<StagedChange>,
 }
 
 /// A live flow's identity: its endpoints in canonical order and its
@@ -91,6 +95,8 @@ pub struct Pipeline {
     departed: DepartedSeries,
     /// When departed series were last swept.
     last_sweep: Instant,
+    /// Staged policies, when `--staged` is given.
+    staged: Option<Staged>,
     /// How long after its answer window a flow of unknown enforcement is
     /// judged again: one drain interval, so an answer that arrived in
     /// time has been reported.
@@ -108,8 +114,10 @@ impl Pipeline {
         node: NodeContext,
         flow_log: Option<FlowLog>,
         report_delay: Duration,
+        staged: Option<Staged>,
     ) -> Self {
         Self {
+            staged,
             report_delay,
             shared,
             config,
@@ -139,6 +147,9 @@ impl Pipeline {
                     self.on_cluster_change();
                     self.judge_due_enforcement();
                     self.sweep_departed();
+                    if let Some(staged) = &mut self.staged {
+                        staged.refresh(&self.shared.state());
+                    }
                 }
             }
         }
@@ -229,7 +240,18 @@ impl Pipeline {
                 return;
             }
         };
+        let staged_change = self.judge_staged(&record, &mut judgement);
         let previous = self.tracked.get(&id);
+        let staged_changed = previous.map_or(staged_change.is_some(), |p| {
+            p.staged_change != staged_change
+        });
+        if let (true, Some(change)) = (staged_changed, staged_change) {
+            self.shared.metrics.count_staged_change(
+                (&judgement.src, &judgement.dst),
+                (record.protocol, judgement.dst_port),
+                change,
+            );
+        }
         let verdict_changed = previous.is_some_and(|p| p.verdict != judgement.verdict.verdict);
         let enforcement_changed = previous.is_some_and(|p| p.enforcement != judgement.enforcement);
         let counted = Counted {
@@ -240,7 +262,8 @@ impl Pipeline {
             egress: previous.is_some_and(|p| p.egress_counted),
         };
         let (violation_counted, egress_counted) = self.count(&record, &judgement, &counted, ended);
-        let logged = counted.first || verdict_changed || enforcement_changed || ended;
+        let logged =
+            counted.first || verdict_changed || enforcement_changed || staged_changed || ended;
         if logged {
             self.record_contexts(&record, &mut judgement);
             self.log(&record, &judgement);
@@ -267,12 +290,30 @@ impl Pipeline {
                     egress_counted,
                     awaiting_answer_window: judgement.enforcement == Some(Enforcement::Unknown)
                         && age < self.config.answer_window + self.report_delay,
+                    staged_change,
                 },
             );
             recent_record
         };
         if let Some(record) = recent_record {
             self.shared.recent.push(record, judgement);
+        }
+    }
+
+    /// The staged verdict of a judged flow (into the judgement), and how it
+    /// differs from the verdict in force.
+    fn judge_staged(&self, record: &FlowRecord, judgement: &mut Judgement) -> Option<StagedChange> {
+        let staged = self.staged.as_ref()?;
+        let verdict = staged.verdict(
+            &crate::judge::query_of(record),
+            (record.first_seen, record.last_seen),
+        );
+        judgement.staged_verdict = Some(verdict);
+        match (judgement.verdict.verdict, verdict) {
+            (Decision::Deny, Decision::Deny) => None,
+            (_, Decision::Deny) => Some(StagedChange::WouldDeny),
+            (Decision::Deny, _) => Some(StagedChange::WouldAllow),
+            _ => None,
         }
     }
 

@@ -12,6 +12,7 @@ use super::flow_log::{FlowLog, FlowLogError, FlowLogTarget};
 use super::pipeline::Pipeline;
 use super::shared::Shared;
 use super::sink::AgentSink;
+use super::staged::Staged;
 use super::{http, listener, posture};
 use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::cluster::file_source::{FileSource, FileSourceError};
@@ -52,6 +53,9 @@ pub struct AgentOptions {
     pub flows_from_anywhere: bool,
     /// This node.
     pub node: NodeContext,
+    /// Staged policies to judge every flow against too (files or
+    /// directories of manifests); none when empty.
+    pub staged: Vec<std::path::PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -60,6 +64,9 @@ pub enum AgentError {
     /// The cluster-state files do not load.
     #[error("cluster state: {0}")]
     ClusterFiles(#[from] FileSourceError),
+    /// The staged policies do not load.
+    #[error("staged policies (--staged): {0}")]
+    Staged(#[source] FileSourceError),
     /// The Kubernetes client cannot be built.
     #[error(transparent)]
     Kube(#[from] kube_source::KubeSourceError),
@@ -168,6 +175,11 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     ));
     tokio::spawn(posture::refresh_forever(Arc::clone(&shared)));
 
+    let staged = if options.staged.is_empty() {
+        None
+    } else {
+        Some(Staged::open(options.staged.clone()).map_err(AgentError::Staged)?)
+    };
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let pipeline = Pipeline::new(
         Arc::clone(&shared),
@@ -175,6 +187,7 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         options.node.clone(),
         flow_log,
         options.capture.drain_interval,
+        staged,
     );
     let judge_task = tokio::spawn(pipeline.run(rx));
     // Which addresses are Services must be known before the first flow is

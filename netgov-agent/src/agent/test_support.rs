@@ -59,6 +59,7 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         dst,
         dst_port: 80,
         service: None,
+        staged_verdict: None,
         src_context: None,
         dst_context: None,
     };

@@ -28,9 +28,10 @@ pub struct FileSourceError {
 }
 
 /// Size and modification time of every manifest file, to notice changes.
-type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
+pub(crate) type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 
-fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+/// The [`Fingerprint`] of the manifests under `paths`.
+pub(crate) fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     let (files, errors) = crate::input::manifest_files(paths);
     let mut fingerprint: Fingerprint = files
         .into_iter()

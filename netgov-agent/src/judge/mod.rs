@@ -95,6 +95,9 @@ pub struct Judgement {
     /// The Service the flow went through, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,
+    /// The verdict with the staged policies (`agent --staged`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged_verdict: Option<Decision>,
     /// The source pod as policies saw it, when the flow is recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_context: Option<Box<context::EndContext>>,
@@ -208,6 +211,7 @@ pub fn judge(
         denied_by,
         denying_tier,
         enforcement,
+        staged_verdict: None,
         src_context: None,
         dst_context: None,
     })

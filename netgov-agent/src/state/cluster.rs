@@ -94,7 +94,8 @@ pub enum Resolved<'a> {
 pub(super) type Key = (String, String);
 
 /// The indexed cluster state.
-#[derive(Debug, Default)]
+// Clone: the staged policies (`agent --staged`) are judged on a copy.
+#[derive(Clone, Debug, Default)]
 pub struct ClusterState {
     pub(super) namespaces: HashMap<String, Labels>,
     pub(super) pods: Vec<Option<PodInfo>>,

@@ -54,6 +54,29 @@ pub(super) struct ViolationLabels {
     pub tier: Tier,
 }
 
+string_enum! {
+    /// How a staged policy set would change a flow's verdict.
+    pub enum StagedChange {
+        /// Allowed (or not governed) now, denied with the staged policies.
+        WouldDeny => "would_deny",
+        /// Denied now, allowed with the staged policies.
+        WouldAllow => "would_allow",
+    }
+}
+
+/// Labels of `netgov_staged_changes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct StagedLabels {
+    pub src_namespace: String,
+    pub src_workload: String,
+    pub dst_namespace: String,
+    pub dst_workload: String,
+    pub protocol: Protocol,
+    /// The port, `""` for protocols without ports.
+    pub dst_port: String,
+    pub change: StagedChange,
+}
+
 /// Labels of `netgov_unexpected_egress_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub(super) struct EgressLabels {

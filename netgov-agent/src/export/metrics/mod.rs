@@ -28,12 +28,13 @@ use prometheus_client::registry::Registry;
 
 mod labels;
 mod series;
+mod staged;
 
-pub use labels::LossStage;
 use labels::{
     BuildLabels, DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels,
-    PostureLabels, ResourceLabels, StageLabels, ViolationLabels,
+    PostureLabels, ResourceLabels, StageLabels, StagedLabels, ViolationLabels,
 };
+pub use labels::{LossStage, StagedChange};
 use series::{SeriesIndex, count_series};
 
 use crate::cluster::ResourceKind;
@@ -74,6 +75,7 @@ pub struct Metrics {
     flows: Family<FlowLabels, Counter>,
     violations: Family<ViolationLabels, Counter>,
     unexpected_egress: Family<EgressLabels, Counter>,
+    staged_changes: Family<StagedLabels, Counter>,
     unprotected_pods: Family<PostureLabels, Gauge>,
     events_lost: Family<StageLabels, Counter>,
     flow_table_entries: Gauge,
@@ -106,6 +108,7 @@ impl Metrics {
             flows: Family::default(),
             violations: Family::default(),
             unexpected_egress: Family::default(),
+            staged_changes: Family::default(),
             unprotected_pods: Family::default(),
             events_lost: Family::default(),
             flow_table_entries: Gauge::default(),
@@ -143,6 +146,11 @@ impl Metrics {
             "unexpected_egress",
             "Flows from pods to destinations outside the cluster that nothing declares",
             metrics.unexpected_egress.clone(),
+        );
+        registry.register(
+            "staged_changes",
+            "Flows whose verdict the staged policies (--staged) would change, by workload pair, port and change",
+            metrics.staged_changes.clone(),
         );
         registry.register(
             "unprotected_pods",
@@ -467,6 +475,7 @@ impl Metrics {
             .keys()
             .chain(index.violations.keys())
             .chain(index.egress.keys())
+            .chain(index.staged.keys())
             .filter(|(namespace, _)| !namespace.is_empty())
             .cloned()
             .collect()
@@ -485,6 +494,9 @@ impl Metrics {
         }
         for labels in index.egress.remove(&key).unwrap_or_default() {
             self.unexpected_egress.remove(&labels);
+        }
+        for labels in index.staged.remove(&key).unwrap_or_default() {
+            self.staged_changes.remove(&labels);
         }
         index.forget(&key);
     }

@@ -8,7 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::labels::{EgressLabels, FlowLabels, ViolationLabels};
+use super::labels::{EgressLabels, FlowLabels, StagedLabels, ViolationLabels};
 use super::{MAX_PORTS_PER_PAIR, OVERFLOW};
 use crate::state::WORLD;
 
@@ -21,6 +21,7 @@ pub(super) struct SeriesIndex {
     pub flows: BTreeMap<WorkloadKey, BTreeSet<FlowLabels>>,
     pub violations: BTreeMap<WorkloadKey, BTreeSet<ViolationLabels>>,
     pub egress: BTreeMap<WorkloadKey, BTreeSet<EgressLabels>>,
+    pub staged: BTreeMap<WorkloadKey, BTreeSet<StagedLabels>>,
     workloads: HashSet<WorkloadKey>,
     /// `dst_port` values of violations per (source, destination) workload.
     violation_ports: HashMap<[String; 4], HashSet<String>>,
@@ -110,6 +111,7 @@ macro_rules! workload_series {
 workload_series!(FlowLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
 workload_series!(ViolationLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
 workload_series!(EgressLabels: (src_namespace, src_workload));
+workload_series!(StagedLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
 
 /// Increments the series `labels`. A new series is first indexed under
 /// each workload it names, so that forgetting any of them removes it; a
