@@ -42,6 +42,11 @@ fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> XtaskError + '_ {
     }
 }
 
+/// Where the demo agent records its flows (`target/demo/flows.jsonl`).
+pub fn flow_log_path() -> std::path::PathBuf {
+    workspace_root().join("target/demo/flows.jsonl")
+}
+
 /// Runs the demo.
 ///
 /// # Errors
@@ -59,6 +64,7 @@ pub fn demo() -> Result<(), XtaskError> {
     let metrics = node.http_get("/metrics")?;
     node.stop();
     summarise(&metrics);
+    crate::demo_cycle::governance_cycle(&netgov, &flow_log_path())?;
     println!("\nThe namespaces are removed now.");
     Ok(())
 }
@@ -137,6 +143,12 @@ impl DemoNode {
         if narrate {
             node.describe();
         }
+        // A fresh recording each run (the agent appends).
+        let flow_log = flow_log_path();
+        let _ = std::fs::remove_file(&flow_log);
+        if let Some(dir) = flow_log.parent() {
+            std::fs::create_dir_all(dir).map_err(io_error("creating target/demo"))?;
+        }
         node.agent = Some(spawn(
             node.node()
                 .command(netgov.to_str().unwrap_or("netgov"))
@@ -146,6 +158,8 @@ impl DemoNode {
                 .arg("--config")
                 .arg(&config)
                 .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+                .arg("--flow-log")
+                .arg(&flow_log)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )?);

@@ -12,6 +12,7 @@ mod bench;
 mod bench_agent;
 mod bench_cost;
 mod demo;
+mod demo_cycle;
 mod image;
 mod prometheus_e2e;
 mod setup;

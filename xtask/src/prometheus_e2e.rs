@@ -117,6 +117,7 @@ pub fn prometheus_e2e() -> Result<(), XtaskError> {
 
     let panels = check_dashboard(&api)?;
     check_observe(&node, &netgov)?;
+    check_replay(&netgov)?;
     println!(
         "prometheus-e2e: passed ({} alerts fired as expected, none other; {panels} dashboard queries ran)",
         firing.len()
@@ -430,6 +431,54 @@ fn check_observe(node: &DemoNode, netgov: &std::path::Path) -> Result<(), XtaskE
         )));
     }
     println!("prometheus-e2e: netgov observe on the demo agent: {denied:?}");
+    Ok(())
+}
+
+/// The demo's recorded traffic replayed against the proposed change of the
+/// seed scenario: exactly monitoring's scrape of model-serving on 8080
+/// would break, and `--fail-on would-deny` says so with exit 3.
+fn check_replay(netgov: &std::path::Path) -> Result<(), XtaskError> {
+    let proposed = workspace_root().join("examples/seed-scenario/proposed-policies.yaml");
+    let output = std::process::Command::new(netgov)
+        .arg("replay")
+        .arg("--flow-log")
+        .arg(crate::demo::flow_log_path())
+        .arg("-f")
+        .arg(&proposed)
+        .args(["-o", "json", "--fail-on", "would-deny"])
+        .output()
+        .map_err(io_error("running netgov replay".into()))?;
+    let changes: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let expected = [(
+        "would-deny",
+        "ai-platform/monitoring-0",
+        "ai-platform/model-serving-0",
+        8080,
+        1,
+    )];
+    let found: Vec<(&str, &str, &str, u64, u64)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap_or("?"),
+                c["src"].as_str().unwrap_or("?"),
+                c["dst"].as_str().unwrap_or("?"),
+                c["port"].as_u64().unwrap_or(0),
+                c["flows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    if found != expected || output.status.code() != Some(3) {
+        return Err(failure(format!(
+            "netgov replay of the demo's traffic against the proposed change: {found:?} (exit {:?}), expected {expected:?} (exit 3): {}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    println!("prometheus-e2e: netgov replay of the demo's traffic: {found:?}");
     Ok(())
 }
 
