@@ -43,7 +43,8 @@ pub fn governance_cycle(netgov: &Path, flow_log: &Path) -> Result<(), XtaskError
     let (log, current, proposed) = (
         flow_log.to_string_lossy().into_owned(),
         seed.join("cluster.yaml").to_string_lossy().into_owned(),
-        seed.join("proposed-policies.yaml")
+        workspace_root()
+            .join("examples/proposed-change/policies.yaml")
             .to_string_lossy()
             .into_owned(),
     );

@@ -438,7 +438,7 @@ fn check_observe(node: &DemoNode, netgov: &std::path::Path) -> Result<(), XtaskE
 /// seed scenario: exactly monitoring's scrape of model-serving on 8080
 /// would break, and `--fail-on would-deny` says so with exit 3.
 fn check_replay(netgov: &std::path::Path) -> Result<(), XtaskError> {
-    let proposed = workspace_root().join("examples/seed-scenario/proposed-policies.yaml");
+    let proposed = workspace_root().join("examples/proposed-change/policies.yaml");
     let output = std::process::Command::new(netgov)
         .arg("replay")
         .arg("--flow-log")
