@@ -624,26 +624,36 @@ async fn handle(
     }
     let last_backlog = backlog.last().map_or(from, |e| e.resource_version);
     let backlog = futures::stream::iter(backlog.into_iter().map(move |e| line(e.kind, &e.object)));
-    let live =
-        tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |event| async move {
-            match event {
-                Ok(event)
-                    if event.resource == resource && event.resource_version > last_backlog =>
-                {
-                    Some(line(event.kind, &event.object))
-                }
-                _ => None,
+    // The highest version the live stream has passed (sent or not this
+    // resource's): a bookmark never claims more, or the client would resume
+    // past events still queued.
+    let passed = Arc::new(std::sync::atomic::AtomicU64::new(last_backlog.max(from)));
+    let passed_live = Arc::clone(&passed);
+    let live = tokio_stream::wrappers::BroadcastStream::new(live)
+        // A receiver that lagged lost events: end the watch, so the client
+        // watches again from its last version (served from history).
+        .take_while(|event| std::future::ready(event.is_ok()))
+        .filter_map(move |event| {
+            let passed = Arc::clone(&passed_live);
+            async move {
+                let event = event.ok()?;
+                passed.fetch_max(event.resource_version, std::sync::atomic::Ordering::SeqCst);
+                (event.resource == resource && event.resource_version > last_backlog)
+                    .then(|| line(event.kind, &event.object))
             }
         });
-    let bookmark_stream = futures::stream::unfold(store, move |store| async move {
-        if !bookmarks {
-            std::future::pending::<()>().await;
+    let bookmark_stream = futures::stream::unfold((), move |()| {
+        let passed = Arc::clone(&passed);
+        async move {
+            if !bookmarks {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let version = passed.load(std::sync::atomic::Ordering::SeqCst);
+            let bookmark = json!({"apiVersion": resource.api_version(), "kind": resource.kind(),
+                                  "metadata": {"resourceVersion": version.to_string()}});
+            Some((line("BOOKMARK", &bookmark), ()))
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let version = store.lock().expect("store").resource_version;
-        let bookmark = json!({"apiVersion": resource.api_version(), "kind": resource.kind(),
-                              "metadata": {"resourceVersion": version.to_string()}});
-        Some((line("BOOKMARK", &bookmark), store))
     });
     let stream = backlog
         .chain(futures::stream::select(live, bookmark_stream))

@@ -8,7 +8,10 @@
 //!   (minus per-pod ones: `pod-template-hash`, `controller-revision-hash`,
 //!   `statefulset.kubernetes.io/pod-name`); a pod peer by its namespace's
 //!   `kubernetes.io/metadata.name` and those labels; an outside or node
-//!   peer by a `/32` (`/128`) ipBlock per address seen.
+//!   peer by a `/32` (`/128`) ipBlock per address seen. No policy is
+//!   advised (and the output says why) for a workload whose selector would
+//!   be empty, would also select another recorded workload's pods, or
+//!   whose pod peer's selector would be empty.
 //! - Only flows allowed (or not governed) when recorded are allowed: a
 //!   flow policy denied stays denied.
 //! - A flow whose destination is a Service address that was never resolved
@@ -28,6 +31,7 @@ use std::net::IpAddr;
 use crate::judge::context::EndContext;
 use crate::policy::Decision;
 use crate::policy::selector::Labels;
+use crate::replay::recording::pick;
 use crate::replay::{RecordedFlow, RecordedIdentity};
 pub use render::to_yaml;
 
@@ -106,8 +110,10 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
     let mut drafts: BTreeMap<(String, String), Draft> = BTreeMap::new();
     let mut not_covered = BTreeSet::new();
     let mut selectors: BTreeMap<(String, String), Labels> = BTreeMap::new();
-    let in_scope = |identity: &RecordedIdentity| {
-        identity.pod.is_some() && namespace.is_none_or(|ns| identity.namespace == ns)
+    // A pod end has a context (a Service flow's backend may be named only
+    // by its workload).
+    let in_scope = |identity: &RecordedIdentity, context: &Option<EndContext>| {
+        context.is_some() && namespace.is_none_or(|ns| identity.namespace == ns)
     };
     // Every pod's labels first: a peer's selector is its workload's.
     for flow in flows {
@@ -115,7 +121,7 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
             (&flow.src_identity, &flow.src_context),
             (&flow.dst_identity, &flow.dst_context),
         ] {
-            if let (Some(_), Some(context)) = (&identity.pod, context) {
+            if let Some(context) = context {
                 let key = (identity.namespace.clone(), identity.workload.clone());
                 let shared = selectors
                     .entry(key)
@@ -130,7 +136,7 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
         }
         let port = (flow.protocol.clone(), flow.judged_dst_port);
         let dst_is_unresolved_service =
-            flow.dst_identity.pod.is_none() && !flow.dst_identity.namespace.is_empty();
+            flow.dst_context.is_none() && !flow.dst_identity.namespace.is_empty();
         if dst_is_unresolved_service {
             not_covered.insert(format!(
                 "{} -> {}:{}/{} (a Service address never resolved to a backend)",
@@ -140,22 +146,20 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
         }
         let sides = [
             (
-                &flow.dst_identity,
-                &flow.src_identity,
-                &flow.src_context,
+                (&flow.dst_identity, &flow.dst_context),
+                (&flow.src_identity, &flow.src_context),
                 flow.src,
                 true,
             ),
             (
-                &flow.src_identity,
-                &flow.dst_identity,
-                &flow.dst_context,
+                (&flow.src_identity, &flow.src_context),
+                (&flow.dst_identity, &flow.dst_context),
                 flow.dst,
                 false,
             ),
         ];
-        for (owner, peer, peer_context, peer_ip, ingress) in sides {
-            if !in_scope(owner) {
+        for ((owner, owner_context), (peer, peer_context), peer_ip, ingress) in sides {
+            if !in_scope(owner, owner_context) {
                 continue;
             }
             let key = (owner.namespace.clone(), owner.workload.clone());
@@ -176,18 +180,41 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
             });
             rule.ports.insert(port.clone());
             rule.flows += 1;
-            rule.first_seen = rule.first_seen.clone().min(flow.first_seen.clone());
-            rule.last_seen = rule.last_seen.clone().max(flow.last_seen.clone());
+            rule.first_seen = pick(&rule.first_seen, &flow.first_seen, false);
+            rule.last_seen = pick(&rule.last_seen, &flow.last_seen, true);
         }
     }
     let mut policies = Vec::new();
     for ((namespace, workload), draft) in drafts {
         let selector = draft.selector.unwrap_or_default();
-        // An empty selector would select every pod of the namespace.
-        if selector.is_empty() {
-            not_covered.insert(format!(
-                "{namespace}/{workload}: its pods share no label to select them by; no policy advised"
-            ));
+        // An empty selector would select every pod of the namespace, and
+        // one another workload's pods share would isolate them too.
+        let also_selected = selectors.iter().find(|((ns, other), labels)| {
+            (ns, other) != (&namespace, &workload)
+                && *ns == namespace
+                && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        });
+        let broad_peer =
+            draft
+                .ingress
+                .keys()
+                .chain(draft.egress.keys())
+                .find_map(|peer| match peer {
+                    AdvisedPeer::Pods {
+                        labels, workload, ..
+                    } if labels.is_empty() => Some(workload.clone()),
+                    _ => None,
+                });
+        let refused = if selector.is_empty() {
+            Some("its pods share no label to select them by".to_owned())
+        } else if let Some(((ns, other), _)) = also_selected {
+            Some(format!("its labels also select the pods of {ns}/{other}"))
+        } else {
+            broad_peer
+                .map(|peer| format!("the pods of its peer {peer} share no label to select them by"))
+        };
+        if let Some(why) = refused {
+            not_covered.insert(format!("{namespace}/{workload}: {why}; no policy advised"));
             continue;
         }
         policies.push(AdvisedPolicy {
@@ -218,8 +245,8 @@ fn advised_peer(
     ip: IpAddr,
     selectors: &BTreeMap<(String, String), Labels>,
 ) -> AdvisedPeer {
-    match (&identity.pod, context) {
-        (Some(_), Some(context)) => AdvisedPeer::Pods {
+    match context {
+        Some(context) => AdvisedPeer::Pods {
             namespace: identity.namespace.clone(),
             labels: selectors
                 .get(&(identity.namespace.clone(), identity.workload.clone()))
@@ -227,7 +254,7 @@ fn advised_peer(
                 .unwrap_or_else(|| without_per_pod(&context.labels)),
             workload: identity.to_string(),
         },
-        _ => AdvisedPeer::Address(context.map_or(ip, |c| c.ip)),
+        None => AdvisedPeer::Address(ip),
     }
 }
 

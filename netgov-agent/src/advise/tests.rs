@@ -73,3 +73,41 @@ fn advice_allows_what_was_seen_and_nothing_else() {
     );
     assert_eq!(Decision::from_str("deny").ok(), Some(Decision::Deny));
 }
+
+#[test]
+fn no_advice_that_would_select_more_than_its_workload() {
+    // Two workloads whose pods carry only one label, the same one.
+    let server = ("ml", "server", "10.0.0.3");
+    let mut flows: Vec<RecordedFlow> = [("client-a", "10.0.0.1"), ("client-b", "10.0.0.2")]
+        .into_iter()
+        .map(|(pod, ip)| {
+            recorded(
+                ("ml", pod, ip),
+                server,
+                8080,
+                "allow",
+                "2026-11-29T10:00:00Z",
+            )
+        })
+        .collect();
+    for flow in &mut flows {
+        let context = flow.src_context.as_mut().expect("a pod");
+        context.labels = Labels::from([("team".to_owned(), "ml".to_owned())]);
+    }
+    flows[0].src_identity.workload = "clients".into();
+    let advice = advise(&flows, Some("ml"));
+    assert_eq!(
+        advice.not_covered,
+        [
+            "ml/client-b: its labels also select the pods of ml/clients; no policy advised",
+            "ml/clients: its labels also select the pods of ml/client-b; no policy advised"
+        ]
+    );
+    // The server's policy admits both (by the shared label), and only them.
+    let server = advice
+        .policies
+        .iter()
+        .map(|p| p.workload.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(server, ["server"]);
+}

@@ -144,12 +144,16 @@ impl Pipeline {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    // The staged copy first, so flows judged again below
+                    // meet it up to date.
+                    if let Some(staged) = &mut self.staged
+                        && staged.refresh(&self.shared.state())
+                    {
+                        self.generation = u64::MAX;
+                    }
                     self.on_cluster_change();
                     self.judge_due_enforcement();
                     self.sweep_departed();
-                    if let Some(staged) = &mut self.staged {
-                        staged.refresh(&self.shared.state());
-                    }
                 }
             }
         }
@@ -240,11 +244,12 @@ impl Pipeline {
                 return;
             }
         };
-        let staged_change = self.judge_staged(&record, &mut judgement);
+        let judged_staged = self.judge_staged(&record, &mut judgement);
         let previous = self.tracked.get(&id);
-        let staged_changed = previous.map_or(staged_change.is_some(), |p| {
-            p.staged_change != staged_change
-        });
+        // Not judged now (the copy is behind): as it was.
+        let staged_change = judged_staged.unwrap_or(previous.and_then(|p| p.staged_change));
+        let staged_changed =
+            judged_staged.is_some() && previous.and_then(|p| p.staged_change) != staged_change;
         if let (true, Some(change)) = (staged_changed, staged_change) {
             self.shared.metrics.count_staged_change(
                 (&judgement.src, &judgement.dst),
@@ -301,20 +306,27 @@ impl Pipeline {
     }
 
     /// The staged verdict of a judged flow (into the judgement), and how it
-    /// differs from the verdict in force.
-    fn judge_staged(&self, record: &FlowRecord, judgement: &mut Judgement) -> Option<StagedChange> {
+    /// differs from the verdict in force; `None` when there is none now
+    /// (no staged policies, or their copy is behind the cluster).
+    fn judge_staged(
+        &self,
+        record: &FlowRecord,
+        judgement: &mut Judgement,
+    ) -> Option<Option<StagedChange>> {
         let staged = self.staged.as_ref()?;
+        let generation = self.shared.state().generation();
         let verdict = staged.verdict(
             &crate::judge::query_of(record),
             (record.first_seen, record.last_seen),
-        );
+            generation,
+        )?;
         judgement.staged_verdict = Some(verdict);
-        match (judgement.verdict.verdict, verdict) {
+        Some(match (judgement.verdict.verdict, verdict) {
             (Decision::Deny, Decision::Deny) => None,
             (_, Decision::Deny) => Some(StagedChange::WouldDeny),
             (Decision::Deny, _) => Some(StagedChange::WouldAllow),
             _ => None,
-        }
+        })
     }
 
     /// Adds what a later replay needs to a judgement that is written down:

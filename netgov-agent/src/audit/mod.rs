@@ -113,7 +113,7 @@ type RuleKey = (String, Direction, usize);
 pub fn audit(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> AuditReport {
     // The rules and their ipBlocks, before recorded pods are placed.
     let mut uses: BTreeMap<RuleKey, u64> = BTreeMap::new();
-    let mut blocks: BTreeMap<RuleKey, Vec<IpNet>> = BTreeMap::new();
+    let mut blocks: BTreeMap<RuleKey, Vec<(IpNet, Vec<IpNet>)>> = BTreeMap::new();
     for policy in cluster.policies() {
         for (direction, rules) in [
             (Direction::Ingress, &policy.ingress),
@@ -122,7 +122,7 @@ pub fn audit(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> AuditReport 
             for (index, rule) in rules.iter().flatten().enumerate() {
                 let key = (policy.id.to_string(), direction, index);
                 let cidrs = rule.peers.iter().flatten().filter_map(|peer| match peer {
-                    Peer::IpBlock { cidr, .. } => Some(*cidr),
+                    Peer::IpBlock { cidr, except } => Some((*cidr, except.clone())),
                     Peer::Pods { .. } => None,
                 });
                 blocks.insert(key.clone(), cidrs.collect());
@@ -203,7 +203,7 @@ fn record_side(
     side: &SideVerdict,
     remote: IpAddr,
     uses: &mut BTreeMap<RuleKey, u64>,
-    blocks: &BTreeMap<RuleKey, Vec<IpNet>>,
+    blocks: &BTreeMap<RuleKey, Vec<(IpNet, Vec<IpNet>)>>,
     used_blocks: &mut BTreeMap<(RuleKey, IpNet), BTreeSet<IpAddr>>,
 ) {
     for rule in &side.allowed_by {
@@ -211,8 +211,10 @@ fn record_side(
         if let Some(count) = uses.get_mut(&key) {
             *count += 1;
         }
-        for cidr in blocks.get(&key).into_iter().flatten() {
-            if cidr.contains(&remote) {
+        for (cidr, except) in blocks.get(&key).into_iter().flatten() {
+            // An address in a hole is not the block's (another peer of the
+            // rule admitted it).
+            if cidr.contains(&remote) && !except.iter().any(|hole| hole.contains(&remote)) {
                 used_blocks
                     .entry((key.clone(), *cidr))
                     .or_default()

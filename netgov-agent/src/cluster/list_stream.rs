@@ -120,16 +120,25 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
             continue_token: Option<String>,
         }
         let mut meta = None;
+        let mut items = false;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "metadata" => meta = Some(map.next_value::<ListMeta>()?),
-                "items" => map.next_value_seed(ItemsSeed { items: self.items })?,
+                "items" => {
+                    map.next_value_seed(ItemsSeed { items: self.items })?;
+                    items = true;
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         let meta = meta.ok_or_else(|| de::Error::missing_field("metadata"))?;
+        // Without `items` it is not a list (a Status, a proxy's page): taken
+        // as empty, a relist would delete every object.
+        if !items {
+            return Err(de::Error::missing_field("items"));
+        }
         Ok(PageEnd {
             resource_version: meta.resource_version,
             // The server sends `""` on the last page.
@@ -194,7 +203,7 @@ mod tests {
 
     #[test]
     fn pages_items_and_their_end() {
-        let cases: [(&str, Result<PageEnd, String>, usize); 6] = [
+        let cases: [(&str, Result<PageEnd, String>, usize); 7] = [
             (
                 r#"{"kind":"PodList","metadata":{"resourceVersion":"7","continue":"abc"},"items":[{"a":1},{"b":[2]}]}"#,
                 Ok(PageEnd {
@@ -223,6 +232,11 @@ mod tests {
                 r#"{"items":[{"a":1}]}"#,
                 Err("missing field `metadata` at line 1 column 19".into()),
                 1,
+            ),
+            (
+                r#"{"kind":"Status","metadata":{},"code":500}"#,
+                Err("missing field `items` at line 1 column 42".into()),
+                0,
             ),
             (
                 r#"{"metadata":{"resourceVersion":"9"},"items":[{"a":1},{"b":"#,

@@ -188,6 +188,8 @@ impl ResourceWatch {
         let started = Instant::now();
         let mut events = match api.watch(&params, &version).await {
             Ok(events) => events.boxed(),
+            // Expired, said as the response's status rather than an event.
+            Err(kube::Error::Api(status)) if status.code == 410 => return Phase::Relist,
             Err(error) => {
                 self.fail(&error).await;
                 return Phase::Watch(version);
@@ -197,6 +199,7 @@ impl ResourceWatch {
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,
+                Err(kube::Error::Api(status)) if status.code == 410 => return Phase::Relist,
                 Err(error) => {
                     self.fail(&error).await;
                     return Phase::Watch(version);

@@ -138,8 +138,8 @@ pub fn replay(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> ReplayRepor
             because: because(&verdict),
         });
         group.flows += 1;
-        group.first_seen = group.first_seen.clone().min(flow.first_seen.clone());
-        group.last_seen = group.last_seen.clone().max(flow.last_seen.clone());
+        group.first_seen = recording::pick(&group.first_seen, &flow.first_seen, false);
+        group.last_seen = recording::pick(&group.last_seen, &flow.last_seen, true);
     }
     report.changes = groups.into_values().collect();
     report
@@ -156,8 +156,14 @@ pub fn judge_recorded(
         (&flow.src_context, &flow.src_identity),
         (&flow.dst_context, &flow.dst_identity),
     ] {
-        if let (Some(context), Some(pod)) = (context, &identity.pod) {
-            place(cluster, &identity.namespace, pod, context);
+        // A Service flow's backend has a context but may be named only by
+        // its workload: it is placed under a name of its own.
+        if let Some(context) = context {
+            let pod = identity
+                .pod
+                .clone()
+                .unwrap_or_else(|| format!("{}-recorded-{}", identity.workload, context.ip));
+            place(cluster, &identity.namespace, &pod, context);
         }
     }
     let query = FlowQuery {
@@ -199,8 +205,11 @@ fn place(cluster: &mut ClusterState, namespace: &str, name: &str, context: &EndC
         .iter()
         .map(|p| json!({"name": p.name, "containerPort": p.port, "protocol": p.protocol}))
         .collect();
+    // The newest creation: the address is the recorded pod's, whoever else
+    // claims it now.
     let object: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": namespace, "labels": context.labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": context.labels,
+                     "creationTimestamp": "9000-01-01T00:00:00Z"},
         "spec": {"containers": [{"name": "recorded", "ports": ports}]},
         "status": {"phase": "Running", "podIP": context.ip.to_string(),
                    "podIPs": [{"ip": context.ip.to_string()}]}

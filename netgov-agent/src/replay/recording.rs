@@ -108,8 +108,26 @@ pub enum LineError {
     },
 }
 
-/// A flow: both ends, protocol and when it began.
-type FlowKey = ((IpAddr, u16), (IpAddr, u16), String, String);
+/// A flow: its ends in canonical order and its protocol, as the agent
+/// identifies a flow (a flow's orientation and first sighting can change
+/// while it lives).
+type FlowKey = ((IpAddr, u16), (IpAddr, u16), String);
+
+/// An RFC 3339 time for ordering (the text drops trailing zeros of the
+/// fraction, so texts do not sort as times).
+pub fn instant(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// The earlier (`later == false`) or later of two RFC 3339 times.
+pub fn pick(a: &str, b: &str, later: bool) -> String {
+    let (ta, tb) = (instant(a), instant(b));
+    let a_first = match (ta, tb) {
+        (Some(ta), Some(tb)) => ta <= tb,
+        _ => a <= b,
+    };
+    if a_first != later { a } else { b }.to_owned()
+}
 
 /// Reads every file; returns each flow's latest record, in the order flows
 /// first appear, and the lines that could not be used.
@@ -160,14 +178,20 @@ fn read_file(
             });
             continue;
         }
+        let ends = ((flow.src, flow.src_port), (flow.dst, flow.dst_port));
         let key = (
-            (flow.src, flow.src_port),
-            (flow.dst, flow.dst_port),
+            ends.0.min(ends.1),
+            ends.0.max(ends.1),
             flow.protocol.clone(),
-            flow.first_seen.clone(),
         );
         match index.get(&key) {
-            Some(&at) => flows[at] = flow,
+            // The latest record wins, whatever the order of the files
+            // (a rotated `.1` may be read after the current file).
+            Some(&at) => {
+                if pick(&flows[at].last_seen, &flow.last_seen, true) == flow.last_seen {
+                    flows[at] = flow;
+                }
+            }
             None => {
                 index.insert(key, flows.len());
                 flows.push(flow);
