@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     // one loop each.
     let mut builder = match cli.command {
         Command::Agent(_) => {
+            netgov_agent::agent::memory::limit_arenas();
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(2);
             builder

@@ -17,6 +17,7 @@ mod departed;
 pub mod flow_log;
 pub mod http;
 pub mod listener;
+pub mod memory;
 pub mod nat;
 pub mod pipeline;
 pub mod posture;

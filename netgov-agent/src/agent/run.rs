@@ -174,6 +174,7 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         },
     ));
     tokio::spawn(posture::refresh_forever(Arc::clone(&shared)));
+    tokio::spawn(super::memory::trim_forever());
 
     let staged = if options.staged.is_empty() {
         None
