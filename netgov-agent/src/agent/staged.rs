@@ -16,7 +16,8 @@
 //!   the pipeline judges live flows again once the copy is rebuilt, so
 //!   only a flow that starts and ends within that second goes without.
 //!   The copy costs a second copy of the cluster state's memory (about
-//!   22 MiB per 10k pods), and its rebuilds about 20 ms per 10k pods.
+//!   22 MiB per 10k pods) and a clone per rebuild (`cargo xtask bench
+//!   cluster` prints how long one takes).
 //! - Staged files that do not load keep the previous staged policies, and
 //!   say why in the log (file and field), like `--cluster-state`.
 
