@@ -45,6 +45,22 @@ pub struct RuleRef {
     pub rule: usize,
 }
 
+impl std::fmt::Display for RuleRef {
+    /// `namespace/name#index`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.policy, self.rule)
+    }
+}
+
+/// Rules as people read them: `ns/a#0,ns/b#1`.
+pub fn rule_list(rules: &[RuleRef]) -> String {
+    rules
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One side's judgement: the source's egress or the destination's ingress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SideVerdict {

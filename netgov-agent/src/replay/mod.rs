@@ -225,12 +225,10 @@ fn because(verdict: &Verdict) -> String {
             return Some(format!("{name}: {}", tier_text(tier)));
         }
         if !side.allowed_by.is_empty() {
-            let rules: Vec<String> = side
-                .allowed_by
-                .iter()
-                .map(|r| format!("{}#{}", r.policy, r.rule))
-                .collect();
-            return Some(format!("{name} allowed by {}", rules.join(",")));
+            return Some(format!(
+                "{name} allowed by {}",
+                crate::policy::verdict::rule_list(&side.allowed_by)
+            ));
         }
         (side.verdict == Decision::Deny).then(|| {
             format!(

@@ -67,6 +67,15 @@ pub fn aggregate_destination(ip: IpAddr) -> String {
     }
 }
 
+/// The `dst_port` label: the port, `""` for protocols without ports.
+fn port_label(protocol: Protocol, port: u16) -> String {
+    if protocol.has_ports() {
+        port.to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// The agent's metrics. Every recording is a method: callers pass typed
 /// values and never build a label set.
 #[derive(Debug)]
@@ -301,11 +310,7 @@ impl Metrics {
             dst_namespace: dst.namespace.to_string(),
             dst_workload: dst.workload.to_string(),
             protocol,
-            dst_port: if protocol.has_ports() {
-                dst_port.to_string()
-            } else {
-                String::new()
-            },
+            dst_port: port_label(protocol, dst_port),
             denied_by,
             enforcement,
             tier,

@@ -1,7 +1,7 @@
 //! `netgov_staged_changes_total`: what staged policies would change.
 
 use super::labels::{StagedChange, StagedLabels};
-use super::{Metrics, count_series};
+use super::{Metrics, count_series, port_label};
 use crate::state::{Identity, Protocol};
 
 impl Metrics {
@@ -18,11 +18,7 @@ impl Metrics {
             dst_namespace: dst.namespace.to_string(),
             dst_workload: dst.workload.to_string(),
             protocol,
-            dst_port: if protocol.has_ports() {
-                dst_port.to_string()
-            } else {
-                String::new()
-            },
+            dst_port: port_label(protocol, dst_port),
             change,
         };
         let mut index = self.index();

@@ -139,12 +139,10 @@ pub fn render_table(rows: &str) -> String {
 fn side_text(side: &super::verdict::SideVerdict) -> String {
     let verdict = side.verdict.as_str();
     if !side.allowed_by.is_empty() {
-        let rules: Vec<String> = side
-            .allowed_by
-            .iter()
-            .map(|r| format!("{}#{}", r.policy, r.rule))
-            .collect();
-        format!("{verdict} by {}", rules.join(","))
+        format!(
+            "{verdict} by {}",
+            crate::policy::verdict::rule_list(&side.allowed_by)
+        )
     } else if side.isolated {
         format!(
             "{verdict}: isolated by {}",

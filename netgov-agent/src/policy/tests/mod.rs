@@ -97,7 +97,7 @@ fn side_summary(side: &verdict::SideVerdict) -> String {
             let rules: Vec<String> = side
                 .allowed_by
                 .iter()
-                .map(|r| format!("{}#{}", r.policy, r.rule))
+                .map(ToString::to_string)
                 .collect();
             format!("allowed by [{}]", rules.join(", "))
         }
