@@ -94,11 +94,7 @@ fn side_summary(side: &verdict::SideVerdict) -> String {
         (Decision::NotApplicable, _) => "n/a".into(),
         (Decision::Allow, false) => "open".into(),
         (Decision::Allow, true) => {
-            let rules: Vec<String> = side
-                .allowed_by
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let rules: Vec<String> = side.allowed_by.iter().map(ToString::to_string).collect();
             format!("allowed by [{}]", rules.join(", "))
         }
         (Decision::Deny, _) => {
