@@ -16,6 +16,7 @@ pub mod advise;
 pub mod agent;
 pub mod audit;
 pub mod capture;
+pub mod churn_map;
 pub mod cli;
 pub mod cluster;
 pub mod config;

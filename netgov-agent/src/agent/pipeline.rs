@@ -15,7 +15,7 @@
 //! Each record goes one way: judged once (`judge::judge` resolves each
 //! end once), then handed to the sinks — metrics, flow log, recent flows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use super::shared::Shared;
 use super::staged::Staged;
 use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
+use crate::churn_map::ChurnMap;
 use crate::config::AgentConfig;
 use crate::export::metrics::StagedChange;
 use crate::judge::context::end_context;
@@ -83,9 +84,9 @@ pub struct Pipeline {
     config: AgentConfig,
     node: NodeContext,
     flow_log: Option<FlowLog>,
-    tracked: HashMap<FlowId, Tracked>,
+    tracked: ChurnMap<FlowId, Tracked>,
     /// Live flows that are not policy traffic, already counted as such.
-    not_judged: HashSet<FlowId>,
+    not_judged: ChurnMap<FlowId, ()>,
     /// Cluster generation at the last re-judgement of live flows.
     generation: u64,
     /// Workloads with pods (and Services) at the last look, to drop the
@@ -123,8 +124,8 @@ impl Pipeline {
             config,
             node,
             flow_log,
-            tracked: HashMap::new(),
-            not_judged: HashSet::new(),
+            tracked: ChurnMap::new(),
+            not_judged: ChurnMap::new(),
             generation: 0,
             workloads: HashSet::new(),
             departed: DepartedSeries::new(SERIES_GRACE),
@@ -234,9 +235,9 @@ impl Pipeline {
                 let was_tracked = self.tracked.remove(&id).is_some();
                 // Counted once per flow: when first seen, live or ended.
                 let first = if ended {
-                    !self.not_judged.remove(&id)
+                    self.not_judged.remove(&id).is_none()
                 } else {
-                    self.not_judged.insert(id)
+                    self.not_judged.insert(id, ()).is_none()
                 };
                 if first && !was_tracked {
                     self.shared.metrics.count_not_judged(reason);

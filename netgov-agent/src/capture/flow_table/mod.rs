@@ -31,7 +31,7 @@
 //!   after its protocol's idle timeout without packets; every flow ends at
 //!   exit.
 
-use std::collections::HashMap;
+use crate::churn_map::ChurnMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -208,12 +208,12 @@ pub struct TableLosses {
 /// The flow table.
 pub struct FlowTable {
     config: FlowTableConfig,
-    flows: HashMap<ConversationKey, Flow>,
+    flows: ChurnMap<ConversationKey, Flow>,
     losses: TableLosses,
     nat: Box<dyn NatLookup>,
     /// Pre-translation conversation → its flow's conversation, and whether
     /// the two have A and B the other way round.
-    aliases: HashMap<ConversationKey, (ConversationKey, bool)>,
+    aliases: ChurnMap<ConversationKey, (ConversationKey, bool)>,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -286,10 +286,10 @@ impl FlowTable {
     pub fn with_nat(config: FlowTableConfig, nat: Box<dyn NatLookup>) -> Self {
         Self {
             config,
-            flows: HashMap::new(),
+            flows: ChurnMap::new(),
             losses: TableLosses::default(),
             nat,
-            aliases: HashMap::new(),
+            aliases: ChurnMap::new(),
         }
     }
 
@@ -446,7 +446,7 @@ impl FlowTable {
         names: &impl InterfaceNames,
         clock: &impl WallClock,
     ) -> Vec<EndedFlow> {
-        self.aliases.clear();
+        self.aliases = ChurnMap::new();
         self.flows
             .drain()
             .map(|(_, flow)| flow.finish(EndReason::Exit, names, clock))
