@@ -17,7 +17,8 @@
 //! past half when the deleted marks run out and always rehashes in place:
 //! the doubling happens while the table grows (warm-up), and after that
 //! churn costs no allocation. When it is less than an eighth full (a burst
-//! is over) it shrinks to half full, returning the memory. The price is
+//! is over) it shrinks to a quarter full, returning the memory (not to
+//! half: the next insert would grow it again). The price is
 //! the load: a quarter to a half instead of up to 7/8, which is where a
 //! churned plain map ends anyway.
 
@@ -131,7 +132,7 @@ impl<K: Eq + Hash, V> ChurnMap<K, V> {
     /// Returns the memory of a burst that is over.
     fn shrink_after_burst(&mut self) {
         if self.slots > SHRINK_FLOOR && self.map.len() < self.slots / 8 {
-            self.map.shrink_to(self.map.len() * 2);
+            self.map.shrink_to(self.map.len() * 4);
             self.slots = self.map.capacity();
         }
     }
@@ -216,14 +217,18 @@ mod tests {
             assert_eq!(map.remove(&k), Some(k));
         }
         assert_eq!(map.len(), 28_000);
-        assert_eq!(map.slots, 57_344, "under an eighth: half full again");
-        assert!(map.capacity() <= 57_344, "deleted marks lower it");
+        assert_eq!(map.slots, 114_688, "under an eighth: a quarter full");
+        assert!(map.capacity() <= 114_688, "deleted marks lower it");
         assert_eq!(map.get(&27_999), Some(&27_999));
         assert_eq!(map.get_mut(&28_000), None);
         for k in 28_000..40_000 {
             assert_eq!(map.insert(k, k), None);
         }
-        assert_eq!((map.len(), map.slots), (40_000, 114_688));
+        assert_eq!((map.len(), map.slots), (40_000, 114_688), "room to grow");
+        for k in 40_000..60_000 {
+            map.insert(k, k);
+        }
+        assert_eq!((map.len(), map.slots), (60_000, 229_376));
         assert_eq!(map.drain().count(), 40_000);
         assert_eq!((map.len(), map.slots, map.capacity()), (0, 0, 0));
     }

@@ -84,7 +84,8 @@ pub struct Pipeline {
     config: AgentConfig,
     node: NodeContext,
     flow_log: Option<FlowLog>,
-    tracked: ChurnMap<FlowId, Tracked>,
+    /// Boxed, like the flow table's flows (see [`ChurnMap`]).
+    tracked: ChurnMap<FlowId, Box<Tracked>>,
     /// Live flows that are not policy traffic, already counted as such.
     not_judged: ChurnMap<FlowId, ()>,
     /// Cluster generation at the last re-judgement of live flows.
@@ -288,7 +289,7 @@ impl Pipeline {
             };
             self.tracked.insert(
                 id,
-                Tracked {
+                Box::new(Tracked {
                     record: kept,
                     verdict: judgement.verdict.verdict,
                     enforcement: judgement.enforcement,
@@ -297,7 +298,7 @@ impl Pipeline {
                     awaiting_answer_window: judgement.enforcement == Some(Enforcement::Unknown)
                         && age < self.config.answer_window + self.report_delay,
                     staged_change,
-                },
+                }),
             );
             recent_record
         };

@@ -15,6 +15,7 @@ pub mod test_run;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
@@ -289,7 +290,7 @@ pub async fn run(
     let clock = MonotonicClock::new();
     let mut table = FlowTable::with_nat(options.table, sink.nat());
     let mut summary = CaptureSummary::default();
-    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    let mut names: BTreeMap<u32, Arc<str>> = BTreeMap::new();
 
     let (link_tx, mut link_rx) = mpsc::channel(1024);
     let mut watcher = tokio::spawn(interfaces::watch_links(link_tx));
@@ -414,7 +415,7 @@ fn on_link_event(
     event: LinkEvent,
     filter: &InterfaceFilter,
     datapath: &mut Datapath,
-    names: &mut BTreeMap<u32, String>,
+    names: &mut BTreeMap<u32, Arc<str>>,
     summary: &mut CaptureSummary,
 ) {
     match event {
@@ -431,7 +432,7 @@ fn on_link_event(
                         tracing::info!(interface = %name, index, "attached");
                         summary.interfaces.push(name.clone());
                     }
-                    names.insert(index, name);
+                    names.insert(index, name.into());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "attach failed");
@@ -471,7 +472,7 @@ fn read_events(ring: &mut RingBuf<MapData>, table: &mut FlowTable) {
 fn drain(
     flows: &aya::maps::HashMap<MapData, FlowKey, FlowStats>,
     table: &mut FlowTable,
-    names: &BTreeMap<u32, String>,
+    names: &BTreeMap<u32, Arc<str>>,
     clock: &MonotonicClock,
 ) -> Vec<EndedFlow> {
     let now = monotonic_now_ns();
@@ -502,7 +503,7 @@ fn emit(
 fn take_kernel_entries(
     flows: &aya::maps::HashMap<MapData, FlowKey, FlowStats>,
     ended: &mut [EndedFlow],
-    names: &BTreeMap<u32, String>,
+    names: &BTreeMap<u32, Arc<str>>,
     clock: &MonotonicClock,
 ) {
     for flow in ended {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use netgov_common::{proto, tcp_flags};
 use serde::{Serialize, Serializer};
@@ -69,8 +70,8 @@ pub enum Role {
 /// What one interface saw of a flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Observation {
-    /// Interface name.
-    pub interface: String,
+    /// Interface name (shared by every record of the interface).
+    pub interface: Arc<str>,
     /// Interface index.
     pub ifindex: u32,
     /// Whose pod is behind it.
@@ -178,7 +179,7 @@ pub struct FlowRecord {
     #[serde(serialize_with = "rfc3339")]
     pub last_seen: i128,
     /// Interfaces that saw the flow, earliest first.
-    pub interfaces: Vec<String>,
+    pub interfaces: Vec<Arc<str>>,
     /// What each interface saw.
     pub observations: Vec<Observation>,
     /// Why the record was emitted.

@@ -208,7 +208,9 @@ pub struct TableLosses {
 /// The flow table.
 pub struct FlowTable {
     config: FlowTableConfig,
-    flows: ChurnMap<ConversationKey, Flow>,
+    /// Boxed: the map keeps a quarter to half of its slots empty (see
+    /// [`ChurnMap`]), and an empty slot then costs a pointer, not a flow.
+    flows: ChurnMap<ConversationKey, Box<Flow>>,
     losses: TableLosses,
     nat: Box<dyn NatLookup>,
     /// Pre-translation conversation → its flow's conversation, and whether
@@ -258,11 +260,11 @@ impl EndedFlow {
 /// Resolves interface indexes to names for records.
 pub trait InterfaceNames {
     /// The name of `ifindex`, if known.
-    fn name(&self, ifindex: u32) -> Option<String>;
+    fn name(&self, ifindex: u32) -> Option<std::sync::Arc<str>>;
 }
 
-impl<F: Fn(u32) -> Option<String>> InterfaceNames for F {
-    fn name(&self, ifindex: u32) -> Option<String> {
+impl<F: Fn(u32) -> Option<std::sync::Arc<str>>> InterfaceNames for F {
+    fn name(&self, ifindex: u32) -> Option<std::sync::Arc<str>> {
         self(ifindex)
     }
 }
@@ -427,7 +429,7 @@ impl FlowTable {
             match flow.end_reason(now_ns, &config) {
                 Some(reason) => {
                     gone_aliases.append(&mut flow.aliases);
-                    ended.push(std::mem::take(flow).finish(reason, names, clock));
+                    ended.push(std::mem::take(&mut **flow).finish(reason, names, clock));
                     false
                 }
                 None => true,
@@ -449,7 +451,7 @@ impl FlowTable {
         self.aliases = ChurnMap::new();
         self.flows
             .drain()
-            .map(|(_, flow)| flow.finish(EndReason::Exit, names, clock))
+            .map(|(_, flow)| (*flow).finish(EndReason::Exit, names, clock))
             .collect()
     }
 }

@@ -136,11 +136,11 @@ impl FlowTable {
             pending => {
                 self.flows.insert(
                     conversation,
-                    Flow {
+                    Box::new(Flow {
                         conversation,
                         nat_pending_since: pending.map(|_| now_ns),
                         ..Flow::default()
-                    },
+                    }),
                 );
                 conversation
             }
@@ -181,9 +181,11 @@ impl FlowTable {
 
     /// The flow of `conversation`, created empty when missing.
     fn flow_at(&mut self, conversation: ConversationKey) -> &mut Flow {
-        self.flows.entry(conversation).or_insert_with(|| Flow {
-            conversation,
-            ..Flow::default()
+        self.flows.entry(conversation).or_insert_with(|| {
+            Box::new(Flow {
+                conversation,
+                ..Flow::default()
+            })
         })
     }
 

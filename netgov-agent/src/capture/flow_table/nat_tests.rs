@@ -21,8 +21,8 @@ impl WallClock for FixedClock {
     }
 }
 
-fn names(ifindex: u32) -> Option<String> {
-    Some(format!("veth{ifindex}"))
+fn names(ifindex: u32) -> Option<std::sync::Arc<str>> {
+    Some(format!("veth{ifindex}").into())
 }
 
 fn ep(ip: &str, port: u16) -> Endpoint {

@@ -146,7 +146,7 @@ impl Flow {
             .map(|v| Observation {
                 interface: names
                     .name(v.key.ifindex)
-                    .unwrap_or_else(|| format!("if{}", v.key.ifindex)),
+                    .unwrap_or_else(|| format!("if{}", v.key.ifindex).into()),
                 ifindex: v.key.ifindex,
                 role: role(v.stats.flags[out], v.stats.flags[back]),
                 packets_out: v.stats.packets[out],

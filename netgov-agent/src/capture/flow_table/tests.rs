@@ -12,8 +12,8 @@ impl WallClock for FixedClock {
     }
 }
 
-fn names(ifindex: u32) -> Option<String> {
-    Some(format!("veth{ifindex}"))
+fn names(ifindex: u32) -> Option<std::sync::Arc<str>> {
+    Some(format!("veth{ifindex}").into())
 }
 
 fn key(ifindex: u32, protocol: u8, port_a: u16, port_b: u16) -> FlowKey {
@@ -126,7 +126,7 @@ fn same_node_flow_merges_two_interfaces_and_orients_by_first_packet() {
     assert_eq!((record.packets_out, record.bytes_out), (5, 500));
     assert_eq!((record.packets_in, record.bytes_in), (4, 300));
     assert_eq!(record.state, FlowState::Established);
-    assert_eq!(record.interfaces, ["veth3", "veth4"]);
+    assert_eq!(record.interfaces, ["veth3".into(), "veth4".into()]);
     assert_eq!(record.observations[0].role, Role::Initiator);
     assert_eq!(record.observations[1].role, Role::Responder);
     assert_eq!((record.first_seen, record.last_seen), (10, 21));
