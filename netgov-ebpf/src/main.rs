@@ -19,7 +19,7 @@ mod testbed;
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{cgroup_skb, classifier, map},
     maps::{LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{SkBuffContext, TcContext},
@@ -135,25 +135,16 @@ pub fn netgov_icmp_error(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// The IP protocol byte at `offset`: read straight from the packet when
-/// the header is in its linear part (as at a socket it is), else through
-/// the load helper — a few nanoseconds against a helper call's tens, on a
-/// path every packet any socket receives takes.
+/// The IP protocol byte at `offset` (read straight from the packet: a
+/// socket's packet is linear), on a path every packet any socket receives
+/// takes.
 #[inline(always)]
 fn ip_protocol(ctx: &SkBuffContext, offset: usize) -> Option<u8> {
-    // SAFETY: `skb` is the context pointer the kernel passed to the program.
-    let (data, end) = unsafe {
-        (
-            (*ctx.skb.skb).data as usize,
-            (*ctx.skb.skb).data_end as usize,
-        )
-    };
-    if data + offset < end {
-        // SAFETY: within [data, data_end), checked just above (and by the
-        // verifier).
-        Some(unsafe { *((data + offset) as *const u8) })
-    } else {
-        ctx.load::<u8>(offset).ok()
+    use parse::Reader;
+    let direct = parse::Direct::new(&ctx.skb);
+    match direct.read::<u8>(offset) {
+        Ok(protocol) => Some(protocol),
+        Err(()) => parse::Helper(&ctx.skb).read::<u8>(offset).ok(),
     }
 }
 
@@ -245,14 +236,22 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let (key, direction) = packet.canonical_key(ifindex);
     let dir = (direction & 1) as usize;
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 
     if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) {
+        // A known flow only moves its last packet's time, for idle
+        // timeouts: the coarse clock (one tick behind at most) is enough
+        // and costs a memory read where the precise one reads the clock
+        // source.
+        // SAFETY: plain helper call without arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         update(stats, dir, now, packet, bits, &key, hook);
         return;
     }
+    // A new flow's first packet orders it against its other views and
+    // orients it: the precise clock.
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
 
     // The new entry is built in a per-CPU scratch slot, not on the stack:
     // the programs' frame is near the 512-byte limit.
@@ -306,10 +305,13 @@ fn update(
     // SAFETY: `stats` points into a map value that stays valid for the rest
     // of this program run; every shared counter is updated atomically.
     unsafe {
+        // Never before the first packet (from the precise clock), which a
+        // coarse `now` can be within a tick of it.
+        let now = now.max(core::ptr::read_volatile(&raw const (*stats).first_seen_ns));
         atomic::add_u64(&raw mut (*stats).packets[dir], packet.segments as u64);
         atomic::add_u64(&raw mut (*stats).bytes[dir], packet.ip_bytes as u64);
         // Last writer wins: every writer stores "now", so the value is at
-        // most a few nanoseconds behind the true latest packet.
+        // most a clock tick behind the true latest packet.
         atomic::store_u64(&raw mut (*stats).last_seen_ns, now);
         let flags = &raw mut (*stats).flags[dir];
         // Skip the atomic read-modify-write on the common path where every

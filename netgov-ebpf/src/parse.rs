@@ -2,9 +2,11 @@
 //! fragments) / IPv6 (extension headers, fragments) → TCP / UDP / SCTP /
 //! ICMP / ICMPv6.
 //!
-//! Every read goes through `bpf_skb_load_bytes`, which bounds-checks against
-//! the packet and works on non-linear skbs; a read past the end makes the
-//! packet `Malformed` rather than misread.
+//! A packet is parsed reading straight from its linear part ([`Direct`]:
+//! nearly always enough, the headers are there); when a read falls outside
+//! it, the whole parse is done again through `bpf_skb_load_bytes`
+//! ([`Helper`]), which works on non-linear skbs. Both are bounds-checked; a
+//! read past the end makes the packet `Malformed` rather than misread.
 
 use aya_ebpf::programs::sk_buff::SkBuff;
 use netgov_common::{FlowKey, FragmentKey, direction, proto};
@@ -74,16 +76,99 @@ pub enum Outcome {
     Malformed,
 }
 
+/// Offsets past this are read through the helper: the verifier needs a
+/// bound on a variable offset into the packet, and headers end well before.
+const MAX_DIRECT_OFFSET: usize = 512;
+
+/// How the parser reads the packet's bytes. It is run with [`Direct`]
+/// first, and again with [`Helper`] only when a read missed the linear
+/// part: one pass per packet in practice, and no branch per read for the
+/// verifier to multiply.
+pub trait Reader {
+    /// The packet.
+    fn skb(&self) -> &SkBuff;
+    /// A `T` at `offset`.
+    fn read<T>(&self, offset: usize) -> Result<T, ()>;
+}
+
+/// Reads through `bpf_skb_load_bytes`: any byte of the packet, in its
+/// linear part or not — tens of nanoseconds a call.
+pub struct Helper<'a>(pub &'a SkBuff);
+
+impl Reader for Helper<'_> {
+    #[inline(always)]
+    fn skb(&self) -> &SkBuff {
+        self.0
+    }
+
+    #[inline(always)]
+    fn read<T>(&self, offset: usize) -> Result<T, ()> {
+        self.0.load::<T>(offset).map_err(|_| ())
+    }
+}
+
+/// Reads straight from the packet's linear part (where the stack keeps
+/// the headers): a few instructions a read. A read past it fails and is
+/// remembered, so that the caller parses again with [`Helper`] rather
+/// than calling a truncated packet malformed.
+pub struct Direct<'a> {
+    skb: &'a SkBuff,
+    missed: core::cell::Cell<bool>,
+}
+
+impl<'a> Direct<'a> {
+    #[inline(always)]
+    pub fn new(skb: &'a SkBuff) -> Self {
+        Self {
+            skb,
+            missed: core::cell::Cell::new(false),
+        }
+    }
+
+    /// Whether a read fell outside the linear part.
+    #[inline(always)]
+    pub fn missed(&self) -> bool {
+        self.missed.get()
+    }
+}
+
+impl Reader for Direct<'_> {
+    #[inline(always)]
+    fn skb(&self) -> &SkBuff {
+        self.skb
+    }
+
+    #[inline(always)]
+    fn read<T>(&self, offset: usize) -> Result<T, ()> {
+        // SAFETY: `skb` is the context pointer the kernel passed to the
+        // program.
+        let (data, end) = unsafe {
+            (
+                (*self.skb.skb).data as usize,
+                (*self.skb.skb).data_end as usize,
+            )
+        };
+        if offset < MAX_DIRECT_OFFSET && data + offset + core::mem::size_of::<T>() <= end {
+            // SAFETY: within [data, data_end), checked just above (and by
+            // the verifier); unaligned, as headers are.
+            Ok(unsafe { core::ptr::read_unaligned((data + offset) as *const T) })
+        } else {
+            self.missed.set(true);
+            Err(())
+        }
+    }
+}
+
 /// Where the network header starts and its protocol, after VLAN tags.
 #[inline(always)]
-fn network_layer(ctx: &SkBuff) -> Option<(usize, u16)> {
+fn network_layer<R: Reader>(ctx: &R) -> Option<(usize, u16)> {
     let mut offset = ETH_HEADER_LEN;
-    let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    let mut ethertype = u16::from_be(ctx.read::<u16>(12).ok()?);
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        ethertype = u16::from_be(ctx.load::<u16>(offset + 2).ok()?);
+        ethertype = u16::from_be(ctx.read::<u16>(offset + 2).ok()?);
         offset += VLAN_TAG_LEN;
     }
     Some((offset, ethertype))
@@ -91,7 +176,21 @@ fn network_layer(ctx: &SkBuff) -> Option<(usize, u16)> {
 
 /// Parses a frame that starts with its Ethernet header (TC programs).
 #[inline(always)]
-pub fn parse(ctx: &SkBuff) -> Outcome {
+pub fn parse(skb: &SkBuff) -> Outcome {
+    // Scoped, so the first pass's result is not live (on a stack near its
+    // 512-byte limit) during the second.
+    {
+        let direct = Direct::new(skb);
+        let outcome = parse_frame(&direct);
+        if !direct.missed() {
+            return outcome;
+        }
+    }
+    parse_frame(&Helper(skb))
+}
+
+#[inline(always)]
+fn parse_frame<R: Reader>(ctx: &R) -> Outcome {
     let Some((l3, ethertype)) = network_layer(ctx) else {
         return Outcome::Malformed;
     };
@@ -105,9 +204,23 @@ pub fn parse(ctx: &SkBuff) -> Outcome {
 /// Parses a packet that starts with its IP header (cgroup programs), whose
 /// family is the skb's protocol.
 #[inline(always)]
-pub fn parse_ip(ctx: &SkBuff) -> Outcome {
+pub fn parse_ip(skb: &SkBuff) -> Outcome {
+    // Scoped, so the first pass's result is not live (on a stack near its
+    // 512-byte limit) during the second.
+    {
+        let direct = Direct::new(skb);
+        let outcome = parse_packet(&direct);
+        if !direct.missed() {
+            return outcome;
+        }
+    }
+    parse_packet(&Helper(skb))
+}
+
+#[inline(always)]
+fn parse_packet<R: Reader>(ctx: &R) -> Outcome {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
-    let protocol = u16::from_be(unsafe { (*ctx.skb).protocol } as u16);
+    let protocol = u16::from_be(unsafe { (*ctx.skb().skb).protocol } as u16);
     match protocol {
         ETH_P_IPV4 => parse_ipv4(ctx, 0),
         ETH_P_IPV6 => parse_ipv6(ctx, 0),
@@ -131,8 +244,8 @@ struct Ipv4Header {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &SkBuff, l3: usize) -> Outcome {
-    let Ok(ip) = ctx.load::<Ipv4Header>(l3) else {
+fn parse_ipv4<R: Reader>(ctx: &R, l3: usize) -> Outcome {
+    let Ok(ip) = ctx.read::<Ipv4Header>(l3) else {
         return Outcome::Malformed;
     };
     let header_len = ((ip.version_ihl & 0x0F) as usize) * 4;
@@ -140,7 +253,7 @@ fn parse_ipv4(ctx: &SkBuff, l3: usize) -> Outcome {
     if ip.version_ihl >> 4 != 4 || header_len < IPV4_MIN_HEADER_LEN {
         return Outcome::Malformed;
     }
-    let available = (ctx.len() as usize).saturating_sub(l3);
+    let available = (ctx.skb().len() as usize).saturating_sub(l3);
     let Some(datagram_len) = datagram_len(ctx, total_len, header_len, available) else {
         return Outcome::Malformed;
     };
@@ -190,8 +303,8 @@ fn parse_ipv4(ctx: &SkBuff, l3: usize) -> Outcome {
 /// length is used. A header that claims more bytes than the skb holds is
 /// malformed.
 #[inline(always)]
-fn datagram_len(
-    ctx: &SkBuff,
+fn datagram_len<R: Reader>(
+    ctx: &R,
     claimed: usize,
     header_len: usize,
     available: usize,
@@ -206,15 +319,15 @@ fn datagram_len(
 }
 
 #[inline(always)]
-fn gso_segments(ctx: &SkBuff) -> u32 {
+fn gso_segments<R: Reader>(ctx: &R) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
-    unsafe { (*ctx.skb).gso_segs }
+    unsafe { (*ctx.skb().skb).gso_segs }
 }
 
 #[inline(always)]
-fn gso_size(ctx: &SkBuff) -> u32 {
+fn gso_size<R: Reader>(ctx: &R) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
-    unsafe { (*ctx.skb).gso_size }
+    unsafe { (*ctx.skb().skb).gso_size }
 }
 
 #[inline(always)]
@@ -226,15 +339,15 @@ fn is_flow_protocol(protocol: u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &SkBuff, l3: usize) -> Outcome {
-    let Ok(header) = ctx.load::<[u8; IPV6_HEADER_LEN]>(l3) else {
+fn parse_ipv6<R: Reader>(ctx: &R, l3: usize) -> Outcome {
+    let Ok(header) = ctx.read::<[u8; IPV6_HEADER_LEN]>(l3) else {
         return Outcome::Malformed;
     };
     if header[0] >> 4 != 6 {
         return Outcome::Malformed;
     }
     let payload_len = u16::from_be_bytes([header[4], header[5]]) as usize;
-    let available = (ctx.len() as usize).saturating_sub(l3);
+    let available = (ctx.skb().len() as usize).saturating_sub(l3);
     let Some(datagram_len) = datagram_len(
         ctx,
         IPV6_HEADER_LEN + payload_len,
@@ -263,21 +376,21 @@ fn parse_ipv6(ctx: &SkBuff, l3: usize) -> Outcome {
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next_header {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
-                let Ok(ext) = ctx.load::<[u8; 2]>(offset) else {
+                let Ok(ext) = ctx.read::<[u8; 2]>(offset) else {
                     return Outcome::Malformed;
                 };
                 next_header = ext[0];
                 offset += (ext[1] as usize + 1) * 8;
             }
             IPV6_AUTH => {
-                let Ok(ext) = ctx.load::<[u8; 2]>(offset) else {
+                let Ok(ext) = ctx.read::<[u8; 2]>(offset) else {
                     return Outcome::Malformed;
                 };
                 next_header = ext[0];
                 offset += (ext[1] as usize + 2) * 4;
             }
             IPV6_FRAGMENT => {
-                let Ok(ext) = ctx.load::<[u8; 8]>(offset) else {
+                let Ok(ext) = ctx.read::<[u8; 8]>(offset) else {
                     return Outcome::Malformed;
                 };
                 next_header = ext[0];
@@ -325,8 +438,8 @@ fn parse_ipv6(ctx: &SkBuff, l3: usize) -> Outcome {
 
 /// Parses the transport header at `l4` and classifies the packet.
 #[inline(always)]
-fn finish(
-    ctx: &SkBuff,
+fn finish<R: Reader>(
+    ctx: &R,
     mut packet: Packet,
     l4: usize,
     l3_header_len: usize,
@@ -335,7 +448,7 @@ fn finish(
 ) -> Outcome {
     let l4_header_len = match packet.protocol {
         proto::TCP => {
-            let Ok(tcp) = ctx.load::<[u8; TCP_MIN_HEADER_LEN]>(l4) else {
+            let Ok(tcp) = ctx.read::<[u8; TCP_MIN_HEADER_LEN]>(l4) else {
                 return Outcome::Malformed;
             };
             packet.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
@@ -348,7 +461,7 @@ fn finish(
             data_offset
         }
         proto::UDP => {
-            let Ok(udp) = ctx.load::<[u8; 4]>(l4) else {
+            let Ok(udp) = ctx.read::<[u8; 4]>(l4) else {
                 return Outcome::Malformed;
             };
             packet.src_port = u16::from_be_bytes([udp[0], udp[1]]);
@@ -356,7 +469,7 @@ fn finish(
             UDP_HEADER_LEN
         }
         proto::SCTP => {
-            let Ok(sctp) = ctx.load::<[u8; 4]>(l4) else {
+            let Ok(sctp) = ctx.read::<[u8; 4]>(l4) else {
                 return Outcome::Malformed;
             };
             packet.src_port = u16::from_be_bytes([sctp[0], sctp[1]]);
@@ -364,7 +477,7 @@ fn finish(
             SCTP_COMMON_HEADER_LEN
         }
         proto::ICMP | proto::ICMPV6 => {
-            let Ok(icmp) = ctx.load::<[u8; ICMP_HEADER_LEN]>(l4) else {
+            let Ok(icmp) = ctx.read::<[u8; ICMP_HEADER_LEN]>(l4) else {
                 return Outcome::Malformed;
             };
             let (request, reply) = if packet.protocol == proto::ICMP {
@@ -446,17 +559,31 @@ pub struct Reported {
 /// truncated. The error itself must be a plain IPv4 or IPv6 packet
 /// without extension headers, at most two VLAN tags deep.
 #[inline(always)]
-pub fn reported(ctx: &SkBuff) -> Option<Reported> {
+pub fn reported(skb: &SkBuff) -> Option<Reported> {
+    // Scoped, so the first pass's result is not live (on a stack near its
+    // 512-byte limit) during the second.
+    {
+        let direct = Direct::new(skb);
+        let reported = reported_by(&direct);
+        if !direct.missed() {
+            return reported;
+        }
+    }
+    reported_by(&Helper(skb))
+}
+
+#[inline(always)]
+fn reported_by<R: Reader>(ctx: &R) -> Option<Reported> {
     let (l3, ethertype) = network_layer(ctx)?;
     let mut reporter = [0; 16];
     let (quoted, version) = match ethertype {
         ETH_P_IPV4 => {
-            let outer = ctx.load::<u8>(l3).ok()?;
-            reporter[..4].copy_from_slice(&ctx.load::<[u8; 4]>(l3 + 12).ok()?);
+            let outer = ctx.read::<u8>(l3).ok()?;
+            reporter[..4].copy_from_slice(&ctx.read::<[u8; 4]>(l3 + 12).ok()?);
             (l3 + ((outer & 0x0F) as usize) * 4 + ICMP_HEADER_LEN, 4)
         }
         ETH_P_IPV6 => {
-            reporter = ctx.load::<[u8; 16]>(l3 + 8).ok()?;
+            reporter = ctx.read::<[u8; 16]>(l3 + 8).ok()?;
             (l3 + IPV6_HEADER_LEN + ICMP_HEADER_LEN, 6)
         }
         _ => return None,
@@ -473,21 +600,21 @@ pub fn reported(ctx: &SkBuff) -> Option<Reported> {
         ip_bytes: 0,
     };
     let transport = if version == 4 {
-        let ip = ctx.load::<Ipv4Header>(quoted).ok()?;
+        let ip = ctx.read::<Ipv4Header>(quoted).ok()?;
         reported.src[..4].copy_from_slice(&ip.src);
         reported.dst[..4].copy_from_slice(&ip.dst);
         reported.protocol = ip.protocol;
         quoted + ((ip.version_ihl & 0x0F) as usize) * 4
     } else {
-        reported.protocol = ctx.load::<u8>(quoted + 6).ok()?;
-        reported.src = ctx.load::<[u8; 16]>(quoted + 8).ok()?;
-        reported.dst = ctx.load::<[u8; 16]>(quoted + 24).ok()?;
+        reported.protocol = ctx.read::<u8>(quoted + 6).ok()?;
+        reported.src = ctx.read::<[u8; 16]>(quoted + 8).ok()?;
+        reported.dst = ctx.read::<[u8; 16]>(quoted + 24).ok()?;
         quoted + IPV6_HEADER_LEN
     };
     if !matches!(reported.protocol, proto::TCP | proto::UDP | proto::SCTP) {
         return None;
     }
-    let ports = ctx.load::<[u8; 4]>(transport).ok()?;
+    let ports = ctx.read::<[u8; 4]>(transport).ok()?;
     reported.src_port = u16::from_be_bytes([ports[0], ports[1]]);
     reported.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
     let (key, direction) = reported.canonical_key(0);
