@@ -1,9 +1,8 @@
 //! Benchmarks: figures, not pass/fail tests.
 //!
-//! - `cargo xtask bench datapath`: iperf3 TCP throughput between two
-//!   namespace pods, alternating runs without and with `netgov capture`
-//!   attached; prints the median throughput ratio and the capture's CPU
-//!   seconds per GB.
+//! - `cargo xtask bench datapath`: throughput and per-packet cost of
+//!   observing pod traffic, netgov beside softflowd and pmacctd
+//!   (`bench_datapath.rs`).
 //! - `cargo xtask bench policy`: the policy engine on a generated cluster of
 //!   10,000 pods, 200 namespaces, 2,000 policies and 200
 //!   ClusterNetworkPolicies (compile time,
@@ -16,15 +15,9 @@
 //!   with IP reuse, policy and label changes and steady new flows, through
 //!   the fake API server; resident memory and the rest per minute.
 
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use netgov_testbed::{Pod, Testbed};
-use serde_json::Value;
-
-use std::process::Command;
-
-use crate::{XtaskError, build_netgov, cargo, require_root, run, spawn};
+use crate::{XtaskError, build_netgov, cargo, require_root, run};
 
 struct Options {
     runs: usize,
@@ -61,7 +54,10 @@ fn parse(args: &[String]) -> Result<Options, XtaskError> {
 /// Without root, or when a tool fails.
 pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     match args.first().map(String::as_str) {
-        Some("datapath") => datapath(&parse(args)?),
+        Some("datapath") => {
+            let options = parse(args)?;
+            crate::bench_datapath::datapath(options.runs, options.seconds)
+        }
         Some("policy") => policy(),
         Some("agent") => crate::bench_agent::bench(args),
         Some("cluster") => run(&mut example("cluster_bench")),
@@ -140,142 +136,4 @@ fn policy() -> Result<(), XtaskError> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-fn datapath(options: &Options) -> Result<(), XtaskError> {
-    require_root(
-        "bench",
-        "it creates network namespaces and loads eBPF programs",
-    )?;
-    let netgov = build_netgov(true)?;
-    let mut testbed = Testbed::new(&Testbed::unique_prefix("bench"))?;
-    testbed.add_pod("client")?;
-    testbed.add_pod("server")?;
-    let (client, server) = (&testbed.pods()[0], &testbed.pods()[1]);
-
-    println!(
-        "datapath benchmark: iperf3 TCP {} s x {} runs each, alternating without / with capture",
-        options.seconds, options.runs
-    );
-    let mut ratios = Vec::new();
-    let mut cpu_seconds = 0.0;
-    let mut captured_bytes = 0.0;
-    for run in 1..=options.runs {
-        let baseline = iperf(client, server, options.seconds)?;
-        let mut capture = start_capture(&testbed, &netgov)?;
-        let with_capture = iperf(client, server, options.seconds);
-        let cpu = cpu_time(&capture);
-        stop(&mut capture);
-        let with_capture = with_capture?;
-        cpu_seconds += cpu?;
-        captured_bytes += with_capture.bytes;
-        let ratio = with_capture.bits_per_second / baseline.bits_per_second;
-        println!(
-            "  run {run}: without {:>7.2} Gbit/s   with {:>7.2} Gbit/s   ratio {ratio:.3}",
-            baseline.bits_per_second / 1e9,
-            with_capture.bits_per_second / 1e9
-        );
-        ratios.push(ratio);
-    }
-    // The per-packet cost, with one capture attached for every workload.
-    let mut capture = start_capture(&testbed, &netgov)?;
-    let cost = crate::bench_cost::per_packet(client, server, options.seconds);
-    stop(&mut capture);
-    cost?;
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
-    println!("median throughput ratio (with / without capture): {median:.3}  (target >= 0.97)");
-    println!(
-        "capture process CPU: {:.4} s per GB transferred ({cpu_seconds:.2} s for {:.2} GB)",
-        cpu_seconds / (captured_bytes / 1e9),
-        captured_bytes / 1e9
-    );
-    Ok(())
-}
-
-/// `netgov capture` on the testbed's pod interfaces, given time to attach.
-fn start_capture(testbed: &Testbed, netgov: &std::path::Path) -> Result<Child, XtaskError> {
-    let capture = spawn(
-        testbed
-            .node()
-            .command(netgov.to_str().unwrap_or("netgov"))
-            .args(["capture", "--iface", "vethp*"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    std::thread::sleep(Duration::from_millis(700));
-    Ok(capture)
-}
-
-struct IperfResult {
-    bits_per_second: f64,
-    bytes: f64,
-}
-
-fn iperf(client: &Pod, server: &Pod, seconds: u32) -> Result<IperfResult, XtaskError> {
-    let address = server.ipv4.to_string();
-    let mut server_process = spawn(
-        server
-            .netns
-            .command("iperf3")
-            .args(["-s", "-1", "-B", &address])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let output = client.netns.exec(
-        "iperf3",
-        &["-c", &address, "-t", &seconds.to_string(), "-J"],
-    );
-    let _ = server_process.kill();
-    let _ = server_process.wait();
-    let json: Value = serde_json::from_slice(&output?.stdout).map_err(|e| XtaskError::Output {
-        tool: "iperf3",
-        detail: e.to_string(),
-    })?;
-    let received = &json["end"]["sum_received"];
-    match (
-        received["bits_per_second"].as_f64(),
-        received["bytes"].as_f64(),
-    ) {
-        (Some(bits_per_second), Some(bytes)) => Ok(IperfResult {
-            bits_per_second,
-            bytes,
-        }),
-        _ => Err(XtaskError::Output {
-            tool: "iperf3",
-            detail: format!("no end.sum_received in {json}"),
-        }),
-    }
-}
-
-/// User + system CPU seconds of a running process.
-fn cpu_time(child: &Child) -> Result<f64, XtaskError> {
-    let path = format!("/proc/{}/stat", child.id());
-    let stat = std::fs::read_to_string(&path).map_err(|source| XtaskError::Io {
-        what: format!("reading {path}"),
-        source,
-    })?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(utime), Some(stime)) => {
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-            Ok((utime + stime) / hz)
-        }
-        _ => Err(XtaskError::Output {
-            tool: "/proc/<pid>/stat",
-            detail: stat,
-        }),
-    }
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = child.wait();
 }

@@ -7,7 +7,9 @@
 //! a same-node flow takes two of its 262,144 entries (one per interface),
 //! and more live flows than that are evictions, whatever the rate. Then, on a fresh
 //! agent, 10,000 flows are kept active and the agent's CPU and resident
-//! memory are measured.
+//! memory are measured; last, resident memory per live flow: a fresh
+//! agent idle against the same holding 60,000 live flows
+//! (`--live-flows N`), each after the agent returned its free heap.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
@@ -139,6 +141,8 @@ const RATES: [u32; 8] = [
 ];
 /// New flows sent per step.
 const STEP_FLOWS: usize = 100_000;
+/// Live flows for the memory figure: as many as the soak holds.
+const LIVE_FLOWS: usize = 60_000;
 
 /// Runs the benchmark.
 ///
@@ -151,6 +155,12 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(STEP_FLOWS);
+    let live_flows: usize = args
+        .iter()
+        .position(|a| a == "--live-flows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LIVE_FLOWS);
     require_root(
         "bench",
         "it creates network namespaces and loads eBPF programs",
@@ -257,8 +267,50 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         100.0 * (cpu_after - cpu_before) / measured_from.elapsed().as_secs_f64(),
         sum(&text, "netgov_flow_table_entries", &[])
     );
+    drop(agent);
+    memory_per_flow(&testbed, &start_agent, live_flows)
+}
+
+/// Resident memory per live flow: a fresh agent's resident memory once it
+/// trimmed its heap (it does every minute), against the same once
+/// `live_flows` flows are judged and kept alive (a datagram on each every
+/// 20 s, well inside the idle timeout) for another trim.
+fn memory_per_flow(
+    testbed: &Testbed,
+    start_agent: &dyn Fn() -> Result<Agent, XtaskError>,
+    live_flows: usize,
+) -> Result<(), XtaskError> {
+    let agent = start_agent()?;
+    let started = Instant::now();
+    std::thread::sleep(TRIM_INTERVAL.saturating_sub(started.elapsed()));
+    let (_, idle) = process_figures(&agent.0);
+    let flows = live_flows.div_ceil(PODS - 1) * (PODS - 1);
+    let sent = Instant::now();
+    let mut last_send = sent;
+    send_flows(testbed, flows, 1, Some(50_000.0))?;
+    let (judged_flows, _, _) = settle(testbed, sent)?;
+    let (_, settled) = process_figures(&agent.0);
+    while sent.elapsed() < TRIM_INTERVAL + Duration::from_secs(5) {
+        if last_send.elapsed() > Duration::from_secs(20) {
+            last_send = Instant::now();
+            send_flows(testbed, flows, 1, Some(50_000.0))?;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (_, live) = process_figures(&agent.0);
+    let text = scrape(testbed)?;
+    let table = sum(&text, "netgov_flow_table_entries", &[]);
+    println!(
+        "  memory per live flow: {judged_flows:.0} flows judged, flow table {table:.0}; resident {idle:.1} MiB idle, {settled:.1} MiB as judged, {live:.1} MiB a minute later: {:.0} B per live flow, events lost {:.0}",
+        (live - idle) * 1024.0 * 1024.0 / table.max(1.0),
+        lost(&text)
+    );
     Ok(())
 }
+
+/// How often the agent returns free heap pages (`agent/memory.rs`), plus
+/// a margin.
+const TRIM_INTERVAL: Duration = Duration::from_secs(62);
 
 /// `netgov agent`, stopped with SIGTERM on drop.
 struct Agent(Child);

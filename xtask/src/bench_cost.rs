@@ -64,33 +64,114 @@ impl Drop for StatsEnabled {
 }
 
 /// Runs each workload through the capture already attached to the pods'
-/// interfaces and prints ns per run of every netgov program.
+/// interfaces and prints ns per run of every netgov program: TCP bulk,
+/// 64-byte UDP (iperf3), and many flows — 64-byte datagrams round-robin
+/// over [`MIX_FLOWS`] destination ports, so every packet looks up a
+/// different flow in a large map (the server drops them: no ICMP) — then
+/// pooled: every run of the three workloads, one after another.
 ///
 /// # Errors
-/// When bpftool or iperf3 cannot be run.
+/// When bpftool, nft or iperf3 cannot be run.
 pub fn per_packet(client: &Pod, server: &Pod, seconds: u32) -> Result<(), XtaskError> {
     let _stats = StatsEnabled::new()?;
-    let workloads: [(&str, &[&str]); 2] = [
-        ("TCP bulk", &[]),
-        ("UDP 64-byte", &["-u", "-b", "0", "-l", "64"]),
+    server
+        .netns
+        .exec("nft", &["add", "table", "inet", "netgov_bench"])?;
+    server.netns.exec(
+        "nft",
+        &[
+            "add chain inet netgov_bench input { type filter hook input priority 0 ; } ;",
+            &format!(
+                "add rule inet netgov_bench input udp dport {MIX_FIRST_PORT}-{} drop",
+                MIX_FIRST_PORT + MIX_FLOWS - 1
+            ),
+        ],
+    )?;
+    let workloads: [(&str, Workload); 3] = [
+        ("TCP bulk", Workload::Iperf(&[])),
+        (
+            "UDP 64-byte",
+            Workload::Iperf(&["-u", "-b", "0", "-l", "64"]),
+        ),
+        ("UDP 10k flows", Workload::ManyFlows),
     ];
     println!("per-packet cost (kernel BPF statistics, ns per program run):");
-    for (name, extra) in workloads {
+    let mut all = Counts::new();
+    for (name, workload) in workloads {
         let before = counts()?;
-        iperf(client, server, seconds, extra)?;
+        match workload {
+            Workload::Iperf(extra) => iperf(client, server, seconds, extra)?,
+            Workload::ManyFlows => many_flows(client, server, seconds)?,
+        }
         let after = counts()?;
-        let mut line = format!("  {name:<12}");
+        let mut spent = Counts::new();
         for (program, (runs, ns)) in &after {
             let (runs_before, ns_before) = before.get(program).copied().unwrap_or_default();
-            let runs = runs.saturating_sub(runs_before);
-            if runs > 0 {
-                let per_run = ns.saturating_sub(ns_before) as f64 / runs as f64;
-                line += &format!("  {program} {per_run:.0} ns ({runs} runs)");
+            let run = (
+                runs.saturating_sub(runs_before),
+                ns.saturating_sub(ns_before),
+            );
+            spent.insert(program.clone(), run);
+            let total = all.entry(program.clone()).or_default();
+            *total = (total.0 + run.0, total.1 + run.1);
+        }
+        println!("{}", cost_line(name, &spent));
+    }
+    println!("{}", cost_line("pooled (all three)", &all));
+    Ok(())
+}
+
+/// Traffic for one measurement.
+enum Workload {
+    /// iperf3 with these extra arguments.
+    Iperf(&'static [&'static str]),
+    /// [`many_flows`].
+    ManyFlows,
+}
+
+/// Destination ports of the many-flows workload: one flow each.
+const MIX_FLOWS: u16 = 10_000;
+const MIX_FIRST_PORT: u16 = 10_000;
+
+/// 64-byte datagrams from the client, round-robin over [`MIX_FLOWS`]
+/// ports of the server, for `seconds`.
+fn many_flows(client: &Pod, server: &Pod, seconds: u32) -> Result<(), XtaskError> {
+    let target = std::net::SocketAddr::from((server.ipv4, 0));
+    let sent = client.netns.run_in(move || -> std::io::Result<u64> {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(u64::from(seconds)) {
+            for port in MIX_FIRST_PORT..MIX_FIRST_PORT + MIX_FLOWS {
+                let mut to = target;
+                to.set_port(port);
+                socket.send_to(&[0u8; 64], to)?;
+                sent += 1;
             }
         }
-        println!("{line}");
-    }
+        Ok(sent)
+    })?;
+    let sent = sent.map_err(|source| XtaskError::Io {
+        what: "sending the many-flows datagrams".into(),
+        source,
+    })?;
+    println!(
+        "  ({sent} datagrams over {MIX_FLOWS} flows: {:.0}/s)",
+        sent as f64 / f64::from(seconds)
+    );
     Ok(())
+}
+
+/// `name  program ns (runs)...` for the programs that ran.
+fn cost_line(name: &str, spent: &Counts) -> String {
+    let mut line = format!("  {name:<16}");
+    for (program, (runs, ns)) in spent {
+        if *runs > 0 {
+            let per_run = *ns as f64 / *runs as f64;
+            line += &format!("  {program} {per_run:.0} ns ({runs} runs)");
+        }
+    }
+    line
 }
 
 fn iperf(client: &Pod, server: &Pod, seconds: u32, extra: &[&str]) -> Result<(), XtaskError> {

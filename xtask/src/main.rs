@@ -4,13 +4,14 @@
 //! - `test`: everything — formatting, lints, unit tests and the privileged
 //!   eBPF and network-namespace tests (as root; never skipped);
 //! - `demo`: a simulated node in network namespaces with traffic, captured;
-//! - `bench datapath`: throughput with and without capture attached.
+//! - `bench datapath`: throughput and per-packet cost, netgov beside peers.
 //!
 //! Every task but `setup` runs `setup` first.
 
 mod bench;
 mod bench_agent;
 mod bench_cost;
+mod bench_datapath;
 mod demo;
 mod demo_cycle;
 mod image;
@@ -80,7 +81,7 @@ pub enum XtaskError {
     },
     /// Bad command line.
     #[error(
-        "usage: cargo xtask setup [--build-only] | test [cargo test args] | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N] | bench soak [--minutes N]\n{0}"
+        "usage: cargo xtask setup [--build-only] | test [cargo test args] | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N] [--live-flows N] | bench soak [--minutes N]\n{0}"
     )]
     Usage(String),
 }

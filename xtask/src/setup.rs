@@ -23,6 +23,9 @@ const DEBIAN_COMMANDS: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("bpftool", "bpftool"),
     ("iperf3", "iperf3"),
+    // `bench datapath` measures these flow exporters beside netgov.
+    ("softflowd", "softflowd"),
+    ("pmacctd", "pmacct"),
     ("sysctl", "procps"),
     // The deploy tests: promtool and a real Prometheus server, and the
     // runtimes of the schema validators.
