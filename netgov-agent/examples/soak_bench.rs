@@ -173,10 +173,11 @@ fn main() {
         "soak: {minutes} min; ~{FLOW_RATE:.0} new flows/s, a pod identity churned every 4 s (IP reused), a policy and namespace labels changed every 10 s"
     );
     println!(
-        "{:>4} {:>9} {:>9} {:>10} {:>7} {:>4} {:>7} {:>10} {:>10} {:>6}",
+        "{:>4} {:>9} {:>9} {:>9} {:>10} {:>7} {:>4} {:>7} {:>10} {:>10} {:>6}",
         "min",
         "rss MiB",
         "peak MiB",
+        "heap MiB",
         "flow tbl",
         "series",
         "fds",
@@ -220,9 +221,10 @@ fn main() {
                     .map(|d| d.count())
                     .unwrap_or(0);
                 println!(
-                    "{minute:>4} {:>9.1} {:>9.1} {:>10} {series:>7} {fds:>4} {:>7} {:>10} {:>10} {:>6}",
+                    "{minute:>4} {:>9.1} {:>9.1} {:>9.1} {:>10} {series:>7} {fds:>4} {:>7} {:>10} {:>10} {:>6}",
                     status(&agent, "VmRSS") as f64 / 1024.0,
                     status(&agent, "VmHWM") as f64 / 1024.0,
+                    sum(&text, "netgov_heap_in_use_bytes", &[]) / (1024.0 * 1024.0),
                     sum(&text, "netgov_flow_table_entries", &[]),
                     status(&agent, "Threads"),
                     sent.load(Ordering::Relaxed),

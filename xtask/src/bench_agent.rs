@@ -284,6 +284,7 @@ fn memory_per_flow(
     let started = Instant::now();
     std::thread::sleep(TRIM_INTERVAL.saturating_sub(started.elapsed()));
     let (_, idle) = process_figures(&agent.0);
+    let idle_heap = sum(&scrape(testbed)?, "netgov_heap_in_use_bytes", &[]);
     let flows = live_flows.div_ceil(PODS - 1) * (PODS - 1);
     let sent = Instant::now();
     let mut last_send = sent;
@@ -300,13 +301,19 @@ fn memory_per_flow(
     let (_, live) = process_figures(&agent.0);
     let text = scrape(testbed)?;
     let table = sum(&text, "netgov_flow_table_entries", &[]);
+    let heap = sum(&text, "netgov_heap_in_use_bytes", &[]);
     println!(
-        "  memory per live flow: {judged_flows:.0} flows judged, flow table {table:.0}; resident {idle:.1} MiB idle, {settled:.1} MiB as judged, {live:.1} MiB a minute later: {:.0} B per live flow, events lost {:.0}",
-        (live - idle) * 1024.0 * 1024.0 / table.max(1.0),
+        "  memory per live flow: {judged_flows:.0} flows judged, flow table {table:.0}; resident {idle:.1} MiB idle ({:.1} MiB heap), {settled:.1} MiB as judged, {live:.1} MiB a minute later ({:.1} MiB heap): {:.0} B per live flow resident, {:.0} B heap; events lost {:.0}",
+        idle_heap / MIB,
+        heap / MIB,
+        (live - idle) * MIB / table.max(1.0),
+        (heap - idle_heap) / table.max(1.0),
         lost(&text)
     );
     Ok(())
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// How often the agent returns free heap pages (`agent/memory.rs`), plus
 /// a margin.

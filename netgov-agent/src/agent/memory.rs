@@ -9,7 +9,9 @@
 //! - every minute, `malloc_trim` returns the free pages of every arena.
 //!
 //! Both are glibc's (the agent's image links glibc statically); elsewhere
-//! they do nothing.
+//! they do nothing. After each trim the heap in use is exported
+//! (`netgov_heap_in_use_bytes`): resident memory that grows while it
+//! stays flat is the allocator's, not a leak.
 
 use std::time::Duration;
 
@@ -26,10 +28,13 @@ pub fn limit_arenas() {
 }
 
 /// Returns the free memory of every arena to the system, every
-/// [`TRIM_INTERVAL`], forever.
-pub async fn trim_forever() {
+/// [`TRIM_INTERVAL`], forever, and hands `record` the heap in use.
+pub async fn trim_forever(record: impl Fn(u64)) {
     let mut tick = tokio::time::interval(TRIM_INTERVAL);
     tick.tick().await;
+    if let Some(bytes) = heap_in_use() {
+        record(bytes);
+    }
     loop {
         tick.tick().await;
         #[cfg(target_env = "gnu")]
@@ -37,5 +42,21 @@ pub async fn trim_forever() {
         unsafe {
             libc::malloc_trim(0);
         }
+        if let Some(bytes) = heap_in_use() {
+            record(bytes);
+        }
     }
+}
+
+/// Bytes the process's allocations hold: in-use chunks of every arena
+/// plus those mapped on their own (glibc only).
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(target_env = "gnu"))]
+    None
 }

@@ -174,7 +174,10 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         },
     ));
     tokio::spawn(posture::refresh_forever(Arc::clone(&shared)));
-    tokio::spawn(super::memory::trim_forever());
+    tokio::spawn({
+        let shared = Arc::clone(&shared);
+        super::memory::trim_forever(move |bytes| shared.metrics.set_heap_in_use(bytes))
+    });
 
     let staged = if options.staged.is_empty() {
         None
