@@ -35,7 +35,7 @@ use labels::{
     PostureLabels, ResourceLabels, StageLabels, StagedLabels, ViolationLabels,
 };
 pub use labels::{LossStage, StagedChange};
-use series::{SeriesIndex, count_series};
+use series::{SeriesIndex, count_series, forget_series};
 
 use crate::cluster::ResourceKind;
 use crate::judge::{DeniedBy, Enforcement, NotJudged};
@@ -504,18 +504,10 @@ impl Metrics {
     pub fn forget_workload(&self, namespace: &str, workload: &str) {
         let mut index = self.index();
         let key = (namespace.to_owned(), workload.to_owned());
-        for labels in index.flows.remove(&key).unwrap_or_default() {
-            self.flows.remove(&labels);
-        }
-        for labels in index.violations.remove(&key).unwrap_or_default() {
-            self.violations.remove(&labels);
-        }
-        for labels in index.egress.remove(&key).unwrap_or_default() {
-            self.unexpected_egress.remove(&labels);
-        }
-        for labels in index.staged.remove(&key).unwrap_or_default() {
-            self.staged_changes.remove(&labels);
-        }
+        forget_series(&mut index.flows, &self.flows, &key);
+        forget_series(&mut index.violations, &self.violations, &key);
+        forget_series(&mut index.egress, &self.unexpected_egress, &key);
+        forget_series(&mut index.staged, &self.staged_changes, &key);
         index.forget(&key);
     }
 }

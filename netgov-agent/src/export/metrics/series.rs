@@ -133,3 +133,26 @@ pub(super) fn count_series<L: WorkloadSeries>(
     });
     family.get_or_create(&labels).inc();
 }
+
+/// Removes the series naming `key` from `family`, and from the index: under
+/// `key`, and under every other workload they name — else the sets of a
+/// workload that stays (a server) would keep the label sets of every
+/// client that left, for good.
+pub(super) fn forget_series<L: WorkloadSeries>(
+    index: &mut BTreeMap<WorkloadKey, BTreeSet<L>>,
+    family: &Family<L, Counter>,
+    key: &WorkloadKey,
+) {
+    for labels in index.remove(key).unwrap_or_default() {
+        family.remove(&labels);
+        labels.each_workload(&mut |namespace, workload| {
+            let other = (namespace.to_owned(), workload.to_owned());
+            if let Some(set) = index.get_mut(&other) {
+                set.remove(&labels);
+                if set.is_empty() {
+                    index.remove(&other);
+                }
+            }
+        });
+    }
+}

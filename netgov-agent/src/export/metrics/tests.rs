@@ -135,6 +135,13 @@ fn deleted_workloads_lose_their_series() {
         ),
         Some(1.0)
     );
+    // The workload that stays keeps no trace of the one that left: the
+    // index holds only the one series left, under each workload it names.
+    let index = metrics.index();
+    let stays = ("a".to_owned(), "stays".to_owned());
+    assert_eq!(index.flows.get(&stays).map(|s| s.len()), Some(1));
+    assert_eq!(index.flows.values().map(|s| s.len()).sum::<usize>(), 2);
+    assert!(index.egress.is_empty());
 }
 
 #[test]
