@@ -174,19 +174,27 @@ fn network_layer<R: Reader>(ctx: &R) -> Option<(usize, u16)> {
     Some((offset, ethertype))
 }
 
+/// Runs `$parse` reading straight from the packet, and again through the
+/// helper only when a read fell outside its linear part; returns from the
+/// calling function. The first pass is scoped so that its result is not
+/// live during the second, on a stack near its 512-byte limit.
+macro_rules! direct_then_helper {
+    ($skb:expr, $parse:ident) => {{
+        {
+            let direct = Direct::new($skb);
+            let result = $parse(&direct);
+            if !direct.missed() {
+                return result;
+            }
+        }
+        $parse(&Helper($skb))
+    }};
+}
+
 /// Parses a frame that starts with its Ethernet header (TC programs).
 #[inline(always)]
 pub fn parse(skb: &SkBuff) -> Outcome {
-    // Scoped, so the first pass's result is not live (on a stack near its
-    // 512-byte limit) during the second.
-    {
-        let direct = Direct::new(skb);
-        let outcome = parse_frame(&direct);
-        if !direct.missed() {
-            return outcome;
-        }
-    }
-    parse_frame(&Helper(skb))
+    direct_then_helper!(skb, parse_frame)
 }
 
 #[inline(always)]
@@ -205,16 +213,7 @@ fn parse_frame<R: Reader>(ctx: &R) -> Outcome {
 /// family is the skb's protocol.
 #[inline(always)]
 pub fn parse_ip(skb: &SkBuff) -> Outcome {
-    // Scoped, so the first pass's result is not live (on a stack near its
-    // 512-byte limit) during the second.
-    {
-        let direct = Direct::new(skb);
-        let outcome = parse_packet(&direct);
-        if !direct.missed() {
-            return outcome;
-        }
-    }
-    parse_packet(&Helper(skb))
+    direct_then_helper!(skb, parse_packet)
 }
 
 #[inline(always)]
@@ -560,16 +559,7 @@ pub struct Reported {
 /// without extension headers, at most two VLAN tags deep.
 #[inline(always)]
 pub fn reported(skb: &SkBuff) -> Option<Reported> {
-    // Scoped, so the first pass's result is not live (on a stack near its
-    // 512-byte limit) during the second.
-    {
-        let direct = Direct::new(skb);
-        let reported = reported_by(&direct);
-        if !direct.missed() {
-            return reported;
-        }
-    }
-    reported_by(&Helper(skb))
+    direct_then_helper!(skb, reported_by)
 }
 
 #[inline(always)]
