@@ -1,9 +1,9 @@
-//! Giving freed memory back to the system. In the churn soak (`cargo xtask
-//! bench soak`) the agent's resident memory was flat for 15 minutes, then
-//! rose in steps (270 → 297 → 333 MiB) after transient peaks, with flows,
-//! series, descriptors and threads all flat: glibc keeps a heap per thread
+//! Giving freed memory back to the system. glibc keeps a heap per thread
 //! that allocated (an arena), and memory freed after a burst stays with
-//! the arena that held it. Two measures:
+//! the arena that held it. (The steps the churn soak first showed, 270 →
+//! 297 → 333 MiB after 15 minutes, were the live-flow tables doubling late:
+//! see `churn_map.rs`. These measures lowered the plateau by about 40 MiB
+//! before that was found.) Two measures:
 //! - at most two arenas (the agent has a few busy threads; contention on
 //!   them is negligible next to judging);
 //! - every minute, `malloc_trim` returns the free pages of every arena.
