@@ -106,7 +106,7 @@ pub fn netgov_socket_ingress(ctx: SkBuffContext) -> i32 {
         0x86DD => 6,
         _ => return 1,
     };
-    if ip_protocol(&ctx, protocol_offset) != Some(netgov_common::proto::UDP) {
+    if parse::byte_at(&ctx.skb, protocol_offset) != Some(netgov_common::proto::UDP) {
         return 1;
     }
     if let parse::Outcome::Flow(packet) | parse::Outcome::FirstFragment(packet, _) =
@@ -133,19 +133,6 @@ pub fn netgov_icmp_error(ctx: TcContext) -> i32 {
         mark_key_delivered(reported.key, reported.direction);
     }
     TC_ACT_UNSPEC
-}
-
-/// The IP protocol byte at `offset` (read straight from the packet: a
-/// socket's packet is linear), on a path every packet any socket receives
-/// takes.
-#[inline(always)]
-fn ip_protocol(ctx: &SkBuffContext, offset: usize) -> Option<u8> {
-    use parse::Reader;
-    let direct = parse::Direct::new(&ctx.skb);
-    match direct.read::<u8>(offset) {
-        Ok(protocol) => Some(protocol),
-        Err(()) => parse::Helper(&ctx.skb).read::<u8>(offset).ok(),
-    }
 }
 
 /// Records in `NETGOV_DELIVERED` that `packet` (UDP) reached its

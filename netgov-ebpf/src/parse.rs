@@ -84,7 +84,7 @@ const MAX_DIRECT_OFFSET: usize = 512;
 /// first, and again with [`Helper`] only when a read missed the linear
 /// part: one pass per packet in practice, and no branch per read for the
 /// verifier to multiply.
-pub trait Reader {
+trait Reader {
     /// The packet.
     fn skb(&self) -> &SkBuff;
     /// A `T` at `offset`.
@@ -93,7 +93,7 @@ pub trait Reader {
 
 /// Reads through `bpf_skb_load_bytes`: any byte of the packet, in its
 /// linear part or not — tens of nanoseconds a call.
-pub struct Helper<'a>(pub &'a SkBuff);
+struct Helper<'a>(&'a SkBuff);
 
 impl Reader for Helper<'_> {
     #[inline(always)]
@@ -111,14 +111,14 @@ impl Reader for Helper<'_> {
 /// the headers): a few instructions a read. A read past it fails and is
 /// remembered, so that the caller parses again with [`Helper`] rather
 /// than calling a truncated packet malformed.
-pub struct Direct<'a> {
+struct Direct<'a> {
     skb: &'a SkBuff,
     missed: core::cell::Cell<bool>,
 }
 
 impl<'a> Direct<'a> {
     #[inline(always)]
-    pub fn new(skb: &'a SkBuff) -> Self {
+    fn new(skb: &'a SkBuff) -> Self {
         Self {
             skb,
             missed: core::cell::Cell::new(false),
@@ -127,7 +127,7 @@ impl<'a> Direct<'a> {
 
     /// Whether a read fell outside the linear part.
     #[inline(always)]
-    pub fn missed(&self) -> bool {
+    fn missed(&self) -> bool {
         self.missed.get()
     }
 }
@@ -179,16 +179,28 @@ fn network_layer<R: Reader>(ctx: &R) -> Option<(usize, u16)> {
 /// calling function. The first pass is scoped so that its result is not
 /// live during the second, on a stack near its 512-byte limit.
 macro_rules! direct_then_helper {
-    ($skb:expr, $parse:ident) => {{
+    ($skb:expr, $parse:ident $(, $arg:expr)*) => {{
         {
             let direct = Direct::new($skb);
-            let result = $parse(&direct);
+            let result = $parse(&direct $(, $arg)*);
             if !direct.missed() {
                 return result;
             }
         }
-        $parse(&Helper($skb))
+        $parse(&Helper($skb) $(, $arg)*)
     }};
+}
+
+/// The byte at `offset` (the socket hook's look at the IP protocol, on a
+/// path every packet any socket receives takes).
+#[inline(always)]
+pub fn byte_at(skb: &SkBuff, offset: usize) -> Option<u8> {
+    direct_then_helper!(skb, read_byte, offset)
+}
+
+#[inline(always)]
+fn read_byte<R: Reader>(ctx: &R, offset: usize) -> Option<u8> {
+    ctx.read::<u8>(offset).ok()
 }
 
 /// Parses a frame that starts with its Ethernet header (TC programs).

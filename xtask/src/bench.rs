@@ -72,14 +72,17 @@ fn soak(args: &[String]) -> Result<(), XtaskError> {
         "bench soak",
         "it creates network namespaces and loads eBPF programs",
     )?;
-    let minutes = args
-        .iter()
-        .position(|a| a == "--minutes")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "30".into());
+    let minutes: u32 = flag_value(args, "--minutes").unwrap_or(30);
     let netgov = build_netgov(true)?;
-    run(example("soak_bench").arg(&netgov).arg(minutes))
+    run(example("soak_bench").arg(&netgov).arg(minutes.to_string()))
+}
+
+/// The value after `flag` in `args`, when there is one that parses.
+pub fn flag_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// `cargo run` of one of netgov-agent's benchmark examples, released;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use netgov_testbed::Testbed;
 use netgov_testbed::metrics_text::sum_samples as sum;
 
+use crate::bench::flag_value;
 use crate::{XtaskError, build_netgov, require_root, spawn};
 
 const PODS: usize = 20;
@@ -149,18 +150,8 @@ const LIVE_FLOWS: usize = 60_000;
 /// # Errors
 /// Without root, or when the node or the agent cannot be set up.
 pub fn bench(args: &[String]) -> Result<(), XtaskError> {
-    let step_flows: usize = args
-        .iter()
-        .position(|a| a == "--flows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(STEP_FLOWS);
-    let live_flows: usize = args
-        .iter()
-        .position(|a| a == "--live-flows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LIVE_FLOWS);
+    let step_flows = flag_value(args, "--flows").unwrap_or(STEP_FLOWS);
+    let live_flows = flag_value(args, "--live-flows").unwrap_or(LIVE_FLOWS);
     require_root(
         "bench",
         "it creates network namespaces and loads eBPF programs",

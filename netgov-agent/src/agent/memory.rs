@@ -32,18 +32,15 @@ pub fn limit_arenas() {
 pub async fn trim_forever(record: impl Fn(u64)) {
     let mut tick = tokio::time::interval(TRIM_INTERVAL);
     tick.tick().await;
-    if let Some(bytes) = heap_in_use() {
-        record(bytes);
-    }
     loop {
+        if let Some(bytes) = heap_in_use() {
+            record(bytes);
+        }
         tick.tick().await;
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases memory no allocation holds.
         unsafe {
             libc::malloc_trim(0);
-        }
-        if let Some(bytes) = heap_in_use() {
-            record(bytes);
         }
     }
 }
