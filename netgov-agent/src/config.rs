@@ -9,8 +9,16 @@
 //!     workload: data-ingestion        # optional: every workload of the namespace
 //!     cidrs: [192.0.2.0/24]
 //!     ports: ["443", "8000-8100"]     # optional: every port
+//!   - namespace: ai-platform
+//!     workload: model-server
+//!     domains: ["*.mirror.example", hub.example]  # DNS names it resolved
 //! maxWorkloads: 2000
 //! answerWindowSeconds: 5
+//! names:                              # destination names (all optional)
+//!   minTtlSeconds: 30
+//!   maxTtlSeconds: 3600
+//!   maxEntries: 100000
+//!   maxPerWorkload: 100               # distinct names per workload in metrics
 //! ```
 
 use std::path::Path;
@@ -18,6 +26,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::names::{DomainPattern, NameLimits};
 
 /// An inclusive port range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +52,12 @@ pub struct ExpectedEgress {
     pub namespace: String,
     /// Workload name of the source pods; `None` means every workload.
     pub workload: Option<String>,
-    /// Destinations.
+    /// Destination addresses.
     pub cidrs: Vec<IpNet>,
+    /// Destination names, matched against the names the source pod's DNS
+    /// answers gave the address (not server names: the client writes
+    /// those itself).
+    pub domains: Vec<DomainPattern>,
     /// Destination ports; empty means every port.
     pub ports: Vec<PortRange>,
 }
@@ -61,6 +75,11 @@ pub struct AgentConfig {
     /// How long a denied flow to another node may stay unanswered before it
     /// counts as enforced.
     pub answer_window: Duration,
+    /// How long and how many destination names are kept.
+    pub names: NameLimits,
+    /// Distinct destination names per source workload in metrics; further
+    /// names are shown by their address block.
+    pub max_names_per_workload: usize,
 }
 
 impl Default for AgentConfig {
@@ -70,6 +89,8 @@ impl Default for AgentConfig {
             expected_egress: Vec::new(),
             max_workloads: 2000,
             answer_window: Duration::from_secs(5),
+            names: NameLimits::default(),
+            max_names_per_workload: 100,
         }
     }
 }
@@ -112,7 +133,7 @@ pub enum ConfigError {
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    expecting = "a mapping with clusterCIDRs, expectedEgress, maxWorkloads, answerWindowSeconds"
+    expecting = "a mapping with clusterCIDRs, expectedEgress, maxWorkloads, answerWindowSeconds, names"
 )]
 struct RawConfig {
     #[serde(default, rename = "clusterCIDRs")]
@@ -121,18 +142,36 @@ struct RawConfig {
     expected_egress: Vec<RawExpectedEgress>,
     max_workloads: Option<usize>,
     answer_window_seconds: Option<f64>,
+    #[serde(default)]
+    names: RawNames,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping with minTtlSeconds, maxTtlSeconds, maxEntries, maxPerWorkload"
+)]
+struct RawNames {
+    min_ttl_seconds: Option<u64>,
+    max_ttl_seconds: Option<u64>,
+    max_entries: Option<usize>,
+    max_per_workload: Option<usize>,
 }
 
 #[derive(Deserialize)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    expecting = "a mapping with namespace, workload, cidrs, ports"
+    expecting = "a mapping with namespace, workload, cidrs, domains, ports"
 )]
 struct RawExpectedEgress {
     namespace: String,
     workload: Option<String>,
+    #[serde(default)]
     cidrs: Vec<String>,
+    #[serde(default)]
+    domains: Vec<String>,
     #[serde(default)]
     ports: Vec<String>,
 }
@@ -199,12 +238,25 @@ impl AgentConfig {
                     "empty".into(),
                 ));
             }
-            if entry.cidrs.is_empty() {
+            if entry.cidrs.is_empty() && entry.domains.is_empty() {
                 return Err(invalid(
                     format!("expectedEgress[{i}].cidrs"),
-                    "at least one CIDR".into(),
+                    "at least one CIDR or domain".into(),
                 ));
             }
+            let domains = entry
+                .domains
+                .iter()
+                .enumerate()
+                .map(|(j, d)| {
+                    DomainPattern::parse(d).map_err(|error| {
+                        invalid(
+                            format!("expectedEgress[{i}].domains[{j}]"),
+                            format!("`{d}`: {error}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             let cidrs = entry
                 .cidrs
                 .iter()
@@ -228,6 +280,7 @@ impl AgentConfig {
                 namespace: entry.namespace.clone(),
                 workload: entry.workload.clone(),
                 cidrs,
+                domains,
                 ports,
             });
         }
@@ -249,13 +302,57 @@ impl AgentConfig {
                     )
                 })?,
         };
+        let (names, max_names_per_workload) = names_settings(&raw.names, &invalid)?;
         Ok(Self {
             cluster_cidrs,
             expected_egress,
             max_workloads,
             answer_window,
+            names,
+            max_names_per_workload,
         })
     }
+}
+
+/// The `names` section, with the defaults for what it leaves out.
+fn names_settings(
+    raw: &RawNames,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(NameLimits, usize), ConfigError> {
+    let defaults = AgentConfig::default();
+    let positive = |value: Option<usize>, default: usize, field: &str| match value {
+        Some(0) => Err(invalid(
+            format!("names.{field}"),
+            "must be at least 1".into(),
+        )),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    };
+    let limits = NameLimits {
+        min_ttl: raw
+            .min_ttl_seconds
+            .map_or(defaults.names.min_ttl, Duration::from_secs),
+        max_ttl: raw
+            .max_ttl_seconds
+            .map_or(defaults.names.max_ttl, Duration::from_secs),
+        max_entries: positive(raw.max_entries, defaults.names.max_entries, "maxEntries")?,
+    };
+    if limits.max_ttl < limits.min_ttl || limits.max_ttl.is_zero() {
+        return Err(invalid(
+            "names.maxTtlSeconds".into(),
+            format!(
+                "{} s is below minTtlSeconds ({} s) or zero",
+                limits.max_ttl.as_secs(),
+                limits.min_ttl.as_secs()
+            ),
+        ));
+    }
+    let per_workload = positive(
+        raw.max_per_workload,
+        defaults.max_names_per_workload,
+        "maxPerWorkload",
+    )?;
+    Ok((limits, per_workload))
 }
 
 fn parse_ports(text: &str) -> Option<PortRange> {
@@ -270,75 +367,5 @@ fn parse_ports(text: &str) -> Option<PortRange> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_documented_example() {
-        let config = AgentConfig::parse(
-            "clusterCIDRs: [10.244.0.0/16]\nexpectedEgress:\n  - namespace: ai\n    workload: ingest\n    cidrs: [192.0.2.0/24]\n    ports: [\"443\", \"8000-8100\"]\nmaxWorkloads: 10\nanswerWindowSeconds: 2.5\n",
-            "agent.yaml",
-        )
-        .expect("valid");
-        assert_eq!(config.cluster_cidrs.len(), 1);
-        assert_eq!(
-            config.expected_egress[0].ports,
-            [
-                PortRange {
-                    start: 443,
-                    end: 443
-                },
-                PortRange {
-                    start: 8000,
-                    end: 8100
-                }
-            ]
-        );
-        assert_eq!(config.max_workloads, 10);
-        assert_eq!(config.answer_window, Duration::from_millis(2500));
-        assert_eq!(
-            AgentConfig::parse("{}", "empty").expect("defaults"),
-            AgentConfig::default()
-        );
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        let rows = [
-            ("clusterCIDRs: [10.0.0.0/40]", "clusterCIDRs[0]"),
-            (
-                "expectedEgress: [{namespace: a, cidrs: [nope]}]",
-                "expectedEgress[0].cidrs[0]",
-            ),
-            (
-                "expectedEgress: [{namespace: a, cidrs: []}]",
-                "expectedEgress[0].cidrs",
-            ),
-            (
-                "expectedEgress: [{namespace: a, cidrs: [1.2.3.0/24], ports: [\"90-80\"]}]",
-                "expectedEgress[0].ports[0]",
-            ),
-            (
-                "expectedEgress: [{namespace: a, cidrs: [1.2.3.0/24], ports: [\"0\"]}]",
-                "expectedEgress[0].ports[0]",
-            ),
-            ("maxWorkloads: 0", "maxWorkloads"),
-            ("answerWindowSeconds: -1", "answerWindowSeconds"),
-            (
-                "expectedEgress: [{namespace: a, cidr: [1.2.3.0/24]}]",
-                "expectedEgress[0]",
-            ),
-            ("clusterCidrs: []", "clusterCidrs"),
-            ("vm", "(top level)"),
-            ("expectedEgress: [vm]", "expectedEgress[0]"),
-        ];
-        for (text, field) in rows {
-            let error = AgentConfig::parse(text, "agent.yaml")
-                .expect_err(text)
-                .to_string();
-            assert!(error.starts_with("agent.yaml: "), "{error}");
-            assert!(error.contains(field), "{text}: {error}");
-            assert!(!error.contains("Raw"), "no Rust type names: {error}");
-        }
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

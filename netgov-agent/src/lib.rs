@@ -23,6 +23,7 @@ pub mod config;
 pub mod export;
 pub mod input;
 pub mod judge;
+pub mod names;
 pub mod observe;
 pub mod policy;
 pub mod replay;

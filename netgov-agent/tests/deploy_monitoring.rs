@@ -13,6 +13,7 @@ use std::process::Command;
 use netgov_agent::cluster::ResourceKind;
 use netgov_agent::export::metrics::{LossStage, Metrics};
 use netgov_agent::judge::{DeniedBy, Enforcement};
+use netgov_agent::names::{DnsOutcome, LearnOutcome, NameError, NameSource};
 use netgov_agent::policy::Decision;
 use netgov_agent::policy::tiers::Tier;
 use netgov_agent::state::{Direction, Identity, Protocol};
@@ -123,7 +124,14 @@ fn exported_series() -> BTreeSet<String> {
         (DeniedBy::Ingress, Tier::NetworkPolicy),
         Enforcement::Gap,
     );
-    metrics.count_unexpected_egress(&a, "203.0.113.1".parse().expect("ip"));
+    metrics.count_egress(&a, ("203.0.113.1".parse().expect("ip"), None), true);
+    for outcome in [
+        LearnOutcome::Dns(DnsOutcome::Addresses, 1),
+        LearnOutcome::Error(NameSource::Sni, NameError::Truncated),
+    ] {
+        metrics.count_learned(outcome);
+    }
+    metrics.record_name_cache(1, 1);
     metrics.set_unprotected_pods(&BTreeMap::from([(("a".into(), Direction::Egress), 1)]));
     metrics.set_governed_namespaces(["a"]);
     metrics.record_resource(

@@ -26,11 +26,18 @@ pub mod names {
     /// (`LRU_HASH<FlowKey with ifindex 0, u32>`, bit `1 << direction`).
     pub const DELIVERED_MAP: &str = "NETGOV_DELIVERED";
     /// Programs the TC programs tail-call (`PROG_ARRAY`, slot 0:
-    /// [`ICMP_ERROR_PROGRAM`]).
+    /// [`ICMP_ERROR_PROGRAM`], slot 1: [`PAYLOAD_PROGRAM`]).
     pub const TAIL_CALLS_MAP: &str = "NETGOV_TAIL_CALLS";
     /// TC program tail-called for ICMP errors: marks the UDP datagram one
     /// quotes delivered when its destination sent the error.
     pub const ICMP_ERROR_PROGRAM: &str = "netgov_icmp_error";
+    /// TC program tail-called for a DNS answer or a TLS ClientHello: copies
+    /// the payload into [`PAYLOADS_MAP`].
+    pub const PAYLOAD_PROGRAM: &str = "netgov_payload";
+    /// DNS answers and TLS ClientHellos (`RINGBUF` of
+    /// [`super::PayloadEvent`]); a ring of its own, so a DNS flood cannot
+    /// crowd out flow events.
+    pub const PAYLOADS_MAP: &str = "NETGOV_PAYLOADS";
     /// cgroup_skb ingress program on the root cgroup: datagrams delivered
     /// to a socket.
     pub const SOCKET_INGRESS_PROGRAM: &str = "netgov_socket_ingress";
@@ -295,11 +302,14 @@ pub enum Counter {
     FragmentMapUpdateFailures,
     /// Failed inserts into the socket-delivery map: that evidence is lost.
     DeliveryMapUpdateFailures,
+    /// DNS answers and ClientHellos that did not fit in the payload ring:
+    /// names not learned.
+    PayloadRingbufDrops,
 }
 
 impl Counter {
     /// Number of counters (the size of the per-CPU array).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -312,6 +322,7 @@ impl Counter {
         Counter::FlowMapUpdateFailures,
         Counter::FragmentMapUpdateFailures,
         Counter::DeliveryMapUpdateFailures,
+        Counter::PayloadRingbufDrops,
     ];
 
     /// Stable snake_case name, used in output and metrics.
@@ -327,9 +338,82 @@ impl Counter {
             Counter::FlowMapUpdateFailures => "flow_map_update_failures",
             Counter::FragmentMapUpdateFailures => "fragment_map_update_failures",
             Counter::DeliveryMapUpdateFailures => "delivery_map_update_failures",
+            Counter::PayloadRingbufDrops => "payload_ringbuf_drops",
         }
     }
 }
+
+/// What a [`PayloadEvent`] carries.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// A UDP or TCP segment from port 53 delivered into a pod: a DNS answer
+    /// (TCP: length-prefixed messages).
+    DnsAnswer = 1,
+    /// A TCP segment a pod sent that starts like a TLS ClientHello (a
+    /// handshake record whose message type is 1).
+    TlsClientHello = 2,
+}
+
+impl PayloadKind {
+    /// Decodes the wire value, `None` for an unknown kind.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::DnsAnswer),
+            2 => Some(Self::TlsClientHello),
+            _ => None,
+        }
+    }
+}
+
+/// What a TC program hands the payload program it tail-calls (a tail call
+/// takes no arguments): the packet's flow, and where its payload starts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PayloadContext {
+    /// The packet's flow at this interface.
+    pub key: FlowKey,
+    /// The packet's direction in `key`.
+    pub direction: u8,
+    /// A [`PayloadKind`] value.
+    pub kind: u8,
+    /// Where the transport payload starts, from the start of the frame.
+    pub offset: u16,
+}
+const _: () = assert!(size_of::<PayloadContext>() == 48);
+
+/// Payload bytes a [`PayloadEvent`] holds at most: a whole segment of a
+/// 1500-byte MTU, and every classic (512-byte) DNS answer.
+pub const PAYLOAD_CAPTURE_BYTES: usize = 2048;
+
+/// The start of a DNS answer or TLS ClientHello, for naming destinations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadEvent {
+    /// Common header; `kind` is a [`PayloadKind`].
+    pub header: EventHeader,
+    /// The packet's flow at the interface that saw it.
+    pub key: FlowKey,
+    /// Direction of the packet in `key`.
+    pub direction: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// Transport payload bytes in the packet (may exceed `captured`).
+    pub length: u16,
+    /// Bytes of `data` that hold payload.
+    pub captured: u16,
+    /// Explicit padding.
+    pub _pad2: [u8; 6],
+    /// The first `captured` bytes of the transport payload.
+    pub data: [u8; PAYLOAD_CAPTURE_BYTES],
+}
+const _: () = assert!(size_of::<PayloadEvent>() == 72 + PAYLOAD_CAPTURE_BYTES);
+
+/// Payload ring size in bytes: about 1,900 events between two reads.
+pub const PAYLOADS_RING_BYTES: u32 = 4 * 1024 * 1024;
+/// The slot of [`names::TAIL_CALLS_MAP`] that holds
+/// [`names::PAYLOAD_PROGRAM`].
+pub const PAYLOAD_SLOT: u32 = 1;
 
 /// Maximum number of flow entries (per interface observation) in the kernel.
 pub const FLOWS_MAX_ENTRIES: u32 = 262_144;

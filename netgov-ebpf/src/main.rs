@@ -27,12 +27,15 @@ use aya_ebpf::{
 use netgov_common::{
     Counter, DELIVERED_MAX_ENTRIES, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES,
     FRAGMENT_MEMO_TIMEOUT_NS, FRAGMENTS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, FragmentKey,
-    FragmentPorts, Hook, ICMP_ERROR_SLOT, tcp_flags,
+    FragmentPorts, Hook, ICMP_ERROR_SLOT, PAYLOAD_CAPTURE_BYTES, PAYLOAD_SLOT, PAYLOADS_RING_BYTES,
+    PayloadContext, PayloadEvent, PayloadKind, tcp_flags,
 };
 use parse::{Outcome, Packet};
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
+/// Where DNS answers come from.
+const DNS_PORT: u16 = 53;
 /// `-EEXIST`, returned by a `BPF_NOEXIST` insert that lost a race.
 const EEXIST: i32 = -17;
 
@@ -48,16 +51,24 @@ static NETGOV_FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> =
 static NETGOV_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map]
+static NETGOV_PAYLOADS: RingBuf = RingBuf::with_byte_size(PAYLOADS_RING_BYTES, 0);
+
+/// Where a TC program tells `netgov_payload` what to copy.
+#[map]
+static NETGOV_PAYLOAD_CONTEXT: PerCpuArray<PayloadContext> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
 static NETGOV_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 /// A per-CPU slot where a new flow entry is assembled before insertion.
 #[map]
 static NETGOV_SCRATCH: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(1, 0);
 
-/// Programs the TC programs tail-call: slot [`ICMP_ERROR_SLOT`] holds
-/// `netgov_icmp_error`, inserted by user space.
+/// Programs the TC programs tail-call, inserted by user space: slot
+/// [`ICMP_ERROR_SLOT`] holds `netgov_icmp_error`, [`PAYLOAD_SLOT`]
+/// `netgov_payload`.
 #[map]
-static NETGOV_TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+static NETGOV_TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// Flows whose datagrams a socket received, keyed like `NETGOV_FLOWS` with
 /// interface index 0; the value has bit `1 << direction` per direction.
@@ -77,16 +88,89 @@ pub fn netgov_to_pod(ctx: TcContext) -> i32 {
     observe_then_follow(&ctx, Hook::ToPod)
 }
 
-/// Observes the packet; for an ICMP error, follows with the program that
-/// looks at the packet it quotes.
+/// What runs after a packet is accounted, as a tail call: a program of its
+/// own gets a fresh stack (the callers' frame is near the 512-byte limit).
+enum Follow {
+    Nothing,
+    /// `netgov_icmp_error` looks at the packet an ICMP error quotes.
+    IcmpError,
+    /// `netgov_payload` copies a DNS answer or ClientHello.
+    Payload,
+}
+
+/// Observes the packet, then follows with the program that looks further
+/// into it, if any.
 #[inline(always)]
 fn observe_then_follow(ctx: &TcContext, hook: Hook) -> i32 {
-    if observe(ctx, hook) {
-        // SAFETY: `ctx` is this program's context; nothing follows, so
-        // returning from the tail call is returning from this program
-        // (and an empty slot returns here, and so do we).
-        unsafe { NETGOV_TAIL_CALLS.tail_call(ctx, ICMP_ERROR_SLOT) };
+    let slot = match observe(ctx, hook) {
+        Follow::Nothing => return TC_ACT_UNSPEC,
+        Follow::IcmpError => ICMP_ERROR_SLOT,
+        Follow::Payload => PAYLOAD_SLOT,
+    };
+    // SAFETY: `ctx` is this program's context; nothing follows, so
+    // returning from the tail call is returning from this program (and an
+    // empty slot returns here, and so do we).
+    unsafe { NETGOV_TAIL_CALLS.tail_call(ctx, slot) };
+    TC_ACT_UNSPEC
+}
+
+/// Tail-called by both TC programs for a DNS answer delivered into a pod
+/// or a ClientHello a pod sent, described in `NETGOV_PAYLOAD_CONTEXT`:
+/// copies the start of the payload into the payload ring, where user
+/// space learns destination names from it.
+#[classifier]
+pub fn netgov_payload(ctx: TcContext) -> i32 {
+    let Some(context) = NETGOV_PAYLOAD_CONTEXT.get_ptr(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: this CPU's slot, written by the program that tail-called
+    // this one on this CPU, just before the call.
+    let context = unsafe { &*context };
+    // The skb's length, not the IP header's: the packet was parsed
+    // already, and a short frame's padding only adds a few bytes to what
+    // user space reads as a malformed answer.
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    let length = unsafe { (*ctx.skb.skb).len }.saturating_sub(context.offset as u32);
+    let length = length.min(u16::MAX as u32) as u16;
+    if length == 0 {
+        // A bare ACK of a DNS-over-TCP connection.
+        return TC_ACT_UNSPEC;
     }
+    let mut captured = length as usize;
+    if captured > PAYLOAD_CAPTURE_BYTES {
+        captured = PAYLOAD_CAPTURE_BYTES;
+    }
+    let Some(mut entry) = NETGOV_PAYLOADS.reserve::<PayloadEvent>(0) else {
+        count(Counter::PayloadRingbufDrops);
+        return TC_ACT_UNSPEC;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved ring entry, written field by
+    // field (it is too large for the stack).
+    unsafe {
+        (*event).header = EventHeader {
+            timestamp_ns: bpf_ktime_get_ns(),
+            kind: context.kind,
+            hook: 0,
+            _pad: [0; 6],
+        };
+        (*event).key = context.key;
+        (*event).direction = context.direction;
+        (*event)._pad = 0;
+        (*event).length = length;
+        (*event)._pad2 = [0; 6];
+        // 1 ≤ captured ≤ the buffer: the mask changes nothing but shows
+        // the verifier the bounds the comparisons above already ensure.
+        let captured = ((captured - 1) & (PAYLOAD_CAPTURE_BYTES - 1)) + 1;
+        let loaded = aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            context.offset as u32,
+            (*event).data.as_mut_ptr() as *mut _,
+            captured as u32,
+        ) == 0;
+        (*event).captured = if loaded { captured as u16 } else { 0 };
+    }
+    entry.submit(0);
     TC_ACT_UNSPEC
 }
 
@@ -164,15 +248,26 @@ fn mark_key_delivered(key: FlowKey, direction: u8) {
     }
 }
 
-/// Accounts the packet to its flow; `true` for an ICMP error, whose
-/// quoted packet the caller looks at once this frame is gone.
+/// Accounts the packet to its flow; says what the caller follows with
+/// once this frame is gone.
 #[inline(always)]
-fn observe(ctx: &TcContext, hook: Hook) -> bool {
+fn observe(ctx: &TcContext, hook: Hook) -> Follow {
     count(Counter::Packets);
     match parse::parse(&ctx.skb) {
         Outcome::Flow(packet) => {
-            account(ctx, hook, &packet);
-            return packet.is_icmp_error();
+            // SAFETY: `skb` is the context pointer the kernel passed to the
+            // program.
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            let (key, direction) = packet.canonical_key(ifindex);
+            // Decided before accounting: nothing of the packet need live
+            // through `account`'s frame.
+            let follow = if packet.is_icmp_error() {
+                Follow::IcmpError
+            } else {
+                payload_to_copy(ctx, hook, &packet, &key, direction)
+            };
+            account_keyed(hook, &packet, key, direction);
+            return follow;
         }
         Outcome::FirstFragment(packet, fragment) => {
             let ports = FragmentPorts {
@@ -212,7 +307,49 @@ fn observe(ctx: &TcContext, hook: Hook) -> bool {
         Outcome::OtherProtocol => count(Counter::OtherProtocolPackets),
         Outcome::Malformed => count(Counter::ParseErrors),
     }
-    false
+    Follow::Nothing
+}
+
+/// Whether the packet carries what names destinations — a DNS answer
+/// delivered into the pod (from port 53, UDP or TCP), or a ClientHello the
+/// pod sent — and if so, hands the payload program where it is.
+#[inline(always)]
+fn payload_to_copy(
+    ctx: &TcContext,
+    hook: Hook,
+    packet: &Packet,
+    key: &FlowKey,
+    direction: u8,
+) -> Follow {
+    let kind = match hook {
+        Hook::ToPod
+            if packet.src_port == DNS_PORT
+                && (packet.protocol == netgov_common::proto::UDP
+                    || packet.protocol == netgov_common::proto::TCP) =>
+        {
+            PayloadKind::DnsAnswer
+        }
+        Hook::FromPod
+            if packet.protocol == netgov_common::proto::TCP
+                && parse::starts_client_hello(&ctx.skb, packet.payload_offset as usize) =>
+        {
+            PayloadKind::TlsClientHello
+        }
+        _ => return Follow::Nothing,
+    };
+    let Some(context) = NETGOV_PAYLOAD_CONTEXT.get_ptr_mut(0) else {
+        return Follow::Nothing;
+    };
+    // SAFETY: this CPU's slot; read by the tail-called program on this CPU
+    // before any other program here can run. Written field by field: a
+    // whole value would be built on the stack first.
+    unsafe {
+        (*context).key = *key;
+        (*context).direction = direction;
+        (*context).kind = kind as u8;
+        (*context).offset = packet.payload_offset;
+    }
+    Follow::Payload
 }
 
 /// Adds the packet to its flow entry at this interface, creating the entry
@@ -222,6 +359,12 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let (key, direction) = packet.canonical_key(ifindex);
+    account_keyed(hook, packet, key, direction);
+}
+
+/// [`account`] for a packet whose key is known.
+#[inline(always)]
+fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) {
     let dir = (direction & 1) as usize;
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 

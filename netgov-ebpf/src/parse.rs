@@ -52,10 +52,16 @@ pub struct Packet {
     pub protocol: u8,
     pub ip_version: u8,
     pub tcp_flags: u8,
-    /// Wire packets this skb stands for (GSO segments, at least 1).
-    pub segments: u32,
+    /// Wire packets this skb stands for (GSO segments, at least 1; the
+    /// kernel's count is 16 bits wide).
+    pub segments: u16,
     /// IP-layer bytes of those packets as they appear on the wire.
     pub ip_bytes: u32,
+    /// Where the transport payload starts, from the start of what the
+    /// parser read (the frame for TC programs). Its length is not kept:
+    /// the programs' frame has no room for it, and only the rare packets
+    /// whose payload is copied need it (from the skb's length).
+    pub payload_offset: u16,
 }
 
 /// What the parser made of a frame.
@@ -203,6 +209,24 @@ fn read_byte<R: Reader>(ctx: &R, offset: usize) -> Option<u8> {
     ctx.read::<u8>(offset).ok()
 }
 
+/// Whether the transport payload at `offset` starts like a TLS ClientHello:
+/// a handshake record (content type 22) whose first message is of type 1.
+/// The record's version is not checked: clients send 3.1 for TLS 1.3 too.
+#[inline(always)]
+pub fn starts_client_hello(skb: &SkBuff, offset: usize) -> bool {
+    direct_then_helper!(skb, client_hello_at, offset)
+}
+
+#[inline(always)]
+fn client_hello_at<R: Reader>(ctx: &R, offset: usize) -> bool {
+    const HANDSHAKE: u8 = 22;
+    const CLIENT_HELLO: u8 = 1;
+    match ctx.read::<[u8; 6]>(offset) {
+        Ok(start) => start[0] == HANDSHAKE && start[5] == CLIENT_HELLO,
+        Err(_) => false,
+    }
+}
+
 /// Parses a frame that starts with its Ethernet header (TC programs).
 #[inline(always)]
 pub fn parse(skb: &SkBuff) -> Outcome {
@@ -278,6 +302,7 @@ fn parse_ipv4<R: Reader>(ctx: &R, l3: usize) -> Outcome {
         tcp_flags: 0,
         segments: 1,
         ip_bytes: datagram_len as u32,
+        payload_offset: 0,
     };
     packet.src[..4].copy_from_slice(&ip.src);
     packet.dst[..4].copy_from_slice(&ip.dst);
@@ -377,6 +402,7 @@ fn parse_ipv6<R: Reader>(ctx: &R, l3: usize) -> Outcome {
         tcp_flags: 0,
         segments: 1,
         ip_bytes: datagram_len as u32,
+        payload_offset: 0,
     };
     packet.src.copy_from_slice(&header[8..24]);
     packet.dst.copy_from_slice(&header[24..40]);
@@ -511,6 +537,7 @@ fn finish<R: Reader>(
         _ => return Outcome::OtherProtocol,
     };
     let headers = (l3_header_len + l4_header_len) as u32;
+    packet.payload_offset = (l4 + l4_header_len) as u16;
     let mut segments = gso_segments(ctx);
     let gso_size = gso_size(ctx);
     if segments <= 1 && gso_size > 0 {
@@ -521,7 +548,7 @@ fn finish<R: Reader>(
     }
     if segments > 1 {
         // Each wire segment repeats the network and transport headers.
-        packet.segments = segments;
+        packet.segments = segments.min(u16::MAX as u32) as u16;
         packet.ip_bytes += (segments - 1) * headers;
     }
     if first_fragment {
@@ -600,6 +627,7 @@ fn reported_by<R: Reader>(ctx: &R) -> Option<Reported> {
         tcp_flags: 0,
         segments: 1,
         ip_bytes: 0,
+        payload_offset: 0,
     };
     let transport = if version == 4 {
         let ip = ctx.read::<Ipv4Header>(quoted).ok()?;

@@ -26,6 +26,9 @@ const DEBIAN_COMMANDS: &[(&str, &str)] = &[
     // `bench datapath` measures these flow exporters beside netgov.
     ("softflowd", "softflowd"),
     ("pmacctd", "pmacct"),
+    // The names test and the demo resolve through a real DNS server
+    // (dnsmasq-base: the program without a system service).
+    ("dnsmasq", "dnsmasq-base"),
     ("sysctl", "procps"),
     // The deploy tests: promtool and a real Prometheus server, and the
     // runtimes of the schema validators.

@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::capture::record::FlowRecord;
 use crate::judge::context::EndContext;
 use crate::judge::{DeniedBy, Enforcement, Judgement, ServiceRef};
+use crate::names::DestinationName;
 use crate::policy::Decision;
 use crate::policy::verdict::SideVerdict;
 use crate::state::Identity;
@@ -74,6 +75,9 @@ pub struct FlowEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     enforcement: Option<Enforcement>,
     unexpected_egress: bool,
+    /// The destination's names and how each was learned (`dns`, `sni`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    dst_names: &'a [DestinationName],
     /// The port the verdict applies to (a Service flow's backend port).
     judged_dst_port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +104,7 @@ impl<'a> FlowEntry<'a> {
             denied_by: judgement.denied_by,
             enforcement: judgement.enforcement,
             unexpected_egress: judgement.unexpected_egress,
+            dst_names: &judgement.dst_names,
             judged_dst_port: judgement.dst_port,
             service: judgement.service.as_ref(),
             staged_verdict: judgement.staged_verdict,

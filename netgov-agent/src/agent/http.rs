@@ -154,6 +154,7 @@ mod tests {
             Arc::new(RwLock::new(ClusterHealth::default())),
             Metrics::new(10),
             false,
+            crate::names::NameLimits::default(),
         );
         let pod = |namespace: &str, name: &str| Identity {
             namespace: Name::from(namespace),

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::departed::DepartedSeries;
 use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
+use super::sink::client_of;
 use super::staged::Staged;
 use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
@@ -33,13 +34,21 @@ use crate::config::AgentConfig;
 use crate::export::metrics::StagedChange;
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
+use crate::names::DestinationName;
 use crate::policy::Decision;
+use crate::state::Resolved;
 
 /// How long the series of a workload gone from the cluster are kept at
 /// most: longer than its flows can still be reported and judged after it
 /// went (the capture's idle timeout, 60 s, plus the answer window), and
 /// than a scrape interval, so the last counts are scraped.
 const SERIES_GRACE: Duration = Duration::from_secs(300);
+/// How long a new TCP flow to outside the cluster without a destination
+/// name waits for its ClientHello's server name before its egress is
+/// counted by address: the flow is first reported at the drain after its
+/// handshake (one drain interval), and the ClientHello follows the
+/// handshake at once.
+const NAME_WAIT: Duration = Duration::from_secs(2);
 /// How often departed workloads' series are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -58,6 +67,12 @@ struct Tracked {
     awaiting_answer_window: bool,
     /// How the staged policies would change its verdict, as counted.
     staged_change: Option<StagedChange>,
+    /// Its destination's names so far (they only grow while it lives).
+    names: Vec<DestinationName>,
+    /// A TCP flow to outside the cluster whose destination has no name
+    /// yet: its egress is counted once its ClientHello named it, or
+    /// [`NAME_WAIT`] after its first packet, whichever comes first.
+    awaiting_name: bool,
 }
 
 /// A live flow's identity: its endpoints in canonical order and its
@@ -154,7 +169,7 @@ impl Pipeline {
                         self.generation = u64::MAX;
                     }
                     self.on_cluster_change();
-                    self.judge_due_enforcement();
+                    self.judge_due();
                     self.sweep_departed();
                 }
             }
@@ -202,18 +217,24 @@ impl Pipeline {
         }
     }
 
-    /// Judges again the denied live flows whose enforcement was unknown
-    /// and whose answer window (and one drain interval) has passed:
-    /// retransmitted attempts make no
-    /// new report, and such a flow may not end for a long while, yet its
-    /// enforcement is known now (`enforced`).
-    fn judge_due_enforcement(&mut self) {
+    /// Judges again the live flows something was waiting for, even if no
+    /// packet moved since:
+    /// - denied flows whose enforcement was unknown and whose answer window
+    ///   (and one drain interval) has passed: retransmitted attempts make
+    ///   no new report, and such a flow may not end for a long while, yet
+    ///   its enforcement is known now (`enforced`);
+    /// - egress that waited [`NAME_WAIT`] for a name in vain.
+    fn judge_due(&mut self) {
         let now = unix_now_nanos();
         let window = (self.config.answer_window + self.report_delay).as_nanos() as i128;
+        let name_wait = NAME_WAIT.as_nanos() as i128;
         let due: Vec<FlowRecord> = self
             .tracked
             .values()
-            .filter(|t| t.awaiting_answer_window && now - t.record.first_seen >= window)
+            .filter(|t| {
+                let age = now - t.record.first_seen;
+                (t.awaiting_answer_window && age >= window) || (t.awaiting_name && age >= name_wait)
+            })
             .map(|t| t.record.clone())
             .collect();
         for record in due {
@@ -225,7 +246,15 @@ impl Pipeline {
         let ended = record.end_reason != EndReason::Active;
         let id = flow_id(&record);
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
-        let judgement = judge(&record, &self.shared.state(), &self.config, &self.node, age);
+        let names = self.destination_names(&record, &id);
+        let judgement = judge(
+            &record,
+            &self.shared.state(),
+            &self.config,
+            &self.node,
+            age,
+            names,
+        );
         let mut judgement = match judgement {
             Ok(judgement) => judgement,
             Err(reason) => {
@@ -261,16 +290,27 @@ impl Pipeline {
         }
         let verdict_changed = previous.is_some_and(|p| p.verdict != judgement.verdict.verdict);
         let enforcement_changed = previous.is_some_and(|p| p.enforcement != judgement.enforcement);
+        let names_changed = previous.is_some_and(|p| p.names != judgement.dst_names);
+        let awaiting_name = judgement.outside_egress
+            && judgement.dst_names.is_empty()
+            && record.protocol == Protocol::Tcp
+            && !ended
+            && age < NAME_WAIT;
         let counted = Counted {
             first: previous.is_none(),
             verdict_changed,
             // A verdict that changes makes the flow a (new) violation or not.
             violation: previous.is_some_and(|p| p.violation_counted) && !verdict_changed,
             egress: previous.is_some_and(|p| p.egress_counted),
+            awaiting_name,
         };
         let (violation_counted, egress_counted) = self.count(&record, &judgement, &counted, ended);
-        let logged =
-            counted.first || verdict_changed || enforcement_changed || staged_changed || ended;
+        let logged = counted.first
+            || verdict_changed
+            || enforcement_changed
+            || staged_changed
+            || names_changed
+            || ended;
         if logged {
             self.record_contexts(&record, &mut judgement);
             self.log(&record, &judgement);
@@ -298,6 +338,8 @@ impl Pipeline {
                     awaiting_answer_window: judgement.enforcement == Some(Enforcement::Unknown)
                         && age < self.config.answer_window + self.report_delay,
                     staged_change,
+                    names: judgement.dst_names.clone(),
+                    awaiting_name,
                 }),
             );
             recent_record
@@ -305,6 +347,40 @@ impl Pipeline {
         if let Some(record) = recent_record {
             self.shared.recent.push(record, judgement);
         }
+    }
+
+    /// The names of a flow's destination outside the cluster: what it had,
+    /// and what the source pod learned since (as of the flow's first
+    /// packet).
+    fn destination_names(&self, record: &FlowRecord, id: &FlowId) -> Vec<DestinationName> {
+        let mut names = self
+            .tracked
+            .get(id)
+            .map(|t| t.names.clone())
+            .unwrap_or_default();
+        let pod = {
+            let state = self.shared.state();
+            let seen = (record.first_seen, record.last_seen);
+            if !matches!(
+                state.resolve_at(record.dst, seen.0, seen.1),
+                Resolved::External
+            ) {
+                return names;
+            }
+            client_of(&state, record.src, record.first_seen)
+        };
+        let client = std::net::SocketAddr::new(record.src, record.src_port);
+        let server = std::net::SocketAddr::new(record.dst, record.dst_port);
+        for name in self
+            .shared
+            .names
+            .names(&pod, (client, server), record.first_seen)
+        {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// The staged verdict of a judged flow (into the judgement), and how it
@@ -376,8 +452,9 @@ impl Pipeline {
             violation = true;
         }
         let mut egress = counted.egress;
-        if judgement.unexpected_egress && !egress {
-            metrics.count_unexpected_egress(ends.0, record.dst);
+        if judgement.outside_egress && !egress && !counted.awaiting_name {
+            let name = crate::names::preferred(&judgement.dst_names);
+            metrics.count_egress(ends.0, (record.dst, name), judgement.unexpected_egress);
             egress = true;
         }
         (violation, egress)
@@ -409,4 +486,6 @@ struct Counted {
     verdict_changed: bool,
     violation: bool,
     egress: bool,
+    /// Its egress waits for a name: not counted now.
+    awaiting_name: bool,
 }

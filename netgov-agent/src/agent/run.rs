@@ -144,13 +144,17 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
             .unwrap_or_else(|e| e.into_inner())
             .set_history_retention(retention.max(DEFAULT_HISTORY_RETENTION));
     }
-    let metrics = Metrics::new(options.config.max_workloads);
+    let metrics = Metrics::with_caps(
+        options.config.max_workloads,
+        options.config.max_names_per_workload,
+    );
     metrics.set_build_info(crate::VERSION, crate::REVISION);
     let shared = Arc::new(Shared::new(
         state,
         health,
         metrics,
         options.flows_from_anywhere,
+        options.config.names,
     ));
     let flow_log = options.flow_log.clone().map(FlowLog::open).transpose()?;
     let listener = tokio::net::TcpListener::bind(options.metrics_addr)

@@ -8,6 +8,7 @@ use super::recent::RecentFlows;
 use crate::capture::DatapathInfo;
 use crate::cluster::ClusterHealth;
 use crate::export::metrics::Metrics;
+use crate::names::{NameCache, NameLimits};
 use crate::state::ClusterState;
 
 /// Why the agent is not ready.
@@ -35,6 +36,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The latest judged flows.
     pub recent: RecentFlows,
+    /// Destination names learned from DNS answers and ClientHellos:
+    /// written by the capture's sink, read by the judge.
+    pub names: NameCache,
     datapath: OnceLock<DatapathInfo>,
     attachments_missing: AtomicUsize,
     /// Serve `/flows` to non-loopback clients too.
@@ -48,12 +52,14 @@ impl Shared {
         health: Arc<RwLock<ClusterHealth>>,
         metrics: Metrics,
         flows_from_anywhere: bool,
+        names: NameLimits,
     ) -> Self {
         Self {
             state,
             health,
             metrics,
             recent: RecentFlows::default(),
+            names: NameCache::new(names),
             datapath: OnceLock::new(),
             attachments_missing: AtomicUsize::new(0),
             flows_from_anywhere,

@@ -4,14 +4,18 @@
 
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use tokio::sync::mpsc;
 
 use super::nat::ServiceNat;
 use super::shared::Shared;
 use crate::capture::flow_table::NatLookup;
 use crate::capture::record::FlowRecord;
-use crate::capture::{CaptureError, CaptureHealth, FlowSink};
+use crate::capture::{CaptureError, CaptureHealth, FlowSink, Payload};
 use crate::export::metrics::LossStage;
+use crate::names::Client;
+use crate::state::{ClusterState, Resolved};
 
 /// Feeds the judge.
 pub struct AgentSink {
@@ -34,6 +38,15 @@ impl AgentSink {
         if self.tx.try_send(record).is_err() {
             self.shared.metrics.count_lost(LossStage::Evaluate, 1);
         }
+    }
+}
+
+/// Whose names a pod's address carries: the pod's, when the cluster state
+/// knows it as of `at` (Unix nanoseconds).
+pub fn client_of(state: &ClusterState, ip: IpAddr, at: i128) -> Client {
+    match state.resolve_at(ip, at, at) {
+        Resolved::Pod(pod) => Client::Pod(pod.id.clone()),
+        _ => Client::Address(ip),
     }
 }
 
@@ -72,12 +85,23 @@ impl FlowSink for AgentSink {
             (LossStage::KernelFlowMap, "flow_map_update_failures"),
             (LossStage::KernelFragments, "fragments_unmatched"),
             (LossStage::KernelParse, "parse_errors"),
+            (LossStage::KernelPayloads, "payload_ringbuf_drops"),
         ] {
             let now = health.kernel.get(counter).copied().unwrap_or(0);
             let before = self.previous.kernel.get(counter).copied().unwrap_or(0);
             metrics.count_lost(stage, delta(now, before));
         }
+        let (entries, evicted) = self.shared.names.size();
+        metrics.record_name_cache(entries, evicted);
         self.previous = health.clone();
+    }
+
+    fn payload(&mut self, payload: &Payload<'_>) {
+        let state = self.shared.state();
+        let pod_of = |ip| client_of(&state, ip, payload.seen);
+        for outcome in self.shared.names.learn(payload, &pod_of) {
+            self.shared.metrics.count_learned(outcome);
+        }
     }
 
     fn nat(&mut self) -> Box<dyn NatLookup> {

@@ -55,6 +55,8 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         denying_tier: None,
         enforcement: None,
         unexpected_egress: false,
+        outside_egress: false,
+        dst_names: Vec::new(),
         src,
         dst,
         dst_port: 80,

@@ -7,6 +7,8 @@ pub mod conntrack;
 pub mod datapath;
 pub mod flow_table;
 pub mod interfaces;
+pub mod payload;
+mod read;
 pub mod record;
 pub mod socket_hook;
 mod sys;
@@ -18,19 +20,19 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{MapData, RingBuf};
-use netgov_common::{Counter, FlowEvent, FlowKey, FlowStats};
+use netgov_common::Counter;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use clock::{MonotonicClock, monotonic_now_ns};
+use clock::MonotonicClock;
 use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter};
-use flow_table::{EndedFlow, FlowTable, FlowTableConfig, NatLookup, NoNat, TableLosses};
+use flow_table::{FlowTable, FlowTableConfig, NatLookup, NoNat, TableLosses};
 use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
+pub use payload::Payload;
+use read::{drain, emit, read_events, read_payloads, take_kernel_entries};
 use record::FlowRecord;
 use socket_hook::{CgroupRoot, SocketDelivery};
-use sys::{read_flows, take_flow};
 
 /// What is lost without the socket hook.
 const NO_SOCKET_EVIDENCE: &str = "no socket-delivery evidence: denied one-way UDP to a local pod reads gap once it reaches the pod's interface, even if a later filter drops it (see README, Compatibility)";
@@ -181,6 +183,11 @@ pub trait FlowSink {
     /// the capture loop also reads the ring buffer.
     fn live(&mut self, _records: Vec<FlowRecord>) {}
 
+    /// A DNS answer delivered into a pod or a ClientHello a pod sent, as
+    /// soon as it is read (before the drain that reports the flows it
+    /// names). Must not block; by default ignored.
+    fn payload(&mut self, _payload: &Payload<'_>) {}
+
     /// After each drain: the capture's own figures.
     fn health(&mut self, _health: &CaptureHealth) {}
 
@@ -258,6 +265,7 @@ pub async fn run(
     let DatapathMaps {
         flows,
         events,
+        payloads,
         counters,
         delivered,
     } = datapath.take_maps()?;
@@ -286,6 +294,10 @@ pub async fn run(
     // unchanged for as long as the AsyncFd owns the ring buffer.
     let mut events =
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| CaptureError::Io(e.into()))?;
+    // SAFETY: as for `events`.
+    let mut payloads =
+        unsafe { AsyncFd::register_with_interest(payloads, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Io(e.into()))?;
     let clock = MonotonicClock::new();
     let mut table = FlowTable::with_nat(options.table, sink.nat());
@@ -328,6 +340,14 @@ pub async fn run(
                     Err(error) => break Err(CaptureError::Io(error)),
                 };
                 read_events(guard.get_inner_mut(), &mut table);
+                guard.clear_ready();
+            }
+            guard = payloads.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(guard) => guard,
+                    Err(error) => break Err(CaptureError::Io(error)),
+                };
+                read_payloads(guard.get_inner_mut(), sink, &mut table, &clock);
                 guard.clear_ready();
             }
             Some(event) = link_rx.recv() => {
@@ -377,6 +397,7 @@ pub async fn run(
 
     // Whatever stopped the loop: read what is still queued, end every
     // flow, detach. An output error still detaches first.
+    read_payloads(payloads.get_mut(), sink, &mut table, &clock);
     read_events(events.get_mut(), &mut table);
     let mut ended = drain(&flows, &mut table, &names, &clock);
     take_kernel_entries(&flows, &mut ended, &names, &clock);
@@ -453,71 +474,5 @@ fn on_link_event(
             // The name stays known so that flows seen there still name it.
         }
         LinkEvent::DumpComplete => {}
-    }
-}
-
-fn read_events(ring: &mut RingBuf<MapData>, table: &mut FlowTable) {
-    while let Some(item) = ring.next() {
-        if item.len() < std::mem::size_of::<FlowEvent>() {
-            table.count_malformed_event();
-            continue;
-        }
-        // SAFETY: the length was checked; FlowEvent is plain old data and the
-        // read is unaligned-safe.
-        let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
-        table.on_event(&event);
-    }
-}
-
-fn drain(
-    flows: &aya::maps::HashMap<MapData, FlowKey, FlowStats>,
-    table: &mut FlowTable,
-    names: &BTreeMap<u32, Arc<str>>,
-    clock: &MonotonicClock,
-) -> Vec<EndedFlow> {
-    let now = monotonic_now_ns();
-    let snapshot = read_flows(flows).unwrap_or_else(|error| {
-        tracing::debug!(%error, "batched map read failed; reading entry by entry");
-        // An entry deleted by the kernel between key and value lookups is
-        // simply skipped: `iter` yields an error for it, which is not a
-        // loss of counts we could have read.
-        flows.iter().filter_map(Result::ok).collect()
-    });
-    table.drain(snapshot, now, &|i: u32| names.get(&i).cloned(), clock)
-}
-
-fn emit(
-    sink: &mut impl FlowSink,
-    ended: Vec<EndedFlow>,
-    summary: &mut CaptureSummary,
-) -> Result<(), CaptureError> {
-    if ended.is_empty() {
-        return Ok(());
-    }
-    summary.flows += ended.len() as u64;
-    sink.ended(ended.into_iter().map(|flow| flow.record).collect())
-}
-
-/// Deletes the kernel entries of ended flows, reading each one's final
-/// counts in the same step and folding them into the record.
-fn take_kernel_entries(
-    flows: &aya::maps::HashMap<MapData, FlowKey, FlowStats>,
-    ended: &mut [EndedFlow],
-    names: &BTreeMap<u32, Arc<str>>,
-    clock: &MonotonicClock,
-) {
-    for flow in ended {
-        let finals: Vec<(FlowKey, FlowStats)> = flow
-            .kernel_keys
-            .iter()
-            .filter_map(|key| match take_flow(flows, key) {
-                Ok(stats) => stats.map(|stats| (*key, stats)),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot delete an ended flow's kernel entry");
-                    None
-                }
-            })
-            .collect();
-        flow.finalize(finals, &|i: u32| names.get(&i).cloned(), clock);
     }
 }

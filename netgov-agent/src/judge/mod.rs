@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::capture::record::{FlowRecord, Protocol, Role};
 use crate::config::AgentConfig;
+use crate::names::{DestinationName, NameSource};
 use crate::policy::evaluate::{egress_names_destination, evaluate_resolved};
 use crate::policy::tiers::Tier;
 use crate::policy::verdict::BackendVerdict;
@@ -82,6 +83,13 @@ pub struct Judgement {
     pub enforcement: Option<Enforcement>,
     /// Egress nobody declared.
     pub unexpected_egress: bool,
+    /// From a pod to outside the cluster (egress, declared or not).
+    #[serde(skip)]
+    pub outside_egress: bool,
+    /// What the destination is called, as far as the source pod's DNS
+    /// answers and ClientHello said (see `names`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dst_names: Vec<DestinationName>,
     /// The source.
     pub src: Identity,
     /// The destination: the backend that received a Service flow; when
@@ -137,9 +145,10 @@ pub fn query_of(record: &FlowRecord) -> FlowQuery {
     }
 }
 
-/// Judges `record`. `age` is how long ago its first packet was seen. Each
-/// end is resolved once; the verdict, enforcement, unexpected egress and
-/// identities all use that resolution.
+/// Judges `record`. `age` is how long ago its first packet was seen;
+/// `dst_names` what its destination is called (they can make its egress
+/// expected). Each end is resolved once; the verdict, enforcement,
+/// unexpected egress and identities all use that resolution.
 ///
 /// # Errors
 /// [`NotJudged`] for traffic that is not policy traffic (see
@@ -150,6 +159,7 @@ pub fn judge(
     config: &AgentConfig,
     node: &NodeContext,
     age: Duration,
+    dst_names: Vec<DestinationName>,
 ) -> Result<Judgement, NotJudged> {
     if let Some(reason) = not_judged::not_judged(record) {
         return Err(reason);
@@ -201,8 +211,11 @@ pub fn judge(
             shared_backend_port(backends).unwrap_or(record.dst_port),
         ),
     };
+    let egress = egress(cluster, config, &query, source, destination, &dst_names);
     Ok(Judgement {
-        unexpected_egress: unexpected_egress(cluster, config, &query, source, destination),
+        unexpected_egress: egress == Some(Expected::No),
+        outside_egress: egress.is_some(),
+        dst_names,
         src: Identity::of(source),
         dst,
         dst_port,
@@ -299,15 +312,27 @@ fn always_answered(record: &FlowRecord) -> bool {
     }
 }
 
-fn unexpected_egress(
+/// Whether egress to outside the cluster was declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    Yes,
+    No,
+}
+
+/// For a pod's flow to outside the cluster, whether it was declared: by an
+/// egress rule naming the destination, or an expected-egress entry of the
+/// configuration (by address, or by a name the pod's DNS answers gave it).
+/// `None` for any other flow.
+fn egress(
     cluster: &ClusterState,
     config: &AgentConfig,
     query: &FlowQuery,
     source: Resolved<'_>,
     destination: Resolved<'_>,
-) -> bool {
+    dst_names: &[DestinationName],
+) -> Option<Expected> {
     let Resolved::Pod(source) = source else {
-        return false;
+        return None;
     };
     if !matches!(destination, Resolved::External)
         || config
@@ -315,23 +340,35 @@ fn unexpected_egress(
             .iter()
             .any(|cidr| cidr.contains(&query.dst))
     {
-        return false;
+        return None;
     }
     if egress_names_destination(cluster, source, query) {
-        return false;
+        return Some(Expected::Yes);
     }
+    // Only what a resolver answered: a server name is whatever the client
+    // chose to write.
+    let resolved = || {
+        dst_names
+            .iter()
+            .filter(|n| n.learned == NameSource::Dns)
+            .map(|n| &n.name)
+    };
     let listed = config.expected_egress.iter().any(|entry| {
         *entry.namespace == *source.namespace
             && entry
                 .workload
                 .as_ref()
                 .is_none_or(|w| **w == *source.workload.name)
-            && entry.cidrs.iter().any(|cidr| cidr.contains(&query.dst))
+            && (entry.cidrs.iter().any(|cidr| cidr.contains(&query.dst))
+                || entry
+                    .domains
+                    .iter()
+                    .any(|domain| resolved().any(|name| domain.matches(name))))
             && (entry.ports.is_empty()
                 || query.protocol.has_ports()
                     && entry.ports.iter().any(|r| r.contains(query.dst_port)))
     });
-    !listed
+    Some(if listed { Expected::Yes } else { Expected::No })
 }
 
 pub mod not_judged;

@@ -477,7 +477,8 @@ fn violations_enforcement_and_unexpected_egress() {
     ];
     let mut failures = Vec::new();
     for row in rows {
-        let judgement = judge(&row.record, &cluster, &config, &node, row.age).expect("judged");
+        let judgement =
+            judge(&row.record, &cluster, &config, &node, row.age, Vec::new()).expect("judged");
         let got = Outcome::of(&judgement);
         if got != row.expected {
             failures.push(format!(
@@ -503,6 +504,7 @@ fn identities_carry_workloads() {
         &AgentConfig::default(),
         &NodeContext::default(),
         Duration::ZERO,
+        Vec::new(),
     )
     .expect("judged");
     assert_eq!(
@@ -564,7 +566,87 @@ fn the_initiators_node_counts_the_flow() {
         ),
     ];
     for (name, record, node, expected) in rows {
-        let got = judge(&record, &cluster, &config, &node, Duration::ZERO).map(|_| ());
+        let got = judge(
+            &record,
+            &cluster,
+            &config,
+            &node,
+            Duration::ZERO,
+            Vec::new(),
+        )
+        .map(|_| ());
         assert_eq!(got, expected, "{name}");
+    }
+}
+
+#[test]
+fn expected_egress_by_domain_needs_a_resolved_name() {
+    use crate::names::{DestinationName, Hostname, NameSource};
+    let cluster = cluster();
+    let config = AgentConfig::parse(
+        "expectedEgress: [{namespace: ai-platform, domains: [\"*.mirror.example\"], ports: [\"443\"]}]",
+        "test",
+    )
+    .expect("config");
+    let name = |text: &str, learned| DestinationName {
+        name: Hostname::parse(text).expect("hostname"),
+        learned,
+    };
+    let rows = [
+        ("no name", vec![], 443, Some(true)),
+        (
+            "resolved to a matching name",
+            vec![name("models.mirror.example", NameSource::Dns)],
+            443,
+            Some(false),
+        ),
+        (
+            "a CNAME target of the chain matches",
+            vec![
+                name("alias.example", NameSource::Dns),
+                name("eu.mirror.example", NameSource::Dns),
+            ],
+            443,
+            Some(false),
+        ),
+        (
+            "the parent itself is not a subdomain",
+            vec![name("mirror.example", NameSource::Dns)],
+            443,
+            Some(true),
+        ),
+        (
+            "a server name alone is the client's word",
+            vec![name("models.mirror.example", NameSource::Sni)],
+            443,
+            Some(true),
+        ),
+        (
+            "another port",
+            vec![name("models.mirror.example", NameSource::Dns)],
+            80,
+            Some(true),
+        ),
+    ];
+    for (case, names, port, unexpected) in rows {
+        let judgement = judge(
+            &record(
+                UNAUTHORISED,
+                INTERNET,
+                port,
+                vec![observation("src", Role::Initiator, 1, 0)],
+            ),
+            &cluster,
+            &config,
+            &NodeContext::default(),
+            Duration::ZERO,
+            names.clone(),
+        )
+        .expect("judged");
+        let got = judgement
+            .outside_egress
+            .then_some(judgement.unexpected_egress);
+        assert_eq!(got, unexpected, "{case}");
+        assert_eq!(judgement.dst_names, names, "{case}");
     }
 }

@@ -10,7 +10,7 @@ use aya::programs::{
     CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, SchedClassifier, TcAttachType,
 };
 use aya::util::KernelVersion;
-use netgov_common::{Counter, FlowKey, FlowStats, Hook, names};
+use netgov_common::{Counter, FlowKey, FlowStats, Hook, ICMP_ERROR_SLOT, PAYLOAD_SLOT, names};
 
 use super::tc_owner::{self, Ownership};
 
@@ -95,6 +95,8 @@ pub struct DatapathMaps {
     pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
     /// Flow-start and TCP-transition events.
     pub events: RingBuf<MapData>,
+    /// DNS answers and ClientHellos.
+    pub payloads: RingBuf<MapData>,
     /// Per-CPU health counters.
     pub counters: PerCpuArray<MapData, u64>,
     /// UDP flows a socket received (filled once the socket hook is
@@ -130,12 +132,14 @@ impl Datapath {
             names::FROM_POD_PROGRAM,
             names::TO_POD_PROGRAM,
             names::ICMP_ERROR_PROGRAM,
+            names::PAYLOAD_PROGRAM,
         ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        link_icmp_error_program(&mut ebpf)?;
+        link_tail_call(&mut ebpf, names::ICMP_ERROR_PROGRAM, ICMP_ERROR_SLOT)?;
+        link_tail_call(&mut ebpf, names::PAYLOAD_PROGRAM, PAYLOAD_SLOT)?;
         let mode = mode.resolve();
         let owner = (mode == AttachMode::Netlink)
             .then(Ownership::claim)
@@ -174,9 +178,10 @@ impl Datapath {
                 .take_map(name)
                 .ok_or(DatapathError::MissingMap { name })
         };
-        let (flows, events, counters, delivered) = (
+        let (flows, events, payloads, counters, delivered) = (
             take(names::FLOWS_MAP)?,
             take(names::EVENTS_MAP)?,
+            take(names::PAYLOADS_MAP)?,
             take(names::COUNTERS_MAP)?,
             take(names::DELIVERED_MAP)?,
         );
@@ -184,6 +189,7 @@ impl Datapath {
         Ok(DatapathMaps {
             flows: BpfHashMap::try_from(flows).map_err(map_error(names::FLOWS_MAP))?,
             events: RingBuf::try_from(events).map_err(map_error(names::EVENTS_MAP))?,
+            payloads: RingBuf::try_from(payloads).map_err(map_error(names::PAYLOADS_MAP))?,
             counters: PerCpuArray::try_from(counters).map_err(map_error(names::COUNTERS_MAP))?,
             delivered: BpfHashMap::try_from(delivered).map_err(map_error(names::DELIVERED_MAP))?,
         })
@@ -411,9 +417,9 @@ fn missing_capabilities() -> Vec<&'static str> {
     .collect()
 }
 
-/// Puts the ICMP-error program in the slot the TC programs tail-call.
-fn link_icmp_error_program(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
-    let name = names::ICMP_ERROR_PROGRAM;
+/// Puts program `name` in the tail-call slot where the TC programs look
+/// for it.
+fn link_tail_call(ebpf: &mut Ebpf, name: &'static str, slot: u32) -> Result<(), DatapathError> {
     let fd = classifier(ebpf, name)?
         .fd()
         .map_err(|source| DatapathError::Program { name, source })?
@@ -433,7 +439,7 @@ fn link_icmp_error_program(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     };
     ProgramArray::try_from(map)
         .map_err(map_error)?
-        .set(netgov_common::ICMP_ERROR_SLOT, &fd, 0)
+        .set(slot, &fd, 0)
         .map_err(map_error)
 }
 

@@ -18,6 +18,9 @@ string_enum! {
         KernelRingbuf => "kernel_ringbuf",
         /// The kernel flow map was full.
         KernelFlowMap => "kernel_flow_map",
+        /// The kernel's payload ring was full: DNS answers or ClientHellos
+        /// whose names were not learned.
+        KernelPayloads => "kernel_payloads",
         /// A fragment whose first fragment was not seen.
         KernelFragments => "kernel_fragments",
         /// A packet the kernel program could not parse.
@@ -84,6 +87,36 @@ pub(super) struct EgressLabels {
     pub src_workload: String,
     /// The destination, aggregated (see [`super::aggregate_destination`]).
     pub destination: String,
+}
+
+/// Labels of `netgov_egress_flows_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct EgressFlowLabels {
+    pub src_namespace: String,
+    pub src_workload: String,
+    /// The destination's name, else its address block.
+    pub destination: String,
+    /// `true` when a policy or the configuration declares it.
+    pub expected: String,
+}
+
+/// Labels of `netgov_dns_answers_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DnsAnswerLabels {
+    pub outcome: crate::names::DnsOutcome,
+}
+
+/// Labels of `netgov_name_errors_total` and `netgov_names_learned_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NameErrorLabels {
+    pub source: crate::names::NameSource,
+    pub kind: crate::names::NameError,
+}
+
+/// Labels of `netgov_names_learned_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NameSourceLabels {
+    pub source: crate::names::NameSource,
 }
 
 /// Labels of `netgov_unprotected_pods`.

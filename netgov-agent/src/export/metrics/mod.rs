@@ -7,12 +7,14 @@
 //! - `netgov_flows_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,verdict}`
 //! - `netgov_policy_violations_total{src_namespace,src_workload,dst_namespace,dst_workload,protocol,dst_port,denied_by,enforcement,tier}`
 //! - `netgov_unexpected_egress_total{src_namespace,src_workload,destination}`
+//!   (and `netgov_egress_flows_total`, see [`egress`](self::egress))
 //! - `netgov_unprotected_pods{namespace,direction}`
 //!
 //! Counters count flows (connections), not packets. Destinations outside
 //! the cluster appear as `dst_namespace=""`, `dst_workload="world"`.
 //! Cardinality is bounded: labels carry workloads, not pods; outside
-//! destinations are aggregated (IPv4 /24, IPv6 /64); and at most
+//! destinations are named (at most `max_names` names per workload) or
+//! aggregated (IPv4 /24, IPv6 /64); and at most
 //! `max_workloads` distinct `(namespace, workload)` values are used, the
 //! rest reported as workload `_overflow`. The series of a deleted workload
 //! are removed with [`Metrics::forget_workload`].
@@ -26,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+mod egress;
 mod labels;
 mod series;
 mod staged;
@@ -105,14 +108,23 @@ pub struct Metrics {
     datapath_info: Family<DatapathLabels, Gauge>,
     build_info: Family<BuildLabels, Gauge>,
     governed_namespaces: Family<NamespaceLabels, Gauge>,
+    names: egress::NameMetrics,
     max_workloads: usize,
+    /// Distinct destination names per source workload in egress labels.
+    max_names: usize,
     index: Mutex<SeriesIndex>,
 }
 
 impl Metrics {
     /// A registry with every metric, capped at `max_workloads` distinct
-    /// `(namespace, workload)` label values.
+    /// `(namespace, workload)` label values, and 100 destination names per
+    /// workload.
     pub fn new(max_workloads: usize) -> Self {
+        Self::with_caps(max_workloads, 100)
+    }
+
+    /// [`Metrics::new`] with `max_names` destination names per workload.
+    pub fn with_caps(max_workloads: usize, max_names: usize) -> Self {
         let metrics = Self {
             registry: Registry::default(),
             flows: Family::default(),
@@ -139,7 +151,9 @@ impl Metrics {
             datapath_info: Family::default(),
             build_info: Family::default(),
             governed_namespaces: Family::default(),
+            names: egress::NameMetrics::default(),
             max_workloads,
+            max_names,
             index: Mutex::default(),
         };
         let mut registry = Registry::with_prefix("netgov");
@@ -263,6 +277,7 @@ impl Metrics {
             "Namespaces labelled netgov.io/governed=true, opted in to posture alerts (always 1)",
             metrics.governed_namespaces.clone(),
         );
+        metrics.names.register(&mut registry);
         Self {
             registry,
             ..metrics
@@ -332,19 +347,6 @@ impl Metrics {
         // left.
         index.cap_port(&mut labels);
         count_series(&self.violations, &mut index.violations, labels);
-    }
-
-    /// Counts an unexpected egress flow to `destination` (outside the
-    /// cluster; aggregated here).
-    pub fn count_unexpected_egress(&self, src: &Identity, destination: IpAddr) {
-        let mut labels = EgressLabels {
-            src_namespace: src.namespace.to_string(),
-            src_workload: src.workload.to_string(),
-            destination: aggregate_destination(destination),
-        };
-        let mut index = self.index();
-        index.cap_workloads(self.max_workloads, &mut labels);
-        count_series(&self.unexpected_egress, &mut index.egress, labels);
     }
 
     /// Counts `count` events lost at `stage`.
@@ -493,6 +495,7 @@ impl Metrics {
             .keys()
             .chain(index.violations.keys())
             .chain(index.egress.keys())
+            .chain(index.egress_flows.keys())
             .chain(index.staged.keys())
             .filter(|(namespace, _)| !namespace.is_empty())
             .cloned()
@@ -507,6 +510,7 @@ impl Metrics {
         forget_series(&mut index.flows, &self.flows, &key);
         forget_series(&mut index.violations, &self.violations, &key);
         forget_series(&mut index.egress, &self.unexpected_egress, &key);
+        self.names.forget(&mut index, &key);
         forget_series(&mut index.staged, &self.staged_changes, &key);
         index.forget(&key);
     }

@@ -8,7 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::labels::{EgressLabels, FlowLabels, StagedLabels, ViolationLabels};
+use super::labels::{EgressFlowLabels, EgressLabels, FlowLabels, StagedLabels, ViolationLabels};
 use super::{MAX_PORTS_PER_PAIR, OVERFLOW};
 use crate::state::WORLD;
 
@@ -21,10 +21,13 @@ pub(super) struct SeriesIndex {
     pub flows: BTreeMap<WorkloadKey, BTreeSet<FlowLabels>>,
     pub violations: BTreeMap<WorkloadKey, BTreeSet<ViolationLabels>>,
     pub egress: BTreeMap<WorkloadKey, BTreeSet<EgressLabels>>,
+    pub egress_flows: BTreeMap<WorkloadKey, BTreeSet<EgressFlowLabels>>,
     pub staged: BTreeMap<WorkloadKey, BTreeSet<StagedLabels>>,
     workloads: HashSet<WorkloadKey>,
     /// `dst_port` values of violations per (source, destination) workload.
     violation_ports: HashMap<[String; 4], HashSet<String>>,
+    /// Destination names in egress series, per source workload.
+    destination_names: HashMap<WorkloadKey, HashSet<String>>,
 }
 
 impl SeriesIndex {
@@ -73,10 +76,27 @@ impl SeriesIndex {
         }
     }
 
-    /// Forgets the workload: its place under the cap and its pairs' ports.
-    /// Returns nothing; its series are taken from the maps by the caller.
+    /// Whether `name` may be a destination label of the source workload
+    /// `key`: it is one already, or fewer than `max` are (then it becomes
+    /// one).
+    pub fn admit_destination_name(&mut self, key: &WorkloadKey, name: &str, max: usize) -> bool {
+        let names = self.destination_names.entry(key.clone()).or_default();
+        if names.contains(name) {
+            return true;
+        }
+        if names.len() >= max {
+            return false;
+        }
+        names.insert(name.to_owned());
+        true
+    }
+
+    /// Forgets the workload: its place under the cap, its pairs' ports and
+    /// its destination names. Returns nothing; its series are taken from
+    /// the maps by the caller.
     pub fn forget(&mut self, key: &WorkloadKey) {
         self.workloads.remove(key);
+        self.destination_names.remove(key);
         self.violation_ports.retain(
             |[src_namespace, src_workload, dst_namespace, dst_workload], _| {
                 (src_namespace, src_workload) != (&key.0, &key.1)
@@ -111,6 +131,7 @@ macro_rules! workload_series {
 workload_series!(FlowLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
 workload_series!(ViolationLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
 workload_series!(EgressLabels: (src_namespace, src_workload));
+workload_series!(EgressFlowLabels: (src_namespace, src_workload));
 workload_series!(StagedLabels: (src_namespace, src_workload), (dst_namespace, dst_workload));
 
 /// Increments the series `labels`. A new series is first indexed under

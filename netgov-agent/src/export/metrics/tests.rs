@@ -65,8 +65,8 @@ fn the_exposition_is_pinned() {
         (DeniedBy::Both, Tier::Admin),
         Enforcement::Enforced,
     );
-    metrics.count_unexpected_egress(&notebook, "203.0.113.10".parse().expect("ip"));
-    metrics.count_unexpected_egress(&notebook, "203.0.113.99".parse().expect("ip"));
+    metrics.count_egress(&notebook, ("203.0.113.10".parse().expect("ip"), None), true);
+    metrics.count_egress(&notebook, ("203.0.113.99".parse().expect("ip"), None), true);
     metrics.set_unprotected_pods(&[(("dev".to_owned(), Direction::Egress), 3)].into());
     metrics.count_lost(LossStage::KernelRingbuf, 4);
     metrics.count_lost(LossStage::Evaluate, 1);
@@ -123,7 +123,11 @@ fn deleted_workloads_lose_their_series() {
         Decision::Allow,
     );
     tcp_flow(&metrics, &id("a", "stays"), &world(), Decision::Allow);
-    metrics.count_unexpected_egress(&id("a", "gone"), "198.51.100.7".parse().expect("ip"));
+    metrics.count_egress(
+        &id("a", "gone"),
+        ("198.51.100.7".parse().expect("ip"), None),
+        true,
+    );
     metrics.forget_workload("a", "gone");
     let text = metrics.encode();
     assert!(!text.contains(r#""gone""#), "{text}");
@@ -240,5 +244,64 @@ fn build_and_datapath_info_name_what_runs() {
         ),
         Some(1.0),
         "{text}"
+    );
+}
+
+#[test]
+fn egress_is_named_up_to_the_cap_then_by_block() {
+    use crate::names::Hostname;
+    let metrics = Metrics::with_caps(10, 2);
+    let ingest = id("ai", "ingest");
+    let host = |text: &str| Hostname::parse(text).expect("hostname");
+    let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+    let upload = host("upload.example");
+    metrics.count_egress(&ingest, (ip("203.0.113.20"), Some(&upload)), true);
+    metrics.count_egress(&ingest, (ip("203.0.113.21"), Some(&upload)), true);
+    let mirror = host("models.mirror.example");
+    metrics.count_egress(&ingest, (ip("198.51.100.7"), Some(&mirror)), false);
+    // A third name is past the cap: its address block stands for it.
+    let third = host("third.example");
+    metrics.count_egress(&ingest, (ip("192.0.2.9"), Some(&third)), true);
+    metrics.count_egress(&ingest, (ip("192.0.2.10"), None), true);
+    let text = metrics.encode();
+    let ends = [("src_namespace", "ai"), ("src_workload", "ingest")];
+    let egress = |destination: &str, expected: &str| {
+        let labels = [
+            ends[0],
+            ends[1],
+            ("destination", destination),
+            ("expected", expected),
+        ];
+        sample(&text, "netgov_egress_flows_total", &labels)
+    };
+    let unexpected = |destination: &str| {
+        let labels = [ends[0], ends[1], ("destination", destination)];
+        sample(&text, "netgov_unexpected_egress_total", &labels)
+    };
+    assert_eq!(
+        [
+            egress("upload.example", "false"),
+            egress("models.mirror.example", "true"),
+            egress("192.0.2.0/24", "false"),
+            egress("third.example", "false"),
+        ],
+        [Some(2.0), Some(1.0), Some(2.0), None]
+    );
+    assert_eq!(
+        [
+            unexpected("upload.example"),
+            unexpected("models.mirror.example"),
+            unexpected("192.0.2.0/24"),
+        ],
+        [Some(2.0), None, Some(2.0)]
+    );
+    // A deleted workload takes its series and its names with it.
+    metrics.forget_workload("ai", "ingest");
+    assert!(!metrics.encode().contains("ingest"));
+    metrics.count_egress(&ingest, (ip("192.0.2.9"), Some(&third)), true);
+    let labels = [ends[0], ends[1], ("destination", "third.example")];
+    assert_eq!(
+        sample(&metrics.encode(), "netgov_unexpected_egress_total", &labels),
+        Some(1.0)
     );
 }

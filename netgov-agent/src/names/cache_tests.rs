@@ -1,0 +1,208 @@
+use super::*;
+
+const SECOND: i128 = 1_000_000_000;
+
+fn host(text: &str) -> Hostname {
+    Hostname::parse(text).expect("hostname")
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("socket address")
+}
+
+fn limits(max_entries: usize) -> NameLimits {
+    NameLimits {
+        min_ttl: Duration::from_secs(5),
+        max_ttl: Duration::from_secs(60),
+        max_entries,
+    }
+}
+
+fn dns(name: &str) -> DestinationName {
+    DestinationName {
+        name: host(name),
+        learned: NameSource::Dns,
+    }
+}
+
+#[test]
+fn a_name_is_the_resolving_pods_only() {
+    let cache = NameCache::new(limits(100));
+    let pod = Client::Pod("ai/ingest-0".into());
+    let upload: IpAddr = "203.0.113.20".parse().expect("ip");
+    cache.resolved(
+        pod.clone(),
+        upload,
+        host("upload.example"),
+        Duration::from_secs(30),
+        0,
+    );
+    assert_eq!(
+        cache.names(
+            &pod,
+            (addr("10.244.0.5:40000"), addr("203.0.113.20:443")),
+            SECOND
+        ),
+        vec![dns("upload.example")]
+    );
+    // Another pod connecting to the same address learned nothing; the
+    // pod's other address (IPv6) shares its names.
+    let other = Client::Pod("ai/notebook-0".into());
+    let server = addr("203.0.113.20:443");
+    assert_eq!(
+        cache.names(&other, (addr("10.244.0.6:40000"), server), SECOND),
+        vec![]
+    );
+    assert_eq!(
+        cache.names(&pod, (addr("[fd00::5]:40000"), server), SECOND),
+        vec![dns("upload.example")]
+    );
+}
+
+#[test]
+fn ttls_are_clamped_and_names_expire() {
+    let cache = NameCache::new(limits(100));
+    let pod = Client::Pod("ai/ingest-0".into());
+    let rows = [("short.example", 1, 5), ("long.example", 86_400, 60)];
+    for (i, (name, ttl, _)) in rows.iter().enumerate() {
+        let address = IpAddr::from([192, 0, 2, i as u8]);
+        cache.resolved(
+            pod.clone(),
+            address,
+            host(name),
+            Duration::from_secs(*ttl),
+            0,
+        );
+    }
+    for (i, (name, _, kept)) in rows.iter().enumerate() {
+        let server = SocketAddr::new(IpAddr::from([192, 0, 2, i as u8]), 443);
+        let client = addr("10.244.0.5:1");
+        assert_eq!(
+            cache.names(&pod, (client, server), kept * SECOND),
+            vec![dns(name)]
+        );
+        assert_eq!(
+            cache.names(&pod, (client, server), kept * SECOND + 1),
+            vec![]
+        );
+    }
+}
+
+#[test]
+fn relearning_extends_and_a_connection_has_its_server_name() {
+    let cache = NameCache::new(limits(100));
+    let pod = Client::Pod("ai/ingest-0".into());
+    let server = addr("203.0.113.20:443");
+    cache.resolved(
+        pod.clone(),
+        server.ip(),
+        host("upload.example"),
+        Duration::from_secs(5),
+        0,
+    );
+    cache.resolved(
+        pod.clone(),
+        server.ip(),
+        host("upload.example"),
+        Duration::from_secs(5),
+        4 * SECOND,
+    );
+    let client = addr("10.244.0.5:40000");
+    cache.server_name(client, server, host("cdn.example"), 4 * SECOND);
+    assert_eq!(
+        cache.names(&pod, (client, server), 8 * SECOND),
+        vec![
+            dns("upload.example"),
+            DestinationName {
+                name: host("cdn.example"),
+                learned: NameSource::Sni
+            }
+        ]
+    );
+    // The server name is that connection's, not another's of the pod.
+    assert_eq!(
+        cache.names(&pod, (addr("10.244.0.5:40001"), server), 8 * SECOND),
+        vec![dns("upload.example")]
+    );
+    assert_eq!(cache.size(), (2, 0));
+}
+
+#[test]
+fn the_bound_evicts_the_soonest_to_expire_and_counts_them() {
+    let cache = NameCache::new(limits(3));
+    let pod = Client::Pod("ai/ingest-0".into());
+    for (i, ttl) in [50u64, 10, 40, 30].into_iter().enumerate() {
+        let address = IpAddr::from([192, 0, 2, i as u8]);
+        let name = host(&format!("n{i}.example"));
+        cache.resolved(pod.clone(), address, name, Duration::from_secs(ttl), 0);
+    }
+    assert_eq!(cache.size(), (3, 1));
+    let client = addr("10.244.0.5:1");
+    let named = |i: u8| {
+        !cache
+            .names(&pod, (client, SocketAddr::from(([192, 0, 2, i], 443))), 0)
+            .is_empty()
+    };
+    assert_eq!(
+        [named(0), named(1), named(2), named(3)],
+        [true, false, true, true]
+    );
+}
+
+#[test]
+fn expired_names_leave_after_a_grace() {
+    let cache = NameCache::new(limits(100));
+    let pod = Client::Pod("ai/ingest-0".into());
+    cache.resolved(
+        pod.clone(),
+        "192.0.2.1".parse().expect("ip"),
+        host("a.example"),
+        Duration::ZERO,
+        0,
+    );
+    // Still there just after expiry (a flow that started in time is named).
+    cache.resolved(
+        pod.clone(),
+        "192.0.2.2".parse().expect("ip"),
+        host("b.example"),
+        Duration::ZERO,
+        10 * SECOND,
+    );
+    assert_eq!(cache.size(), (2, 0));
+    cache.resolved(
+        pod.clone(),
+        "192.0.2.3".parse().expect("ip"),
+        host("c.example"),
+        Duration::ZERO,
+        100 * SECOND,
+    );
+    assert_eq!(cache.size(), (1, 0));
+}
+
+#[test]
+fn an_answer_after_the_flow_started_does_not_name_it() {
+    let cache = NameCache::new(limits(100));
+    let pod = Client::Pod("ai/ingest-0".into());
+    let flow = (addr("10.244.0.5:40000"), addr("198.51.100.7:443"));
+    cache.resolved(
+        pod.clone(),
+        flow.1.ip(),
+        host("models.mirror.example"),
+        Duration::from_secs(30),
+        5 * SECOND,
+    );
+    assert_eq!(cache.names(&pod, flow, 4 * SECOND), vec![]);
+    assert_eq!(
+        cache.names(&pod, flow, 5 * SECOND),
+        vec![dns("models.mirror.example")]
+    );
+    // A server name is the connection's, whenever it came.
+    cache.server_name(flow.0, flow.1, host("eu.mirror.example"), 9 * SECOND);
+    assert_eq!(
+        cache.names(&pod, flow, 4 * SECOND),
+        vec![DestinationName {
+            name: host("eu.mirror.example"),
+            learned: NameSource::Sni
+        }]
+    );
+}
