@@ -15,6 +15,7 @@ use std::time::Duration;
 use netgov_testbed::metrics_text::{self, Sample};
 use netgov_testbed::{Pod, Testbed};
 
+use crate::demo_names::{self, Resolver};
 use crate::{XtaskError, build_netgov, require_root, spawn, workspace_root};
 
 /// Pods of the demo, in creation order (their IPs, 10.244.0.11 up, match
@@ -26,6 +27,8 @@ const PODS: &[&str] = &[
     "database",
     "unauthorised",
     "internet",
+    "kube-dns",
+    "mirror",
 ];
 /// The database's address in the network restrict-egress allows.
 const DATABASE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
@@ -34,6 +37,12 @@ const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const AGENT_PORT: u16 = 9464;
 /// The node the seed scenario places its pods on.
 const NODE: &str = "node-1";
+
+/// The demo's cluster state: the seed scenario, the node, the names
+/// objects (kept after the demo for the governance cycle).
+pub fn cluster_state_path() -> std::path::PathBuf {
+    std::env::temp_dir().join("netgov-demo-cluster.yaml")
+}
 
 fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> XtaskError + '_ {
     move |source| XtaskError::Io {
@@ -64,7 +73,7 @@ pub fn demo() -> Result<(), XtaskError> {
     let metrics = node.http_get("/metrics")?;
     node.stop();
     summarise(&metrics);
-    crate::demo_cycle::governance_cycle(&netgov, &flow_log_path())?;
+    crate::demo_cycle::governance_cycle(&netgov, &flow_log_path(), &cluster_state_path())?;
     println!("\nThe namespaces are removed now.");
     Ok(())
 }
@@ -73,6 +82,7 @@ pub fn demo() -> Result<(), XtaskError> {
 /// is stopped and the namespaces removed on drop.
 pub struct DemoNode {
     agent: Option<std::process::Child>,
+    resolver: Option<Resolver>,
     testbed: Testbed,
 }
 
@@ -90,11 +100,17 @@ impl DemoNode {
         }
         let mut node = Self {
             agent: None,
+            resolver: None,
             testbed,
         };
-        // The database and the internet host get addresses outside the pod
-        // network; the node routes to them.
-        for (name, address) in [("database", DATABASE), ("internet", INTERNET)] {
+        // The database, the internet host and the mirror get addresses
+        // outside the pod network; the node routes to them.
+        let mirror = demo_names::MIRROR.parse::<Ipv4Addr>().unwrap_or(INTERNET);
+        for (name, address) in [
+            ("database", DATABASE),
+            ("internet", INTERNET),
+            ("mirror", mirror),
+        ] {
             let host = node.pod(name);
             host.netns
                 .ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
@@ -124,21 +140,34 @@ impl DemoNode {
         let seed_path = workspace_root().join("examples/seed-scenario/cluster.yaml");
         let seed =
             std::fs::read_to_string(&seed_path).map_err(io_error("reading the seed scenario"))?;
-        let cluster_state = std::env::temp_dir().join("netgov-demo-cluster.yaml");
+        let cluster_state = cluster_state_path();
         // The node itself, so its own traffic is not mistaken for the world.
         let node_object = format!(
             "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {NODE}}}\n\
              status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
             netgov_testbed::GATEWAY_V4
         );
-        std::fs::write(&cluster_state, seed + &node_object)
-            .map_err(io_error("writing the demo cluster state"))?;
+        std::fs::write(
+            &cluster_state,
+            seed + &node_object + demo_names::CLUSTER_OBJECTS,
+        )
+        .map_err(io_error("writing the demo cluster state"))?;
         let config = std::env::temp_dir().join("netgov-demo-agent.yaml");
         std::fs::write(
             &config,
-            "clusterCIDRs: [10.244.0.0/16]\nanswerWindowSeconds: 1\n",
+            format!(
+                "clusterCIDRs: [10.244.0.0/16]\nanswerWindowSeconds: 1\n{}",
+                demo_names::EXPECTED_EGRESS
+            ),
         )
         .map_err(io_error("writing the demo configuration"))?;
+        let clients = [
+            node.pod("model-serving"),
+            node.pod("data-ingestion"),
+            node.pod("unauthorised"),
+        ];
+        let resolver = Resolver::start(node.pod("kube-dns"), &clients, &INTERNET.to_string())?;
+        node.resolver = Some(resolver);
 
         if narrate {
             node.describe();
@@ -174,7 +203,12 @@ impl DemoNode {
         for pod in self.testbed.pods() {
             let extra = match pod.name.as_str() {
                 "database" => format!(" and {DATABASE}"),
-                "internet" => format!(" and {INTERNET} (outside the cluster)"),
+                "internet" => format!(" and {INTERNET} (outside the cluster: upload.example)"),
+                "kube-dns" => " (dnsmasq: the pods' resolver)".to_owned(),
+                "mirror" => format!(
+                    " and {} (outside the cluster: models.mirror.example, a CNAME)",
+                    demo_names::MIRROR
+                ),
                 _ => String::new(),
             };
             println!("  {:<15} {}{extra}", pod.name, pod.ipv4);
@@ -183,6 +217,8 @@ impl DemoNode {
         println!("  default-deny       every pod isolated for ingress");
         println!("  allow-monitoring   role=monitoring -> app=model-serving on TCP 8080");
         println!("  restrict-egress    app=data-ingestion may only reach 10.0.0.0/16 on TCP 5432");
+        println!("  allow-dns          every pod may reach kube-system on port 53");
+        println!("Expected egress (agent configuration): model-serving-0 to *.mirror.example");
     }
 
     /// The node's network namespace (the agent's metrics listen on
@@ -207,7 +243,7 @@ impl DemoNode {
     /// When a namespace cannot be entered.
     pub fn run_traffic(&self, narrate: bool) -> Result<(), XtaskError> {
         let model_serving = IpAddr::from(self.pod("model-serving").ipv4);
-        let flows: [(&str, &str, IpAddr, u16, &str); 6] = [
+        let flows: [(&str, &str, IpAddr, u16, &str); 4] = [
             (
                 "monitoring",
                 "model-serving",
@@ -236,20 +272,6 @@ impl DemoNode {
                 5432,
                 "query: allowed by restrict-egress",
             ),
-            (
-                "data-ingestion",
-                "internet",
-                INTERNET.into(),
-                443,
-                "upload: denied by restrict-egress, but nothing stops it",
-            ),
-            (
-                "unauthorised",
-                "internet",
-                INTERNET.into(),
-                443,
-                "download: not isolated for egress, but nobody declared it",
-            ),
         ];
         if narrate {
             println!("\nTraffic:");
@@ -259,6 +281,39 @@ impl DemoNode {
             let outcome = if answered { "answered" } else { "no answer" };
             if narrate {
                 println!("  {client:<15} -> {server}:{port:<5} {what} ({outcome})");
+            }
+        }
+        // Named destinations: resolved through kube-dns, or named by the
+        // ClientHello of a call straight to an address.
+        let named: [(&str, &str, &str, Option<&str>, &str); 3] = [
+            (
+                "data-ingestion",
+                "internet",
+                "upload.example",
+                None,
+                "upload: denied by restrict-egress, but nothing stops it",
+            ),
+            (
+                "model-serving",
+                "mirror",
+                "models.mirror.example",
+                None,
+                "model download: expected by name (*.mirror.example)",
+            ),
+            (
+                "unauthorised",
+                "internet",
+                "203.0.113.10",
+                Some("api.model-hub.example"),
+                "HTTPS straight to an address: nobody declared it",
+            ),
+        ];
+        for (client, server, host, server_name, what) in named {
+            let listener = serve_once(self.pod(server), 443)?;
+            let said = demo_names::call(self.pod(client), host, 443, server_name)?;
+            let _ = listener.join();
+            if narrate {
+                println!("  {client:<15} -> {host}:443 {what} ({said})");
             }
         }
         Ok(())
@@ -314,6 +369,26 @@ pub fn http_get(
     Ok(netns.http_get(port, path)?)
 }
 
+/// A one-request server on `port` of every address of `server`, ready
+/// when this returns.
+fn serve_once(
+    server: &Pod,
+    port: u16,
+) -> Result<std::thread::JoinHandle<std::io::Result<()>>, XtaskError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listener = server.netns.spawn_in(move || -> std::io::Result<()> {
+        let listener = TcpListener::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port))?;
+        listener.set_nonblocking(false)?;
+        let _ = ready_tx.send(());
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = [0; 2048];
+        let n = stream.read(&mut buffer)?;
+        stream.write_all(format!("200 OK ({n} bytes received)").as_bytes())
+    })?;
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    Ok(listener)
+}
+
 /// Runs a one-request server in `server` and calls it from `client`;
 /// returns whether an answer came back.
 fn serve_and_call(
@@ -322,17 +397,7 @@ fn serve_and_call(
     address: IpAddr,
     port: u16,
 ) -> Result<bool, XtaskError> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let listener = server.netns.spawn_in(move || -> std::io::Result<()> {
-        let listener = TcpListener::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port))?;
-        listener.set_nonblocking(false)?;
-        let _ = ready_tx.send(());
-        let (mut stream, _) = listener.accept()?;
-        let mut buffer = [0; 256];
-        let n = stream.read(&mut buffer)?;
-        stream.write_all(format!("200 OK ({n} bytes received)").as_bytes())
-    })?;
-    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    let listener = serve_once(server, port)?;
     let answered = client.netns.run_in(move || {
         let Ok(mut stream) = TcpStream::connect_timeout(
             &SocketAddr::new(address, port),
@@ -409,6 +474,23 @@ fn summarise(metrics: &str) {
             label(&sample, "destination")
         );
     }
+    println!(
+        "\nEgress by destination (named from the pods' DNS answers and TLS ClientHellos, else by address block):"
+    );
+    for sample in samples("netgov_egress_flows_total") {
+        let expected = if label(&sample, "expected") == "true" {
+            "expected"
+        } else {
+            "UNEXPECTED"
+        };
+        println!(
+            "  {}/{} -> {}: {} flow(s), {expected}",
+            label(&sample, "src_namespace"),
+            label(&sample, "src_workload"),
+            label(&sample, "destination"),
+            sample.value
+        );
+    }
     println!("\nUnprotected pods (no policy isolates them):");
     for sample in samples("netgov_unprotected_pods") {
         println!(
@@ -423,6 +505,7 @@ fn summarise(metrics: &str) {
         "netgov_flows_total",
         "netgov_policy_violations_total",
         "netgov_unexpected_egress_total",
+        "netgov_egress_flows_total",
         "netgov_unprotected_pods",
     ] {
         for line in lines(name) {

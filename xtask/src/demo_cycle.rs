@@ -34,15 +34,19 @@ fn show(netgov: &Path, args: &[&str]) -> Result<(), XtaskError> {
     Ok(())
 }
 
-/// Replay, audit and advise on `flow_log`.
+/// Replay, audit and advise on `flow_log`, with the policies of
+/// `cluster_state` (the demo's) in force.
 ///
 /// # Errors
 /// When `netgov` cannot be run.
-pub fn governance_cycle(netgov: &Path, flow_log: &Path) -> Result<(), XtaskError> {
-    let seed = workspace_root().join("examples/seed-scenario");
+pub fn governance_cycle(
+    netgov: &Path,
+    flow_log: &Path,
+    cluster_state: &Path,
+) -> Result<(), XtaskError> {
     let (log, current, proposed) = (
         flow_log.to_string_lossy().into_owned(),
-        seed.join("cluster.yaml").to_string_lossy().into_owned(),
+        cluster_state.to_string_lossy().into_owned(),
         workspace_root()
             .join("examples/proposed-change/policies.yaml")
             .to_string_lossy()

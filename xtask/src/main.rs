@@ -14,6 +14,7 @@ mod bench_cost;
 mod bench_datapath;
 mod demo;
 mod demo_cycle;
+mod demo_names;
 mod image;
 mod prometheus_e2e;
 mod setup;

@@ -299,6 +299,14 @@ fn end(identity: &Value) -> String {
     }
 }
 
+/// The destination's first name (outside the cluster), else its end.
+fn destination(flow: &Value) -> String {
+    match flow["dst_names"][0]["name"].as_str() {
+        Some(name) => name.to_owned(),
+        None => end(&flow["dst_identity"]),
+    }
+}
+
 fn table_row(flow: &Value) -> String {
     let time = flow["last_seen"]
         .as_str()
@@ -308,7 +316,7 @@ fn table_row(flow: &Value) -> String {
         "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
         time,
         end(&flow["src_identity"]),
-        end(&flow["dst_identity"]),
+        destination(flow),
         flow["protocol"].as_str().unwrap_or("-"),
         flow["judged_dst_port"].as_u64().unwrap_or(0),
         flow["verdict"].as_str().unwrap_or("-"),
@@ -348,6 +356,18 @@ mod tests {
             format!(
                 "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
                 "07:10:11", "ml/trainer-0", "world", "TCP", 443, "deny", "gap"
+            )
+        );
+        let mut named = flow.clone();
+        named["dst_names"] = serde_json::json!([
+            {"name": "upload.example", "learned": "dns"},
+            {"name": "cdn.example", "learned": "sni"},
+        ]);
+        assert_eq!(
+            table_row(&named),
+            format!(
+                "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
+                "07:10:11", "ml/trainer-0", "upload.example", "TCP", 443, "deny", "gap"
             )
         );
     }
