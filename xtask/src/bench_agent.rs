@@ -10,6 +10,8 @@
 //! memory are measured; last, resident memory per live flow: a fresh
 //! agent idle against the same holding 60,000 live flows
 //! (`--live-flows N`), each after the agent returned its free heap.
+//! `--names` runs it all with destination names on (see `bench_names`),
+//! after measuring how many DNS answers the agent parses per core.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
@@ -19,7 +21,7 @@ use netgov_testbed::Testbed;
 use netgov_testbed::metrics_text::sum_samples as sum;
 
 use crate::bench::flag_value;
-use crate::{XtaskError, build_netgov, require_root, spawn};
+use crate::{XtaskError, bench_names, build_netgov, require_root, spawn};
 
 const PODS: usize = 20;
 const AGENT_PORT: u16 = 9464;
@@ -144,6 +146,9 @@ const RATES: [u32; 8] = [
 const STEP_FLOWS: usize = 100_000;
 /// Live flows for the memory figure: as many as the soak holds.
 const LIVE_FLOWS: usize = 60_000;
+/// DNS answers for the parsing figure (`--names`): more than the name
+/// cache holds, so it evicts too.
+const ANSWERS: usize = 200_000;
 
 /// Runs the benchmark.
 ///
@@ -152,6 +157,8 @@ const LIVE_FLOWS: usize = 60_000;
 pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     let step_flows = flag_value(args, "--flows").unwrap_or(STEP_FLOWS);
     let live_flows = flag_value(args, "--live-flows").unwrap_or(LIVE_FLOWS);
+    let names = args.iter().any(|a| a == "--names");
+    let answers = flag_value(args, "--answers").unwrap_or(ANSWERS);
     require_root(
         "bench",
         "it creates network namespaces and loads eBPF programs",
@@ -161,7 +168,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     for i in 0..PODS {
         testbed.add_pod(&format!("pod{i}"))?;
     }
-    let cluster_state = prepare(&testbed)?;
+    let cluster_state = prepare(&testbed, names)?;
     let start_agent = || -> Result<Agent, XtaskError> {
         let child = spawn(
             testbed
@@ -186,13 +193,27 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        if names {
+            bench_names::name_the_receiver(&testbed, &|| scrape(&testbed))?;
+        }
         Ok(agent)
     };
 
     println!(
-        "agent benchmark: {PODS} pods on one node; {step_flows} new UDP flows per step from {} pods at a steady rate, a fresh agent per step",
-        PODS - 1
+        "agent benchmark: {PODS} pods on one node; {step_flows} new UDP flows per step from {} pods at a steady rate, a fresh agent per step{}",
+        PODS - 1,
+        if names {
+            " — names on: the receiver is outside the cluster, and every sender resolved it"
+        } else {
+            ""
+        }
     );
+    if names {
+        let agent = start_agent()?;
+        bench_names::answers_per_core(&testbed, answers, &|| scrape(&testbed), &|| {
+            process_figures(&agent.0).0
+        })?;
+    }
     let mut best = None;
     for rate in RATES {
         let agent = start_agent()?;
@@ -205,7 +226,9 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         let (cpu_after, rss) = process_figures(&agent.0);
         let lost_events = lost(&after);
         let offered = flows as f64 / sent_in.as_secs_f64();
-        let complete = lost_events == 0.0 && judged_flows >= flows as f64;
+        let named = bench_names::named_flows(&after);
+        let complete =
+            lost_events == 0.0 && judged_flows >= flows as f64 && (!names || named >= flows as f64);
         let by_stage: Vec<String> = after
             .lines()
             .filter(|l| l.starts_with("netgov_events_lost_total{") && !l.ends_with(" 0"))
@@ -223,6 +246,12 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         );
         if !by_stage.is_empty() {
             println!("      lost by stage: {}", by_stage.join(", "));
+        }
+        if names {
+            println!(
+                "      named {}: {named:.0} flows",
+                bench_names::RECEIVER_NAME
+            );
         }
         drop(agent);
         if !complete {
@@ -322,7 +351,9 @@ impl Drop for Agent {
 }
 
 /// The receiver's firewall and the cluster state; returns the state's path.
-fn prepare(testbed: &Testbed) -> Result<std::path::PathBuf, XtaskError> {
+/// With `names`, the senders drop UDP too (the DNS answers they are sent),
+/// and the receiver is not in the cluster state: outside the cluster.
+fn prepare(testbed: &Testbed, names: bool) -> Result<std::path::PathBuf, XtaskError> {
     // The receiver drops UDP silently (no ICMP port-unreachable flows).
     let receiver = &testbed.pods()[PODS - 1];
     let rules = std::env::temp_dir().join(format!("{}.nft", receiver.netns.name()));
@@ -331,12 +362,23 @@ fn prepare(testbed: &Testbed) -> Result<std::path::PathBuf, XtaskError> {
             what: "writing the receiver's firewall".into(),
             source,
         })?;
-    receiver
-        .netns
-        .exec("nft", &["-f", rules.to_str().unwrap_or_default()])?;
+    let droppers = if names {
+        testbed.pods()
+    } else {
+        std::slice::from_ref(receiver)
+    };
+    for pod in droppers {
+        pod.netns
+            .exec("nft", &["-f", rules.to_str().unwrap_or_default()])?;
+    }
 
     let mut cluster = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n");
-    for pod in testbed.pods() {
+    let in_cluster = if names {
+        &testbed.pods()[..PODS - 1]
+    } else {
+        testbed.pods()
+    };
+    for pod in in_cluster {
         cluster += &format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: bench, labels: {{app: {}}}}}\n\
              spec: {{nodeName: bench-node, containers: [{{name: c, image: i}}]}}\nstatus: {{podIP: {}}}\n",

@@ -12,6 +12,7 @@ mod bench;
 mod bench_agent;
 mod bench_cost;
 mod bench_datapath;
+mod bench_names;
 mod demo;
 mod demo_cycle;
 mod demo_names;
