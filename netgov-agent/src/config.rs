@@ -18,6 +18,7 @@
 //!   minTtlSeconds: 30
 //!   maxTtlSeconds: 3600
 //!   maxEntries: 100000
+//!   maxPerPod: 10000                  # names one pod holds at most
 //!   maxPerWorkload: 100               # distinct names per workload in metrics
 //! ```
 
@@ -150,12 +151,13 @@ struct RawConfig {
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    expecting = "a mapping with minTtlSeconds, maxTtlSeconds, maxEntries, maxPerWorkload"
+    expecting = "a mapping with minTtlSeconds, maxTtlSeconds, maxEntries, maxPerPod, maxPerWorkload"
 )]
 struct RawNames {
     min_ttl_seconds: Option<u64>,
     max_ttl_seconds: Option<u64>,
     max_entries: Option<usize>,
+    max_per_pod: Option<usize>,
     max_per_workload: Option<usize>,
 }
 
@@ -336,6 +338,7 @@ fn names_settings(
             .max_ttl_seconds
             .map_or(defaults.names.max_ttl, Duration::from_secs),
         max_entries: positive(raw.max_entries, defaults.names.max_entries, "maxEntries")?,
+        max_per_pod: positive(raw.max_per_pod, defaults.names.max_per_pod, "maxPerPod")?,
     };
     if limits.max_ttl < limits.min_ttl || limits.max_ttl.is_zero() {
         return Err(invalid(

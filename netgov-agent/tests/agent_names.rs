@@ -1,9 +1,10 @@
 //! Destination names on a simulated node: pods resolve through a real DNS
 //! server (dnsmasq) in a namespace of its own, over UDP and TCP (A, AAAA,
 //! a CNAME chain, NXDOMAIN, a short TTL), a bad resolver sends truncated
-//! and malformed answers, and pods open TLS connections (Python's `ssl`,
-//! so real ClientHellos) — then `/metrics` and the flow log say who talked
-//! to which name, learned how.
+//! and malformed answers, an outside host sends an answer nobody asked
+//! for, and pods open TLS connections (Python's `ssl`, so real
+//! ClientHellos) — then `/metrics` and the flow log say who talked to
+//! which name, learned how.
 //!
 //! Privileged: needs root. These tests fail (never skip) without it.
 
@@ -81,6 +82,18 @@ while True:
     else:
         answer = head + b"\x00\x00\x00\x00\x00\x00" + b"\x04ju k\x07example\x00\x00\x01\x00\x01"
     s.sendto(answer, peer)
+"#;
+
+/// Sends, unasked, an answer naming 10.244.0.18 `planted.example` from
+/// port 53 of the given address to a pod's port 5353.
+const PLANT: &str = r#"
+import socket, struct, sys
+answer = struct.pack(">HHHHHH", 7, 0x8180, 1, 1, 0, 0)
+answer += b"\x07planted\x07example\x00\x00\x01\x00\x01"
+answer += b"\xc0\x0c\x00\x01\x00\x01" + struct.pack(">IH", 60, 4) + bytes([10, 244, 0, 18])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+s.sendto(answer, (sys.argv[2], 5353))
 "#;
 
 /// A process in a pod, killed on drop.
@@ -247,6 +260,9 @@ fn egress_is_named_by_dns_answers_and_server_names() {
         python(pod, CONNECT, &args);
     };
     let v6 = upload.ipv6.to_string();
+    // An answer nobody asked for names nothing: the datapath only reads
+    // answers on flows the pod sent on.
+    python(upload, PLANT, &["10.244.0.17", "10.244.0.13"]);
     // First, a direct-to-IP TLS call: named by its ClientHello; and one to
     // the mirror before resolving it: a server name alone does not make
     // egress expected (the client writes it).
@@ -374,6 +390,7 @@ fn egress_is_named_by_dns_answers_and_server_names() {
     assert_eq!(errors("dns", "truncated"), Some(1.0), "{text}");
     assert_eq!(errors("dns", "malformed"), Some(1.0), "{text}");
     assert_eq!(errors("dns", "bad_name"), Some(1.0), "{text}");
+    assert_eq!(errors("dns", "unsolicited"), Some(1.0), "{text}");
     let learned = |source: &str| metric(&text, "netgov_names_learned_total", &[("source", source)]);
     assert_eq!(learned("dns"), Some(4.0), "{text}");
     assert_eq!(learned("sni"), Some(2.0), "{text}");

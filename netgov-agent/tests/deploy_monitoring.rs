@@ -124,7 +124,11 @@ fn exported_series() -> BTreeSet<String> {
         (DeniedBy::Ingress, Tier::NetworkPolicy),
         Enforcement::Gap,
     );
-    metrics.count_egress(&a, ("203.0.113.1".parse().expect("ip"), None), true);
+    metrics.count_egress(
+        &a,
+        ("203.0.113.1".parse().expect("ip"), None),
+        (true, true, true),
+    );
     for outcome in [
         LearnOutcome::Dns(DnsOutcome::Addresses, 1),
         LearnOutcome::Error(NameSource::Sni, NameError::Truncated),

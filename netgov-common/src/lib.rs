@@ -305,11 +305,14 @@ pub enum Counter {
     /// DNS answers and ClientHellos that did not fit in the payload ring:
     /// names not learned.
     PayloadRingbufDrops,
+    /// Packets from port 53 delivered into a pod that sent nothing to
+    /// their source and port on that flow: unasked-for answers, not read.
+    DnsUnsolicited,
 }
 
 impl Counter {
     /// Number of counters (the size of the per-CPU array).
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -323,6 +326,7 @@ impl Counter {
         Counter::FragmentMapUpdateFailures,
         Counter::DeliveryMapUpdateFailures,
         Counter::PayloadRingbufDrops,
+        Counter::DnsUnsolicited,
     ];
 
     /// Stable snake_case name, used in output and metrics.
@@ -339,6 +343,7 @@ impl Counter {
             Counter::FragmentMapUpdateFailures => "fragment_map_update_failures",
             Counter::DeliveryMapUpdateFailures => "delivery_map_update_failures",
             Counter::PayloadRingbufDrops => "payload_ringbuf_drops",
+            Counter::DnsUnsolicited => "dns_unsolicited",
         }
     }
 }
@@ -347,11 +352,12 @@ impl Counter {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadKind {
-    /// A UDP or TCP segment from port 53 delivered into a pod: a DNS answer
-    /// (TCP: length-prefixed messages).
+    /// A UDP or TCP segment from port 53 delivered into a pod that had
+    /// sent to that address and port on the flow: a DNS answer (TCP:
+    /// length-prefixed messages).
     DnsAnswer = 1,
-    /// A TCP segment a pod sent that starts like a TLS ClientHello (a
-    /// handshake record whose message type is 1).
+    /// One of the first segments a pod sent on a TCP connection that starts
+    /// like a TLS ClientHello (a handshake record whose message type is 1).
     TlsClientHello = 2,
 }
 

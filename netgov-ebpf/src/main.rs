@@ -28,7 +28,7 @@ use netgov_common::{
     Counter, DELIVERED_MAX_ENTRIES, EVENTS_RING_BYTES, EventHeader, EventKind, FLOWS_MAX_ENTRIES,
     FRAGMENT_MEMO_TIMEOUT_NS, FRAGMENTS_MAX_ENTRIES, FlowEvent, FlowKey, FlowStats, FragmentKey,
     FragmentPorts, Hook, ICMP_ERROR_SLOT, PAYLOAD_CAPTURE_BYTES, PAYLOAD_SLOT, PAYLOADS_RING_BYTES,
-    PayloadContext, PayloadEvent, PayloadKind, tcp_flags,
+    PayloadContext, PayloadEvent, PayloadKind, seen_at, tcp_flags,
 };
 use parse::{Outcome, Packet};
 
@@ -36,6 +36,9 @@ use parse::{Outcome, Packet};
 const BPF_NOEXIST: u64 = 1;
 /// Where DNS answers come from.
 const DNS_PORT: u16 = 53;
+/// Packets a pod may have sent on a connection before its ClientHello
+/// (SYN and ACK, and room for a retransmission).
+const MAX_HELLO_SEGMENT: u64 = 4;
 /// `-EEXIST`, returned by a `BPF_NOEXIST` insert that lost a race.
 const EEXIST: i32 = -17;
 
@@ -311,8 +314,9 @@ fn observe(ctx: &TcContext, hook: Hook) -> Follow {
 }
 
 /// Whether the packet carries what names destinations — a DNS answer
-/// delivered into the pod (from port 53, UDP or TCP), or a ClientHello the
-/// pod sent — and if so, hands the payload program where it is.
+/// delivered into the pod (from port 53, UDP or TCP) on a flow the pod
+/// asked on, or a ClientHello among the first segments the pod sent on a
+/// connection — and if so, hands the payload program where it is.
 #[inline(always)]
 fn payload_to_copy(
     ctx: &TcContext,
@@ -337,6 +341,38 @@ fn payload_to_copy(
         }
         _ => return Follow::Nothing,
     };
+    // What this interface saw of the flow before this packet.
+    let stats = NETGOV_FLOWS.get_ptr(key);
+    let dir = (direction & 1) as usize;
+    match kind {
+        PayloadKind::DnsAnswer => {
+            // Only an answer to the pod's own question is read: the pod
+            // sent on this flow (same addresses and ports) before. Anyone
+            // else's packets from port 53 would plant names.
+            // SAFETY: a live map value; a racing update only makes the
+            // bit appear a packet later.
+            let asked = stats.is_some_and(|stats| unsafe {
+                core::ptr::read_volatile(&raw const (*stats).flags[dir ^ 1])
+                    & seen_at::FROM_POD as u64
+                    != 0
+            });
+            if !asked {
+                count(Counter::DnsUnsolicited);
+                return Follow::Nothing;
+            }
+        }
+        PayloadKind::TlsClientHello => {
+            // A ClientHello opens a connection (SYN, ACK, then it): later
+            // segments that look like one are data, copied for nothing.
+            // SAFETY: as above.
+            let late = stats.is_some_and(|stats| unsafe {
+                core::ptr::read_volatile(&raw const (*stats).packets[dir]) > MAX_HELLO_SEGMENT
+            });
+            if late {
+                return Follow::Nothing;
+            }
+        }
+    }
     let Some(context) = NETGOV_PAYLOAD_CONTEXT.get_ptr_mut(0) else {
         return Follow::Nothing;
     };

@@ -5,10 +5,14 @@
 //! only if its verdict changes — live flows are judged again whenever the
 //! cluster state (policies, labels, identities) changes, even when no
 //! packet moved. A violation is counted once, when its enforcement is
-//! known (`gap` or `enforced`) or when the flow ends (`unknown` then);
-//! unexpected egress once per flow. The flow log and `/flows` get a flow
-//! when it is first judged, when its verdict or enforcement changes, and
-//! when it ends. A denied flow whose enforcement is unknown (a destination
+//! known (`gap` or `enforced`) or when the flow ends (`unknown` then).
+//! Egress to outside the cluster is counted once per flow in
+//! `netgov_egress_flows_total` (as expected or not when first counted),
+//! and in `netgov_unexpected_egress_total` once, when first judged
+//! unexpected; a TCP flow without a destination name waits up to
+//! [`NAME_WAIT`] for its ClientHello's before either. The flow log and
+//! `/flows` get a flow when it is first judged, when its verdict,
+//! enforcement or destination names change, and when it ends. A denied flow whose enforcement is unknown (a destination
 //! elsewhere, not answered yet) is judged again when its answer window
 //! has passed, within a second, even if no packet moved.
 //!
@@ -34,7 +38,7 @@ use crate::config::AgentConfig;
 use crate::export::metrics::StagedChange;
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
-use crate::names::DestinationName;
+use crate::names::{Client, DestinationName};
 use crate::policy::Decision;
 use crate::state::Resolved;
 
@@ -59,7 +63,11 @@ struct Tracked {
     verdict: Decision,
     enforcement: Option<Enforcement>,
     violation_counted: bool,
+    /// Counted in `netgov_egress_flows_total` (once).
     egress_counted: bool,
+    /// Counted in `netgov_unexpected_egress_total` (once: when first
+    /// judged unexpected, which a cluster change can make it later).
+    unexpected_counted: bool,
     /// Its enforcement is unknown and its answer window has not passed:
     /// judged again when it has. Afterwards only a new record or a cluster
     /// change judges it again (one-way traffic to another node may stay
@@ -302,9 +310,11 @@ impl Pipeline {
             // A verdict that changes makes the flow a (new) violation or not.
             violation: previous.is_some_and(|p| p.violation_counted) && !verdict_changed,
             egress: previous.is_some_and(|p| p.egress_counted),
+            unexpected: previous.is_some_and(|p| p.unexpected_counted),
             awaiting_name,
         };
-        let (violation_counted, egress_counted) = self.count(&record, &judgement, &counted, ended);
+        let (violation_counted, egress_counted, unexpected_counted) =
+            self.count(&record, &judgement, &counted, ended);
         let logged = counted.first
             || verdict_changed
             || enforcement_changed
@@ -335,6 +345,7 @@ impl Pipeline {
                     enforcement: judgement.enforcement,
                     violation_counted,
                     egress_counted,
+                    unexpected_counted,
                     awaiting_answer_window: judgement.enforcement == Some(Enforcement::Unknown)
                         && age < self.config.answer_window + self.report_delay,
                     staged_change,
@@ -358,7 +369,7 @@ impl Pipeline {
             .get(id)
             .map(|t| t.names.clone())
             .unwrap_or_default();
-        let pod = {
+        let pods = {
             let state = self.shared.state();
             let seen = (record.first_seen, record.last_seen);
             if !matches!(
@@ -367,14 +378,19 @@ impl Pipeline {
             ) {
                 return names;
             }
-            client_of(&state, record.src, record.first_seen)
+            // An answer read before the cluster state knew the pod is
+            // filed under its address.
+            [
+                client_of(&state, record.src, record.first_seen),
+                Client::Address(record.src),
+            ]
         };
         let client = std::net::SocketAddr::new(record.src, record.src_port);
         let server = std::net::SocketAddr::new(record.dst, record.dst_port);
         for name in self
             .shared
             .names
-            .names(&pod, (client, server), record.first_seen)
+            .names(&pods, (client, server), record.first_seen)
         {
             if !names.contains(&name) {
                 names.push(name);
@@ -421,15 +437,15 @@ impl Pipeline {
         judgement.dst_context = end_context(&state, judged_dst, seen);
     }
 
-    /// Counts what is new about the flow; returns whether its violation
-    /// and its unexpected egress are counted now.
+    /// Counts what is new about the flow; returns whether its violation,
+    /// its egress and its unexpected egress are counted now.
     fn count(
         &self,
         record: &FlowRecord,
         judgement: &Judgement,
         counted: &Counted,
         ended: bool,
-    ) -> (bool, bool) {
+    ) -> (bool, bool, bool) {
         let metrics = &self.shared.metrics;
         let ends = (&judgement.src, &judgement.dst);
         if counted.first || counted.verdict_changed {
@@ -451,13 +467,22 @@ impl Pipeline {
             );
             violation = true;
         }
-        let mut egress = counted.egress;
-        if judgement.outside_egress && !egress && !counted.awaiting_name {
-            let name = crate::names::preferred(&judgement.dst_names);
-            metrics.count_egress(ends.0, (record.dst, name), judgement.unexpected_egress);
+        let (mut egress, mut unexpected) = (counted.egress, counted.unexpected);
+        if judgement.outside_egress && !counted.awaiting_name {
+            let flow = !egress;
+            let newly_unexpected = judgement.unexpected_egress && !unexpected;
+            if flow || newly_unexpected {
+                let name = crate::names::preferred(&judgement.dst_names);
+                metrics.count_egress(
+                    ends.0,
+                    (record.dst, name),
+                    (flow, judgement.unexpected_egress, newly_unexpected),
+                );
+            }
             egress = true;
+            unexpected |= judgement.unexpected_egress;
         }
-        (violation, egress)
+        (violation, egress, unexpected)
     }
 
     fn log(&mut self, record: &FlowRecord, judgement: &Judgement) {
@@ -486,6 +511,11 @@ struct Counted {
     verdict_changed: bool,
     violation: bool,
     egress: bool,
+    unexpected: bool,
     /// Its egress waits for a name: not counted now.
     awaiting_name: bool,
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@ use crate::capture::flow_table::NatLookup;
 use crate::capture::record::FlowRecord;
 use crate::capture::{CaptureError, CaptureHealth, FlowSink, Payload};
 use crate::export::metrics::LossStage;
-use crate::names::Client;
+use crate::names::{AddressBook, Client, NameError, NameSource};
 use crate::state::{ClusterState, Resolved};
 
 /// Feeds the judge.
@@ -47,6 +47,25 @@ pub fn client_of(state: &ClusterState, ip: IpAddr, at: i128) -> Client {
     match state.resolve_at(ip, at, at) {
         Resolved::Pod(pod) => Client::Pod(pod.id.clone()),
         _ => Client::Address(ip),
+    }
+}
+
+/// The cluster state as of a payload.
+struct StateAt<'a> {
+    state: &'a ClusterState,
+    at: i128,
+}
+
+impl AddressBook for StateAt<'_> {
+    fn client(&self, ip: IpAddr) -> Client {
+        client_of(self.state, ip, self.at)
+    }
+
+    fn outside(&self, ip: IpAddr) -> bool {
+        matches!(
+            self.state.resolve_at(ip, self.at, self.at),
+            Resolved::External
+        )
     }
 }
 
@@ -91,6 +110,17 @@ impl FlowSink for AgentSink {
             let before = self.previous.kernel.get(counter).copied().unwrap_or(0);
             metrics.count_lost(stage, delta(now, before));
         }
+        let unsolicited = delta(
+            health.kernel.get("dns_unsolicited").copied().unwrap_or(0),
+            self.previous
+                .kernel
+                .get("dns_unsolicited")
+                .copied()
+                .unwrap_or(0),
+        );
+        if unsolicited > 0 {
+            metrics.count_name_errors(NameSource::Dns, NameError::Unsolicited, unsolicited);
+        }
         let (entries, evicted) = self.shared.names.size();
         metrics.record_name_cache(entries, evicted);
         self.previous = health.clone();
@@ -98,8 +128,11 @@ impl FlowSink for AgentSink {
 
     fn payload(&mut self, payload: &Payload<'_>) {
         let state = self.shared.state();
-        let pod_of = |ip| client_of(&state, ip, payload.seen);
-        for outcome in self.shared.names.learn(payload, &pod_of) {
+        let book = StateAt {
+            state: &state,
+            at: payload.seen,
+        };
+        for outcome in self.shared.names.learn(payload, &book) {
             self.shared.metrics.count_learned(outcome);
         }
     }

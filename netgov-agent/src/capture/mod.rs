@@ -359,6 +359,9 @@ pub async fn run(
                 on_link_event(event, &filter, &mut datapath, &mut names, &mut summary);
             }
             _ = drain_tick.tick() => {
+                // Payloads first: an answer submitted after the last
+                // readiness poll still names the flows this drain reports.
+                read_payloads(payloads.get_mut(), sink, &mut table, &clock);
                 let mut ended = drain(&flows, &mut table, &names, &clock);
                 take_kernel_entries(&flows, &mut ended, &names, &clock);
                 delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));

@@ -20,6 +20,10 @@ pub struct NameLimits {
     /// Entries (a pod's name for an address, or a connection's server name)
     /// kept at most; the ones closest to expiry go first, counted.
     pub max_entries: usize,
+    /// Entries one pod (or client address) holds at most: past it, its own
+    /// closest to expiry go, counted — a busy resolver pod or a flood of
+    /// answers cannot push out its neighbours' names.
+    pub max_per_pod: usize,
 }
 
 impl Default for NameLimits {
@@ -28,6 +32,7 @@ impl Default for NameLimits {
             min_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(3600),
             max_entries: 100_000,
+            max_per_pod: 10_000,
         }
     }
 }
@@ -66,21 +71,28 @@ enum Slot {
 #[derive(Debug)]
 struct Learned {
     name: Hostname,
-    /// When it was first learned (Unix nanoseconds): an answer that came
-    /// after a flow started did not lead it there.
+    /// When it was learned (Unix nanoseconds; again after it had expired):
+    /// an answer that came after a flow started did not lead it there.
     learned: i128,
     /// Unix nanoseconds.
     expires: i128,
-    /// Its key in the expiry index.
+    /// Its key in the expiry indexes.
     sequence: u64,
 }
 
+/// Names one address may carry for one pod: a CDN's address answers for
+/// thousands of names, and each flow to it would copy them all.
+const MAX_NAMES_PER_ADDRESS: usize = 16;
+
 #[derive(Debug, Default)]
 struct Entries {
-    /// The names of each slot, in the order learned.
+    /// The names of each slot.
     by_slot: HashMap<Slot, Vec<Learned>>,
     /// Every name's expiry, soonest first.
     expiry: BTreeSet<Expiry>,
+    /// Each owner's names' expiries, soonest first: a pod over its quota
+    /// loses its own names, not its neighbours'.
+    by_owner: HashMap<Client, BTreeSet<Expiry>>,
     sequence: u64,
     evicted: u64,
 }
@@ -128,23 +140,45 @@ impl NameCache {
         entries.expire(now - EXPIRED_KEPT.as_nanos() as i128);
         entries.sequence += 1;
         let sequence = entries.sequence;
-        let Entries {
-            by_slot, expiry, ..
-        } = &mut *entries;
-        let names = by_slot.entry(slot.clone()).or_default();
-        if let Some(known) = names.iter_mut().find(|l| l.name == name) {
-            expiry.remove(&(known.expires, known.sequence, slot.clone()));
-            known.expires = known.expires.max(expires);
-            known.sequence = sequence;
-            expiry.insert((known.expires, sequence, slot));
-        } else {
-            names.push(Learned {
-                name,
-                learned: now,
-                expires,
-                sequence,
-            });
-            expiry.insert((expires, sequence, slot));
+        let known = entries.by_slot.get(&slot).and_then(|names| {
+            names
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| (l.expires, l.sequence, l.learned))
+        });
+        // Learned again: one entry, expiring at the later time; learned
+        // anew if it had expired meanwhile.
+        let learned = match known {
+            Some((old_expires, old_sequence, learned)) => {
+                entries.remove((old_expires, old_sequence, slot.clone()));
+                if old_expires < now { now } else { learned }
+            }
+            None => now,
+        };
+        let expires = known.map_or(expires, |(old, _, _)| old.max(expires));
+        let names = entries.by_slot.entry(slot.clone()).or_default();
+        names.push(Learned {
+            name,
+            learned,
+            expires,
+            sequence,
+        });
+        let oldest = (names.len() > MAX_NAMES_PER_ADDRESS)
+            .then(|| names.iter().min_by_key(|l| (l.learned, l.sequence)))
+            .flatten()
+            .map(|l| (l.expires, l.sequence, slot.clone()));
+        entries.expiry.insert((expires, sequence, slot.clone()));
+        let owner = slot.owner();
+        let owned = entries.by_owner.entry(owner.clone()).or_default();
+        owned.insert((expires, sequence, slot));
+        let over_quota = (owned.len() > self.limits.max_per_pod)
+            .then(|| owned.first().cloned())
+            .flatten();
+        let mut evict: Vec<Expiry> = oldest.into_iter().chain(over_quota).collect();
+        evict.dedup();
+        for key in evict {
+            entries.remove(key);
+            entries.evicted += 1;
         }
         while entries.expiry.len() > self.limits.max_entries {
             let Some(first) = entries.expiry.first().cloned() else {
@@ -156,39 +190,46 @@ impl NameCache {
     }
 
     /// The names of a flow's destination, as of its first packet `at`
-    /// (Unix nanoseconds): what its source `pod` resolved to the
-    /// destination's address, and the server name of its connection
-    /// (`client` → `server`). DNS names first, each once.
+    /// (Unix nanoseconds): what its source pod — known by any of `pods`
+    /// (the pod, and its address: an answer read before the cluster state
+    /// knew the pod is filed under the address) — resolved to the
+    /// destination's address, the latest answer first; then the server
+    /// name of its connection (`client` → `server`). Each name once.
     pub fn names(
         &self,
-        pod: &Client,
+        pods: &[Client],
         (client, server): (SocketAddr, SocketAddr),
         at: i128,
     ) -> Vec<DestinationName> {
         let entries = self.lock();
-        // A resolved name counts from its answer on; a server name is its
-        // connection's, however late it came.
-        let valid = |slot: Slot| {
-            let since_answer = matches!(slot, Slot::Resolved(..));
-            entries
-                .by_slot
-                .get(&slot)
-                .into_iter()
-                .flatten()
-                .filter(move |l| l.expires >= at && (!since_answer || l.learned <= at))
-                .map(|l| l.name.clone())
-        };
-        let mut names: Vec<DestinationName> = valid(Slot::Resolved(pod.clone(), server.ip()))
-            .map(|name| DestinationName {
-                name,
-                learned: NameSource::Dns,
+        let mut resolved: Vec<&Learned> = pods
+            .iter()
+            .filter_map(|pod| {
+                entries
+                    .by_slot
+                    .get(&Slot::Resolved(pod.clone(), server.ip()))
             })
+            .flatten()
+            .filter(|l| l.learned <= at && l.expires >= at)
             .collect();
-        for name in valid(Slot::Connection(client, server)) {
-            names.push(DestinationName {
-                name,
-                learned: NameSource::Sni,
-            });
+        // The latest answer first; within one, the chain's order.
+        resolved.sort_by_key(|l| (std::cmp::Reverse(l.learned), l.sequence));
+        let mut names: Vec<DestinationName> = Vec::new();
+        let mut add = |name: &Hostname, learned| {
+            if !names.iter().any(|n| n.name == *name) {
+                names.push(DestinationName {
+                    name: name.clone(),
+                    learned,
+                });
+            }
+        };
+        for l in resolved {
+            add(&l.name, NameSource::Dns);
+        }
+        // A server name is its connection's, however late it came.
+        let connection = entries.by_slot.get(&Slot::Connection(client, server));
+        for l in connection.into_iter().flatten().filter(|l| l.expires >= at) {
+            add(&l.name, NameSource::Sni);
         }
         names
     }
@@ -197,6 +238,17 @@ impl NameCache {
     pub fn size(&self) -> (usize, u64) {
         let entries = self.lock();
         (entries.expiry.len(), entries.evicted)
+    }
+}
+
+impl Slot {
+    /// Whose quota the entry counts against: the pod, or the client's
+    /// address for a connection's server name.
+    fn owner(&self) -> Client {
+        match self {
+            Slot::Resolved(pod, _) => pod.clone(),
+            Slot::Connection(client, _) => Client::Address(client.ip()),
+        }
     }
 }
 
@@ -213,6 +265,13 @@ impl Entries {
 
     fn remove(&mut self, key: Expiry) {
         self.expiry.remove(&key);
+        let owner = key.2.owner();
+        if let Some(owned) = self.by_owner.get_mut(&owner) {
+            owned.remove(&key);
+            if owned.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
         let (_, sequence, slot) = key;
         if let Some(names) = self.by_slot.get_mut(&slot) {
             names.retain(|l| l.sequence != sequence);

@@ -15,6 +15,7 @@ fn limits(max_entries: usize) -> NameLimits {
         min_ttl: Duration::from_secs(5),
         max_ttl: Duration::from_secs(60),
         max_entries,
+        max_per_pod: max_entries,
     }
 }
 
@@ -39,7 +40,7 @@ fn a_name_is_the_resolving_pods_only() {
     );
     assert_eq!(
         cache.names(
-            &pod,
+            std::slice::from_ref(&pod),
             (addr("10.244.0.5:40000"), addr("203.0.113.20:443")),
             SECOND
         ),
@@ -50,11 +51,19 @@ fn a_name_is_the_resolving_pods_only() {
     let other = Client::Pod("ai/notebook-0".into());
     let server = addr("203.0.113.20:443");
     assert_eq!(
-        cache.names(&other, (addr("10.244.0.6:40000"), server), SECOND),
+        cache.names(
+            std::slice::from_ref(&other),
+            (addr("10.244.0.6:40000"), server),
+            SECOND
+        ),
         vec![]
     );
     assert_eq!(
-        cache.names(&pod, (addr("[fd00::5]:40000"), server), SECOND),
+        cache.names(
+            std::slice::from_ref(&pod),
+            (addr("[fd00::5]:40000"), server),
+            SECOND
+        ),
         vec![dns("upload.example")]
     );
 }
@@ -78,11 +87,15 @@ fn ttls_are_clamped_and_names_expire() {
         let server = SocketAddr::new(IpAddr::from([192, 0, 2, i as u8]), 443);
         let client = addr("10.244.0.5:1");
         assert_eq!(
-            cache.names(&pod, (client, server), kept * SECOND),
+            cache.names(std::slice::from_ref(&pod), (client, server), kept * SECOND),
             vec![dns(name)]
         );
         assert_eq!(
-            cache.names(&pod, (client, server), kept * SECOND + 1),
+            cache.names(
+                std::slice::from_ref(&pod),
+                (client, server),
+                kept * SECOND + 1
+            ),
             vec![]
         );
     }
@@ -110,7 +123,7 @@ fn relearning_extends_and_a_connection_has_its_server_name() {
     let client = addr("10.244.0.5:40000");
     cache.server_name(client, server, host("cdn.example"), 4 * SECOND);
     assert_eq!(
-        cache.names(&pod, (client, server), 8 * SECOND),
+        cache.names(std::slice::from_ref(&pod), (client, server), 8 * SECOND),
         vec![
             dns("upload.example"),
             DestinationName {
@@ -121,7 +134,11 @@ fn relearning_extends_and_a_connection_has_its_server_name() {
     );
     // The server name is that connection's, not another's of the pod.
     assert_eq!(
-        cache.names(&pod, (addr("10.244.0.5:40001"), server), 8 * SECOND),
+        cache.names(
+            std::slice::from_ref(&pod),
+            (addr("10.244.0.5:40001"), server),
+            8 * SECOND
+        ),
         vec![dns("upload.example")]
     );
     assert_eq!(cache.size(), (2, 0));
@@ -140,7 +157,11 @@ fn the_bound_evicts_the_soonest_to_expire_and_counts_them() {
     let client = addr("10.244.0.5:1");
     let named = |i: u8| {
         !cache
-            .names(&pod, (client, SocketAddr::from(([192, 0, 2, i], 443))), 0)
+            .names(
+                std::slice::from_ref(&pod),
+                (client, SocketAddr::from(([192, 0, 2, i], 443))),
+                0,
+            )
             .is_empty()
     };
     assert_eq!(
@@ -191,18 +212,128 @@ fn an_answer_after_the_flow_started_does_not_name_it() {
         Duration::from_secs(30),
         5 * SECOND,
     );
-    assert_eq!(cache.names(&pod, flow, 4 * SECOND), vec![]);
     assert_eq!(
-        cache.names(&pod, flow, 5 * SECOND),
+        cache.names(std::slice::from_ref(&pod), flow, 4 * SECOND),
+        vec![]
+    );
+    assert_eq!(
+        cache.names(std::slice::from_ref(&pod), flow, 5 * SECOND),
         vec![dns("models.mirror.example")]
     );
     // A server name is the connection's, whenever it came.
     cache.server_name(flow.0, flow.1, host("eu.mirror.example"), 9 * SECOND);
     assert_eq!(
-        cache.names(&pod, flow, 4 * SECOND),
+        cache.names(std::slice::from_ref(&pod), flow, 4 * SECOND),
         vec![DestinationName {
             name: host("eu.mirror.example"),
             learned: NameSource::Sni
         }]
     );
+}
+
+#[test]
+fn a_pod_over_its_quota_loses_its_own_names_only() {
+    let cache = NameCache::new(NameLimits {
+        max_per_pod: 2,
+        ..limits(100)
+    });
+    let (busy, quiet) = (
+        Client::Pod("kube-system/coredns-0".into()),
+        Client::Pod("ai/ingest-0".into()),
+    );
+    let address = |i: u8| IpAddr::from([192, 0, 2, i]);
+    cache.resolved(
+        quiet.clone(),
+        address(9),
+        host("quiet.example"),
+        Duration::from_secs(5),
+        0,
+    );
+    for (i, ttl) in [40u64, 10, 50].into_iter().enumerate() {
+        let name = host(&format!("n{i}.example"));
+        cache.resolved(
+            busy.clone(),
+            address(i as u8),
+            name,
+            Duration::from_secs(ttl),
+            0,
+        );
+    }
+    assert_eq!(cache.size(), (3, 1));
+    let named = |pod: &Client, i: u8| {
+        let flow = (addr("10.244.0.5:1"), SocketAddr::new(address(i), 443));
+        !cache.names(std::slice::from_ref(pod), flow, 0).is_empty()
+    };
+    // The busy pod's soonest to expire went; the quiet pod's stayed,
+    // though it expires sooner still.
+    assert_eq!(
+        [
+            named(&busy, 0),
+            named(&busy, 1),
+            named(&busy, 2),
+            named(&quiet, 9)
+        ],
+        [true, false, true, true]
+    );
+}
+
+#[test]
+fn an_address_keeps_its_latest_names_latest_first() {
+    let cache = NameCache::new(limits(1_000));
+    let pod = Client::Pod("ai/ingest-0".into());
+    let cdn: IpAddr = "198.51.100.7".parse().expect("ip");
+    for i in 0..20 {
+        let name = host(&format!("site{i}.example"));
+        cache.resolved(pod.clone(), cdn, name, Duration::from_secs(60), i * SECOND);
+    }
+    let flow = (addr("10.244.0.5:1"), SocketAddr::new(cdn, 443));
+    let names = cache.names(std::slice::from_ref(&pod), flow, 30 * SECOND);
+    let expected: Vec<DestinationName> = (4..20)
+        .rev()
+        .map(|i| dns(&format!("site{i}.example")))
+        .collect();
+    assert_eq!(names, expected);
+    // Answered before the pod was known: filed under its address, found
+    // through either key.
+    let by_address = Client::Address("10.244.0.5".parse().expect("ip"));
+    let early: IpAddr = "203.0.113.20".parse().expect("ip");
+    cache.resolved(
+        by_address.clone(),
+        early,
+        host("early.example"),
+        Duration::from_secs(60),
+        0,
+    );
+    let flow = (addr("10.244.0.5:1"), SocketAddr::new(early, 443));
+    assert_eq!(
+        cache.names(&[pod, by_address], flow, SECOND),
+        vec![dns("early.example")]
+    );
+}
+
+#[test]
+fn a_name_learned_again_after_it_expired_counts_from_then() {
+    let cache = NameCache::new(limits(100));
+    let pod = Client::Pod("ai/ingest-0".into());
+    let server = addr("203.0.113.20:443");
+    let flow = (addr("10.244.0.5:1"), server);
+    cache.resolved(
+        pod.clone(),
+        server.ip(),
+        host("a.example"),
+        Duration::from_secs(5),
+        0,
+    );
+    cache.resolved(
+        pod.clone(),
+        server.ip(),
+        host("a.example"),
+        Duration::from_secs(5),
+        20 * SECOND,
+    );
+    // A flow in the gap (after expiry, before the new answer): no name.
+    let pods = std::slice::from_ref(&pod);
+    assert_eq!(cache.names(pods, flow, 10 * SECOND), vec![]);
+    assert_eq!(cache.names(pods, flow, 21 * SECOND), vec![dns("a.example")]);
+    assert_eq!(cache.size(), (1, 0));
 }

@@ -23,6 +23,9 @@ string_enum! {
         BadName => "bad_name",
         /// A ClientHello without a server name.
         NoName => "no_name",
+        /// Packets from port 53 into a pod that had sent nothing to their
+        /// source and port: not read (counted by the datapath).
+        Unsolicited => "unsolicited",
     }
 }
 
@@ -71,21 +74,25 @@ impl From<SniError> for NameError {
     }
 }
 
+/// What the cluster state says of an address, as of a payload.
+pub trait AddressBook {
+    /// Whose names an address carries: its pod's, else its own.
+    fn client(&self, ip: IpAddr) -> Client;
+    /// Whether nothing in the cluster owns it: only such addresses are
+    /// named (names of in-cluster addresses would only fill the cache).
+    fn outside(&self, ip: IpAddr) -> bool;
+}
+
 impl NameCache {
     /// Learns what `payload` names, as of when the kernel saw it; says
-    /// what each message in it gave. `pod_of` says whose an address is.
-    /// Nothing in a payload is trusted: a name is only recorded once the
-    /// whole message parsed.
-    pub fn learn(
-        &self,
-        payload: &Payload<'_>,
-        pod_of: &dyn Fn(IpAddr) -> Client,
-    ) -> Vec<LearnOutcome> {
+    /// what each message in it gave. Nothing in a payload is trusted: a
+    /// name is only recorded once the whole message parsed.
+    pub fn learn(&self, payload: &Payload<'_>, book: &dyn AddressBook) -> Vec<LearnOutcome> {
         let now = payload.seen;
         match payload.kind {
             PayloadKind::DnsAnswer => {
                 // An answer is the pod's: it is delivered to the pod.
-                let pod = pod_of(payload.dst.ip());
+                let pod = book.client(payload.dst.ip());
                 let messages: Vec<&[u8]> = if payload.protocol == Protocol::Tcp {
                     dns::tcp_messages(payload.data).collect()
                 } else {
@@ -94,14 +101,16 @@ impl NameCache {
                 messages
                     .into_iter()
                     .map(|message| match dns::parse_answer(message) {
-                        Ok(answer) => self.apply(&pod, answer, now),
+                        Ok(answer) => self.apply(&pod, answer, now, book),
                         Err(error) => LearnOutcome::Error(NameSource::Dns, error.into()),
                     })
                     .collect()
             }
             PayloadKind::TlsClientHello => vec![match sni::server_name(payload.data) {
                 Ok(name) => {
-                    self.server_name(payload.src, payload.dst, name, now);
+                    if book.outside(payload.dst.ip()) {
+                        self.server_name(payload.src, payload.dst, name, now);
+                    }
                     LearnOutcome::ServerName
                 }
                 Err(error) => LearnOutcome::Error(NameSource::Sni, error.into()),
@@ -109,11 +118,17 @@ impl NameCache {
         }
     }
 
-    fn apply(&self, pod: &Client, answer: Answer, now: i128) -> LearnOutcome {
+    fn apply(
+        &self,
+        pod: &Client,
+        answer: Answer,
+        now: i128,
+        book: &dyn AddressBook,
+    ) -> LearnOutcome {
         match answer {
             Answer::Addresses(addresses) => {
                 let count = addresses.len();
-                for resolved in addresses {
+                for resolved in addresses.into_iter().filter(|r| book.outside(r.address)) {
                     for name in resolved.names {
                         self.resolved(pod.clone(), resolved.address, name, resolved.ttl, now);
                     }

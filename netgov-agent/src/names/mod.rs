@@ -30,7 +30,7 @@ pub mod sni;
 
 pub use cache::{Client, NameCache, NameLimits};
 pub use domain::DomainPattern;
-pub use learn::{DnsOutcome, LearnOutcome, NameError};
+pub use learn::{AddressBook, DnsOutcome, LearnOutcome, NameError};
 
 string_enum! {
     /// How a destination's name was learned.

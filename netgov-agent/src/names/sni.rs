@@ -83,11 +83,17 @@ pub fn server_name(data: &[u8]) -> Result<Hostname, SniError> {
     hello.skip_vector(1)?; // compression methods
     let extensions_length = usize::from(hello.u16()?);
     let mut extensions = Reader(&hello.0[..hello.0.len().min(extensions_length)]);
+    // With every extension here, running out of bytes is a lie in a
+    // length, not a cut.
     let complete = hello.0.len() >= extensions_length;
+    let cut = |error: SniError| match (error, complete) {
+        (SniError::Truncated, true) => SniError::Malformed,
+        (error, _) => error,
+    };
     while !extensions.0.is_empty() {
-        let kind = extensions.u16()?;
-        let length = usize::from(extensions.u16()?);
-        let body = extensions.take(length)?;
+        let kind = extensions.u16().map_err(cut)?;
+        let length = usize::from(extensions.u16().map_err(cut)?);
+        let body = extensions.take(length).map_err(cut)?;
         if kind == SERVER_NAME {
             return host_name(body);
         }
@@ -101,7 +107,8 @@ pub fn server_name(data: &[u8]) -> Result<Hostname, SniError> {
 
 fn host_name(extension: &[u8]) -> Result<Hostname, SniError> {
     let mut list = Reader(extension);
-    let list_length = usize::from(list.u16()?);
+    // Whole (the extension was taken in full): short means malformed.
+    let list_length = usize::from(list.u16().map_err(|_| SniError::Malformed)?);
     let mut names = Reader(list.take(list_length).map_err(|_| SniError::Malformed)?);
     while !names.0.is_empty() {
         let kind = names.u8().map_err(|_| SniError::Malformed)?;

@@ -100,6 +100,16 @@ fn hostile_hellos_are_refused() {
             "{name:?}"
         );
     }
+    // An extension longer than the (complete) extensions block, and an
+    // empty server_name extension.
+    let mut overlong = client_hello(&[supported_groups()]);
+    let at = overlong.len() - 7; // the last extension's length, low byte
+    overlong[at] = 40;
+    assert_eq!(server_name(&overlong), Err(SniError::Malformed));
+    assert_eq!(
+        server_name(&client_hello(&[(0, vec![])])),
+        Err(SniError::Malformed)
+    );
     // A server name list longer than its extension.
     let (_, mut body) = server_name_extension(b"a.example");
     body[1] += 40;

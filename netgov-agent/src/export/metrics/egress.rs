@@ -23,7 +23,7 @@ use super::labels::{
 };
 use super::series::count_series;
 use super::{Metrics, aggregate_destination};
-use crate::names::{Hostname, LearnOutcome, NameSource};
+use crate::names::{Hostname, LearnOutcome, NameError, NameSource};
 use crate::state::Identity;
 
 /// The name metrics' families.
@@ -81,14 +81,15 @@ impl NameMetrics {
 }
 
 impl Metrics {
-    /// Counts a flow from `src` (a pod) to outside the cluster, once:
-    /// `netgov_egress_flows_total`, and `netgov_unexpected_egress_total`
-    /// when nothing declares it. `name` is the destination's, if known.
+    /// Counts a flow from `src` (a pod) to outside the cluster: with
+    /// `flow`, in `netgov_egress_flows_total` as `expected` or not; with
+    /// `count_unexpected`, in `netgov_unexpected_egress_total`. `name` is
+    /// the destination's, if known.
     pub fn count_egress(
         &self,
         src: &Identity,
         (address, name): (IpAddr, Option<&Hostname>),
-        unexpected: bool,
+        (flow, unexpected, count_unexpected): (bool, bool, bool),
     ) {
         let mut egress = EgressLabels {
             src_namespace: src.namespace.to_string(),
@@ -104,14 +105,16 @@ impl Metrics {
             }
             _ => aggregate_destination(address),
         };
-        let flow = EgressFlowLabels {
-            src_namespace: egress.src_namespace.clone(),
-            src_workload: egress.src_workload.clone(),
-            destination: egress.destination.clone(),
-            expected: (!unexpected).to_string(),
-        };
-        count_series(&self.names.egress_flows, &mut index.egress_flows, flow);
-        if unexpected {
+        if flow {
+            let labels = EgressFlowLabels {
+                src_namespace: egress.src_namespace.clone(),
+                src_workload: egress.src_workload.clone(),
+                destination: egress.destination.clone(),
+                expected: (!unexpected).to_string(),
+            };
+            count_series(&self.names.egress_flows, &mut index.egress_flows, labels);
+        }
+        if count_unexpected {
             count_series(&self.unexpected_egress, &mut index.egress, egress);
         }
     }
@@ -147,6 +150,14 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// Counts `count` payloads of `source` that named nothing for `kind`.
+    pub fn count_name_errors(&self, source: NameSource, kind: NameError, count: u64) {
+        self.names
+            .errors
+            .get_or_create(&NameErrorLabels { source, kind })
+            .inc_by(count);
     }
 
     /// The name cache's size, and its evictions since start.

@@ -65,8 +65,16 @@ fn the_exposition_is_pinned() {
         (DeniedBy::Both, Tier::Admin),
         Enforcement::Enforced,
     );
-    metrics.count_egress(&notebook, ("203.0.113.10".parse().expect("ip"), None), true);
-    metrics.count_egress(&notebook, ("203.0.113.99".parse().expect("ip"), None), true);
+    metrics.count_egress(
+        &notebook,
+        ("203.0.113.10".parse().expect("ip"), None),
+        (true, true, true),
+    );
+    metrics.count_egress(
+        &notebook,
+        ("203.0.113.99".parse().expect("ip"), None),
+        (true, true, true),
+    );
     metrics.set_unprotected_pods(&[(("dev".to_owned(), Direction::Egress), 3)].into());
     metrics.count_lost(LossStage::KernelRingbuf, 4);
     metrics.count_lost(LossStage::Evaluate, 1);
@@ -126,7 +134,7 @@ fn deleted_workloads_lose_their_series() {
     metrics.count_egress(
         &id("a", "gone"),
         ("198.51.100.7".parse().expect("ip"), None),
-        true,
+        (true, true, true),
     );
     metrics.forget_workload("a", "gone");
     let text = metrics.encode();
@@ -255,14 +263,26 @@ fn egress_is_named_up_to_the_cap_then_by_block() {
     let host = |text: &str| Hostname::parse(text).expect("hostname");
     let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
     let upload = host("upload.example");
-    metrics.count_egress(&ingest, (ip("203.0.113.20"), Some(&upload)), true);
-    metrics.count_egress(&ingest, (ip("203.0.113.21"), Some(&upload)), true);
+    metrics.count_egress(
+        &ingest,
+        (ip("203.0.113.20"), Some(&upload)),
+        (true, true, true),
+    );
+    metrics.count_egress(
+        &ingest,
+        (ip("203.0.113.21"), Some(&upload)),
+        (true, true, true),
+    );
     let mirror = host("models.mirror.example");
-    metrics.count_egress(&ingest, (ip("198.51.100.7"), Some(&mirror)), false);
+    metrics.count_egress(
+        &ingest,
+        (ip("198.51.100.7"), Some(&mirror)),
+        (true, false, false),
+    );
     // A third name is past the cap: its address block stands for it.
     let third = host("third.example");
-    metrics.count_egress(&ingest, (ip("192.0.2.9"), Some(&third)), true);
-    metrics.count_egress(&ingest, (ip("192.0.2.10"), None), true);
+    metrics.count_egress(&ingest, (ip("192.0.2.9"), Some(&third)), (true, true, true));
+    metrics.count_egress(&ingest, (ip("192.0.2.10"), None), (true, true, true));
     let text = metrics.encode();
     let ends = [("src_namespace", "ai"), ("src_workload", "ingest")];
     let egress = |destination: &str, expected: &str| {
@@ -298,7 +318,7 @@ fn egress_is_named_up_to_the_cap_then_by_block() {
     // A deleted workload takes its series and its names with it.
     metrics.forget_workload("ai", "ingest");
     assert!(!metrics.encode().contains("ingest"));
-    metrics.count_egress(&ingest, (ip("192.0.2.9"), Some(&third)), true);
+    metrics.count_egress(&ingest, (ip("192.0.2.9"), Some(&third)), (true, true, true));
     let labels = [ends[0], ends[1], ("destination", "third.example")];
     assert_eq!(
         sample(&metrics.encode(), "netgov_unexpected_egress_total", &labels),
