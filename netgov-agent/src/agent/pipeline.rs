@@ -437,54 +437,6 @@ impl Pipeline {
         judgement.dst_context = end_context(&state, judged_dst, seen);
     }
 
-    /// Counts what is new about the flow; returns whether its violation,
-    /// its egress and its unexpected egress are counted now.
-    fn count(
-        &self,
-        record: &FlowRecord,
-        judgement: &Judgement,
-        counted: &Counted,
-        ended: bool,
-    ) -> (bool, bool, bool) {
-        let metrics = &self.shared.metrics;
-        let ends = (&judgement.src, &judgement.dst);
-        if counted.first || counted.verdict_changed {
-            metrics.count_flow(ends.0, ends.1, record.protocol, judgement.verdict.verdict);
-        }
-        let mut violation = counted.violation;
-        if let (Some(denied_by), Some(tier), Some(enforcement)) = (
-            judgement.denied_by,
-            judgement.denying_tier,
-            judgement.enforcement,
-        ) && !violation
-            && (enforcement != Enforcement::Unknown || ended)
-        {
-            metrics.count_violation(
-                ends,
-                (record.protocol, judgement.dst_port),
-                (denied_by, tier),
-                enforcement,
-            );
-            violation = true;
-        }
-        let (mut egress, mut unexpected) = (counted.egress, counted.unexpected);
-        if judgement.outside_egress && !counted.awaiting_name {
-            let flow = !egress;
-            let newly_unexpected = judgement.unexpected_egress && !unexpected;
-            if flow || newly_unexpected {
-                let name = crate::names::preferred(&judgement.dst_names);
-                metrics.count_egress(
-                    ends.0,
-                    (record.dst, name),
-                    (flow, judgement.unexpected_egress, newly_unexpected),
-                );
-            }
-            egress = true;
-            unexpected |= judgement.unexpected_egress;
-        }
-        (violation, egress, unexpected)
-    }
-
     fn log(&mut self, record: &FlowRecord, judgement: &Judgement) {
         let Some(log) = self.flow_log.as_mut() else {
             return;
@@ -505,16 +457,9 @@ impl Pipeline {
     }
 }
 
-/// What had been counted for a flow before this judgement.
-struct Counted {
-    first: bool,
-    verdict_changed: bool,
-    violation: bool,
-    egress: bool,
-    unexpected: bool,
-    /// Its egress waits for a name: not counted now.
-    awaiting_name: bool,
-}
+#[path = "pipeline_count.rs"]
+mod count;
+use count::Counted;
 
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
