@@ -343,7 +343,7 @@ fn a_config_that_is_not_a_mapping_is_named_plainly() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim_end(),
         format!(
-            "netgov: {}: (top level): invalid type: string \"vm\", expected a mapping with clusterCIDRs, expectedEgress, maxWorkloads, answerWindowSeconds",
+            "netgov: {}: (top level): invalid type: string \"vm\", expected a mapping with clusterCIDRs, expectedEgress, maxWorkloads, answerWindowSeconds, names",
             path.display()
         )
     );
