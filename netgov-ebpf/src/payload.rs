@@ -16,8 +16,9 @@ use crate::{Follow, NETGOV_FLOWS, NETGOV_PAYLOAD_CONTEXT, NETGOV_PAYLOADS, count
 /// Where DNS answers come from.
 const DNS_PORT: u16 = 53;
 /// Packets a pod may have sent on a connection before its ClientHello
-/// (SYN and ACK, and room for a retransmission).
-const MAX_HELLO_SEGMENT: u64 = 4;
+/// (SYN and ACK, and room for a retransmission): it is among the first
+/// four.
+const MAX_BEFORE_HELLO: u64 = 3;
 
 /// Tail-called by both TC programs for a DNS answer delivered into a pod
 /// or a ClientHello a pod sent, described in `NETGOV_PAYLOAD_CONTEXT`:
@@ -132,7 +133,7 @@ pub(crate) fn payload_to_copy(
             // segments that look like one are data, copied for nothing.
             // SAFETY: as above.
             let late = stats.is_some_and(|stats| unsafe {
-                core::ptr::read_volatile(&raw const (*stats).packets[dir]) > MAX_HELLO_SEGMENT
+                core::ptr::read_volatile(&raw const (*stats).packets[dir]) > MAX_BEFORE_HELLO
             });
             if late {
                 return Follow::Nothing;

@@ -71,9 +71,13 @@ enum Slot {
 #[derive(Debug)]
 struct Learned {
     name: Hostname,
-    /// When it was learned (Unix nanoseconds; again after it had expired):
-    /// an answer that came after a flow started did not lead it there.
+    /// When it was first answered (Unix nanoseconds; again after it had
+    /// expired): an answer that came after a flow started did not lead it
+    /// there.
     learned: i128,
+    /// When it was last answered: the latest answers are shown first and
+    /// kept longest.
+    answered: i128,
     /// Unix nanoseconds.
     expires: i128,
     /// Its key in the expiry indexes.
@@ -140,52 +144,67 @@ impl NameCache {
         entries.expire(now - EXPIRED_KEPT.as_nanos() as i128);
         entries.sequence += 1;
         let sequence = entries.sequence;
+        // Learned again while it holds: one entry, from its first answer
+        // to the later expiry, answered now. An expired one stays as it
+        // was (flows from its time are still named by it) beside the new.
         let known = entries.by_slot.get(&slot).and_then(|names| {
             names
                 .iter()
-                .find(|l| l.name == name)
+                .find(|l| l.name == name && l.expires >= now)
                 .map(|l| (l.expires, l.sequence, l.learned))
         });
-        // Learned again: one entry, expiring at the later time; learned
-        // anew if it had expired meanwhile.
-        let learned = match known {
+        let (learned, expires) = match known {
             Some((old_expires, old_sequence, learned)) => {
                 entries.remove((old_expires, old_sequence, slot.clone()));
-                if old_expires < now { now } else { learned }
+                (learned, old_expires.max(expires))
             }
-            None => now,
+            None => (now, expires),
         };
-        let expires = known.map_or(expires, |(old, _, _)| old.max(expires));
-        let names = entries.by_slot.entry(slot.clone()).or_default();
-        names.push(Learned {
-            name,
-            learned,
-            expires,
-            sequence,
-        });
-        let oldest = (names.len() > MAX_NAMES_PER_ADDRESS)
-            .then(|| names.iter().min_by_key(|l| (l.learned, l.sequence)))
-            .flatten()
-            .map(|l| (l.expires, l.sequence, slot.clone()));
+        entries
+            .by_slot
+            .entry(slot.clone())
+            .or_default()
+            .push(Learned {
+                name,
+                learned,
+                answered: now,
+                expires,
+                sequence,
+            });
         entries.expiry.insert((expires, sequence, slot.clone()));
         let owner = slot.owner();
-        let owned = entries.by_owner.entry(owner.clone()).or_default();
-        owned.insert((expires, sequence, slot));
-        let over_quota = (owned.len() > self.limits.max_per_pod)
-            .then(|| owned.first().cloned())
-            .flatten();
-        let mut evict: Vec<Expiry> = oldest.into_iter().chain(over_quota).collect();
-        evict.dedup();
-        for key in evict {
-            entries.remove(key);
-            entries.evicted += 1;
+        entries.by_owner.entry(owner.clone()).or_default().insert((
+            expires,
+            sequence,
+            slot.clone(),
+        ));
+        // Past 16 names, the address loses the one answered longest ago;
+        // then, past its quota, the owner its soonest to expire.
+        let names = entries.by_slot.get(&slot).map_or(0, Vec::len);
+        if names > MAX_NAMES_PER_ADDRESS
+            && let Some(stalest) = entries.by_slot.get(&slot).and_then(|names| {
+                names
+                    .iter()
+                    .min_by_key(|l| (l.answered, l.sequence))
+                    .map(|l| (l.expires, l.sequence, slot.clone()))
+            })
+        {
+            entries.evict(stalest, now);
+        }
+        let owned = entries.by_owner.get(&owner).map_or(0, BTreeSet::len);
+        if owned > self.limits.max_per_pod
+            && let Some(first) = entries
+                .by_owner
+                .get(&owner)
+                .and_then(|o| o.first().cloned())
+        {
+            entries.evict(first, now);
         }
         while entries.expiry.len() > self.limits.max_entries {
             let Some(first) = entries.expiry.first().cloned() else {
                 break;
             };
-            entries.remove(first);
-            entries.evicted += 1;
+            entries.evict(first, now);
         }
     }
 
@@ -213,7 +232,7 @@ impl NameCache {
             .filter(|l| l.learned <= at && l.expires >= at)
             .collect();
         // The latest answer first; within one, the chain's order.
-        resolved.sort_by_key(|l| (std::cmp::Reverse(l.learned), l.sequence));
+        resolved.sort_by_key(|l| (std::cmp::Reverse(l.answered), l.sequence));
         let mut names: Vec<DestinationName> = Vec::new();
         let mut add = |name: &Hostname, learned| {
             if !names.iter().any(|n| n.name == *name) {
@@ -253,6 +272,14 @@ impl Slot {
 }
 
 impl Entries {
+    /// Drops `key` for room; counted when it had not expired at `now`.
+    fn evict(&mut self, key: Expiry, now: i128) {
+        if key.0 >= now {
+            self.evicted += 1;
+        }
+        self.remove(key);
+    }
+
     /// Drops every name expired before `before`.
     fn expire(&mut self, before: i128) {
         while let Some(first) = self.expiry.first().cloned() {

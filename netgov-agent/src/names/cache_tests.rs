@@ -331,9 +331,50 @@ fn a_name_learned_again_after_it_expired_counts_from_then() {
         Duration::from_secs(5),
         20 * SECOND,
     );
-    // A flow in the gap (after expiry, before the new answer): no name.
     let pods = std::slice::from_ref(&pod);
+    // A flow in the gap (after expiry, before the new answer): no name.
     assert_eq!(cache.names(pods, flow, 10 * SECOND), vec![]);
     assert_eq!(cache.names(pods, flow, 21 * SECOND), vec![dns("a.example")]);
-    assert_eq!(cache.size(), (1, 0));
+    // A flow from before the first expiry, judged only now, keeps it: the
+    // expired entry stays beside the new one for a while.
+    assert_eq!(cache.names(pods, flow, 4 * SECOND), vec![dns("a.example")]);
+    assert_eq!(cache.size(), (2, 0));
+}
+
+#[test]
+fn a_name_answered_again_is_kept_and_shown_first() {
+    let cache = NameCache::new(NameLimits {
+        max_per_pod: 16,
+        ..limits(1_000)
+    });
+    let pod = Client::Pod("ai/ingest-0".into());
+    let cdn: IpAddr = "198.51.100.7".parse().expect("ip");
+    let learn = |name: &str, at: i128| {
+        cache.resolved(
+            pod.clone(),
+            cdn,
+            host(name),
+            Duration::from_secs(60),
+            at * SECOND,
+        );
+    };
+    for i in 0..16 {
+        learn(&format!("site{i}.example"), i);
+    }
+    learn("site0.example", 16);
+    learn("site16.example", 17);
+    // The 17th name pushed out the one answered longest ago (site1), not
+    // the refreshed one, and once: the pod's quota holds as well.
+    assert_eq!(cache.size(), (16, 1));
+    let flow = (addr("10.244.0.5:1"), SocketAddr::new(cdn, 443));
+    let names = cache.names(std::slice::from_ref(&pod), flow, 20 * SECOND);
+    assert_eq!(
+        names[..3],
+        [
+            dns("site16.example"),
+            dns("site0.example"),
+            dns("site15.example")
+        ]
+    );
+    assert!(!names.contains(&dns("site1.example")));
 }

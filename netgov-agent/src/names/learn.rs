@@ -44,10 +44,11 @@ string_enum! {
 /// What one payload gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LearnOutcome {
-    /// A DNS answer, and how many addresses it named.
+    /// A DNS answer, and how many addresses outside the cluster it named.
     Dns(DnsOutcome, usize),
-    /// A ClientHello's server name.
-    ServerName,
+    /// A ClientHello's server name; `true` when kept (its server is
+    /// outside the cluster).
+    ServerName(bool),
     /// Nothing usable, and why.
     Error(NameSource, NameError),
 }
@@ -108,10 +109,11 @@ impl NameCache {
             }
             PayloadKind::TlsClientHello => vec![match sni::server_name(payload.data) {
                 Ok(name) => {
-                    if book.outside(payload.dst.ip()) {
+                    let kept = book.outside(payload.dst.ip());
+                    if kept {
                         self.server_name(payload.src, payload.dst, name, now);
                     }
-                    LearnOutcome::ServerName
+                    LearnOutcome::ServerName(kept)
                 }
                 Err(error) => LearnOutcome::Error(NameSource::Sni, error.into()),
             }],
@@ -127,13 +129,14 @@ impl NameCache {
     ) -> LearnOutcome {
         match answer {
             Answer::Addresses(addresses) => {
-                let count = addresses.len();
+                let mut named = 0;
                 for resolved in addresses.into_iter().filter(|r| book.outside(r.address)) {
+                    named += 1;
                     for name in resolved.names {
                         self.resolved(pod.clone(), resolved.address, name, resolved.ttl, now);
                     }
                 }
-                LearnOutcome::Dns(DnsOutcome::Addresses, count)
+                LearnOutcome::Dns(DnsOutcome::Addresses, named)
             }
             Answer::NoSuchName => LearnOutcome::Dns(DnsOutcome::NoSuchName, 0),
             Answer::NoAddress => LearnOutcome::Dns(DnsOutcome::NoAddress, 0),

@@ -51,7 +51,7 @@ impl NameMetrics {
         );
         registry.register(
             "names_learned",
-            "Destination names learned: DNS answers' names per address, ClientHellos' server names",
+            "Destination names learned for addresses outside the cluster: per address a DNS answer named, per ClientHello",
             self.learned.clone(),
         );
         registry.register(
@@ -66,7 +66,7 @@ impl NameMetrics {
         );
         registry.register(
             "name_cache_evictions",
-            "Names dropped before they expired because the cache was full (names.maxEntries)",
+            "Names dropped before they expired to make room: the cache's bound (names.maxEntries), a pod's quota (names.maxPerPod), 16 names per address",
             self.cache_evictions.clone(),
         );
     }
@@ -136,7 +136,8 @@ impl Metrics {
                         .inc_by(addresses as u64);
                 }
             }
-            LearnOutcome::ServerName => {
+            LearnOutcome::ServerName(false) => {}
+            LearnOutcome::ServerName(true) => {
                 let source = NameSource::Sni;
                 names
                     .learned
