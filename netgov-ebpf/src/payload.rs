@@ -100,8 +100,12 @@ pub(crate) fn payload_to_copy(
         {
             PayloadKind::DnsAnswer
         }
+        // A ClientHello is one segment: a GSO packet (bulk data) is not
+        // looked into — on it, the payload's first bytes often lie outside
+        // the linear part, and reading them costs a helper call.
         Hook::FromPod
             if packet.protocol == netgov_common::proto::TCP
+                && packet.segments == 1
                 && parse::starts_client_hello(&ctx.skb, packet.payload_offset as usize) =>
         {
             PayloadKind::TlsClientHello

@@ -39,8 +39,34 @@ fn answer(id: u16, name: &str, address: Ipv4Addr) -> Vec<u8> {
     message
 }
 
+/// Every sender asks the receiver (a query from its port 5353 to port 53):
+/// the datapath reads only answers on a flow the pod asked on.
+fn ask(testbed: &Testbed) -> Result<(), XtaskError> {
+    let pods = testbed.pods();
+    let (senders, receiver) = pods.split_at(pods.len() - 1);
+    let resolver = SocketAddr::new(receiver[0].ipv4.into(), 53);
+    for pod in senders {
+        let sent = pod.netns.run_in(move || -> std::io::Result<()> {
+            let socket = UdpSocket::bind(("0.0.0.0", CLIENT_PORT))?;
+            let mut query = answer(1, RECEIVER_NAME, Ipv4Addr::UNSPECIFIED);
+            // A query: no answer section, the response bit clear.
+            query[2] = 0x01;
+            query[7] = 0;
+            query.truncate(12 + RECEIVER_NAME.len() + 2 + 4);
+            socket.send_to(&query, resolver).map(drop)
+        })?;
+        sent.map_err(|source| XtaskError::Io {
+            what: format!("asking the resolver from {}", pod.name),
+            source,
+        })?;
+    }
+    // The queries reach the flow map before the answers come back.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(())
+}
+
 /// Sends `count` answers from the receiver's port 53 to the senders in
-/// turn, as fast as it can; answer `i` names `name_of(i)`. Returns how long
+/// turn (each asked first), as fast as it can; answer `i` names `name_of(i)`. Returns how long
 /// sending took.
 fn send_answers(
     testbed: &Testbed,
@@ -54,6 +80,7 @@ fn send_answers(
         .map(|p| SocketAddr::new(p.ipv4.into(), CLIENT_PORT))
         .collect();
     let address = receiver[0].ipv4;
+    ask(testbed)?;
     let elapsed = receiver[0]
         .netns
         .run_in(move || -> std::io::Result<Duration> {
