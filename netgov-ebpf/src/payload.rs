@@ -100,12 +100,13 @@ pub(crate) fn payload_to_copy(
         {
             PayloadKind::DnsAnswer
         }
-        // A ClientHello is one segment: a GSO packet (bulk data) is not
-        // looked into — on it, the payload's first bytes often lie outside
-        // the linear part, and reading them costs a helper call.
+        // A ClientHello is one segment with a payload: a bare ACK or a GSO
+        // packet (bulk data) is not looked into — reading past a packet's
+        // end, or beyond its linear part, costs a helper call.
         Hook::FromPod
             if packet.protocol == netgov_common::proto::TCP
                 && packet.segments == 1
+                && has_payload(ctx, packet.payload_offset, 6)
                 && parse::starts_client_hello(&ctx.skb, packet.payload_offset as usize) =>
         {
             PayloadKind::TlsClientHello
@@ -157,4 +158,14 @@ pub(crate) fn payload_to_copy(
         (*context).offset = packet.payload_offset;
     }
     Follow::Payload
+}
+
+/// Whether the packet holds at least `bytes` after `offset` (the skb's
+/// length: a frame's padding can only make this say yes to a packet
+/// whose bytes then do not match).
+#[inline(always)]
+fn has_payload(ctx: &TcContext, offset: u16, bytes: u32) -> bool {
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    let length = unsafe { (*ctx.skb.skb).len };
+    length >= u32::from(offset) + bytes
 }
