@@ -64,6 +64,25 @@ else:
 s.close()
 "#;
 
+/// Sends a ClientHello of about 1.9 KB — as large as one with post-quantum
+/// key shares, so more than a segment — naming `argv[3]`, to
+/// `argv[1]:argv[2]`.
+const BIG_HELLO: &str = r#"
+import os, socket, struct, sys
+def vector(width, body):
+    return len(body).to_bytes(width, "big") + body
+name = sys.argv[3].encode()
+server_name = struct.pack(">HH", 0, len(name) + 5) + vector(2, b"\x00" + vector(2, name))
+padding = struct.pack(">H", 21) + vector(2, bytes(1700))
+hello = b"\x03\x03" + os.urandom(32) + vector(1, os.urandom(32)) + vector(2, b"\x13\x01")
+hello += vector(1, b"\x00") + vector(2, server_name + padding)
+handshake = b"\x01" + len(hello).to_bytes(3, "big") + hello
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+s.sendall(b"\x16\x03\x01" + vector(2, handshake))
+s.recv(16)
+s.close()
+"#;
+
 /// Answers every query with bytes no resolver should send: an answer cut
 /// short (`cut.*`), a question of an unknown class (`junk.*`), a question
 /// whose name has a space (anything else).
@@ -311,6 +330,12 @@ fn egress_is_named_by_dns_answers_and_server_names() {
     for name in ["cut.example", "junk.example", "space.example"] {
         resolve(ingestion, "10.244.0.19", name, "A", "udp");
     }
+    // A ClientHello larger than a segment is named too.
+    python(
+        unauthorised,
+        BIG_HELLO,
+        &["10.244.0.18", "443", "big.model-hub.example"],
+    );
     // After the TTL floor, a new connection to the upload host has no name
     // (and another pod's, which never resolved it, never had one).
     std::thread::sleep(Duration::from_secs(4));
@@ -338,6 +363,10 @@ fn egress_is_named_by_dns_answers_and_server_names() {
         ),
         (
             egress("data-ingestion-0", "eu.mirror.example", "false"),
+            1.0,
+        ),
+        (
+            egress("unauthorised-0", "big.model-hub.example", "false"),
             1.0,
         ),
         (egress("data-ingestion-0", "10.244.0.0/24", "false"), 1.0),
@@ -393,7 +422,7 @@ fn egress_is_named_by_dns_answers_and_server_names() {
     assert_eq!(errors("dns", "unsolicited"), Some(1.0), "{text}");
     let learned = |source: &str| metric(&text, "netgov_names_learned_total", &[("source", source)]);
     assert_eq!(learned("dns"), Some(4.0), "{text}");
-    assert_eq!(learned("sni"), Some(2.0), "{text}");
+    assert_eq!(learned("sni"), Some(3.0), "{text}");
 
     // The flow log carries the names and how each was learned.
     let log = std::fs::read_to_string(&agent.flow_log).expect("flow log");

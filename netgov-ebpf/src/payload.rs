@@ -19,6 +19,8 @@ const DNS_PORT: u16 = 53;
 /// (SYN and ACK, and room for a retransmission): it is among the first
 /// four.
 const MAX_BEFORE_HELLO: u64 = 3;
+/// Wire segments a ClientHello spans at most (about 4 KB).
+const MAX_HELLO_SEGMENTS: u16 = 3;
 
 /// Tail-called by both TC programs for a DNS answer delivered into a pod
 /// or a ClientHello a pod sent, described in `NETGOV_PAYLOAD_CONTEXT`:
@@ -100,12 +102,14 @@ pub(crate) fn payload_to_copy(
         {
             PayloadKind::DnsAnswer
         }
-        // A ClientHello is one segment with a payload: a bare ACK or a GSO
-        // packet (bulk data) is not looked into — reading past a packet's
-        // end, or beyond its linear part, costs a helper call.
+        // A ClientHello is a packet with a payload of a few segments at
+        // most (one with post-quantum key shares is about 2 KB: two
+        // segments, handed over as one GSO packet): a bare ACK or bulk
+        // data is not looked into — reading past a packet's end, or beyond
+        // its linear part, costs a helper call.
         Hook::FromPod
             if packet.protocol == netgov_common::proto::TCP
-                && packet.segments == 1
+                && packet.segments <= MAX_HELLO_SEGMENTS
                 && has_payload(ctx, packet.payload_offset, 6)
                 && parse::starts_client_hello(&ctx.skb, packet.payload_offset as usize) =>
         {

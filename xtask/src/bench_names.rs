@@ -49,8 +49,9 @@ fn ask(testbed: &Testbed) -> Result<(), XtaskError> {
         let sent = pod.netns.run_in(move || -> std::io::Result<()> {
             let socket = UdpSocket::bind(("0.0.0.0", CLIENT_PORT))?;
             let mut query = answer(1, RECEIVER_NAME, Ipv4Addr::UNSPECIFIED);
-            // A query: no answer section, the response bit clear.
+            // A query: no answer section, only recursion desired.
             query[2] = 0x01;
+            query[3] = 0;
             query[7] = 0;
             query.truncate(12 + RECEIVER_NAME.len() + 2 + 4);
             socket.send_to(&query, resolver).map(drop)
@@ -135,8 +136,9 @@ pub fn named_flows(text: &str) -> f64 {
     )
 }
 
-/// Sends `count` DNS answers, each naming another address, and prints how
-/// many the agent parsed, per second of its CPU, and what was lost.
+/// Sends `count` DNS answers, each a new name for an address of
+/// 198.18.0.0/15 in turn, and prints how many the agent parsed, per
+/// second of its CPU, and what was lost.
 ///
 /// # Errors
 /// When the answers cannot be sent or the agent not scraped.

@@ -183,9 +183,10 @@ impl NameCache {
         let names = entries.by_slot.get(&slot).map_or(0, Vec::len);
         if names > MAX_NAMES_PER_ADDRESS
             && let Some(stalest) = entries.by_slot.get(&slot).and_then(|names| {
+                // Expired ones (kept a while) first.
                 names
                     .iter()
-                    .min_by_key(|l| (l.answered, l.sequence))
+                    .min_by_key(|l| (l.expires >= now, l.answered, l.sequence))
                     .map(|l| (l.expires, l.sequence, slot.clone()))
             })
         {
@@ -245,9 +246,18 @@ impl NameCache {
         for l in resolved {
             add(&l.name, NameSource::Dns);
         }
-        // A server name is its connection's, however late it came.
-        let connection = entries.by_slot.get(&Slot::Connection(client, server));
-        for l in connection.into_iter().flatten().filter(|l| l.expires >= at) {
+        // A server name is its connection's, however late it came — but
+        // not before the flow began: that was an earlier connection on the
+        // same addresses and ports.
+        let mut hellos: Vec<&Learned> = entries
+            .by_slot
+            .get(&Slot::Connection(client, server))
+            .into_iter()
+            .flatten()
+            .filter(|l| l.learned >= at && l.expires >= at)
+            .collect();
+        hellos.sort_by_key(|l| (std::cmp::Reverse(l.answered), l.sequence));
+        for l in hellos {
             add(&l.name, NameSource::Sni);
         }
         names

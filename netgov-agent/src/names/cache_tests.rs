@@ -121,7 +121,7 @@ fn relearning_extends_and_a_connection_has_its_server_name() {
         4 * SECOND,
     );
     let client = addr("10.244.0.5:40000");
-    cache.server_name(client, server, host("cdn.example"), 4 * SECOND);
+    cache.server_name(client, server, host("cdn.example"), 8 * SECOND);
     assert_eq!(
         cache.names(std::slice::from_ref(&pod), (client, server), 8 * SECOND),
         vec![
@@ -131,6 +131,12 @@ fn relearning_extends_and_a_connection_has_its_server_name() {
                 learned: NameSource::Sni
             }
         ]
+    );
+    // A later connection on the same addresses and ports does not inherit
+    // it.
+    assert_eq!(
+        cache.names(std::slice::from_ref(&pod), (client, server), 9 * SECOND),
+        vec![dns("upload.example")]
     );
     // The server name is that connection's, not another's of the pod.
     assert_eq!(
