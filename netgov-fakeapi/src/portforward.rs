@@ -131,6 +131,19 @@ where
             let mut message = vec![1u8];
             message.extend_from_slice(format!("dial 127.0.0.1:{port}: {error}").as_bytes());
             let _ = to_client.send(Message::binary(message)).await;
+            // The connection stays open until the client ends it, as the
+            // API server's does: closed at once, a client whose request was
+            // on its way fails writing it before it reads the error (a
+            // race in kube-rs's forwarder that made agent_observe flaky).
+            let until_client_closes = async {
+                while let Some(Ok(message)) = from_client.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            };
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), until_client_closes).await;
             let _ = to_client.send(Message::Close(None)).await;
             return;
         }

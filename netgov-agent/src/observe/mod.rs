@@ -163,16 +163,44 @@ async fn request(
         Target::Node(target) => {
             let forwarded = node::connect(target).await.map_err(Box::new)?;
             let agent = forwarded.agent.clone();
-            match get(forwarded.stream, "localhost", &agent, path).await {
-                Ok(body) => Ok((agent, body)),
-                // A failed dial in the pod is told on the error channel;
-                // it says more than the closed stream.
-                Err(error) => match forwarded.error.await {
-                    Some(message) => {
-                        Err(Box::new(node::NodeError::Forward { agent, message }).into())
-                    }
-                    None => Err(error),
-                },
+            let forward_error = |message| {
+                Err(Box::new(node::NodeError::Forward {
+                    agent: agent.clone(),
+                    message,
+                })
+                .into())
+            };
+            let request = get(forwarded.stream, "localhost", &agent, path);
+            tokio::pin!(request);
+            let mut error = forwarded.error;
+            let mut error_told = false;
+            // A failed dial in the pod is told on the error channel, and
+            // says more than the stream, which may never answer: whichever
+            // comes first.
+            loop {
+                tokio::select! {
+                    message = &mut error, if !error_told => match message {
+                        Some(message) => return forward_error(message),
+                        None => error_told = true,
+                    },
+                    result = &mut request => return match result {
+                        Ok(body) => Ok((agent.clone(), body)),
+                        Err(error_of_stream) => {
+                            let told = if error_told {
+                                None
+                            } else {
+                                tokio::time::timeout(std::time::Duration::from_secs(1), error)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                            };
+                            match told {
+                                Some(message) => forward_error(message),
+                                None => Err(error_of_stream),
+                            }
+                        }
+                    },
+                }
             }
         }
     }

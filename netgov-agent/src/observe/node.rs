@@ -101,7 +101,8 @@ pub(super) struct Forwarded {
     pub stream: DuplexStream,
     /// The agent, for messages: `namespace/pod (node N)`.
     pub agent: String,
-    /// Resolves with the kubelet's error message, if it sends one.
+    /// Resolves with the kubelet's error message, or `None` once the
+    /// forwarder ends without one.
     pub error: std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>>,
 }
 
@@ -161,11 +162,6 @@ pub(super) async fn connect(target: &NodeTarget) -> Result<Forwarded, NodeError>
     Ok(Forwarded {
         stream,
         agent,
-        error: Box::pin(async move {
-            tokio::time::timeout(std::time::Duration::from_secs(1), error)
-                .await
-                .ok()
-                .flatten()
-        }),
+        error: Box::pin(error),
     })
 }
