@@ -198,15 +198,12 @@ fn observe(ctx: &TcContext, hook: Hook) -> Follow {
             // program.
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
             let (key, direction) = packet.canonical_key(ifindex);
-            // Decided before accounting: nothing of the packet need live
-            // through `account`'s frame.
-            let follow = if packet.is_icmp_error() {
-                Follow::IcmpError
-            } else {
-                payload::payload_to_copy(ctx, hook, &packet, &key, direction)
-            };
-            account_keyed(hook, &packet, key, direction);
-            return follow;
+            if packet.is_icmp_error() {
+                account_keyed(hook, &packet, key, direction);
+                return Follow::IcmpError;
+            }
+            let before = account_keyed(hook, &packet, key, direction);
+            return payload::payload_to_copy(ctx, hook, &packet, &key, direction, before);
         }
         Outcome::FirstFragment(packet, fragment) => {
             let ports = FragmentPorts {
@@ -261,11 +258,15 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
 
 /// [`account`] for a packet whose key is known.
 #[inline(always)]
-fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) {
+/// Returns the packets this direction of the flow had here before this one
+/// (0 for a new flow).
+fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> u64 {
     let dir = (direction & 1) as usize;
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 
     if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) {
+        // SAFETY: a live map value; a racing update only shifts the count.
+        let before = unsafe { core::ptr::read_volatile(&raw const (*stats).packets[dir]) };
         // A known flow only moves its last packet's time, for idle
         // timeouts: the coarse clock (one tick behind at most) is enough
         // and costs a memory read where the precise one reads the clock
@@ -273,7 +274,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) {
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         update(stats, dir, now, packet, bits, &key, hook);
-        return;
+        return before;
     }
     // A new flow's first packet orders it against its other views and
     // orients it: the precise clock.
@@ -284,7 +285,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) {
     // the programs' frame is near the 512-byte limit.
     let Some(stats) = NETGOV_SCRATCH.get_ptr_mut(0) else {
         count(Counter::FlowMapUpdateFailures);
-        return;
+        return 0;
     };
     // SAFETY: this CPU's slot; TC programs do not preempt each other on a
     // CPU, so nothing else uses it until this program returns.
@@ -317,6 +318,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) {
         },
         Err(_) => count(Counter::FlowMapUpdateFailures),
     }
+    0
 }
 
 #[inline(always)]

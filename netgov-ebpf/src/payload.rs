@@ -84,8 +84,9 @@ pub fn netgov_payload(ctx: TcContext) -> i32 {
 
 /// Whether the packet carries what names destinations — a DNS answer
 /// delivered into the pod (from port 53, UDP or TCP) on a flow the pod
-/// asked on, or a ClientHello among the first segments the pod sent on a
-/// connection — and if so, hands the payload program where it is.
+/// asked on, or a ClientHello among the first packets the pod sent on a
+/// connection (`sent_before` it: as accounted, this one excluded) — and
+/// if so, hands the payload program where it is.
 #[inline(always)]
 pub(crate) fn payload_to_copy(
     ctx: &TcContext,
@@ -93,6 +94,7 @@ pub(crate) fn payload_to_copy(
     packet: &Packet,
     key: &FlowKey,
     direction: u8,
+    sent_before: u64,
 ) -> Follow {
     let kind = match hook {
         Hook::ToPod
@@ -107,8 +109,12 @@ pub(crate) fn payload_to_copy(
         // segments, handed over as one GSO packet): a bare ACK or bulk
         // data is not looked into — reading past a packet's end, or beyond
         // its linear part, costs a helper call.
+        // A ClientHello opens a connection (SYN, ACK, then it): later
+        // packets that look like one are data, copied for nothing — and
+        // not even read, as most of a connection is later packets.
         Hook::FromPod
             if packet.protocol == netgov_common::proto::TCP
+                && sent_before <= MAX_BEFORE_HELLO
                 && packet.segments <= MAX_HELLO_SEGMENTS
                 && has_payload(ctx, packet.payload_offset, 6)
                 && parse::starts_client_hello(&ctx.skb, packet.payload_offset as usize) =>
@@ -117,36 +123,20 @@ pub(crate) fn payload_to_copy(
         }
         _ => return Follow::Nothing,
     };
-    // What this interface saw of the flow before this packet.
-    let stats = NETGOV_FLOWS.get_ptr(key);
-    let dir = (direction & 1) as usize;
-    match kind {
-        PayloadKind::DnsAnswer => {
-            // Only an answer to the pod's own question is read: the pod
-            // sent on this flow (same addresses and ports) before. Anyone
-            // else's packets from port 53 would plant names.
-            // SAFETY: a live map value; a racing update only makes the
-            // bit appear a packet later.
-            let asked = stats.is_some_and(|stats| unsafe {
-                core::ptr::read_volatile(&raw const (*stats).flags[dir ^ 1])
-                    & seen_at::FROM_POD as u64
-                    != 0
-            });
-            if !asked {
-                count(Counter::DnsUnsolicited);
-                return Follow::Nothing;
-            }
-        }
-        PayloadKind::TlsClientHello => {
-            // A ClientHello opens a connection (SYN, ACK, then it): later
-            // segments that look like one are data, copied for nothing.
-            // SAFETY: as above.
-            let late = stats.is_some_and(|stats| unsafe {
-                core::ptr::read_volatile(&raw const (*stats).packets[dir]) > MAX_BEFORE_HELLO
-            });
-            if late {
-                return Follow::Nothing;
-            }
+    if kind == PayloadKind::DnsAnswer {
+        // Only an answer to the pod's own question is read: the pod sent on
+        // this flow (same addresses and ports) before. Anyone else's packets
+        // from port 53 would plant names.
+        let dir = (direction & 1) as usize;
+        // SAFETY: a live map value; a racing update only makes the bit
+        // appear a packet later.
+        let asked = NETGOV_FLOWS.get_ptr(key).is_some_and(|stats| unsafe {
+            core::ptr::read_volatile(&raw const (*stats).flags[dir ^ 1]) & seen_at::FROM_POD as u64
+                != 0
+        });
+        if !asked {
+            count(Counter::DnsUnsolicited);
+            return Follow::Nothing;
         }
     }
     let Some(context) = NETGOV_PAYLOAD_CONTEXT.get_ptr_mut(0) else {
