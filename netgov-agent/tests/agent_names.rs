@@ -200,27 +200,16 @@ fn egress_is_named_by_dns_answers_and_server_names() {
     assert_eq!(resolver.ipv4.to_string(), "10.244.0.16");
 
     let local_ttl = 1;
+    let records = [
+        format!("--local-ttl={local_ttl}"),
+        "--host-record=upload.example,10.244.0.17".into(),
+        format!("--host-record=v6.example,{}", upload.ipv6),
+        "--host-record=tcp.example,10.244.0.17".into(),
+        "--host-record=edge.cdn.example,10.244.0.18".into(),
+        "--cname=models.mirror.example,edge.cdn.example".into(),
+    ];
     let _dnsmasq = Background(
-        resolver
-            .netns
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--user=root",
-                "--bind-interfaces",
-                "--listen-address=10.244.0.16",
-                "--local=/example/",
-                &format!("--local-ttl={local_ttl}"),
-                "--host-record=upload.example,10.244.0.17",
-                &format!("--host-record=v6.example,{}", upload.ipv6),
-                "--host-record=tcp.example,10.244.0.17",
-                "--host-record=edge.cdn.example,10.244.0.18",
-                "--cname=models.mirror.example,edge.cdn.example",
-            ])
+        netgov_testbed::dns::dnsmasq(&resolver.netns, "10.244.0.16", &records)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -16,6 +16,7 @@
 //! which exist only inside the testbed.
 #![deny(missing_docs)]
 
+pub mod dns;
 pub mod metrics_text;
 mod node;
 pub mod process;

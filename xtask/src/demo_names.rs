@@ -85,23 +85,13 @@ impl Resolver {
     /// # Errors
     /// When dnsmasq cannot start or a file cannot be written.
     pub fn start(pod: &Pod, clients: &[&Pod], internet: &str) -> Result<Self, XtaskError> {
+        let records = [
+            format!("--host-record=upload.example,{internet}"),
+            format!("--host-record=edge.mirror-cdn.example,{MIRROR}"),
+            "--cname=models.mirror.example,edge.mirror-cdn.example".into(),
+        ];
         let dnsmasq = spawn(
-            pod.netns
-                .command("dnsmasq")
-                .args([
-                    "--keep-in-foreground",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--conf-file=/dev/null",
-                    "--pid-file=",
-                    "--user=root",
-                    "--bind-interfaces",
-                    &format!("--listen-address={RESOLVER}"),
-                    "--local=/example/",
-                    &format!("--host-record=upload.example,{internet}"),
-                    &format!("--host-record=edge.mirror-cdn.example,{MIRROR}"),
-                    "--cname=models.mirror.example,edge.mirror-cdn.example",
-                ])
+            netgov_testbed::dns::dnsmasq(&pod.netns, RESOLVER, &records)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )?;
