@@ -29,7 +29,6 @@ use tokio::sync::mpsc;
 use super::departed::DepartedSeries;
 use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
-use super::sink::client_of;
 use super::staged::Staged;
 use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
@@ -254,14 +253,14 @@ impl Pipeline {
         let ended = record.end_reason != EndReason::Active;
         let id = flow_id(&record);
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
-        let names = self.destination_names(&record, &id);
+        let names = |source: Resolved<'_>| self.destination_names(&record, &id, source);
         let judgement = judge(
             &record,
             &self.shared.state(),
             &self.config,
             &self.node,
             age,
-            names,
+            &names,
         );
         let mut judgement = match judgement {
             Ok(judgement) => judgement,
@@ -361,36 +360,35 @@ impl Pipeline {
     }
 
     /// The names of a flow's destination outside the cluster: what it had,
-    /// and what the source pod learned since (as of the flow's first
-    /// packet).
-    fn destination_names(&self, record: &FlowRecord, id: &FlowId) -> Vec<DestinationName> {
+    /// and what its `source` (as the judge resolved it) learned since, as
+    /// of the flow's first packet.
+    fn destination_names(
+        &self,
+        record: &FlowRecord,
+        id: &FlowId,
+        source: Resolved<'_>,
+    ) -> Vec<DestinationName> {
         let mut names = self
             .tracked
             .get(id)
             .map(|t| t.names.clone())
             .unwrap_or_default();
-        let pods = {
-            let state = self.shared.state();
-            let seen = (record.first_seen, record.last_seen);
-            if !matches!(
-                state.resolve_at(record.dst, seen.0, seen.1),
-                Resolved::External
-            ) {
-                return names;
-            }
-            // An answer read before the cluster state knew the pod is
-            // filed under its address.
-            [
-                client_of(&state, record.src, record.first_seen),
-                Client::Address(record.src),
-            ]
+        // An answer read before the cluster state knew the pod is filed
+        // under its address.
+        let pod = Client::of(source, record.src);
+        let address = Client::Address(record.src);
+        let pods = [pod, address];
+        let keys = if pods[0] == pods[1] {
+            &pods[..1]
+        } else {
+            &pods[..]
         };
         let client = std::net::SocketAddr::new(record.src, record.src_port);
         let server = std::net::SocketAddr::new(record.dst, record.dst_port);
         for name in self
             .shared
             .names
-            .names(&pods, (client, server), record.first_seen)
+            .names(keys, (client, server), record.first_seen)
         {
             if !names.contains(&name) {
                 names.push(name);

@@ -41,15 +41,6 @@ impl AgentSink {
     }
 }
 
-/// Whose names a pod's address carries: the pod's, when the cluster state
-/// knows it as of `at` (Unix nanoseconds).
-pub fn client_of(state: &ClusterState, ip: IpAddr, at: i128) -> Client {
-    match state.resolve_at(ip, at, at) {
-        Resolved::Pod(pod) => Client::Pod(pod.id.clone()),
-        _ => Client::Address(ip),
-    }
-}
-
 /// The cluster state as of a payload.
 struct StateAt<'a> {
     state: &'a ClusterState,
@@ -58,7 +49,7 @@ struct StateAt<'a> {
 
 impl AddressBook for StateAt<'_> {
     fn client(&self, ip: IpAddr) -> Client {
-        client_of(self.state, ip, self.at)
+        Client::of(self.state.resolve_at(ip, self.at, self.at), ip)
     }
 
     fn outside(&self, ip: IpAddr) -> bool {

@@ -146,7 +146,8 @@ pub fn query_of(record: &FlowRecord) -> FlowQuery {
 }
 
 /// Judges `record`. `age` is how long ago its first packet was seen;
-/// `dst_names` what its destination is called (they can make its egress
+/// `dst_names` says, for a destination outside the cluster, what it is
+/// called given the source as resolved here (names can make its egress
 /// expected). Each end is resolved once; the verdict, enforcement,
 /// unexpected egress and identities all use that resolution.
 ///
@@ -159,7 +160,7 @@ pub fn judge(
     config: &AgentConfig,
     node: &NodeContext,
     age: Duration,
-    dst_names: Vec<DestinationName>,
+    dst_names: &dyn Fn(Resolved<'_>) -> Vec<DestinationName>,
 ) -> Result<Judgement, NotJudged> {
     if let Some(reason) = not_judged::not_judged(record) {
         return Err(reason);
@@ -210,6 +211,11 @@ pub fn judge(
             shared_backend_identity(cluster, backends).unwrap_or_else(|| Identity::of(destination)),
             shared_backend_port(backends).unwrap_or(record.dst_port),
         ),
+    };
+    let dst_names = if matches!(destination, Resolved::External) {
+        dst_names(source)
+    } else {
+        Vec::new()
     };
     let egress = egress(cluster, config, &query, source, destination, &dst_names);
     Ok(Judgement {

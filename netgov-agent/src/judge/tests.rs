@@ -477,8 +477,10 @@ fn violations_enforcement_and_unexpected_egress() {
     ];
     let mut failures = Vec::new();
     for row in rows {
-        let judgement =
-            judge(&row.record, &cluster, &config, &node, row.age, Vec::new()).expect("judged");
+        let judgement = judge(&row.record, &cluster, &config, &node, row.age, &|_| {
+            Vec::new()
+        })
+        .expect("judged");
         let got = Outcome::of(&judgement);
         if got != row.expected {
             failures.push(format!(
@@ -504,7 +506,7 @@ fn identities_carry_workloads() {
         &AgentConfig::default(),
         &NodeContext::default(),
         Duration::ZERO,
-        Vec::new(),
+        &|_| Vec::new(),
     )
     .expect("judged");
     assert_eq!(
@@ -566,14 +568,9 @@ fn the_initiators_node_counts_the_flow() {
         ),
     ];
     for (name, record, node, expected) in rows {
-        let got = judge(
-            &record,
-            &cluster,
-            &config,
-            &node,
-            Duration::ZERO,
-            Vec::new(),
-        )
+        let got = judge(&record, &cluster, &config, &node, Duration::ZERO, &|_| {
+            Vec::new()
+        })
         .map(|_| ());
         assert_eq!(got, expected, "{name}");
     }
@@ -640,7 +637,7 @@ fn expected_egress_by_domain_needs_a_resolved_name() {
             &config,
             &NodeContext::default(),
             Duration::ZERO,
-            names.clone(),
+            &|_| names.clone(),
         )
         .expect("judged");
         let got = judgement

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{DestinationName, Hostname, NameSource};
+use crate::state::Resolved;
 
 /// How long names are kept, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,17 @@ pub enum Client {
     Pod(std::sync::Arc<str>),
     /// An address nothing in the cluster state owns.
     Address(IpAddr),
+}
+
+impl Client {
+    /// Whose names `ip` carries, given who the cluster state says owns
+    /// it: the pod's, else the address's own.
+    pub fn of(owner: Resolved<'_>, ip: IpAddr) -> Self {
+        match owner {
+            Resolved::Pod(pod) => Self::Pod(pod.id.clone()),
+            _ => Self::Address(ip),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
