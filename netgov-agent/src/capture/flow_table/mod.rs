@@ -152,12 +152,9 @@ pub fn to_ip(addr: &[u8; 16], ip_version: u8) -> IpAddr {
 struct InterfaceView {
     key: FlowKey,
     /// What the view saw in all: counts of earlier kernel entries plus the
-    /// current one's.
+    /// current one's. (What earlier entries counted is not kept apart: it
+    /// is these counts less the current entry's, one view's 32 bytes less.)
     stats: FlowStats,
-    /// Counts of kernel entries for this key that were evicted and
-    /// replaced by a newer entry.
-    base_packets: [u64; 2],
-    base_bytes: [u64; 2],
     /// The kernel entry last read: its first packet (identifies the entry)
     /// and counts.
     kernel_first_seen: u64,
@@ -462,11 +459,12 @@ fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey, swapped: bool) -> &'a mu
     let index = match flow.views.iter().position(|v| v.key == *key) {
         Some(index) => index,
         None => {
+            // Exactly one more: a flow has one or two views, and a growing
+            // vector would make room for four (768 bytes a flow).
+            flow.views.reserve_exact(1);
             flow.views.push(InterfaceView {
                 key: *key,
                 stats: FlowStats::default(),
-                base_packets: [0; 2],
-                base_bytes: [0; 2],
                 kernel_first_seen: 0,
                 kernel_packets: [0; 2],
                 kernel_bytes: [0; 2],
@@ -491,14 +489,18 @@ fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
     } else {
         *kernel
     };
-    let mut silent_eviction = false;
-    if view.kernel_first_seen != 0 && kernel.first_seen_ns != view.kernel_first_seen {
-        // A new kernel entry: keep what the old one had counted.
+    // The counts of earlier entries for this key: all counted so far when
+    // the kernel entry is a new one, else all but the current entry's.
+    let new_entry = view.kernel_first_seen != 0 && kernel.first_seen_ns != view.kernel_first_seen;
+    let silent_eviction = new_entry && !view.evicted;
+    let mut earlier_packets = view.stats.packets;
+    let mut earlier_bytes = view.stats.bytes;
+    if !new_entry {
         for dir in 0..2 {
-            view.base_packets[dir] += view.kernel_packets[dir];
-            view.base_bytes[dir] += view.kernel_bytes[dir];
+            // Never below: the counts include the current entry's.
+            earlier_packets[dir] = earlier_packets[dir].saturating_sub(view.kernel_packets[dir]);
+            earlier_bytes[dir] = earlier_bytes[dir].saturating_sub(view.kernel_bytes[dir]);
         }
-        silent_eviction = !view.evicted;
     }
     view.evicted = false;
     view.kernel_first_seen = kernel.first_seen_ns;
@@ -512,8 +514,8 @@ fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
     }
     known.last_seen_ns = known.last_seen_ns.max(kernel.last_seen_ns);
     for dir in 0..2 {
-        known.packets[dir] = view.base_packets[dir] + kernel.packets[dir];
-        known.bytes[dir] = view.base_bytes[dir] + kernel.bytes[dir];
+        known.packets[dir] = earlier_packets[dir] + kernel.packets[dir];
+        known.bytes[dir] = earlier_bytes[dir] + kernel.bytes[dir];
         known.flags[dir] |= kernel.flags[dir];
     }
     silent_eviction

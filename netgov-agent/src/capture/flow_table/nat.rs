@@ -92,8 +92,6 @@ pub(super) fn swap_directions(stats: &FlowStats) -> FlowStats {
 /// Turns a view's counts to the other orientation.
 fn flip(view: &mut InterfaceView) {
     view.stats = swap_directions(&view.stats);
-    view.base_packets.swap(0, 1);
-    view.base_bytes.swap(0, 1);
     view.kernel_packets.swap(0, 1);
     view.kernel_bytes.swap(0, 1);
     view.swapped = !view.swapped;
