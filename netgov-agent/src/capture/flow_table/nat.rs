@@ -25,7 +25,7 @@
 
 use netgov_common::FlowStats;
 
-use super::{ConversationKey, Endpoint, Flow, FlowKey, FlowTable, InterfaceView};
+use super::{ConversationKey, Endpoint, Flow, FlowKey, FlowTable, InterfaceView, Translated};
 
 /// How long a possibly translated conversation waits for its tracking
 /// entry before it is reported as addressed.
@@ -199,10 +199,17 @@ impl FlowTable {
     ) {
         self.aliases.insert(alias, (target, swapped));
         let flow = self.flow_at(target);
-        flow.aliases.push(alias);
-        flow.original_dst = Some(original_dst);
+        let translated = flow.translated.get_or_insert_with(|| {
+            Box::new(Translated {
+                original_dst,
+                aliases: Vec::new(),
+                source_nat: None,
+            })
+        });
+        translated.aliases.push(alias);
+        translated.original_dst = original_dst;
         if translated_client != client {
-            flow.source_nat = Some((translated_client, client));
+            translated.source_nat = Some((translated_client, client));
         }
         flow.changed = true;
     }
@@ -227,15 +234,23 @@ impl FlowTable {
                     let Some(mut waiting) = self.flows.remove(&conversation) else {
                         continue;
                     };
-                    for alias in waiting.aliases.drain(..) {
-                        self.aliases.insert(alias, (target, swapped));
-                        self.flow_at(target).aliases.push(alias);
-                    }
                     if swapped {
                         waiting.views.iter_mut().for_each(flip);
                     }
                     self.join(conversation, target, swapped, original_dst, client);
+                    let waiting_aliases = waiting
+                        .translated
+                        .take()
+                        .map_or_else(Vec::new, |t| t.aliases);
+                    for &alias in &waiting_aliases {
+                        self.aliases.insert(alias, (target, swapped));
+                    }
                     let flow = self.flows.get_mut(&target).expect("joined");
+                    flow.translated
+                        .as_mut()
+                        .expect("joined")
+                        .aliases
+                        .extend(waiting_aliases);
                     flow.views.append(&mut waiting.views);
                 }
                 Some(Translation::Pending) if now_ns.saturating_sub(since) < NAT_RETRY_NS => {}

@@ -116,7 +116,7 @@ impl Flow {
             (key.b(), key.a())
         };
         let mut translated_src = None;
-        if let Some((translated, original)) = self.source_nat
+        if let Some((translated, original)) = self.translated.as_ref().and_then(|t| t.source_nat)
             && initiator == translated
         {
             initiator = original;
@@ -161,7 +161,9 @@ impl Flow {
             dst,
             dst_port,
             original_dst: self
-                .original_dst
+                .translated
+                .as_ref()
+                .map(|t| t.original_dst)
                 .map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
             translated_src,
             delivered_to_stack: None,
