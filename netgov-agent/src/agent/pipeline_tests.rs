@@ -86,7 +86,6 @@ fn live(src: &str, dst: &str, port: u16, age: i128) -> FlowRecord {
         tcp_flags_in: TcpFlags(0x12),
         first_seen,
         last_seen: first_seen,
-        interfaces: Vec::new(),
         observations: Vec::new(),
         end_reason: EndReason::Active,
     }

@@ -27,7 +27,6 @@ pub fn judged(src: Identity, dst: Identity) -> (FlowRecord, Judgement) {
         tcp_flags_in: TcpFlags(0),
         first_seen: 0,
         last_seen: 0,
-        interfaces: Vec::new(),
         observations: Vec::new(),
         end_reason: EndReason::Exit,
     };

@@ -128,7 +128,11 @@ impl Serialize for TcpFlags {
 }
 
 /// One ended flow, oriented initiator → responder.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// Serialised by hand: its `interfaces` are those of its observations,
+/// computed as it is written rather than held by every live flow (72 bytes
+/// each in the judge).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowRecord {
     /// Initiator address.
     pub src: IpAddr,
@@ -141,12 +145,10 @@ pub struct FlowRecord {
     /// The address and port the initiator sent to, when the node
     /// translated it (a Service's cluster IP, a node port): `dst` is then
     /// the backend that received the flow.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub original_dst: Option<std::net::SocketAddr>,
     /// The address and port the node rewrote the initiator to, when it
     /// also masqueraded it (kube-proxy does for node ports): `src` is the
     /// pod that sent the flow, this is how the backend saw it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub translated_src: Option<std::net::SocketAddr>,
     /// For an unanswered UDP flow: whether the destination's network stack
     /// received the initiator's datagrams — a socket took them (the socket
@@ -154,7 +156,6 @@ pub struct FlowRecord {
     /// ICMP port unreachable quoting them). Proof of delivery no filter on
     /// the way can fake. `Some(false)` only with the socket hook attached;
     /// `None` when not looked up.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_to_stack: Option<bool>,
     /// Transport protocol.
     pub protocol: Protocol,
@@ -173,14 +174,10 @@ pub struct FlowRecord {
     /// TCP flags the responder sent (union).
     pub tcp_flags_in: TcpFlags,
     /// First packet, RFC 3339.
-    #[serde(serialize_with = "rfc3339")]
     pub first_seen: i128,
     /// Latest packet, RFC 3339.
-    #[serde(serialize_with = "rfc3339")]
     pub last_seen: i128,
-    /// Interfaces that saw the flow, earliest first.
-    pub interfaces: Vec<Arc<str>>,
-    /// What each interface saw.
+    /// What each interface saw, earliest first.
     pub observations: Vec<Observation>,
     /// Why the record was emitted.
     pub end_reason: EndReason,
@@ -197,11 +194,60 @@ pub fn format_rfc3339(unix_nanos: i128) -> String {
         .unwrap_or_else(|| format!("@{unix_nanos}ns"))
 }
 
-fn rfc3339<S: Serializer>(unix_nanos: &i128, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_rfc3339(*unix_nanos))
+/// The names of the interfaces that saw a flow, earliest first.
+struct InterfaceNames<'a>(&'a [Observation]);
+
+impl Serialize for InterfaceNames<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|o| &*o.interface))
+    }
+}
+
+impl Serialize for FlowRecord {
+    /// The fields in declaration order, `interfaces` before
+    /// `observations`; the translation and delivery fields only when set.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = serializer.serialize_struct("FlowRecord", 20)?;
+        out.serialize_field("src", &self.src)?;
+        out.serialize_field("src_port", &self.src_port)?;
+        out.serialize_field("dst", &self.dst)?;
+        out.serialize_field("dst_port", &self.dst_port)?;
+        match &self.original_dst {
+            Some(original) => out.serialize_field("original_dst", original)?,
+            None => out.skip_field("original_dst")?,
+        }
+        match &self.translated_src {
+            Some(translated) => out.serialize_field("translated_src", translated)?,
+            None => out.skip_field("translated_src")?,
+        }
+        match &self.delivered_to_stack {
+            Some(delivered) => out.serialize_field("delivered_to_stack", delivered)?,
+            None => out.skip_field("delivered_to_stack")?,
+        }
+        out.serialize_field("protocol", &self.protocol)?;
+        out.serialize_field("packets_out", &self.packets_out)?;
+        out.serialize_field("bytes_out", &self.bytes_out)?;
+        out.serialize_field("packets_in", &self.packets_in)?;
+        out.serialize_field("bytes_in", &self.bytes_in)?;
+        out.serialize_field("state", &self.state)?;
+        out.serialize_field("tcp_flags_out", &self.tcp_flags_out)?;
+        out.serialize_field("tcp_flags_in", &self.tcp_flags_in)?;
+        out.serialize_field("first_seen", &format_rfc3339(self.first_seen))?;
+        out.serialize_field("last_seen", &format_rfc3339(self.last_seen))?;
+        out.serialize_field("interfaces", &InterfaceNames(&self.observations))?;
+        out.serialize_field("observations", &self.observations)?;
+        out.serialize_field("end_reason", &self.end_reason)?;
+        out.end()
+    }
 }
 
 impl FlowRecord {
+    /// The names of the interfaces that saw the flow, earliest first.
+    pub fn interface_names(&self) -> impl Iterator<Item = &str> {
+        self.observations.iter().map(|o| &*o.interface)
+    }
+
     /// One JSON line (no trailing newline).
     pub fn to_json_line(&self) -> String {
         // Serialising plain data with string keys cannot fail.
@@ -242,7 +288,7 @@ impl FlowRecord {
             self.bytes_out,
             self.packets_in,
             self.bytes_in,
-            self.interfaces.join(",")
+            self.interface_names().collect::<Vec<_>>().join(",")
         );
         row
     }
@@ -271,16 +317,26 @@ mod tests {
             tcp_flags_in: TcpFlags(0x12),
             first_seen: 1_764_000_000_000_000_000,
             last_seen: 1_764_000_001_500_000_000,
-            interfaces: vec!["veth-a".into(), "veth-b".into()],
-            observations: vec![Observation {
-                interface: "veth-a".into(),
-                ifindex: 7,
-                role: Role::Initiator,
-                packets_out: 12,
-                bytes_out: 1_400,
-                packets_in: 10,
-                bytes_in: 90_000,
-            }],
+            observations: vec![
+                Observation {
+                    interface: "veth-a".into(),
+                    ifindex: 7,
+                    role: Role::Initiator,
+                    packets_out: 12,
+                    bytes_out: 1_400,
+                    packets_in: 10,
+                    bytes_in: 90_000,
+                },
+                Observation {
+                    interface: "veth-b".into(),
+                    ifindex: 9,
+                    role: Role::Responder,
+                    packets_out: 12,
+                    bytes_out: 1_400,
+                    packets_in: 10,
+                    bytes_in: 90_000,
+                },
+            ],
             end_reason: EndReason::Closed,
         }
     }

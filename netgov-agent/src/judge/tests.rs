@@ -87,7 +87,6 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
         tcp_flags_in: TcpFlags(0),
         first_seen: 0,
         last_seen: 0,
-        interfaces: observations.iter().map(|o| o.interface.clone()).collect(),
         observations,
         end_reason: EndReason::Exit,
     }

@@ -183,7 +183,6 @@ impl Flow {
                     .max()
                     .unwrap_or(0),
             ),
-            interfaces: observations.iter().map(|o| o.interface.clone()).collect(),
             observations,
             end_reason: reason,
         }

@@ -126,7 +126,10 @@ fn same_node_flow_merges_two_interfaces_and_orients_by_first_packet() {
     assert_eq!((record.packets_out, record.bytes_out), (5, 500));
     assert_eq!((record.packets_in, record.bytes_in), (4, 300));
     assert_eq!(record.state, FlowState::Established);
-    assert_eq!(record.interfaces, ["veth3".into(), "veth4".into()]);
+    assert_eq!(
+        record.interface_names().collect::<Vec<_>>(),
+        ["veth3", "veth4"]
+    );
     assert_eq!(record.observations[0].role, Role::Initiator);
     assert_eq!(record.observations[1].role, Role::Responder);
     assert_eq!((record.first_seen, record.last_seen), (10, 21));
