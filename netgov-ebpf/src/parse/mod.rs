@@ -11,6 +11,9 @@
 use aya_ebpf::programs::sk_buff::SkBuff;
 use netgov_common::{FlowKey, FragmentKey, direction, proto};
 
+mod reader;
+use reader::{Direct, Helper, Reader};
+
 const ETH_HEADER_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -80,89 +83,6 @@ pub enum Outcome {
     OtherProtocol,
     /// Truncated or inconsistent headers.
     Malformed,
-}
-
-/// Offsets past this are read through the helper: the verifier needs a
-/// bound on a variable offset into the packet, and headers end well before.
-const MAX_DIRECT_OFFSET: usize = 512;
-
-/// How the parser reads the packet's bytes. It is run with [`Direct`]
-/// first, and again with [`Helper`] only when a read missed the linear
-/// part: one pass per packet in practice, and no branch per read for the
-/// verifier to multiply.
-trait Reader {
-    /// The packet.
-    fn skb(&self) -> &SkBuff;
-    /// A `T` at `offset`.
-    fn read<T>(&self, offset: usize) -> Result<T, ()>;
-}
-
-/// Reads through `bpf_skb_load_bytes`: any byte of the packet, in its
-/// linear part or not — tens of nanoseconds a call.
-struct Helper<'a>(&'a SkBuff);
-
-impl Reader for Helper<'_> {
-    #[inline(always)]
-    fn skb(&self) -> &SkBuff {
-        self.0
-    }
-
-    #[inline(always)]
-    fn read<T>(&self, offset: usize) -> Result<T, ()> {
-        self.0.load::<T>(offset).map_err(|_| ())
-    }
-}
-
-/// Reads straight from the packet's linear part (where the stack keeps
-/// the headers): a few instructions a read. A read past it fails and is
-/// remembered, so that the caller parses again with [`Helper`] rather
-/// than calling a truncated packet malformed.
-struct Direct<'a> {
-    skb: &'a SkBuff,
-    missed: core::cell::Cell<bool>,
-}
-
-impl<'a> Direct<'a> {
-    #[inline(always)]
-    fn new(skb: &'a SkBuff) -> Self {
-        Self {
-            skb,
-            missed: core::cell::Cell::new(false),
-        }
-    }
-
-    /// Whether a read fell outside the linear part.
-    #[inline(always)]
-    fn missed(&self) -> bool {
-        self.missed.get()
-    }
-}
-
-impl Reader for Direct<'_> {
-    #[inline(always)]
-    fn skb(&self) -> &SkBuff {
-        self.skb
-    }
-
-    #[inline(always)]
-    fn read<T>(&self, offset: usize) -> Result<T, ()> {
-        // SAFETY: `skb` is the context pointer the kernel passed to the
-        // program.
-        let (data, end) = unsafe {
-            (
-                (*self.skb.skb).data as usize,
-                (*self.skb.skb).data_end as usize,
-            )
-        };
-        if offset < MAX_DIRECT_OFFSET && data + offset + core::mem::size_of::<T>() <= end {
-            // SAFETY: within [data, data_end), checked just above (and by
-            // the verifier); unaligned, as headers are.
-            Ok(unsafe { core::ptr::read_unaligned((data + offset) as *const T) })
-        } else {
-            self.missed.set(true);
-            Err(())
-        }
-    }
 }
 
 /// Where the network header starts and its protocol, after VLAN tags.
@@ -374,105 +294,6 @@ fn is_flow_protocol(protocol: u8) -> bool {
     )
 }
 
-#[inline(always)]
-fn parse_ipv6<R: Reader>(ctx: &R, l3: usize) -> Outcome {
-    let Ok(header) = ctx.read::<[u8; IPV6_HEADER_LEN]>(l3) else {
-        return Outcome::Malformed;
-    };
-    if header[0] >> 4 != 6 {
-        return Outcome::Malformed;
-    }
-    let payload_len = u16::from_be_bytes([header[4], header[5]]) as usize;
-    let available = (ctx.skb().len() as usize).saturating_sub(l3);
-    let Some(datagram_len) = datagram_len(
-        ctx,
-        IPV6_HEADER_LEN + payload_len,
-        IPV6_HEADER_LEN,
-        available,
-    ) else {
-        return Outcome::Malformed;
-    };
-    let mut packet = Packet {
-        src: [0; 16],
-        dst: [0; 16],
-        src_port: 0,
-        dst_port: 0,
-        protocol: 0,
-        ip_version: 6,
-        tcp_flags: 0,
-        segments: 1,
-        ip_bytes: datagram_len as u32,
-        payload_offset: 0,
-    };
-    packet.src.copy_from_slice(&header[8..24]);
-    packet.dst.copy_from_slice(&header[24..40]);
-
-    let mut next_header = header[6];
-    let mut offset = l3 + IPV6_HEADER_LEN;
-    let mut fragment: Option<(FragmentKey, bool)> = None;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match next_header {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
-                let Ok(ext) = ctx.read::<[u8; 2]>(offset) else {
-                    return Outcome::Malformed;
-                };
-                next_header = ext[0];
-                offset += (ext[1] as usize + 1) * 8;
-            }
-            IPV6_AUTH => {
-                let Ok(ext) = ctx.read::<[u8; 2]>(offset) else {
-                    return Outcome::Malformed;
-                };
-                next_header = ext[0];
-                offset += (ext[1] as usize + 2) * 4;
-            }
-            IPV6_FRAGMENT => {
-                let Ok(ext) = ctx.read::<[u8; 8]>(offset) else {
-                    return Outcome::Malformed;
-                };
-                next_header = ext[0];
-                let frag = u16::from_be_bytes([ext[2], ext[3]]);
-                let key = FragmentKey {
-                    src: packet.src,
-                    dst: packet.dst,
-                    id: u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]),
-                    protocol: 0,
-                    ip_version: 6,
-                    _pad: [0; 2],
-                };
-                let later = frag & 0xFFF8 != 0;
-                let more = frag & 1 != 0;
-                offset += 8;
-                if later {
-                    packet.protocol = next_header;
-                    if !is_flow_protocol(next_header) {
-                        return Outcome::OtherProtocol;
-                    }
-                    return Outcome::LaterFragment(packet, key, !more);
-                }
-                fragment = Some((key, more));
-            }
-            _ => break,
-        }
-    }
-    packet.protocol = next_header;
-    let header_len = offset - l3;
-    if header_len > datagram_len {
-        return Outcome::Malformed;
-    }
-    match fragment {
-        Some((key, more)) => finish(ctx, packet, offset, header_len, more, key),
-        None => finish(
-            ctx,
-            packet,
-            offset,
-            header_len,
-            false,
-            FragmentKey::default(),
-        ),
-    }
-}
-
 /// Parses the transport header at `l4` and classifies the packet.
 #[inline(always)]
 fn finish<R: Reader>(
@@ -579,83 +400,6 @@ impl Packet {
     }
 }
 
-/// What an ICMP error reports.
-pub struct Reported {
-    /// The quoted packet's flow key (interface 0, canonical order).
-    pub key: FlowKey,
-    /// The quoted packet's direction in `key`.
-    pub direction: u8,
-    /// The quoted packet's destination.
-    pub destination: [u8; 16],
-    /// Who sent the error.
-    pub reporter: [u8; 16],
-}
-
-/// The packet an ICMP error quotes (its IP header and first eight bytes,
-/// RFC 792 and 4443); `None` when it is not TCP, UDP or SCTP right after
-/// a plain IPv4 header (any options) or the fixed IPv6 header, or is
-/// truncated. The error itself must be a plain IPv4 or IPv6 packet
-/// without extension headers, at most two VLAN tags deep.
-#[inline(always)]
-pub fn reported(skb: &SkBuff) -> Option<Reported> {
-    direct_then_helper!(skb, reported_by)
-}
-
-#[inline(always)]
-fn reported_by<R: Reader>(ctx: &R) -> Option<Reported> {
-    let (l3, ethertype) = network_layer(ctx)?;
-    let mut reporter = [0; 16];
-    let (quoted, version) = match ethertype {
-        ETH_P_IPV4 => {
-            let outer = ctx.read::<u8>(l3).ok()?;
-            reporter[..4].copy_from_slice(&ctx.read::<[u8; 4]>(l3 + 12).ok()?);
-            (l3 + ((outer & 0x0F) as usize) * 4 + ICMP_HEADER_LEN, 4)
-        }
-        ETH_P_IPV6 => {
-            reporter = ctx.read::<[u8; 16]>(l3 + 8).ok()?;
-            (l3 + IPV6_HEADER_LEN + ICMP_HEADER_LEN, 6)
-        }
-        _ => return None,
-    };
-    let mut reported = Packet {
-        src: [0; 16],
-        dst: [0; 16],
-        src_port: 0,
-        dst_port: 0,
-        protocol: 0,
-        ip_version: version,
-        tcp_flags: 0,
-        segments: 1,
-        ip_bytes: 0,
-        payload_offset: 0,
-    };
-    let transport = if version == 4 {
-        let ip = ctx.read::<Ipv4Header>(quoted).ok()?;
-        reported.src[..4].copy_from_slice(&ip.src);
-        reported.dst[..4].copy_from_slice(&ip.dst);
-        reported.protocol = ip.protocol;
-        quoted + ((ip.version_ihl & 0x0F) as usize) * 4
-    } else {
-        reported.protocol = ctx.read::<u8>(quoted + 6).ok()?;
-        reported.src = ctx.read::<[u8; 16]>(quoted + 8).ok()?;
-        reported.dst = ctx.read::<[u8; 16]>(quoted + 24).ok()?;
-        quoted + IPV6_HEADER_LEN
-    };
-    if !matches!(reported.protocol, proto::TCP | proto::UDP | proto::SCTP) {
-        return None;
-    }
-    let ports = ctx.read::<[u8; 4]>(transport).ok()?;
-    reported.src_port = u16::from_be_bytes([ports[0], ports[1]]);
-    reported.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    let (key, direction) = reported.canonical_key(0);
-    Some(Reported {
-        key,
-        direction,
-        destination: reported.dst,
-        reporter,
-    })
-}
-
 impl Packet {
     /// The flow key at `ifindex` in canonical order, and this packet's
     /// direction relative to it.
@@ -705,3 +449,9 @@ fn endpoint_le(a: &[u8; 16], port_a: u16, b: &[u8; 16], port_b: u16) -> bool {
     }
     port_a <= port_b
 }
+
+// After the macro and the helpers they share, which they use from here.
+mod icmp_error;
+mod ipv6;
+pub use icmp_error::reported;
+use ipv6::parse_ipv6;
