@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::{Body, full, status};
+use crate::serve::{Body, full, status};
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
 
