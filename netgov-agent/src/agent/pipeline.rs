@@ -282,6 +282,12 @@ impl Pipeline {
                 return;
             }
         };
+        // Not judged before (its initiator was on another node, say), it
+        // was counted as such; from now on it is counted as judged. Kept
+        // as not judged, it would stay in that table for good, and a later
+        // connection on the same ports that is not judged would go
+        // uncounted.
+        self.not_judged.remove(&id);
         let judged_staged = self.judge_staged(&record, &mut judgement);
         let previous = self.tracked.get(&id);
         // Not judged now (the copy is behind): as it was.

@@ -1,5 +1,6 @@
-//! The judge stage's counting of egress: once per flow, by name when one
-//! comes in time, unexpected once even when it becomes so later.
+//! The judge stage's counting: egress once per flow, by name when one
+//! comes in time, unexpected once even when it becomes so later; flows not
+//! judged once per connection.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -21,13 +22,22 @@ use crate::state::ClusterState;
 
 const SECOND: i128 = 1_000_000_000;
 
-/// The seed scenario, without the policies named in `without`.
-fn cluster(without: &[&str]) -> ClusterState {
-    let seed = std::fs::read_to_string(concat!(
+fn seed() -> String {
+    std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/seed-scenario/cluster.yaml"
     ))
-    .expect("seed");
+    .expect("seed")
+}
+
+/// The seed scenario, without the policies named in `without`.
+fn cluster(without: &[&str]) -> ClusterState {
+    cluster_of(&seed(), without)
+}
+
+/// The cluster of `seed`'s manifests, without the policies named in
+/// `without`.
+fn cluster_of(seed: &str, without: &[&str]) -> ClusterState {
     let kept: Vec<&str> = seed
         .split("\n---\n")
         .filter(|doc| {
@@ -211,5 +221,55 @@ fn egress_expected_at_first_is_counted_unexpected_once_it_becomes_so() {
     assert_eq!(
         unexpected(&pipeline, "data-ingestion-0", "10.0.0.0/24"),
         Some(1.0)
+    );
+}
+
+/// A connection first not judged (its initiator ran on another node),
+/// then judged (the cluster now places that pod here) is forgotten as not
+/// judged: a later connection on the same ports that is not judged is
+/// counted again, and the table of not-judged flows does not keep it.
+#[test]
+fn a_flow_judged_after_all_leaves_the_not_judged_flows() {
+    // unauthorised-0 (10.244.0.15) on node-2: node-1 counts none of its flows.
+    let elsewhere = seed().replace(
+        "  nodeName: node-1\n  containers: [{name: notebook",
+        "  nodeName: node-2\n  containers: [{name: notebook",
+    );
+    assert_ne!(elsewhere, seed(), "the seed still places unauthorised-0");
+    let mut pipeline = pipeline("{}");
+    *pipeline.shared.state.write().expect("state") = cluster_of(&elsewhere, &[]);
+    let counts = |pipeline: &Pipeline| {
+        let text = pipeline.shared.metrics.encode();
+        (
+            sample(
+                &text,
+                "netgov_flows_not_judged_total",
+                &[("reason", "counted_by_source_node")],
+            ),
+            sample(
+                &text,
+                "netgov_flows_total",
+                &[("src_workload", "unauthorised-0")],
+            ),
+        )
+    };
+    let connection = || live("10.244.0.15", "10.244.0.11", 8080, SECOND);
+
+    pipeline.process(connection());
+    assert_eq!(counts(&pipeline), (Some(1.0), None));
+
+    *pipeline.shared.state.write().expect("state") = cluster(&[]);
+    let mut ended = connection();
+    ended.end_reason = EndReason::Closed;
+    pipeline.process(ended);
+    assert_eq!(counts(&pipeline), (Some(1.0), Some(1.0)));
+    assert_eq!(pipeline.not_judged.len(), 0, "forgotten as not judged");
+
+    *pipeline.shared.state.write().expect("state") = cluster_of(&elsewhere, &[]);
+    pipeline.process(connection());
+    assert_eq!(
+        counts(&pipeline),
+        (Some(2.0), Some(1.0)),
+        "the later connection is counted"
     );
 }
