@@ -256,17 +256,40 @@ fn account(ctx: &TcContext, hook: Hook, packet: &Packet) {
     account_keyed(hook, packet, key, direction);
 }
 
-/// [`account`] for a packet whose key is known.
+/// What a flow's entry at this interface held before a packet was added.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Before {
+    /// Packets sent in the packet's direction.
+    pub sent: u64,
+    /// Flag bits of the other direction (what the other end sent, and
+    /// which hooks saw it).
+    pub other_flags: u64,
+}
+
+impl Before {
+    /// What `stats` holds for direction `dir` and the other way.
+    #[inline(always)]
+    fn of(stats: *const FlowStats, dir: usize) -> Self {
+        // SAFETY: a live map value; a racing update only shifts the count
+        // or makes a bit appear a packet later.
+        unsafe {
+            Self {
+                sent: core::ptr::read_volatile(&raw const (*stats).packets[dir]),
+                other_flags: core::ptr::read_volatile(&raw const (*stats).flags[dir ^ 1]),
+            }
+        }
+    }
+}
+
+/// [`account`] for a packet whose key is known; returns what the entry
+/// held before (nothing, for a new flow).
 #[inline(always)]
-/// Returns the packets this direction of the flow had here before this one
-/// (0 for a new flow).
-fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> u64 {
+fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Before {
     let dir = (direction & 1) as usize;
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 
     if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) {
-        // SAFETY: a live map value; a racing update only shifts the count.
-        let before = unsafe { core::ptr::read_volatile(&raw const (*stats).packets[dir]) };
+        let before = Before::of(stats, dir);
         // A known flow only moves its last packet's time, for idle
         // timeouts: the coarse clock (one tick behind at most) is enough
         // and costs a memory read where the precise one reads the clock
@@ -285,7 +308,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> u6
     // the programs' frame is near the 512-byte limit.
     let Some(stats) = NETGOV_SCRATCH.get_ptr_mut(0) else {
         count(Counter::FlowMapUpdateFailures);
-        return 0;
+        return Before::default();
     };
     // SAFETY: this CPU's slot; TC programs do not preempt each other on a
     // CPU, so nothing else uses it until this program returns.
@@ -313,12 +336,16 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> u6
         ),
         // Another CPU created the entry between our lookup and insert.
         Err(EEXIST) => match NETGOV_FLOWS.get_ptr_mut(key) {
-            Some(stats) => update(stats, dir, now, packet, bits, &key, hook),
+            Some(stats) => {
+                let before = Before::of(stats, dir);
+                update(stats, dir, now, packet, bits, &key, hook);
+                return before;
+            }
             None => count(Counter::FlowMapUpdateFailures),
         },
         Err(_) => count(Counter::FlowMapUpdateFailures),
     }
-    0
+    Before::default()
 }
 
 #[inline(always)]

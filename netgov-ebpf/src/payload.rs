@@ -11,7 +11,7 @@ use netgov_common::{
 };
 
 use crate::parse::{self, Packet};
-use crate::{Follow, NETGOV_FLOWS, NETGOV_PAYLOAD_CONTEXT, NETGOV_PAYLOADS, count};
+use crate::{Before, Follow, NETGOV_PAYLOAD_CONTEXT, NETGOV_PAYLOADS, count};
 
 /// Where DNS answers come from.
 const DNS_PORT: u16 = 53;
@@ -85,8 +85,9 @@ pub fn netgov_payload(ctx: TcContext) -> i32 {
 /// Whether the packet carries what names destinations — a DNS answer
 /// delivered into the pod (from port 53, UDP or TCP) on a flow the pod
 /// asked on, or a ClientHello among the first packets the pod sent on a
-/// connection (`sent_before` it: as accounted, this one excluded) — and
-/// if so, hands the payload program where it is.
+/// connection — and if so, hands the payload program where it is.
+/// `before` is what the flow's entry here held before this packet: the
+/// entry was looked up to account the packet, and is not looked up again.
 #[inline(always)]
 pub(crate) fn payload_to_copy(
     ctx: &TcContext,
@@ -94,7 +95,7 @@ pub(crate) fn payload_to_copy(
     packet: &Packet,
     key: &FlowKey,
     direction: u8,
-    sent_before: u64,
+    before: Before,
 ) -> Follow {
     let kind = match hook {
         Hook::ToPod
@@ -114,7 +115,7 @@ pub(crate) fn payload_to_copy(
         // not even read, as most of a connection is later packets.
         Hook::FromPod
             if packet.protocol == netgov_common::proto::TCP
-                && sent_before <= MAX_BEFORE_HELLO
+                && before.sent <= MAX_BEFORE_HELLO
                 && packet.segments <= MAX_HELLO_SEGMENTS
                 && has_payload(ctx, packet.payload_offset, 6)
                 && parse::starts_client_hello(&ctx.skb, packet.payload_offset as usize) =>
@@ -123,21 +124,12 @@ pub(crate) fn payload_to_copy(
         }
         _ => return Follow::Nothing,
     };
-    if kind == PayloadKind::DnsAnswer {
-        // Only an answer to the pod's own question is read: the pod sent on
-        // this flow (same addresses and ports) before. Anyone else's packets
-        // from port 53 would plant names.
-        let dir = (direction & 1) as usize;
-        // SAFETY: a live map value; a racing update only makes the bit
-        // appear a packet later.
-        let asked = NETGOV_FLOWS.get_ptr(key).is_some_and(|stats| unsafe {
-            core::ptr::read_volatile(&raw const (*stats).flags[dir ^ 1]) & seen_at::FROM_POD as u64
-                != 0
-        });
-        if !asked {
-            count(Counter::DnsUnsolicited);
-            return Follow::Nothing;
-        }
+    // Only an answer to the pod's own question is read: the pod sent on
+    // this flow (same addresses and ports) before. Anyone else's packets
+    // from port 53 would plant names.
+    if kind == PayloadKind::DnsAnswer && before.other_flags & seen_at::FROM_POD as u64 == 0 {
+        count(Counter::DnsUnsolicited);
+        return Follow::Nothing;
     }
     let Some(context) = NETGOV_PAYLOAD_CONTEXT.get_ptr_mut(0) else {
         return Follow::Nothing;
