@@ -192,25 +192,26 @@ impl NameCache {
         ));
         // Past 16 names, the address loses the one answered longest ago;
         // then, past its quota, the owner its soonest to expire.
-        let names = entries.by_slot.get(&slot).map_or(0, Vec::len);
-        if names > MAX_NAMES_PER_ADDRESS
-            && let Some(stalest) = entries.by_slot.get(&slot).and_then(|names| {
-                // Expired ones (kept a while) first.
+        let stalest = entries
+            .by_slot
+            .get(&slot)
+            .filter(|names| names.len() > MAX_NAMES_PER_ADDRESS)
+            // Expired ones (kept a while) first.
+            .and_then(|names| {
                 names
                     .iter()
                     .min_by_key(|l| (l.expires >= now, l.answered, l.sequence))
-                    .map(|l| (l.expires, l.sequence, slot.clone()))
             })
-        {
+            .map(|l| (l.expires, l.sequence, slot.clone()));
+        if let Some(stalest) = stalest {
             entries.evict(stalest, now);
         }
-        let owned = entries.by_owner.get(&owner).map_or(0, BTreeSet::len);
-        if owned > self.limits.max_per_pod
-            && let Some(first) = entries
-                .by_owner
-                .get(&owner)
-                .and_then(|o| o.first().cloned())
-        {
+        let over_quota = entries
+            .by_owner
+            .get(&owner)
+            .filter(|owned| owned.len() > self.limits.max_per_pod)
+            .and_then(|owned| owned.first().cloned());
+        if let Some(first) = over_quota {
             entries.evict(first, now);
         }
         while entries.expiry.len() > self.limits.max_entries {
