@@ -50,6 +50,7 @@ impl Harness {
     }
 
     fn flows(&self) -> Vec<(FlowKey, FlowStats)> {
+        self.datapath.flush_cache().expect("flush the flow cache");
         self.maps
             .flows
             .iter()

@@ -47,6 +47,13 @@ pub mod names {
     /// TC program for packets the host delivers into a pod (TC egress of the
     /// host-side interface).
     pub const TO_POD_PROGRAM: &str = "netgov_to_pod";
+    /// Per-CPU cache of established flows (`PERCPU_ARRAY` of
+    /// [`super::CachedFlow`], [`super::FLOW_CACHE_SLOTS`] slots).
+    pub const FLOW_CACHE_MAP: &str = "NETGOV_FLOW_CACHE";
+    /// Raw tracepoint program, never attached: user space runs it on each
+    /// CPU (`BPF_PROG_TEST_RUN`) to move that CPU's cached counts into
+    /// [`FLOWS_MAP`] before reading it.
+    pub const FLUSH_PROGRAM: &str = "netgov_flush_cache";
 }
 
 /// IP protocol numbers netgov aggregates into flows. Other protocols are
@@ -183,6 +190,64 @@ pub struct FlowStats {
 }
 const _: () = assert!(size_of::<FlowStats>() == 72);
 
+/// A slot of the per-CPU flow cache: an established flow at an interface
+/// whose packets this CPU counts here, without looking up its
+/// [`FlowStats`] entry, until the flush program adds them to it.
+///
+/// Written by the TC programs of one CPU and by the flush program on that
+/// CPU, which may interrupt them (and they it). So that the packet path
+/// needs no atomic instruction, each count has one writer: the TC programs
+/// add to `packets` and `bytes`, which only grow, and the flush adds what
+/// they grew by since `flushed_packets` and `flushed_bytes`, which only it
+/// writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CachedFlow {
+    /// The flow; meaningful while `hit_flags` has a bit set.
+    pub key: FlowKey,
+    /// 1 when the flush found nothing counted here since the flush before:
+    /// another flow may take the slot.
+    pub idle: u32,
+    /// Per direction: the flag bits ([`FlowStats::flags`]) a packet may
+    /// carry and still be counted here, with [`cache::ESTABLISHED`] once
+    /// the direction is past the packets whose payload may be looked into.
+    /// Zero: no packet is counted here.
+    pub hit_flags: [u64; 2],
+    /// Packets counted here, ever (the TC programs').
+    pub packets: [u64; 2],
+    /// IP-layer bytes counted here, ever (the TC programs').
+    pub bytes: [u64; 2],
+    /// Flag bits of the packets counted here since the flow took the slot.
+    pub flags: [u64; 2],
+    /// Coarse clock of the latest packet counted here.
+    pub last_seen_ns: u64,
+    /// The entry's `first_seen_ns` when the flow took the slot: an entry
+    /// made anew since (ended and started again, or evicted) is another
+    /// flow's, and the slot stops counting.
+    pub entry_first_seen_ns: u64,
+    /// Of `packets`, what the flush has added to the flows' entries.
+    pub flushed_packets: [u64; 2],
+    /// Of `bytes`, what the flush has added.
+    pub flushed_bytes: [u64; 2],
+}
+const _: () = assert!(size_of::<CachedFlow>() == 160);
+
+/// Slots of the per-CPU flow cache (a power of two: the slot is a hash of
+/// the key, masked).
+pub const FLOW_CACHE_SLOTS: u32 = 1024;
+/// Slots one run of the flush program flushes (a power of two dividing
+/// [`FLOW_CACHE_SLOTS`]): the first is the run's argument.
+pub const FLUSH_BATCH: u32 = 64;
+
+/// The per-CPU flow cache's bits.
+pub mod cache {
+    /// The bit of [`super::CachedFlow::hit_flags`] a direction needs for
+    /// its packets to be counted in the cache (it is past the packets whose
+    /// payload may be looked into): above every bit of
+    /// [`super::FlowStats::flags`].
+    pub const ESTABLISHED: u64 = 1 << 32;
+}
+
 /// Key of the fragment memo: IPv4 (src, dst, protocol, id) or IPv6
 /// (src, dst, id) of a fragmented datagram, in packet order (not canonical).
 #[repr(C)]
@@ -308,11 +373,14 @@ pub enum Counter {
     /// Packets from port 53 delivered into a pod that sent nothing to
     /// their source and port on that flow: unasked-for answers, not read.
     DnsUnsolicited,
+    /// Packets counted in the per-CPU flow cache whose flow entry was gone
+    /// (evicted, or ended by user space) when they were to be added to it.
+    CachedPacketsLost,
 }
 
 impl Counter {
     /// Number of counters (the size of the per-CPU array).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -327,6 +395,7 @@ impl Counter {
         Counter::DeliveryMapUpdateFailures,
         Counter::PayloadRingbufDrops,
         Counter::DnsUnsolicited,
+        Counter::CachedPacketsLost,
     ];
 
     /// Stable snake_case name, used in output and metrics.
@@ -344,6 +413,7 @@ impl Counter {
             Counter::DeliveryMapUpdateFailures => "delivery_map_update_failures",
             Counter::PayloadRingbufDrops => "payload_ringbuf_drops",
             Counter::DnsUnsolicited => "dns_unsolicited",
+            Counter::CachedPacketsLost => "cached_packets_lost",
         }
     }
 }
@@ -439,6 +509,7 @@ mod user {
     // bit pattern valid, padding explicit.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::CachedFlow {}
     unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::FragmentPorts {}
 }

@@ -14,6 +14,7 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod atomic;
+mod cache;
 mod parse;
 mod payload;
 mod testbed;
@@ -202,7 +203,11 @@ fn observe(ctx: &TcContext, hook: Hook) -> Follow {
                 account_keyed(hook, &packet, key, direction);
                 return Follow::IcmpError;
             }
-            let before = account_keyed(hook, &packet, key, direction);
+            // Counted in the flow cache: an established flow, whose
+            // payloads are past the ones looked into.
+            let Some(before) = account_keyed(hook, &packet, key, direction) else {
+                return Follow::Nothing;
+            };
             return payload::payload_to_copy(ctx, hook, &packet, &key, direction, before);
         }
         Outcome::FirstFragment(packet, fragment) => {
@@ -282,12 +287,19 @@ impl Before {
 }
 
 /// [`account`] for a packet whose key is known; returns what the entry
-/// held before (nothing, for a new flow).
+/// held before (nothing, for a new flow), or `None` when the packet was
+/// counted in this CPU's flow cache instead.
 #[inline(always)]
-fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Before {
+fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Option<Before> {
     let dir = (direction & 1) as usize;
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 
+    let slot = cache::slot_for(&key);
+    if let Some(slot) = slot
+        && cache::count_cached(slot, &key, dir, bits, packet)
+    {
+        return None;
+    }
     if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) {
         let before = Before::of(stats, dir);
         // A known flow only moves its last packet's time, for idle
@@ -297,7 +309,10 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Be
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         update(stats, dir, now, packet, bits, &key, hook);
-        return before;
+        if let Some(slot) = slot {
+            cache::offer(slot, &key, dir, stats);
+        }
+        return Some(before);
     }
     // A new flow's first packet orders it against its other views and
     // orients it: the precise clock.
@@ -308,7 +323,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Be
     // the programs' frame is near the 512-byte limit.
     let Some(stats) = NETGOV_SCRATCH.get_ptr_mut(0) else {
         count(Counter::FlowMapUpdateFailures);
-        return Before::default();
+        return Some(Before::default());
     };
     // SAFETY: this CPU's slot; TC programs do not preempt each other on a
     // CPU, so nothing else uses it until this program returns.
@@ -326,26 +341,31 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Be
     // By reference: a copy would land on the stack.
     let new_entry: &FlowStats = stats;
     match NETGOV_FLOWS.insert(key, new_entry, BPF_NOEXIST) {
-        Ok(()) => emit(
-            EventKind::FlowStart,
-            hook,
-            now,
-            &key,
-            direction,
-            packet.tcp_flags,
-        ),
+        Ok(()) => {
+            if let Some(slot) = slot {
+                cache::forget(slot, &key);
+            }
+            emit(
+                EventKind::FlowStart,
+                hook,
+                now,
+                &key,
+                direction,
+                packet.tcp_flags,
+            );
+        }
         // Another CPU created the entry between our lookup and insert.
         Err(EEXIST) => match NETGOV_FLOWS.get_ptr_mut(key) {
             Some(stats) => {
                 let before = Before::of(stats, dir);
                 update(stats, dir, now, packet, bits, &key, hook);
-                return before;
+                return Some(before);
             }
             None => count(Counter::FlowMapUpdateFailures),
         },
         Err(_) => count(Counter::FlowMapUpdateFailures),
     }
-    Before::default()
+    Some(Before::default())
 }
 
 #[inline(always)]

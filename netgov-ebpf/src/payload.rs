@@ -14,11 +14,11 @@ use crate::parse::{self, Packet};
 use crate::{Before, Follow, NETGOV_PAYLOAD_CONTEXT, NETGOV_PAYLOADS, count};
 
 /// Where DNS answers come from.
-const DNS_PORT: u16 = 53;
+pub(crate) const DNS_PORT: u16 = 53;
 /// Packets a pod may have sent on a connection before its ClientHello
 /// (SYN and ACK, and room for a retransmission): it is among the first
-/// four.
-const MAX_BEFORE_HELLO: u64 = 3;
+/// four. The flow cache counts a direction only past these.
+pub(crate) const MAX_BEFORE_HELLO: u64 = 3;
 /// Wire segments a ClientHello spans at most (about 4 KB).
 const MAX_HELLO_SEGMENTS: u16 = 3;
 

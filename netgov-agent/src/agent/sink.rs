@@ -93,6 +93,7 @@ impl FlowSink for AgentSink {
         for (stage, counter) in [
             (LossStage::KernelRingbuf, "ringbuf_drops"),
             (LossStage::KernelFlowMap, "flow_map_update_failures"),
+            (LossStage::KernelFlowCache, "cached_packets_lost"),
             (LossStage::KernelFragments, "fragments_unmatched"),
             (LossStage::KernelParse, "parse_errors"),
             (LossStage::KernelPayloads, "payload_ringbuf_drops"),

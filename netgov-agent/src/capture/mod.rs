@@ -362,8 +362,20 @@ pub async fn run(
                 // Payloads first: an answer submitted after the last
                 // readiness poll still names the flows this drain reports.
                 read_payloads(payloads.get_mut(), sink, &mut table, &clock);
-                let mut ended = drain(&flows, &mut table, &names, &clock);
+                // A flow whose packets a CPU still holds would look idle:
+                // nothing is read, and nothing ends, without a flush.
+                let mut ended = if flush_cache(&datapath) {
+                    drain(&flows, &mut table, &names, &clock)
+                } else {
+                    Vec::new()
+                };
                 take_kernel_entries(&flows, &mut ended, &names, &clock);
+                if !ended.is_empty() {
+                    // A cache slot of a flow just deleted stops counting
+                    // now, not at the next drain: the flow's next packet
+                    // makes a new entry instead of being counted lost.
+                    flush_cache(&datapath);
+                }
                 delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
                 if let Err(error) = emit(sink, ended, &mut summary) {
                     break Err(error);
@@ -398,21 +410,22 @@ pub async fn run(
     };
     watcher.abort();
 
-    // Whatever stopped the loop: read what is still queued, end every
-    // flow, detach. An output error still detaches first.
-    read_payloads(payloads.get_mut(), sink, &mut table, &clock);
-    read_events(events.get_mut(), &mut table);
-    let mut ended = drain(&flows, &mut table, &names, &clock);
-    take_kernel_entries(&flows, &mut ended, &names, &clock);
-    ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
-    delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
-    let emitted = emit(sink, ended, &mut summary);
+    // Whatever stopped the loop: detach, so that nothing is counted after
+    // the last read; read what is still queued; end every flow.
     for error in datapath.detach_all() {
         summary.attach_failures.push(AttachFailure {
             operation: AttachOperation::Detach,
             error: error.into(),
         });
     }
+    read_payloads(payloads.get_mut(), sink, &mut table, &clock);
+    read_events(events.get_mut(), &mut table);
+    flush_cache(&datapath);
+    let mut ended = drain(&flows, &mut table, &names, &clock);
+    take_kernel_entries(&flows, &mut ended, &names, &clock);
+    ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
+    delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
+    let emitted = emit(sink, ended, &mut summary);
     let result = result.and(emitted);
 
     let TableLosses {
@@ -427,6 +440,19 @@ pub async fn run(
             .insert(counter.name(), read_counter(&counters, counter)?);
     }
     result.map(|()| summary)
+}
+
+/// Flushes the per-CPU flow caches into the flow map before it is read;
+/// `false` when a CPU could not be flushed (it keeps its counts for the
+/// next flush, and the log says so).
+fn flush_cache(datapath: &Datapath) -> bool {
+    match datapath.flush_cache() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "flow counts cached on a CPU are not read until a flush succeeds");
+            false
+        }
+    }
 }
 
 fn signal(

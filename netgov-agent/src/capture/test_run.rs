@@ -1,11 +1,15 @@
-//! Runs a loaded TC program on a crafted frame with `BPF_PROG_TEST_RUN`, so
-//! the parser can be tested on packets no real stack would send.
+//! Runs loaded programs with `BPF_PROG_TEST_RUN`: a TC program on a crafted
+//! frame, so the parser can be tested on packets no real stack would send,
+//! and the flow cache's flush on a chosen CPU.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `BPF_PROG_TEST_RUN` command number of the `bpf(2)` syscall.
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+/// `BPF_F_TEST_RUN_ON_CPU`: run on `cpu`, not the caller's CPU (raw
+/// tracepoint programs, Linux 5.10).
+const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
 
 /// The `test` member of `union bpf_attr`.
 #[repr(C)]
@@ -71,13 +75,34 @@ pub fn run(program: BorrowedFd<'_>, packet: TestPacket<'_>) -> io::Result<i32> {
         ctx_in: ctx.as_ptr() as u64,
         ..TestRunAttr::default()
     };
+    test_run(&mut attr)
+}
+
+/// Runs the raw tracepoint `program` once on `cpu` with arguments `args`,
+/// returning its return value.
+///
+/// # Errors
+/// The `bpf(2)` error, e.g. `ENXIO` for a CPU that is not online.
+pub fn run_on_cpu(program: BorrowedFd<'_>, cpu: u32, args: &[u64]) -> io::Result<i32> {
+    let mut attr = TestRunAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        ctx_size_in: std::mem::size_of_val(args) as u32,
+        ctx_in: args.as_ptr() as u64,
+        flags: BPF_F_TEST_RUN_ON_CPU,
+        cpu,
+        ..TestRunAttr::default()
+    };
+    test_run(&mut attr)
+}
+
+fn test_run(attr: &mut TestRunAttr) -> io::Result<i32> {
     // SAFETY: `attr` is a properly initialised `bpf_attr.test` that lives
     // across the call; the kernel only reads the input buffers it points to.
     let result = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             std::mem::size_of::<TestRunAttr>(),
         )
     };

@@ -108,4 +108,20 @@ pub enum DatapathError {
         /// Map name.
         name: &'static str,
     },
+    /// The online CPUs, whose flow caches are flushed, could not be read.
+    #[error("cannot list the online CPUs (/sys/devices/system/cpu/online): {source}")]
+    OnlineCpus {
+        /// The read or parse error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CPU's flow cache could not be flushed: its counts stay cached.
+    #[error("cannot flush the flow cache on CPU {cpu} (BPF_PROG_TEST_RUN): {source}")]
+    Flush {
+        /// The CPU.
+        cpu: u32,
+        /// The `bpf(2)` error.
+        #[source]
+        source: std::io::Error,
+    },
 }

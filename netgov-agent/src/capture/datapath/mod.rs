@@ -24,6 +24,7 @@ pub fn ebpf_object() -> &'static [u8] {
     EBPF_OBJECT
 }
 
+mod cache;
 mod error;
 mod verify;
 
@@ -138,6 +139,7 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        cache::load_flush(&mut ebpf)?;
         link_tail_call(&mut ebpf, names::ICMP_ERROR_PROGRAM, ICMP_ERROR_SLOT)?;
         link_tail_call(&mut ebpf, names::PAYLOAD_PROGRAM, PAYLOAD_SLOT)?;
         let mode = mode.resolve();
@@ -241,11 +243,14 @@ impl Datapath {
     /// # Errors
     /// [`DatapathError::MissingProgram`] if the object lacks it.
     pub fn program_fd(&self, hook: Hook) -> Result<BorrowedFd<'_>, DatapathError> {
-        let name = program_name(hook);
-        let program: &SchedClassifier = self
+        self.loaded_fd(program_name(hook))
+    }
+
+    /// The file descriptor of the loaded program `name`.
+    fn loaded_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DatapathError> {
+        let program = self
             .ebpf
             .program(name)
-            .and_then(|p| p.try_into().ok())
             .ok_or(DatapathError::MissingProgram { name })?;
         let fd = program
             .fd()

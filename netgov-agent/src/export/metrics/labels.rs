@@ -18,6 +18,9 @@ string_enum! {
         KernelRingbuf => "kernel_ringbuf",
         /// The kernel flow map was full.
         KernelFlowMap => "kernel_flow_map",
+        /// Packets the per-CPU flow cache counted for a flow whose entry
+        /// was gone (evicted, or just ended) when they were flushed.
+        KernelFlowCache => "kernel_flow_cache",
         /// The kernel's payload ring was full: DNS answers or ClientHellos
         /// whose names were not learned.
         KernelPayloads => "kernel_payloads",

@@ -1,0 +1,48 @@
+//! The per-CPU flow cache's flush: before user space reads the flow map,
+//! every CPU's cached counts are added to the flows' entries (see
+//! `netgov-ebpf/src/cache.rs` for the cache's rules).
+
+use aya::Ebpf;
+use aya::programs::RawTracePoint;
+use netgov_common::{FLOW_CACHE_SLOTS, FLUSH_BATCH, names};
+
+use super::{Datapath, DatapathError};
+use crate::capture::test_run;
+
+/// Loads the flush program (never attached: it is run on demand).
+pub(super) fn load_flush(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let name = names::FLUSH_PROGRAM;
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DatapathError::MissingProgram { name })?;
+    program
+        .load()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+impl Datapath {
+    /// Adds the counts every CPU's flow cache holds to the flows' entries
+    /// in the flow map: call it before reading the map, or its counts lag
+    /// by what the cache holds.
+    ///
+    /// # Errors
+    /// [`DatapathError::Flush`] naming the CPU the flush could not run on
+    /// (its counts stay cached, for the next flush: nothing is lost).
+    /// The other CPUs are flushed all the same.
+    pub fn flush_cache(&self) -> Result<(), DatapathError> {
+        let fd = self.loaded_fd(names::FLUSH_PROGRAM)?;
+        let cpus =
+            aya::util::online_cpus().map_err(|(_, source)| DatapathError::OnlineCpus { source })?;
+        let mut first_error = None;
+        for cpu in cpus {
+            for first in (0..FLOW_CACHE_SLOTS).step_by(FLUSH_BATCH as usize) {
+                if let Err(source) = test_run::run_on_cpu(fd, cpu, &[u64::from(first)]) {
+                    first_error.get_or_insert(DatapathError::Flush { cpu, source });
+                    break;
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
