@@ -205,9 +205,8 @@ const _: () = assert!(size_of::<FlowStats>() == 72);
 pub struct CachedFlow {
     /// The flow; meaningful while `hit_flags` has a bit set.
     pub key: FlowKey,
-    /// 1 when the flush found nothing counted here since the flush before:
-    /// another flow may take the slot.
-    pub idle: u32,
+    /// Explicit padding.
+    pub _pad: u32,
     /// Per direction: the flag bits ([`FlowStats::flags`]) a packet may
     /// carry and still be counted here, with [`cache::ESTABLISHED`] once
     /// the direction is past the packets whose payload may be looked into.

@@ -27,6 +27,11 @@
 //!   the flush reads a slot's key only while it does: the key a flush adds
 //!   counts to is the key they were counted for. A slot that counted
 //!   nothing between two flushes may be taken; a busy one is kept.
+//! - Each slot has a tag (a hash of its flow's key; 0: the slot counts
+//!   nothing and may be taken) in a small array of its own, which a packet
+//!   reads first: with many flows most packets meet another flow's slot,
+//!   and then they do not load the slot at all. The tag only filters: a
+//!   packet is counted in a slot only if the slot's key is its own.
 //! - A slot whose entry is gone (evicted, or ended by user space) counts
 //!   its packets in `cached_packets_lost` and stops counting, so the next
 //!   packet makes a new entry.
@@ -50,28 +55,95 @@ use crate::{NETGOV_COUNTERS, NETGOV_FLOWS, atomic};
 static NETGOV_FLOW_CACHE: PerCpuArray<CachedFlow> =
     PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 
+/// Each slot's tag, in one value per CPU (4 KiB: it stays in the CPU's
+/// caches where the slots would not).
+#[map]
+static NETGOV_FLOW_CACHE_TAGS: PerCpuArray<Tags> = PerCpuArray::with_max_entries(1, 0);
+
+type Tags = [u32; FLOW_CACHE_SLOTS as usize];
+
 /// TCP flags that end a flow: a flow that has sent one is not cached.
 const ENDING: u64 = (tcp_flags::FIN | tcp_flags::RST) as u64;
 /// Words of a [`FlowKey`].
 const KEY_WORDS: usize = core::mem::size_of::<FlowKey>() / 4;
+/// Bits of a tag that pick the slot (its highest).
+const INDEX_SHIFT: u32 = 32 - FLOW_CACHE_SLOTS.trailing_zeros();
 
-/// This CPU's slot for `key`.
-#[inline(always)]
-pub(crate) fn slot_for(key: &FlowKey) -> Option<*mut CachedFlow> {
-    NETGOV_FLOW_CACHE.get_ptr_mut(slot_of(key))
+/// Where a flow's packets are cached on this CPU: its tag, whose highest
+/// bits pick its slot. Only the tag, so that little is kept on a stack near
+/// its 512-byte limit while the entry's path runs.
+#[derive(Clone, Copy)]
+pub(crate) struct Place {
+    tag: u32,
 }
 
-/// Counts the packet in `slot` when it holds the flow and the packet brings
-/// no flag bit the slot does not allow; `false` sends the packet to the
-/// flow's entry.
+impl Place {
+    /// `key`'s place.
+    #[inline(always)]
+    pub(crate) fn of(key: &FlowKey) -> Self {
+        Self { tag: tag_of(key) }
+    }
+
+    #[inline(always)]
+    fn index(self) -> u32 {
+        self.tag >> INDEX_SHIFT
+    }
+
+    /// The tag of the flow the slot holds on this CPU.
+    #[inline(always)]
+    fn current_tag(self) -> u32 {
+        match NETGOV_FLOW_CACHE_TAGS.get_ptr(0) {
+            // SAFETY: this CPU's tags; the index is below the slot count
+            // (the highest bits of a 32-bit tag).
+            Some(tags) => unsafe {
+                core::ptr::read_volatile(&raw const (*tags)[self.index() as usize])
+            },
+            None => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn set_tag(self, tag: u32) {
+        set_tag(self.index(), tag);
+    }
+
+    #[inline(always)]
+    fn slot(self) -> Option<*mut CachedFlow> {
+        NETGOV_FLOW_CACHE.get_ptr_mut(self.index())
+    }
+}
+
+#[inline(always)]
+fn set_tag(index: u32, tag: u32) {
+    if let Some(tags) = NETGOV_FLOW_CACHE_TAGS.get_ptr_mut(0) {
+        // SAFETY: this CPU's tags; callers pass an index below the slot
+        // count, masked again here for the verifier.
+        unsafe {
+            core::ptr::write_volatile(
+                &raw mut (*tags)[(index & (FLOW_CACHE_SLOTS - 1)) as usize],
+                tag,
+            )
+        }
+    }
+}
+
+/// Counts the packet in its slot when the slot holds the flow and the
+/// packet brings no flag bit the slot does not allow; `false` sends the
+/// packet to the flow's entry.
 #[inline(always)]
 pub(crate) fn count_cached(
-    slot: *mut CachedFlow,
+    place: Place,
     key: &FlowKey,
     dir: usize,
     bits: u64,
     packet: &Packet,
 ) -> bool {
+    if place.current_tag() != place.tag {
+        return false;
+    }
+    let Some(slot) = place.slot() else {
+        return false;
+    };
     let required = bits | ESTABLISHED;
     // SAFETY: this CPU's slot. The TC programs are the only writers of
     // what they write here, and do not interrupt each other; a flush that
@@ -100,13 +172,21 @@ pub(crate) fn count_cached(
     true
 }
 
-/// After a packet was added to the flow's entry `stats`: lets `slot` count
-/// the flow's next packets, when the flow may be cached and the slot holds
-/// it already, or holds nothing unflushed and is empty or idle. A slot that
-/// holds the flow learns the entry's bits again (or stops counting, once
-/// the flow ends).
+/// After a packet was added to the flow's entry `stats`: lets the flow's
+/// slot count its next packets, when the flow may be cached and the slot
+/// holds it already, or holds nothing unflushed and no busy flow. A slot
+/// that holds the flow learns the entry's bits again (or stops counting,
+/// once the flow ends).
 #[inline(always)]
-pub(crate) fn offer(slot: *mut CachedFlow, key: &FlowKey, dir: usize, stats: *const FlowStats) {
+pub(crate) fn offer(place: Place, key: &FlowKey, dir: usize, stats: *const FlowStats) {
+    let current = place.current_tag();
+    if current != 0 && current != place.tag {
+        // A busy slot of another flow.
+        return;
+    }
+    let Some(slot) = place.slot() else {
+        return;
+    };
     // SAFETY: `stats` is a live map value (a racing update only makes a bit
     // or a count appear a packet later); the slot is this CPU's.
     unsafe {
@@ -139,21 +219,19 @@ pub(crate) fn offer(slot: *mut CachedFlow, key: &FlowKey, dir: usize, stats: *co
             }
         };
         if !holds_flow {
-            let taken = (*slot).hit_flags != [0, 0]
-                && core::ptr::read_volatile(&raw const (*slot).idle) == 0;
-            if ended || taken || holds_unflushed(slot) {
+            if ended || holds_unflushed(slot) {
                 return;
             }
             core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
             core::ptr::write_volatile(&raw mut (*slot).key, *key);
             core::ptr::write_volatile(&raw mut (*slot).flags, [0, 0]);
-            core::ptr::write_volatile(&raw mut (*slot).idle, 0);
         }
         core::ptr::write_volatile(
             &raw mut (*slot).entry_first_seen_ns,
             core::ptr::read_volatile(&raw const (*stats).first_seen_ns),
         );
         core::ptr::write_volatile(&raw mut (*slot).hit_flags, [hit_flags(0), hit_flags(1)]);
+        place.set_tag(if ended { 0 } else { place.tag });
     }
 }
 
@@ -161,11 +239,15 @@ pub(crate) fn offer(slot: *mut CachedFlow, key: &FlowKey, dir: usize, stats: *co
 /// earlier entry ended or was evicted, and no flush has seen that yet)
 /// stops counting, so that the new flow's first packets reach its entry.
 #[inline(always)]
-pub(crate) fn forget(slot: *mut CachedFlow, key: &FlowKey) {
+pub(crate) fn forget(place: Place, key: &FlowKey) {
+    let Some(slot) = place.slot() else {
+        return;
+    };
     // SAFETY: this CPU's slot.
     unsafe {
         if same_key(&raw const (*slot).key, key) {
             core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
+            place.set_tag(0);
         }
     }
 }
@@ -212,6 +294,8 @@ fn flush(index: u32) {
         if new_packets == [0, 0] && new_bytes == [0, 0] {
             // Nothing to add, so the key may change under us: at worst a
             // slot just taken stops counting until its flow's next packet.
+            // Nothing counted since the last flush: the slot is free for
+            // another flow (its own takes it back with its next packet).
             if core::ptr::read_volatile(&raw const (*slot).hit_flags) != [0, 0] {
                 let key = core::ptr::read_volatile(&raw const (*slot).key);
                 let first_seen = core::ptr::read_volatile(&raw const (*slot).entry_first_seen_ns);
@@ -219,8 +303,8 @@ fn flush(index: u32) {
                     Some(stats) if (*stats).first_seen_ns == first_seen => {}
                     _ => core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]),
                 }
-                core::ptr::write_volatile(&raw mut (*slot).idle, 1);
             }
+            set_tag(index, 0);
             return;
         }
         // Something to add: the key cannot change until the flushed totals
@@ -229,9 +313,9 @@ fn flush(index: u32) {
         let flags = core::ptr::read_volatile(&raw const (*slot).flags);
         let last_seen_ns = core::ptr::read_volatile(&raw const (*slot).last_seen_ns);
         let first_seen = core::ptr::read_volatile(&raw const (*slot).entry_first_seen_ns);
-        core::ptr::write_volatile(&raw mut (*slot).idle, 0);
         let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) else {
             core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
+            set_tag(index, 0);
             if let Some(lost) = NETGOV_COUNTERS.get_ptr_mut(Counter::CachedPacketsLost as u32) {
                 // Only the flush counts this one, and flushes on a CPU
                 // do not interrupt each other.
@@ -245,6 +329,7 @@ fn flush(index: u32) {
         // the slot was taken: its flow's first packets must reach it.
         if (*stats).first_seen_ns != first_seen {
             core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
+            set_tag(index, 0);
         }
         // Unconditional (adding 0, setting no bit): fewer paths for the
         // verifier, and the flush is not on any packet's path.
@@ -272,10 +357,11 @@ unsafe fn holds_unflushed(slot: *const CachedFlow) -> bool {
     unsafe { (*slot).packets != (*slot).flushed_packets || (*slot).bytes != (*slot).flushed_bytes }
 }
 
-/// The slot of `key`: a multiplicative hash of the words that tell flows
-/// apart (an IPv6 address's last word; both ports; the interface).
+/// The tag of `key`: a multiplicative hash of the words that tell flows
+/// apart (an IPv6 address's last word; both ports; the interface), never
+/// 0. Its highest bits pick the slot.
 #[inline(always)]
-fn slot_of(key: &FlowKey) -> u32 {
+fn tag_of(key: &FlowKey) -> u32 {
     let word = |bytes: &[u8; 16], at: usize| {
         u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
     };
@@ -285,7 +371,7 @@ fn slot_of(key: &FlowKey) -> u32 {
         ^ word(&key.addr_b, 12).rotate_left(16)
         ^ (u32::from(key.port_a) << 16 | u32::from(key.port_b))
         ^ key.ifindex.rotate_left(8);
-    mixed.wrapping_mul(0x9E37_79B1) >> (32 - FLOW_CACHE_SLOTS.trailing_zeros())
+    mixed.wrapping_mul(0x9E37_79B1) | 1
 }
 
 /// Whether the slot's key is `key`, word by word.

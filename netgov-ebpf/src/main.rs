@@ -294,10 +294,8 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Op
     let dir = (direction & 1) as usize;
     let bits = packet.tcp_flags as u64 | hook.seen_bit() as u64;
 
-    let slot = cache::slot_for(&key);
-    if let Some(slot) = slot
-        && cache::count_cached(slot, &key, dir, bits, packet)
-    {
+    let place = cache::Place::of(&key);
+    if cache::count_cached(place, &key, dir, bits, packet) {
         return None;
     }
     if let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) {
@@ -309,9 +307,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Op
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         update(stats, dir, now, packet, bits, &key, hook);
-        if let Some(slot) = slot {
-            cache::offer(slot, &key, dir, stats);
-        }
+        cache::offer(place, &key, dir, stats);
         return Some(before);
     }
     // A new flow's first packet orders it against its other views and
@@ -342,9 +338,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Op
     let new_entry: &FlowStats = stats;
     match NETGOV_FLOWS.insert(key, new_entry, BPF_NOEXIST) {
         Ok(()) => {
-            if let Some(slot) = slot {
-                cache::forget(slot, &key);
-            }
+            cache::forget(place, &key);
             emit(
                 EventKind::FlowStart,
                 hook,
