@@ -288,8 +288,8 @@ fn flows_sharing_slots_and_taking_over_idle_ones_keep_exact_counts() {
         harness.flush();
     }
     // A flush that finds nothing counted since the one before frees the
-    // slot: each flow's next
-    // packet takes its slot back (or another's), the one after is cached.
+    // slot: each flow's next packet takes its slot back (unless a flow
+    // sharing it came first), the one after is cached.
     for _ in 0..2 {
         (0..FLOWS).filter(|port| port % 2 == 1).for_each(send);
     }
@@ -371,5 +371,40 @@ fn a_flow_started_again_before_a_flush_is_not_counted_in_the_old_ones_slot() {
     // neither lost nor counted twice.
     harness.flush();
     assert_eq!(harness.only_entry().packets, [4, 0]);
+    assert_eq!(harness.counter(Counter::CachedPacketsLost), 0);
+}
+
+#[test]
+fn a_flow_started_again_on_the_same_ports_does_not_inherit_the_earlier_ones_flags() {
+    let mut harness = Harness::new();
+    let client = |flags| tcp(CLIENT, 40000, SERVER, 443, flags);
+    const ECE: u32 = 0x40;
+    for flags in [
+        tcp_flags::SYN,
+        tcp_flags::ACK,
+        tcp_flags::ACK,
+        tcp_flags::ACK,
+    ] {
+        harness.send(Hook::FromPod, &client(flags));
+    }
+    // ECE is new: it reaches the entry, and the slot learns it; the next
+    // two are cached with it.
+    for _ in 0..3 {
+        harness.send(Hook::FromPod, &client(tcp_flags::ACK | ECE));
+    }
+    harness.flush();
+    let (key, stats) = harness.entries()[0];
+    assert_eq!(stats.packets, [7, 0]);
+    harness.maps.flows.remove(&key).expect("delete the entry");
+    // A new connection on the same ports, without ECE.
+    harness.send(Hook::FromPod, &client(tcp_flags::SYN));
+    for _ in 0..5 {
+        harness.send(Hook::FromPod, &client(tcp_flags::ACK));
+    }
+    harness.flush();
+    assert_eq!(
+        counts(&harness.only_entry()),
+        ([6, 0], [6 * TCP_BYTES, 0], [FROM_POD | SYN | ACK, 0])
+    );
     assert_eq!(harness.counter(Counter::CachedPacketsLost), 0);
 }

@@ -218,18 +218,24 @@ pub(crate) fn offer(place: Place, key: &FlowKey, dir: usize, stats: *const FlowS
                 flags[d] & !(tcp_flags::TRANSITIONS as u64)
             }
         };
-        if !holds_flow {
+        let entry_first_seen = core::ptr::read_volatile(&raw const (*stats).first_seen_ns);
+        // The slot may hold the key for an entry that ended since: then it
+        // is taken anew, and the earlier flow's bits stay out of this one.
+        let earlier_flow = holds_flow
+            && core::ptr::read_volatile(&raw const (*slot).entry_first_seen_ns) != entry_first_seen;
+        if !holds_flow || earlier_flow {
             if ended || holds_unflushed(slot) {
+                if earlier_flow {
+                    core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
+                    place.set_tag(0);
+                }
                 return;
             }
             core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
             core::ptr::write_volatile(&raw mut (*slot).key, *key);
             core::ptr::write_volatile(&raw mut (*slot).flags, [0, 0]);
         }
-        core::ptr::write_volatile(
-            &raw mut (*slot).entry_first_seen_ns,
-            core::ptr::read_volatile(&raw const (*stats).first_seen_ns),
-        );
+        core::ptr::write_volatile(&raw mut (*slot).entry_first_seen_ns, entry_first_seen);
         core::ptr::write_volatile(&raw mut (*slot).hit_flags, [hit_flags(0), hit_flags(1)]);
         place.set_tag(if ended { 0 } else { place.tag });
     }
@@ -292,18 +298,10 @@ fn flush(index: u32) {
             bytes[1].wrapping_sub((*slot).flushed_bytes[1]),
         ];
         if new_packets == [0, 0] && new_bytes == [0, 0] {
-            // Nothing to add, so the key may change under us: at worst a
-            // slot just taken stops counting until its flow's next packet.
             // Nothing counted since the last flush: the slot is free for
-            // another flow (its own takes it back with its next packet).
-            if core::ptr::read_volatile(&raw const (*slot).hit_flags) != [0, 0] {
-                let key = core::ptr::read_volatile(&raw const (*slot).key);
-                let first_seen = core::ptr::read_volatile(&raw const (*slot).entry_first_seen_ns);
-                match NETGOV_FLOWS.get_ptr(key) {
-                    Some(stats) if (*stats).first_seen_ns == first_seen => {}
-                    _ => core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]),
-                }
-            }
+            // another flow, and counts nothing until a packet's `offer`
+            // takes it (its own flow's next one, if no other's comes
+            // first), which checks the flow's entry again.
             set_tag(index, 0);
             return;
         }

@@ -351,6 +351,7 @@ fn account_keyed(hook: Hook, packet: &Packet, key: FlowKey, direction: u8) -> Op
         // Another CPU created the entry between our lookup and insert.
         Err(EEXIST) => match NETGOV_FLOWS.get_ptr_mut(key) {
             Some(stats) => {
+                cache::forget(place, &key);
                 let before = Before::of(stats, dir);
                 update(stats, dir, now, packet, bits, &key, hook);
                 return Some(before);

@@ -32,6 +32,8 @@ impl Datapath {
     /// The other CPUs are flushed all the same.
     pub fn flush_cache(&self) -> Result<(), DatapathError> {
         let fd = self.loaded_fd(names::FLUSH_PROGRAM)?;
+        // A poisoned lock guards nothing broken: the flush holds no state.
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let cpus =
             aya::util::online_cpus().map_err(|(_, source)| DatapathError::OnlineCpus { source })?;
         let mut first_error = None;

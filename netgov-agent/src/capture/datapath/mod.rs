@@ -88,6 +88,9 @@ pub struct Datapath {
     owner: Option<Ownership>,
     /// Kernel ids of the from-pod and to-pod programs.
     program_ids: (u32, u32),
+    /// Held while the flow caches are flushed: two flushes at once on one
+    /// CPU would both add the same counts.
+    flushing: std::sync::Mutex<()>,
 }
 
 /// The maps user space reads.
@@ -162,6 +165,7 @@ impl Datapath {
             attached: BTreeMap::new(),
             owner,
             program_ids,
+            flushing: std::sync::Mutex::new(()),
         })
     }
 
