@@ -119,6 +119,19 @@ fn tcp(src: [u8; 4], src_port: u16, dst: [u8; 4], dst_port: u16, flags: u32) -> 
     ipv4(src, dst, proto::TCP, &transport)
 }
 
+/// The client's SYN and three ACKs on CLIENT:40000 → SERVER:443: the
+/// fourth packet makes the flow's direction cacheable.
+fn open_connection(harness: &Harness) {
+    for flags in [
+        tcp_flags::SYN,
+        tcp_flags::ACK,
+        tcp_flags::ACK,
+        tcp_flags::ACK,
+    ] {
+        harness.send(Hook::FromPod, &tcp(CLIENT, 40000, SERVER, 443, flags));
+    }
+}
+
 /// What an entry holds per direction, without its times.
 fn counts(stats: &FlowStats) -> ([u64; 2], [u64; 2], [u64; 2]) {
     (stats.packets, stats.bytes, stats.flags)
@@ -345,14 +358,7 @@ fn a_reset_from_the_other_end_stops_the_cache_at_once() {
 fn a_flow_started_again_before_a_flush_is_not_counted_in_the_old_ones_slot() {
     let mut harness = Harness::new();
     let client = |flags| tcp(CLIENT, 40000, SERVER, 443, flags);
-    for flags in [
-        tcp_flags::SYN,
-        tcp_flags::ACK,
-        tcp_flags::ACK,
-        tcp_flags::ACK,
-    ] {
-        harness.send(Hook::FromPod, &client(flags));
-    }
+    open_connection(&harness);
     harness.send(Hook::FromPod, &client(tcp_flags::ACK));
     let (key, stats) = harness.entries()[0];
     assert_eq!(stats.packets, [4, 0]);
@@ -379,14 +385,7 @@ fn a_flow_started_again_on_the_same_ports_does_not_inherit_the_earlier_ones_flag
     let mut harness = Harness::new();
     let client = |flags| tcp(CLIENT, 40000, SERVER, 443, flags);
     const ECE: u32 = 0x40;
-    for flags in [
-        tcp_flags::SYN,
-        tcp_flags::ACK,
-        tcp_flags::ACK,
-        tcp_flags::ACK,
-    ] {
-        harness.send(Hook::FromPod, &client(flags));
-    }
+    open_connection(&harness);
     // ECE is new: it reaches the entry, and the slot learns it; the next
     // two are cached with it.
     for _ in 0..3 {
