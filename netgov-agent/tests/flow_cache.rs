@@ -74,10 +74,14 @@ impl Harness {
 /// on another CPU meets another cache (counted all the same, but not the
 /// way a test expects when it reads the map before a flush).
 fn pin_to_first_cpu() {
+    pin_to(0);
+}
+
+fn pin_to(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes within it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         let result = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
         assert_eq!(
             result,
@@ -406,4 +410,62 @@ fn a_flow_started_again_on_the_same_ports_does_not_inherit_the_earlier_ones_flag
         ([6, 0], [6 * TCP_BYTES, 0], [FROM_POD | SYN | ACK, 0])
     );
     assert_eq!(harness.counter(Counter::CachedPacketsLost), 0);
+}
+
+#[test]
+fn counts_stay_exact_while_flushes_interrupt_packets_on_every_cpu() {
+    let harness = Harness::new();
+    // Every online CPU (this thread is pinned to the first already).
+    // SAFETY: a plain query.
+    let cpus = usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
+    assert!(cpus >= 2, "the test needs two CPUs to interleave on");
+    const FLOWS: u16 = 64;
+    const ROUNDS: u64 = 1500;
+    let sending = std::sync::atomic::AtomicUsize::new(cpus);
+    let flushes = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for cpu in 0..cpus {
+            let (harness, sending) = (&harness, &sending);
+            scope.spawn(move || {
+                pin_to(cpu);
+                let frames: Vec<_> = (0..FLOWS)
+                    .map(|port| udp(CLIENT, 30000 + port, SERVER, 8080))
+                    .collect();
+                for _ in 0..ROUNDS {
+                    frames
+                        .iter()
+                        .for_each(|frame| harness.send(Hook::FromPod, frame));
+                }
+                sending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        // On the first CPU (as this thread): its flushes reach the other
+        // CPUs as IPIs, in the middle of their programs.
+        scope.spawn(|| {
+            while sending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                harness.flush();
+                flushes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    });
+    harness.flush();
+    let expected = cpus as u64 * ROUNDS;
+    let entries = harness.entries();
+    assert_eq!(entries.len(), usize::from(FLOWS));
+    for (key, stats) in entries {
+        assert_eq!(
+            counts(&stats),
+            ([expected, 0], [expected * UDP_BYTES, 0], [FROM_POD, 0]),
+            "flow from port {} ({} flushes ran meanwhile)",
+            key.port_a,
+            flushes.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+    assert_eq!(harness.counter(Counter::CachedPacketsLost), 0);
+    let flushes = flushes.into_inner();
+    eprintln!(
+        "{flushes} flushes ran while {cpus} CPUs sent {} packets",
+        expected * u64::from(FLOWS)
+    );
+    assert!(flushes > 10, "the flushes ran while packets were sent");
 }
