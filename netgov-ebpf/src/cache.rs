@@ -127,6 +127,18 @@ fn set_tag(index: u32, tag: u32) {
     }
 }
 
+/// Stops slot `index` counting: its flow's next packet goes to the entry
+/// (the key and anything unflushed stay, for the flush).
+///
+/// # Safety
+/// `slot` is this CPU's slot `index`.
+#[inline(always)]
+unsafe fn stop_counting(slot: *mut CachedFlow, index: u32) {
+    // SAFETY: forwarded from the caller.
+    unsafe { core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]) };
+    set_tag(index, 0);
+}
+
 /// Counts the packet in its slot when the slot holds the flow and the
 /// packet brings no flag bit the slot does not allow; `false` sends the
 /// packet to the flow's entry.
@@ -209,13 +221,15 @@ pub(crate) fn offer(place: Place, key: &FlowKey, dir: usize, stats: *const FlowS
             core::ptr::read_volatile(&raw const (*stats).flags[1]),
         ];
         let ended = (flags[0] | flags[1]) & ENDING != 0;
-        let hit_flags = |d: usize| {
-            if ended {
-                0
-            } else if packets[d] > MAX_BEFORE_HELLO {
-                flags[d] & !(tcp_flags::TRANSITIONS as u64) | ESTABLISHED
-            } else {
-                flags[d] & !(tcp_flags::TRANSITIONS as u64)
+        let hit_flags = |d: usize| match (ended, packets[d] > MAX_BEFORE_HELLO) {
+            (true, _) => 0,
+            (false, established) => {
+                let bits = flags[d] & !(tcp_flags::TRANSITIONS as u64);
+                if established {
+                    bits | ESTABLISHED
+                } else {
+                    bits
+                }
             }
         };
         let entry_first_seen = core::ptr::read_volatile(&raw const (*stats).first_seen_ns);
@@ -226,8 +240,7 @@ pub(crate) fn offer(place: Place, key: &FlowKey, dir: usize, stats: *const FlowS
         if !holds_flow || earlier_flow {
             if ended || holds_unflushed(slot) {
                 if earlier_flow {
-                    core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
-                    place.set_tag(0);
+                    stop_counting(slot, place.index());
                 }
                 return;
             }
@@ -252,8 +265,7 @@ pub(crate) fn forget(place: Place, key: &FlowKey) {
     // SAFETY: this CPU's slot.
     unsafe {
         if same_key(&raw const (*slot).key, key) {
-            core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
-            place.set_tag(0);
+            stop_counting(slot, place.index());
         }
     }
 }
@@ -312,8 +324,7 @@ fn flush(index: u32) {
         let last_seen_ns = core::ptr::read_volatile(&raw const (*slot).last_seen_ns);
         let first_seen = core::ptr::read_volatile(&raw const (*slot).entry_first_seen_ns);
         let Some(stats) = NETGOV_FLOWS.get_ptr_mut(key) else {
-            core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
-            set_tag(index, 0);
+            stop_counting(slot, index);
             if let Some(lost) = NETGOV_COUNTERS.get_ptr_mut(Counter::CachedPacketsLost as u32) {
                 // Only the flush counts this one, and flushes on a CPU
                 // do not interrupt each other.
@@ -326,8 +337,7 @@ fn flush(index: u32) {
         // Packets of this key all the same, but an entry made anew since
         // the slot was taken: its flow's first packets must reach it.
         if (*stats).first_seen_ns != first_seen {
-            core::ptr::write_volatile(&raw mut (*slot).hit_flags, [0, 0]);
-            set_tag(index, 0);
+            stop_counting(slot, index);
         }
         // Unconditional (adding 0, setting no bit): fewer paths for the
         // verifier, and the flush is not on any packet's path.
