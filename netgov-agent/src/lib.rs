@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod export;
+pub mod hubble;
 pub mod input;
 pub mod judge;
 pub mod names;

@@ -42,12 +42,16 @@ fn kubernetes_validate(objects: &[&Value]) -> (bool, String) {
     (result.status.success(), printed)
 }
 
-/// Runs the prometheus-operator schema validator on `objects`.
-fn prometheus_operator_validate(objects: &[&Value]) -> (bool, String) {
-    let models = tools_dir().join("node/node_modules/@kubernetes-models/prometheus-operator");
+/// Runs the schema validator of the custom resources of `apiVersion` on
+/// `objects`, with the @kubernetes-models package `models`.
+fn crd_validate(models: &str, api_version: &str, objects: &[&Value]) -> (bool, String) {
+    let models = tools_dir()
+        .join("node/node_modules/@kubernetes-models")
+        .join(models);
     let mut child = Command::new("node")
-        .arg(workspace_root().join("netgov-agent/tests/deploy/validate_prometheus_operator.mjs"))
+        .arg(workspace_root().join("netgov-agent/tests/deploy/validate_crds.mjs"))
         .arg(&models)
+        .arg(api_version)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,8 +70,22 @@ fn prometheus_operator_validate(objects: &[&Value]) -> (bool, String) {
     (result.status.success(), printed)
 }
 
+/// Runs the prometheus-operator schema validator on `objects`.
+fn prometheus_operator_validate(objects: &[&Value]) -> (bool, String) {
+    crd_validate("prometheus-operator", "monitoring.coreos.com/v1", objects)
+}
+
+/// Runs the cert-manager schema validator on `objects`.
+fn cert_manager_validate(objects: &[&Value]) -> (bool, String) {
+    crd_validate("cert-manager", "cert-manager.io/v1", objects)
+}
+
+/// A fresh directory: one per call, as tests run in parallel threads of
+/// one process.
 fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("netgov-{tag}-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("netgov-{tag}-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -560,4 +578,278 @@ fn the_documented_runbook_base_moves_every_runbook_url() {
             format!("https://wiki.example.com/netgov/runbook#{alert}")
         );
     }
+}
+
+/// The args of a container, as strings.
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_sequence()
+        .map(|args| args.iter().map(|a| string(a, "args")).collect())
+        .unwrap_or_default()
+}
+
+/// The secret mounted at the directory of `file` in `pod`'s `container`.
+fn secret_behind<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a str {
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| file.starts_with(string(&m["mountPath"], "mountPath")))
+        .unwrap_or_else(|| panic!("no volume holds {file}"));
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    string(&volume["secret"]["secretName"], "secretName")
+}
+
+/// The Hubble overlay, TLS on: every object valid (cert-manager's too);
+/// the agent's Hubble flags are its own and parse; Relay dials the peer
+/// Service at its port, with a client certificate from the CA that signed
+/// the agents' (whose names cover what the peer service announces); the UI
+/// reads Relay; images pinned.
+#[test]
+fn the_hubble_overlay_wires_agents_relay_and_ui_with_mutual_tls() {
+    let objects = render("overlays/hubble");
+    let (cert_manager, core): (Vec<&Value>, Vec<&Value>) = objects
+        .iter()
+        .partition(|o| o["apiVersion"].as_str() == Some("cert-manager.io/v1"));
+    let (valid, printed) = kubernetes_validate(&core);
+    assert!(valid, "{printed}");
+    assert_eq!(
+        printed.matches(" passed for resource ").count(),
+        core.len(),
+        "{printed}"
+    );
+    let (valid, printed) = cert_manager_validate(&cert_manager);
+    assert!(valid, "{printed}");
+    assert_eq!(printed.matches("ok ").count(), 5, "{printed}");
+
+    let daemonset = object(&objects, "DaemonSet", Some("netgov"));
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let agent = &pod["containers"][0];
+    let args = args_of(agent);
+    let cli = Cli::try_parse_from(std::iter::once("netgov").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("the DaemonSet's args do not parse: {e}"));
+    let Subcommand::Agent(agent_args) = cli.command else {
+        panic!("not `netgov agent`");
+    };
+    let hubble = agent_args
+        .hubble
+        .options()
+        .expect("valid")
+        .expect("Hubble on");
+    let listen = hubble.listen.expect("a listener");
+    assert_eq!(listen.port(), 4244);
+    let hubble_port = agent["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("hubble"))
+        .expect("port hubble");
+    assert_eq!(hubble_port["containerPort"].as_u64(), Some(4244));
+    let env: Vec<(&str, &str)> = agent["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?,
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?,
+            ))
+        })
+        .collect();
+    assert!(
+        env.contains(&("POD_NAME", "metadata.name"))
+            && env.contains(&("POD_NAMESPACE", "metadata.namespace")),
+        "{env:?}"
+    );
+
+    // The agents' certificate, key and client CA come from the server
+    // certificate's secret, whose names cover every peer's TLS name.
+    let tls = hubble.tls.expect("TLS on");
+    let server_secret = secret_behind(pod, agent, tls.cert.to_str().expect("utf-8"));
+    assert_eq!(
+        secret_behind(pod, agent, tls.key.to_str().expect("utf-8")),
+        server_secret
+    );
+    assert_eq!(
+        secret_behind(pod, agent, tls.client_cas[0].to_str().expect("utf-8")),
+        server_secret
+    );
+    let certificates: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Certificate")
+        .collect();
+    let by_secret = |secret: &str| {
+        *certificates
+            .iter()
+            .find(|c| c["spec"]["secretName"].as_str() == Some(secret))
+            .unwrap_or_else(|| panic!("no Certificate makes {secret}"))
+    };
+    let server = by_secret(server_secret);
+    let names: Vec<&str> = server["spec"]["dnsNames"]
+        .as_sequence()
+        .expect("dnsNames")
+        .iter()
+        .map(|n| string(n, "dnsName"))
+        .collect();
+    for peer in ["ip-10-0-0-1.ec2.internal", "node-1", "hubble-peer"] {
+        let name = netgov_agent::hubble::peer::tls_server_name(peer);
+        let covered = names.iter().any(|n| {
+            n.strip_prefix("*.")
+                .is_some_and(|domain| name.split_once('.').is_some_and(|(_, rest)| rest == domain))
+        });
+        assert!(covered, "{name} is not covered by {names:?}");
+    }
+
+    // Peer Service: node-local, the agents' Hubble port, TLS's 443.
+    let peer = object(&objects, "Service", Some("hubble-peer"));
+    assert_eq!(
+        peer["spec"]["internalTrafficPolicy"].as_str(),
+        Some("Local")
+    );
+    assert_eq!(
+        peer["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("hubble")
+    );
+    assert_eq!(peer["spec"]["ports"][0]["port"].as_u64(), Some(443));
+    for (key, value) in peer["spec"]["selector"].as_mapping().expect("selector") {
+        assert_eq!(
+            &pod_labels(daemonset)[key],
+            value,
+            "the peer Service selects the agents"
+        );
+    }
+
+    // Relay: dials the peer Service over TLS with a client certificate of
+    // the agents' CA.
+    let relay = object(&objects, "Deployment", Some("hubble-relay"));
+    let relay_pod = &relay["spec"]["template"]["spec"];
+    let relay_container = &relay_pod["containers"][0];
+    let relay_args = args_of(relay_container);
+    let flag = |name: &str| {
+        relay_args
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("Relay has no --{name}: {relay_args:?}"))
+    };
+    assert_eq!(
+        flag("peer-service"),
+        "hubble-peer.netgov.svc.cluster.local:443"
+    );
+    assert!(
+        !relay_args.contains(&"--disable-client-tls"),
+        "{relay_args:?}"
+    );
+    let client_secret = secret_behind(
+        relay_pod,
+        relay_container,
+        flag("tls-hubble-client-cert-file"),
+    );
+    assert_eq!(
+        secret_behind(
+            relay_pod,
+            relay_container,
+            flag("tls-hubble-client-key-file")
+        ),
+        client_secret
+    );
+    assert_eq!(
+        secret_behind(
+            relay_pod,
+            relay_container,
+            flag("tls-hubble-server-ca-files")
+        ),
+        client_secret
+    );
+    let client = by_secret(client_secret);
+    assert_eq!(
+        client["spec"]["issuerRef"], server["spec"]["issuerRef"],
+        "one CA signs both"
+    );
+    assert!(
+        client["spec"]["usages"]
+            .as_sequence()
+            .expect("usages")
+            .iter()
+            .any(|u| u.as_str() == Some("client auth"))
+    );
+    let relay_service = object(&objects, "Service", Some("hubble-relay"));
+
+    // The UI reads Relay's Service.
+    let ui = object(&objects, "Deployment", Some("hubble-ui"));
+    let backend = ui["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"].as_str() == Some("backend"))
+        .expect("backend");
+    let flows_api = backend["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("FLOWS_API_ADDR"))
+        .expect("FLOWS_API_ADDR");
+    assert_eq!(
+        flows_api["value"].as_str(),
+        Some(
+            format!(
+                "hubble-relay.netgov.svc:{}",
+                relay_service["spec"]["ports"][0]["port"]
+                    .as_u64()
+                    .expect("port")
+            )
+            .as_str()
+        )
+    );
+
+    // Upstream images, each pinned to a release.
+    for deployment in [relay, ui] {
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .expect("containers")
+        {
+            let image = string(&container["image"], "image");
+            let (repository, tag) = image.rsplit_once(':').expect("a tag");
+            assert!(repository.starts_with("quay.io/cilium/"), "{image}");
+            assert!(
+                tag.starts_with('v') && tag[1..].split('.').count() == 3,
+                "{image} is not pinned"
+            );
+        }
+    }
+}
+
+/// The overlay without TLS: no certificate anywhere, the agents in plain
+/// text, Relay without client TLS on the peer Service's port 80.
+#[test]
+fn the_hubble_overlay_without_tls_has_no_certificates() {
+    let objects = render("overlays/hubble-no-tls");
+    let (valid, printed) = kubernetes_validate(&objects.iter().collect::<Vec<_>>());
+    assert!(valid, "{printed}");
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["apiVersion"].as_str() == Some("cert-manager.io/v1"))
+    );
+    let agent =
+        &object(&objects, "DaemonSet", Some("netgov"))["spec"]["template"]["spec"]["containers"][0];
+    let args = args_of(agent);
+    assert!(args.contains(&"--hubble-listen-address=:4244"));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--hubble-tls")),
+        "{args:?}"
+    );
+    let relay = &object(&objects, "Deployment", Some("hubble-relay"))["spec"]["template"]["spec"]["containers"]
+        [0];
+    let relay_args = args_of(relay);
+    assert!(relay_args.contains(&"--disable-client-tls"));
+    assert!(relay_args.contains(&"--peer-service=hubble-peer.netgov.svc.cluster.local:80"));
+    assert_eq!(
+        object(&objects, "Service", Some("hubble-peer"))["spec"]["ports"][0]["port"].as_u64(),
+        Some(80)
+    );
 }

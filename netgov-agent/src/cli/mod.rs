@@ -174,6 +174,121 @@ pub struct AgentArgs {
     /// This node's name, to know which pods are local.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// The Hubble API server (Cilium's flag names).
+    #[command(flatten)]
+    pub hubble: HubbleArgs,
+}
+
+/// `netgov agent`'s Hubble API server, with Cilium's flag names.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Hubble API")]
+pub struct HubbleArgs {
+    /// Serve the Hubble API (observer.Observer, peer.Peer, gRPC health and
+    /// reflection) on this address, e.g. `:4244`; off when not given.
+    #[arg(long, value_name = "ADDR", env = "NETGOV_HUBBLE_LISTEN_ADDRESS", value_parser = parse_listen_address)]
+    pub hubble_listen_address: Option<std::net::SocketAddr>,
+    /// The server's certificate (PEM): serve TLS.
+    #[arg(long, value_name = "FILE", env = "NETGOV_HUBBLE_TLS_CERT_FILE", requires_all = ["hubble_listen_address", "hubble_tls_key_file"])]
+    pub hubble_tls_cert_file: Option<std::path::PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NETGOV_HUBBLE_TLS_KEY_FILE",
+        requires = "hubble_tls_cert_file"
+    )]
+    pub hubble_tls_key_file: Option<std::path::PathBuf>,
+    /// CAs of the clients to accept (PEM; comma-separated or repeated):
+    /// mutual TLS, as Hubble Relay uses it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NETGOV_HUBBLE_TLS_CLIENT_CA_FILES",
+        value_delimiter = ',',
+        requires = "hubble_tls_cert_file"
+    )]
+    pub hubble_tls_client_ca_files: Vec<std::path::PathBuf>,
+    /// Hubble events kept for clients that ask for past flows.
+    #[arg(long, value_name = "N", env = "NETGOV_HUBBLE_EVENT_BUFFER_CAPACITY", default_value_t = crate::hubble::ring::DEFAULT_CAPACITY)]
+    pub hubble_event_buffer_capacity: usize,
+    /// Write every Hubble event to this file, in Hubble's JSON export
+    /// format (works without the server too).
+    #[arg(long, value_name = "PATH", env = "NETGOV_HUBBLE_EXPORT_FILE_PATH")]
+    pub hubble_export_file_path: Option<std::path::PathBuf>,
+    /// Rotate the export file past this many megabytes.
+    #[arg(long, value_name = "MB", env = "NETGOV_HUBBLE_EXPORT_FILE_MAX_SIZE_MB", default_value_t = crate::hubble::export::DEFAULT_MAX_SIZE_MB, requires = "hubble_export_file_path")]
+    pub hubble_export_file_max_size_mb: u64,
+    /// This agent's own pod's namespace (the downward API's
+    /// `metadata.namespace`): with `--pod-name`, the peer service announces
+    /// every node running a pod of the same DaemonSet.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "POD_NAMESPACE",
+        requires = "pod_name"
+    )]
+    pub pod_namespace: Option<String>,
+    /// This agent's own pod's name (the downward API's `metadata.name`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "POD_NAME",
+        requires = "pod_namespace"
+    )]
+    pub pod_name: Option<String>,
+    /// Rotated export files kept.
+    #[arg(long, value_name = "N", env = "NETGOV_HUBBLE_EXPORT_FILE_MAX_BACKUPS", default_value_t = crate::hubble::export::DEFAULT_MAX_BACKUPS, requires = "hubble_export_file_path")]
+    pub hubble_export_file_max_backups: usize,
+}
+
+/// `:4244` (every address, as Cilium writes it) or `HOST:PORT`.
+fn parse_listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("expected `:PORT` or `ADDRESS:PORT`, got {text:?}"))
+}
+
+impl HubbleArgs {
+    /// The Hubble options, when the server or the export is asked for.
+    ///
+    /// # Errors
+    /// [`AgentArgsError::HubbleCapacity`] for a capacity out of range.
+    pub fn options(&self) -> Result<Option<crate::hubble::HubbleOptions>, AgentArgsError> {
+        use crate::hubble::ring::MAX_CAPACITY;
+        if self.hubble_listen_address.is_none() && self.hubble_export_file_path.is_none() {
+            return Ok(None);
+        }
+        let capacity = self.hubble_event_buffer_capacity;
+        if !(1..=MAX_CAPACITY).contains(&capacity) {
+            return Err(AgentArgsError::HubbleCapacity(capacity));
+        }
+        Ok(Some(crate::hubble::HubbleOptions {
+            listen: self.hubble_listen_address,
+            tls: match (&self.hubble_tls_cert_file, &self.hubble_tls_key_file) {
+                (Some(cert), Some(key)) => Some(crate::hubble::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_cas: self.hubble_tls_client_ca_files.clone(),
+                }),
+                _ => None,
+            },
+            capacity,
+            export: self.hubble_export_file_path.as_ref().map(|path| {
+                crate::hubble::export::ExportOptions {
+                    path: path.clone(),
+                    max_size_bytes: self
+                        .hubble_export_file_max_size_mb
+                        .saturating_mul(1_000_000),
+                    max_backups: self.hubble_export_file_max_backups,
+                }
+            }),
+            pod: self.pod_namespace.clone().zip(self.pod_name.clone()),
+        }))
+    }
 }
 
 /// A bad `netgov agent` setting.
@@ -182,6 +297,9 @@ pub enum AgentArgsError {
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// `--hubble-event-buffer-capacity` out of range.
+    #[error("--hubble-event-buffer-capacity {0}: expected 1 to 1048576 events")]
+    HubbleCapacity(usize),
 }
 
 impl AgentArgs {
@@ -228,6 +346,7 @@ impl AgentArgs {
                 node_name: self.node_name.clone(),
             },
             staged: self.staged.clone(),
+            hubble: self.hubble.options()?,
         })
     }
 }

@@ -301,3 +301,20 @@ impl Manifests {
         (cluster, errors)
     }
 }
+
+/// The cluster state of YAML manifests, for tests; panics on any error.
+#[cfg(test)]
+pub(crate) fn cluster_from_yaml(yaml: &str) -> crate::state::ClusterState {
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    parse_file(
+        std::path::Path::new("test.yaml"),
+        yaml,
+        &mut manifests,
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:#?}");
+    let (cluster, errors) = manifests.into_cluster();
+    assert!(errors.is_empty(), "{errors:#?}");
+    cluster
+}

@@ -349,6 +349,12 @@ impl ClusterState {
         self.generation += 1;
     }
 
+    /// A node's InternalIP and ExternalIP addresses (none for a node not
+    /// known).
+    pub fn node_addresses(&self, name: &str) -> &[IpAddr] {
+        self.node_ips.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// Removes a node.
     pub fn delete_node(&mut self, name: &str) {
         self.node_labels.remove(name);

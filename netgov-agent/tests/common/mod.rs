@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod agent;
+pub mod hubble;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};

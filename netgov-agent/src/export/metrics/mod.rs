@@ -98,6 +98,7 @@ pub struct Metrics {
     cluster_errors: Family<ResourceLabels, Counter>,
     policy_compile_errors: Gauge,
     flow_log_errors: Counter,
+    hubble_export_errors: Counter,
     http_rejected: Counter,
     attachments_restored: Counter,
     attachments_missing: Gauge,
@@ -141,6 +142,7 @@ impl Metrics {
             cluster_errors: Family::default(),
             policy_compile_errors: Gauge::default(),
             flow_log_errors: Counter::default(),
+            hubble_export_errors: Counter::default(),
             http_rejected: Counter::default(),
             attachments_restored: Counter::default(),
             attachments_missing: Gauge::default(),
@@ -226,6 +228,11 @@ impl Metrics {
             "flow_log_errors",
             "Flow-log records that could not be written (the first of each run of failures is logged)",
             metrics.flow_log_errors.clone(),
+        );
+        registry.register(
+            "hubble_export_errors",
+            "Hubble export lines that could not be written (the first of each run of failures is logged)",
+            metrics.hubble_export_errors.clone(),
         );
         registry.register(
             "http_connections_rejected",
@@ -384,6 +391,11 @@ impl Metrics {
     /// Counts a flow-log record that could not be written.
     pub fn count_flow_log_error(&self) {
         self.flow_log_errors.inc();
+    }
+
+    /// Counts a Hubble export line that could not be written.
+    pub fn count_hubble_export_error(&self) {
+        self.hubble_export_errors.inc();
     }
 
     /// The capture's state: interfaces attached, live flows in the flow

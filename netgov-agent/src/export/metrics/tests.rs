@@ -78,6 +78,7 @@ fn the_exposition_is_pinned() {
     metrics.set_unprotected_pods(&[(("dev".to_owned(), Direction::Egress), 3)].into());
     metrics.count_lost(LossStage::KernelRingbuf, 4);
     metrics.count_lost(LossStage::Evaluate, 1);
+    metrics.count_lost(LossStage::HubbleExport, 2);
     metrics.record_capture(3, 10, 2);
     metrics.record_resource(
         ResourceKind::Pod,
@@ -88,6 +89,7 @@ fn the_exposition_is_pinned() {
     metrics.record_resource(ResourceKind::NetworkPolicy, false, 0, None);
     metrics.set_policy_compile_errors(1);
     metrics.count_flow_log_error();
+    metrics.count_hubble_export_error();
     metrics.count_not_judged(crate::judge::NotJudged::IcmpError);
     metrics.set_ready(true);
     metrics.set_governed_namespaces(["ai"]);

@@ -1,0 +1,459 @@
+//! `netgov agent --hubble-listen-address` on a simulated node, read by
+//! Hubble's own clients: the `hubble` CLI (observe with filters, follow,
+//! status, list nodes, the export file as input), grpcurl (reflection,
+//! health, peer.Peer/Notify) and hubble-audit2policy (the export file).
+//! An allowed, a denied-but-delivered and a denied-and-dropped connection
+//! each appear with Hubble's verdict and the deciding NetworkPolicy.
+//!
+//! Privileged: needs root. These tests fail (never skip) without it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::agent::{call, serve, start_agent_on, write_agent_files};
+use common::hubble::{command_in, hubble, json_lines, json_values};
+use common::{nft_load, testbed};
+use netgov_testbed::Pod;
+use serde_json::Value;
+
+/// Where the agents of these tests serve Hubble, in their node namespace.
+const HUBBLE: &str = "127.0.0.1:4244";
+
+/// Namespace `ml` (label team=ml): `server` (a Deployment's pod) admits
+/// `client-a` only; `client-b` is denied. Two nodes, each running a pod of
+/// the `netgov` DaemonSet.
+fn cluster_state(pods: &[Pod]) -> String {
+    let pod = |name: &str, app: &str, pod: &Pod, extra: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: ml, labels: {{app: {app}{extra}}}{owner}}}\n\
+             spec: {{nodeName: node-1, containers: [{{name: c, image: i}}]}}\nstatus: {{podIP: {ip}}}\n",
+            ip = pod.ipv4,
+            owner = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: {app}-5d8f7c, uid: u1, controller: true}}]"
+                )
+            },
+        )
+    };
+    let agent = |node: &str, ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\nstatus: {{addresses: [{{type: InternalIP, address: {ip}}}]}}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: netgov-{node}, namespace: netgov, \
+             ownerReferences: [{{apiVersion: apps/v1, kind: DaemonSet, name: netgov, uid: u2, controller: true}}]}}\n\
+             spec: {{nodeName: {node}, hostNetwork: true, containers: [{{name: agent, image: netgov}}]}}\nstatus: {{podIP: {ip}}}\n"
+        )
+    };
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: ml, labels: {team: ml}}\n".to_owned()
+        + &pod(
+            "server-0",
+            "server",
+            &pods[0],
+            ", pod-template-hash: 5d8f7c",
+        )
+        + &pod("client-a-0", "client-a", &pods[1], "")
+        + &pod("client-b-0", "client-b", &pods[2], "")
+        + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+           metadata: {name: server-admits-a, namespace: ml}\n\
+           spec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {matchLabels: {app: client-a}}}]}]}\n"
+        + &agent("node-1", "10.250.0.1")
+        + &agent("node-2", "10.250.0.2")
+}
+
+/// A Hubble flow as one line: `src -> dst:port VERDICT [reason]
+/// DIRECTION allowed:[..] denied:[..]`.
+fn line(response: &Value) -> String {
+    let flow = &response["flow"];
+    let end = |e: &Value| {
+        format!(
+            "{}/{}",
+            e["namespace"].as_str().unwrap_or(""),
+            e["pod_name"].as_str().unwrap_or("")
+        )
+    };
+    let policies = |key: &str| {
+        flow[key].as_array().map_or("-".to_owned(), |list| {
+            list.iter()
+                .map(|p| {
+                    format!(
+                        "{}:{}/{}",
+                        p["kind"].as_str().unwrap_or(""),
+                        p["namespace"].as_str().unwrap_or(""),
+                        p["name"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    };
+    let reason = flow["drop_reason_desc"]
+        .as_str()
+        .map_or(String::new(), |r| format!(" {r}"));
+    format!(
+        "{} -> {}:{} {}{reason} {} allowed:{} denied:{}",
+        end(&flow["source"]),
+        end(&flow["destination"]),
+        flow["l4"]["TCP"]["destination_port"],
+        flow["verdict"].as_str().unwrap_or("VERDICT_UNKNOWN"),
+        flow["traffic_direction"]
+            .as_str()
+            .unwrap_or("TRAFFIC_DIRECTION_UNKNOWN"),
+        policies("ingress_allowed_by"),
+        policies("ingress_denied_by"),
+    )
+}
+
+fn lines(responses: &[Value]) -> Vec<String> {
+    responses.iter().map(line).collect()
+}
+
+/// `hubble observe --last 1000 -o jsonpb ARGS`, its responses.
+fn observe(testbed: &netgov_testbed::Testbed, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["observe", "--last", "1000", "-o", "jsonpb"];
+    all.extend_from_slice(args);
+    let output = hubble(testbed.node(), HUBBLE, &all);
+    assert!(
+        output.status.success(),
+        "hubble {all:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json_lines(&output)
+}
+
+const A_ALLOWED: &str = "ml/client-a-0 -> ml/server-0:8080 FORWARDED INGRESS allowed:NetworkPolicy:ml/server-admits-a denied:-";
+const B_AUDIT: &str = "ml/client-b-0 -> ml/server-0:8080 AUDIT INGRESS allowed:- denied:NetworkPolicy:ml/server-admits-a";
+const B_UNKNOWN: &str = "ml/client-b-0 -> ml/server-0:9090 VERDICT_UNKNOWN INGRESS allowed:- denied:NetworkPolicy:ml/server-admits-a";
+const B_DROPPED: &str = "ml/client-b-0 -> ml/server-0:9090 DROPPED POLICY_DENIED INGRESS allowed:- denied:NetworkPolicy:ml/server-admits-a";
+const A_ALLOWED_8081: &str = "ml/client-a-0 -> ml/server-0:8081 FORWARDED INGRESS allowed:NetworkPolicy:ml/server-admits-a denied:-";
+
+#[test]
+fn hubble_clients_show_netgov_verdicts() {
+    let testbed = testbed("hubble", 3);
+    let pods = testbed.pods();
+    let (server, client_a, client_b) = (&pods[0], &pods[1], &pods[2]);
+    let (state, config) =
+        write_agent_files("hubble", &cluster_state(pods), "answerWindowSeconds: 1\n");
+    let export = state.with_file_name("hubble-export.json");
+    let _ = std::fs::remove_file(&export);
+    // A firewall in the node stands in for an enforcing CNI on port 9090.
+    nft_load(
+        testbed.node(),
+        &format!(
+            "table bridge ngtest {{\n chain forward {{ type filter hook forward priority 0; ip daddr {} tcp dport 9090 drop; }}\n}}",
+            server.ipv4
+        ),
+    );
+    let _agent = start_agent_on(
+        &testbed,
+        "node-1",
+        &state,
+        &config,
+        &[
+            "--drain-interval",
+            "0.3",
+            "--hubble-listen-address",
+            HUBBLE,
+            "--hubble-export-file-path",
+            export.to_str().expect("UTF-8"),
+            "--pod-namespace",
+            "netgov",
+            "--pod-name",
+            "netgov-node-1",
+        ],
+    );
+
+    // A follower of client-a's flows, started before any traffic.
+    let mut follower = command_in(testbed.node(), "hubble")
+        .args([
+            "observe",
+            "--server",
+            HUBBLE,
+            "--follow",
+            "-o",
+            "jsonpb",
+            "--from-pod",
+            "ml/client-a",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hubble observe --follow");
+    let (tx, followed) = mpsc::channel();
+    let stdout = follower.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let answered = serve(server, 8080, 2);
+    assert!(call(client_a, server.ipv4.into(), 8080), "allowed");
+    assert!(
+        call(client_b, server.ipv4.into(), 8080),
+        "denied, but nothing enforces it"
+    );
+    answered.join().expect("server");
+    assert!(
+        !call(client_b, server.ipv4.into(), 9090),
+        "the firewall drops it"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = observe(&testbed, &[]);
+        if all.len() >= 4 || Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let seen = lines(&all);
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        [A_ALLOWED, B_AUDIT, B_UNKNOWN, B_DROPPED]
+            .map(str::to_owned)
+            .into(),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen.len(),
+        4,
+        "one event per judgement and change: {seen:#?}"
+    );
+    let position = |wanted: &str| seen.iter().position(|l| l == wanted).expect("seen");
+    assert!(position(B_UNKNOWN) < position(B_DROPPED), "{seen:#?}");
+
+    // The allowed flow, whole where it is netgov's to say.
+    let allowed = &all[position(A_ALLOWED)];
+    let flow = &allowed["flow"];
+    assert_eq!(allowed["node_name"], "node-1");
+    assert_eq!(flow["node_name"], "node-1");
+    assert_eq!(flow["Type"], "L3_L4");
+    assert_eq!(flow["event_type"]["type"], 5);
+    assert_eq!(flow["is_reply"], false);
+    assert_eq!(flow["IP"]["source"], client_a.ipv4.to_string());
+    assert_eq!(flow["IP"]["destination"], server.ipv4.to_string());
+    assert_eq!(flow["IP"]["ipVersion"], "IPv4");
+    assert_eq!(flow["l4"]["TCP"]["flags"]["SYN"], true);
+    assert_eq!(
+        flow["destination"]["labels"],
+        serde_json::json!([
+            "k8s:app=server",
+            "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=ml",
+            "k8s:io.cilium.k8s.namespace.labels.team=ml",
+            "k8s:io.kubernetes.pod.namespace=ml",
+            "k8s:pod-template-hash=5d8f7c",
+        ])
+    );
+    assert_eq!(
+        flow["destination"]["workloads"],
+        serde_json::json!([{"name": "server", "kind": "Deployment"}])
+    );
+    assert_eq!(
+        flow["source"]["workloads"],
+        serde_json::json!([{"name": "client-a-0", "kind": "Pod"}])
+    );
+    assert_eq!(flow["emitter"]["name"], "netgov");
+    let uuids: BTreeSet<&str> = all
+        .iter()
+        .map(|r| r["flow"]["uuid"].as_str().expect("uuid"))
+        .collect();
+    assert_eq!(uuids.len(), 4, "a uuid per event");
+
+    // Filters, as a Hubble user types them.
+    assert_eq!(
+        lines(&observe(
+            &testbed,
+            &["--from-pod", "ml/client-b", "--verdict", "AUDIT"]
+        )),
+        [B_AUDIT]
+    );
+    assert_eq!(
+        lines(&observe(&testbed, &["--to-port", "9090"])),
+        [B_UNKNOWN, B_DROPPED]
+    );
+    assert_eq!(
+        lines(&observe(&testbed, &["--verdict", "DROPPED"])),
+        [B_DROPPED]
+    );
+    assert_eq!(
+        lines(&observe(&testbed, &["--from-label", "app=client-a"])),
+        [A_ALLOWED]
+    );
+    assert_eq!(
+        lines(&observe(
+            &testbed,
+            &["--to-workload", "server", "--from-pod", "ml/client-a"]
+        )),
+        [A_ALLOWED]
+    );
+    assert_eq!(observe(&testbed, &["--type", "policy-verdict"]).len(), 4);
+    assert_eq!(observe(&testbed, &["--type", "trace"]).len(), 0);
+    assert_eq!(
+        observe(&testbed, &["--from-pod", "client-a"]).len(),
+        0,
+        "no slash: namespace default"
+    );
+    let uuid = all[0]["flow"]["uuid"].as_str().expect("uuid");
+    assert_eq!(
+        lines(&observe(&testbed, &["--uuid", uuid])),
+        [line(&all[0])]
+    );
+    let refused = hubble(testbed.node(), HUBBLE, &["observe", "--http-status", "200"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("InvalidArgument")
+            && String::from_utf8_lossy(&refused.stderr)
+                .contains("filter field http_status_code is not supported by netgov"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The follower saw client-a's flow, and a new one as it is judged.
+    let next = serve(server, 8081, 1);
+    assert!(call(client_a, server.ipv4.into(), 8081));
+    next.join().expect("server");
+    let mut followed_lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while followed_lines.len() < 2 && Instant::now() < deadline {
+        if let Ok(text) = followed.recv_timeout(Duration::from_millis(200)) {
+            followed_lines.push(line(&serde_json::from_str(&text).expect("JSON")));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    while let Ok(text) = followed.try_recv() {
+        followed_lines.push(line(&serde_json::from_str(&text).expect("JSON")));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(followed_lines, [A_ALLOWED, A_ALLOWED_8081]);
+
+    // Status and nodes, as `hubble` prints them.
+    let status = hubble(testbed.node(), HUBBLE, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains(&format!("Healthcheck (via {HUBBLE}): Ok")),
+        "{status}"
+    );
+    assert!(
+        status.contains("Current/Max Flows: 5/4,095 (0.12%)"),
+        "{status}"
+    );
+    assert!(status.contains("Connected Nodes: 1/1"), "{status}");
+    let nodes = hubble(testbed.node(), HUBBLE, &["list", "nodes"]);
+    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
+    let row: Vec<&str> = nodes
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row.first().copied(), row.get(1).copied()),
+        (Some("node-1"), Some("Connected")),
+        "{nodes}"
+    );
+
+    // grpcurl: reflection, health, and the peers Relay would dial.
+    let grpcurl = |args: &[&str]| {
+        command_in(testbed.node(), "grpcurl")
+            .args(args)
+            .output()
+            .expect("run grpcurl")
+    };
+    let services = grpcurl(&["-plaintext", HUBBLE, "list"]);
+    let services = String::from_utf8_lossy(&services.stdout).into_owned();
+    for service in ["observer.Observer", "peer.Peer", "grpc.health.v1.Health"] {
+        assert!(
+            services.lines().any(|l| l == service),
+            "{service} in {services}"
+        );
+    }
+    let health = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"hubble.server.Observer"}"#,
+        HUBBLE,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert_eq!(
+        json_values(&health),
+        [serde_json::json!({"status": "SERVING"})]
+    );
+    // Notify streams until the client leaves: it is cut after 3 s.
+    let peers = grpcurl(&["-plaintext", "-max-time", "3", HUBBLE, "peer.Peer/Notify"]);
+    assert_eq!(
+        json_values(&peers),
+        [
+            serde_json::json!({"name": "node-1", "address": "10.250.0.1:4244", "type": "PEER_ADDED"}),
+            serde_json::json!({"name": "node-2", "address": "10.250.0.2:4244", "type": "PEER_ADDED"}),
+        ]
+    );
+
+    // The export file: every event, read back by Hubble's own tools.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&export).map_or(0, |t| t.lines().count()) < 5
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let export_path = export.to_str().expect("UTF-8");
+    let from_file = command_in(testbed.node(), "hubble")
+        .args(["observe", "--input-file", export_path, "-o", "jsonpb"])
+        .output()
+        .expect("hubble observe --input-file");
+    let mut exported = lines(&json_lines(&from_file));
+    exported.sort();
+    let mut expected =
+        [A_ALLOWED, A_ALLOWED_8081, B_AUDIT, B_UNKNOWN, B_DROPPED].map(str::to_owned);
+    expected.sort();
+    assert_eq!(exported, expected);
+    let audited = command_in(testbed.node(), "hubble")
+        .args([
+            "observe",
+            "--input-file",
+            export_path,
+            "-o",
+            "jsonpb",
+            "--verdict",
+            "AUDIT",
+        ])
+        .output()
+        .expect("hubble observe --input-file --verdict AUDIT");
+    assert_eq!(lines(&json_lines(&audited)), [B_AUDIT]);
+    // hubble-audit2policy turns the one AUDIT flow into the policies
+    // that would admit it (`--no-enrich`: it reads no cluster).
+    let policy = command_in(testbed.node(), "hubble-audit2policy")
+        .args([
+            "--dry-run",
+            "--no-enrich",
+            "--verdict",
+            "AUDIT",
+            export_path,
+        ])
+        .output()
+        .expect("hubble-audit2policy");
+    assert_eq!(
+        String::from_utf8_lossy(&policy.stdout),
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: allow-client-b\n  namespace: ml\n\
+         spec:\n  endpointSelector:\n    matchLabels:\n      app: client-b\n  egress:\n  - toPorts:\n    - ports:\n\
+         \x20     - port: '8080'\n        protocol: TCP\n    toEndpoints:\n    - matchLabels:\n        app: server\n\
+         ---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: allow-server\n  namespace: ml\n\
+         spec:\n  endpointSelector:\n    matchLabels:\n      app: server\n  ingress:\n  - toPorts:\n    - ports:\n\
+         \x20     - port: '8080'\n        protocol: TCP\n    fromEndpoints:\n    - matchLabels:\n        app: client-b\n",
+        "{}",
+        String::from_utf8_lossy(&policy.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&policy.stderr)
+            .contains("Processed 5 flows - 1 matched - 2 policies generated"),
+        "{}",
+        String::from_utf8_lossy(&policy.stderr)
+    );
+}
