@@ -457,3 +457,233 @@ fn hubble_clients_show_netgov_verdicts() {
         String::from_utf8_lossy(&policy.stderr)
     );
 }
+
+/// A CA and what it signs, made with openssl in `dir`: `<tag>-ca.crt`,
+/// the server's `<tag>-server.{crt,key}` (for `server_name`) and a
+/// client's `<tag>-client.{crt,key}`.
+fn issue(dir: &std::path::Path, tag: &str, server_name: &str) {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl (installed by `cargo xtask setup`)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let ca = format!("{tag}-ca");
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &[
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+            ],
+        ]
+        .concat(),
+    );
+    for (end, extensions) in [
+        (
+            "server",
+            format!("subjectAltName=DNS:{server_name}\nextendedKeyUsage=serverAuth\n"),
+        ),
+        (
+            "client",
+            "subjectAltName=DNS:relay.hubble-relay.cilium.io\nextendedKeyUsage=clientAuth\n"
+                .to_owned(),
+        ),
+    ] {
+        let name = format!("{tag}-{end}");
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).expect("write extensions");
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &[
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+/// Puts `from` in place of `to` at once, as the kubelet swaps a renewed
+/// Secret's files.
+fn replace(dir: &std::path::Path, from: &str, to: &str) {
+    let staged = dir.join(format!("{to}.new"));
+    std::fs::copy(dir.join(from), &staged).expect("copy");
+    std::fs::rename(&staged, dir.join(to)).expect("rename");
+}
+
+#[test]
+fn hubble_over_mutual_tls_follows_renewed_certificates() {
+    let testbed = testbed("hubble-tls", 1);
+    let (state, config) = write_agent_files(
+        "hubble-tls",
+        &cluster_state_one_node(),
+        "answerWindowSeconds: 1\n",
+    );
+    let dir = state.parent().expect("dir").to_path_buf();
+    let server_name = netgov_agent::hubble::peer::tls_server_name("node-1");
+    assert_eq!(server_name, "node-1.default.hubble-grpc.cilium.io");
+    for tag in ["first", "renewed"] {
+        issue(&dir, tag, &server_name);
+    }
+    for (from, to) in [
+        ("first-server.crt", "tls.crt"),
+        ("first-server.key", "tls.key"),
+        ("first-ca.crt", "ca.crt"),
+    ] {
+        replace(&dir, from, to);
+    }
+    let path = |name: &str| dir.join(name).to_str().expect("UTF-8").to_owned();
+    let _agent = start_agent_on(
+        &testbed,
+        "node-1",
+        &state,
+        &config,
+        &[
+            "--hubble-listen-address",
+            HUBBLE,
+            "--hubble-tls-cert-file",
+            &path("tls.crt"),
+            "--hubble-tls-key-file",
+            &path("tls.key"),
+            "--hubble-tls-client-ca-files",
+            &path("ca.crt"),
+        ],
+    );
+    // `hubble status` as Relay's certificate holder would ask: trusting
+    // `ca`, presenting `client` (none: `None`).
+    let status = |ca: &str, client: Option<&str>| {
+        let mut args = vec![
+            "status".to_owned(),
+            "--tls".into(),
+            "--tls-ca-cert-files".into(),
+            path(&format!("{ca}-ca.crt")),
+            "--tls-server-name".into(),
+            server_name.clone(),
+        ];
+        if let Some(client) = client {
+            args.extend([
+                "--tls-client-cert-file".into(),
+                path(&format!("{client}-client.crt")),
+                "--tls-client-key-file".into(),
+                path(&format!("{client}-client.key")),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = hubble(testbed.node(), HUBBLE, &args);
+        output.status.success()
+            && String::from_utf8_lossy(&output.stdout)
+                .contains("Healthcheck (via 127.0.0.1:4244): Ok")
+    };
+    assert!(
+        status("first", Some("first")),
+        "mutual TLS with the first certificates"
+    );
+    assert!(
+        !status("first", None),
+        "a client without a certificate is refused"
+    );
+    assert!(!status("renewed", Some("renewed")), "not yet renewed");
+    let nodes = hubble(
+        testbed.node(),
+        HUBBLE,
+        &[
+            "list",
+            "nodes",
+            "-o",
+            "wide",
+            "--tls",
+            "--tls-ca-cert-files",
+            &path("first-ca.crt"),
+            "--tls-server-name",
+            &server_name,
+            "--tls-client-cert-file",
+            &path("first-client.crt"),
+            "--tls-client-key-file",
+            &path("first-client.key"),
+        ],
+    );
+    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
+    let row: Vec<&str> = nodes
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.last().copied(), Some("Enabled"), "{nodes}");
+
+    // The Secret is renewed (a new CA too): the next connection uses it.
+    for (from, to) in [
+        ("renewed-server.crt", "tls.crt"),
+        ("renewed-server.key", "tls.key"),
+        ("renewed-ca.crt", "ca.crt"),
+    ] {
+        replace(&dir, from, to);
+    }
+    assert!(
+        status("renewed", Some("renewed")),
+        "the renewed certificates are in force"
+    );
+    assert!(
+        !status("first", Some("first")),
+        "the first CA is trusted no more"
+    );
+    // A renewal caught half-written keeps the certificates in force.
+    std::fs::write(
+        dir.join("tls.key"),
+        "-----BEGIN PRIVATE KEY-----\ntruncated",
+    )
+    .expect("write");
+    assert!(
+        status("renewed", Some("renewed")),
+        "a key that does not load changes nothing"
+    );
+}
+
+/// A cluster of one node and nothing on it.
+fn cluster_state_one_node() -> String {
+    "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 10.250.0.1}]}\n".to_owned()
+}

@@ -37,6 +37,8 @@ const DEBIAN_COMMANDS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("node", "nodejs"),
     ("npm", "npm"),
+    // The Hubble TLS test issues its certificates.
+    ("openssl", "openssl"),
     // The image's end-to-end test runs it offline from its OCI archive.
     ("podman", "podman"),
     ("runc", "runc"),

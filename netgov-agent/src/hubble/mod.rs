@@ -24,13 +24,14 @@ pub mod peer;
 pub mod policies;
 pub mod proto;
 pub mod ring;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::Server;
 
 use self::observer::{ObserverService, ServedNode};
 use self::peer::{PeerDiscovery, PeerService, tls_server_name};
@@ -85,21 +86,9 @@ pub enum HubbleError {
         #[source]
         source: std::io::Error,
     },
-    /// A TLS file cannot be read.
-    #[error("Hubble server: {flag} {path}")]
-    TlsFile {
-        /// The flag that named it.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS files do not make a configuration (a key that does not
-    /// match, a file that is not PEM).
-    #[error("Hubble server: TLS configuration (--hubble-tls-*)")]
-    Tls(#[source] tonic::transport::Error),
+    /// The TLS files do not load.
+    #[error("Hubble server")]
+    Tls(#[from] tls::TlsError),
     /// The reflection service cannot read the descriptors (a build fault).
     #[error("Hubble server: reflection descriptors")]
     Reflection(#[source] tonic_reflection::server::Error),
@@ -125,31 +114,6 @@ pub struct RunningServer {
     pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-fn read(flag: &'static str, path: &PathBuf) -> Result<Vec<u8>, HubbleError> {
-    std::fs::read(path).map_err(|source| HubbleError::TlsFile {
-        flag,
-        path: path.clone(),
-        source,
-    })
-}
-
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, HubbleError> {
-    let identity = Identity::from_pem(
-        read("--hubble-tls-cert-file", &files.cert)?,
-        read("--hubble-tls-key-file", &files.key)?,
-    );
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if !files.client_cas.is_empty() {
-        let mut bundle = Vec::new();
-        for path in &files.client_cas {
-            bundle.extend(read("--hubble-tls-client-ca-files", path)?);
-            bundle.push(b'\n');
-        }
-        config = config.client_ca_root(Certificate::from_pem(bundle));
-    }
-    Ok(config)
-}
-
 /// Binds and starts the Hubble server over `ring` until `shutdown`
 /// completes: Observer, Peer, gRPC health (`SERVING` for
 /// [`HEALTH_SERVICE`]) and server reflection (v1 and v1alpha, for
@@ -165,6 +129,10 @@ pub async fn serve(
     state: Arc<RwLock<ClusterState>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer, HubbleError> {
+    // TLS files that do not load stop the agent before it listens.
+    let reloading = tls
+        .map(|files| tls::ReloadingTls::new(files.clone()))
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| HubbleError::Listen {
@@ -172,14 +140,13 @@ pub async fn serve(
             source,
         })?;
     let address = listener.local_addr().unwrap_or(listen);
-    let tls_files = tls;
-    let tls = tls_files.is_some();
-    let mut builder = Server::builder();
-    if let Some(files) = tls_files {
-        builder = builder
-            .tls_config(tls_config(files)?)
-            .map_err(HubbleError::Tls)?;
-    }
+    let tls = reloading.is_some();
+    // A client that stops answering is dropped; one connection cannot
+    // open streams without bound.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
@@ -220,10 +187,58 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(ObserverServer::new(observer))
         .add_service(PeerServer::new(peer));
-    let task = tokio::spawn(
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown),
-    );
+    let task = match reloading {
+        None => tokio::spawn(
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown),
+        ),
+        Some(reloading) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(accept_tls(listener, Arc::new(reloading), tx));
+            tokio::spawn(router.serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown))
+        }
+    };
     Ok(RunningServer { address, task })
+}
+
+/// How often an idle HTTP/2 connection is pinged.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Streams one connection may have open at once (Relay holds one per
+/// client request).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Accepts connections and completes their TLS handshakes, each in a task
+/// of its own (a slow client holds up no other), handing finished ones to
+/// the server until it stops.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<tls::ReloadingTls>,
+    ready: tokio::sync::mpsc::Sender<
+        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
+) {
+    while !ready.is_closed() {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, say: back off rather than spin.
+                tracing::warn!(%error, "Hubble server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (tls, ready) = (Arc::clone(&tls), ready.clone());
+        tokio::spawn(async move {
+            let peer = stream.peer_addr().ok();
+            match tls.accept(stream).await {
+                Ok(stream) => {
+                    let _ = ready.send(Ok(stream)).await;
+                }
+                Err(error) => tracing::debug!(%error, ?peer, "Hubble server: TLS handshake failed"),
+            }
+        });
+    }
 }
 
 /// This machine's host name (for events when `NODE_NAME` is not set).
