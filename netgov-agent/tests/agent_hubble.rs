@@ -149,7 +149,7 @@ fn hubble_clients_show_netgov_verdicts() {
             server.ipv4
         ),
     );
-    let _agent = start_agent_on(
+    let mut agent = start_agent_on(
         &testbed,
         "node-1",
         &state,
@@ -456,6 +456,54 @@ fn hubble_clients_show_netgov_verdicts() {
         "{}",
         String::from_utf8_lossy(&policy.stderr)
     );
+
+    // The agent stops at SIGTERM although a follower and Relay's Notify
+    // hold streams open: they are ended, not waited for.
+    let mut follower = command_in(testbed.node(), "hubble")
+        .args(["observe", "--server", HUBBLE, "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hubble observe --follow");
+    let mut notify = command_in(testbed.node(), "grpcurl")
+        .args(["-plaintext", HUBBLE, "peer.Peer/Notify"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn grpcurl");
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let exited = |child: &mut std::process::Child| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let stopping = Instant::now();
+    let status = exited(&mut agent.child).expect("the agent exits with streams open");
+    assert!(status.success(), "{status}");
+    // Ended (about 0.1 s here), not dropped when the agent's 5 s limit
+    // for open connections ran out.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "the streams held the stop: {:?}",
+        stopping.elapsed()
+    );
+    for client in [&mut follower, &mut notify] {
+        let ended = exited(client);
+        let _ = client.kill();
+        assert!(ended.is_some(), "a client's stream ends with the agent");
+    }
 }
 
 /// A CA and what it signs, made with openssl in `dir`: `<tag>-ca.crt`,

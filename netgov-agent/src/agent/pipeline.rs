@@ -448,15 +448,15 @@ impl Pipeline {
     /// A Hubble event for a flow first judged, or whose verdict or
     /// enforcement changed (when the Hubble server or export is on).
     fn publish_hubble(&self, record: &FlowRecord, judgement: &Judgement) {
-        let Some((ring, node_name)) = &self.shared.hubble else {
+        let Some(sink) = &self.shared.hubble else {
             return;
         };
         let context = EventContext {
-            node_name,
+            node_name: &sink.node,
             judged_at: unix_now_nanos(),
         };
         let flow = to_flow(record, judgement, &self.shared.state(), context);
-        ring.push(flow);
+        sink.ring.push(flow);
     }
 
     fn log(&mut self, record: &FlowRecord, judgement: &Judgement) {

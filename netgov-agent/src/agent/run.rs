@@ -18,10 +18,13 @@ use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::cluster::file_source::{FileSource, FileSourceError};
 use crate::cluster::{ClusterHealth, kube_source};
 use crate::config::AgentConfig;
-use crate::export::metrics::{LossStage, Metrics};
-use crate::hubble::export::{ExportFile, ExportTrouble, export_forever};
+use crate::export::metrics::{HubbleRejection, LossStage, Metrics};
+use crate::hubble::export::{ExportFile, export_forever};
 use crate::hubble::ring::EventRing;
-use crate::hubble::{HubbleError, HubbleOptions, RunningServer, ServerIdentity};
+use crate::hubble::{
+    HubbleError, HubbleOptions, HubbleSink, Rejection, Report, RunningServer, ServerIdentity,
+    Trouble,
+};
 use crate::judge::NodeContext;
 use crate::state::{ClusterState, DEFAULT_HISTORY_RETENTION};
 
@@ -165,27 +168,20 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         options.config.names,
     );
     // Hubble's events name this node; without NODE_NAME, its host name.
-    let hubble_node = options
-        .node
-        .node_name
-        .clone()
-        .unwrap_or_else(crate::hubble::host_name);
-    let hubble_ring = options
-        .hubble
-        .as_ref()
-        .map(|hubble| Arc::new(EventRing::new(hubble.capacity)));
-    if let Some(ring) = &hubble_ring {
-        shared = shared.with_hubble(Arc::clone(ring), hubble_node.clone());
+    let hubble = options.hubble.as_ref().map(|hubble| HubbleSink {
+        ring: Arc::new(EventRing::new(hubble.capacity)),
+        node: options
+            .node
+            .node_name
+            .clone()
+            .unwrap_or_else(crate::hubble::host_name),
+    });
+    if let Some(sink) = &hubble {
+        shared = shared.with_hubble(sink.clone());
     }
     let shared = Arc::new(shared);
-    let (stop_hubble, hubble_stopped) = tokio::sync::oneshot::channel::<()>();
-    let hubble_server = match (&options.hubble, &hubble_ring) {
-        (Some(hubble), Some(ring)) => {
-            start_hubble(hubble, hubble_node, ring, &shared, async {
-                let _ = hubble_stopped.await;
-            })
-            .await?
-        }
+    let hubble_server = match (&options.hubble, &hubble) {
+        (Some(options), Some(sink)) => start_hubble(options, sink, &shared).await?,
         _ => None,
     };
     let flow_log = options.flow_log.clone().map(FlowLog::open).transpose()?;
@@ -245,12 +241,8 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     let _ = judge_task.await;
     // Requests under way are answered before the agent exits.
     let _ = stop_http.send(());
-    let _ = stop_hubble.send(());
-    if let Some(Ok(Err(error))) = match hubble_server {
-        Some(server) => Some(server.task.await),
-        None => None,
-    } {
-        tracing::warn!(%error, "Hubble server");
+    if let Some(server) = hubble_server {
+        stop_hubble(server).await;
     }
     if let Ok(Err(error)) = server.await {
         tracing::warn!(%error, "HTTP server");
@@ -258,29 +250,52 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     result.map(drop).map_err(AgentError::from)
 }
 
+/// How long a stopping Hubble server may take to close its connections.
+const HUBBLE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts what the Hubble server and export lose or refuse.
+fn hubble_report(shared: &Arc<Shared>) -> Report {
+    let shared = Arc::clone(shared);
+    Arc::new(move |trouble| {
+        let metrics = &shared.metrics;
+        match trouble {
+            Trouble::ExportLost(events) => metrics.count_lost(LossStage::HubbleExport, events),
+            Trouble::ExportWriteFailed => metrics.count_hubble_export_error(),
+            Trouble::ClientLost(events) => metrics.count_hubble_client_lost(events),
+            Trouble::Rejected(rejection) => metrics.count_hubble_rejected(match rejection {
+                Rejection::ConnectionLimit => HubbleRejection::ConnectionLimit,
+                Rejection::Handshake => HubbleRejection::Handshake,
+                Rejection::StreamLimit => HubbleRejection::StreamLimit,
+            }),
+        }
+    })
+}
+
 /// Starts the Hubble export writer and server (each when asked for);
 /// returns the server.
 async fn start_hubble(
     options: &HubbleOptions,
-    node: String,
-    ring: &Arc<EventRing>,
+    sink: &HubbleSink,
     shared: &Arc<Shared>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Option<RunningServer>, AgentError> {
+    let report = hubble_report(shared);
     if let Some(export) = &options.export {
         let file = ExportFile::open(export.clone()).map_err(HubbleError::from)?;
-        let metrics = Arc::clone(shared);
-        tokio::spawn(export_forever(
-            Arc::clone(ring),
-            file,
-            node.clone(),
-            move |trouble| match trouble {
-                ExportTrouble::Lost(events) => {
-                    metrics.metrics.count_lost(LossStage::HubbleExport, events);
-                }
-                ExportTrouble::WriteFailed => metrics.metrics.count_hubble_export_error(),
-            },
-        ));
+        // From the first event on: the judge has not started yet.
+        let from = sink.ring.status().seen;
+        export_forever(
+            Arc::clone(&sink.ring),
+            (file, from),
+            sink.node.clone(),
+            Arc::clone(&report),
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|source| {
+            HubbleError::Export(crate::hubble::export::ExportError {
+                path: export.path.clone(),
+                source,
+            })
+        })?;
     }
     let Some(listen) = options.listen else {
         return Ok(None);
@@ -289,14 +304,26 @@ async fn start_hubble(
         listen,
         options.tls.as_ref(),
         ServerIdentity {
-            node,
+            node: sink.node.clone(),
             pod: options.pod.clone(),
         },
-        Arc::clone(ring),
-        Arc::clone(&shared.state),
-        shutdown,
+        (Arc::clone(&sink.ring), Arc::clone(&shared.state)),
+        report,
     )
     .await?;
     tracing::info!(address = %server.address, tls = options.tls.is_some(), "Hubble server listening");
     Ok(Some(server))
+}
+
+/// Stops the Hubble server: every stream ends, then the connections close
+/// (or are dropped after [`HUBBLE_STOP_TIMEOUT`]).
+async fn stop_hubble(server: RunningServer) {
+    server.stop.cancel();
+    let task = server.task;
+    match tokio::time::timeout(HUBBLE_STOP_TIMEOUT, task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "Hubble server"),
+        Ok(Err(error)) => tracing::warn!(%error, "Hubble server task"),
+        Err(_) => tracing::warn!("Hubble server: connections still open at exit, dropped"),
+    }
 }

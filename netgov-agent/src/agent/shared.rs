@@ -8,7 +8,7 @@ use super::recent::RecentFlows;
 use crate::capture::DatapathInfo;
 use crate::cluster::ClusterHealth;
 use crate::export::metrics::Metrics;
-use crate::hubble::ring::EventRing;
+use crate::hubble::HubbleSink;
 use crate::names::{NameCache, NameLimits};
 use crate::state::ClusterState;
 
@@ -44,9 +44,8 @@ pub struct Shared {
     attachments_missing: AtomicUsize,
     /// Serve `/flows` to non-loopback clients too.
     pub flows_from_anywhere: bool,
-    /// The Hubble events and the node name they carry, when the Hubble
-    /// server or export is on.
-    pub hubble: Option<(Arc<EventRing>, String)>,
+    /// Where Hubble events go, when the Hubble server or export is on.
+    pub hubble: Option<HubbleSink>,
 }
 
 impl Shared {
@@ -71,11 +70,10 @@ impl Shared {
         }
     }
 
-    /// The same, with judged flows also pushed as Hubble events of `node`
-    /// to `ring`.
+    /// The same, with judged flows also pushed as Hubble events to `sink`.
     #[must_use]
-    pub fn with_hubble(mut self, ring: Arc<EventRing>, node: String) -> Self {
-        self.hubble = Some((ring, node));
+    pub fn with_hubble(mut self, sink: HubbleSink) -> Self {
+        self.hubble = Some(sink);
         self
     }
 

@@ -215,7 +215,7 @@ pub struct HubbleArgs {
     /// format (works without the server too).
     #[arg(long, value_name = "PATH", env = "NETGOV_HUBBLE_EXPORT_FILE_PATH")]
     pub hubble_export_file_path: Option<std::path::PathBuf>,
-    /// Rotate the export file past this many megabytes.
+    /// Rotate the export file past this many MiB.
     #[arg(long, value_name = "MB", env = "NETGOV_HUBBLE_EXPORT_FILE_MAX_SIZE_MB", default_value_t = crate::hubble::export::DEFAULT_MAX_SIZE_MB, requires = "hubble_export_file_path")]
     pub hubble_export_file_max_size_mb: u64,
     /// This agent's own pod's namespace (the downward API's
@@ -241,15 +241,20 @@ pub struct HubbleArgs {
     pub hubble_export_file_max_backups: usize,
 }
 
-/// `:4244` (every address, as Cilium writes it) or `HOST:PORT`.
-fn parse_listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+/// A listen address that is neither `:PORT` nor `ADDRESS:PORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected `:PORT` or `ADDRESS:PORT` (IPv6 in brackets)")]
+pub struct ListenAddressError(#[source] std::net::AddrParseError);
+
+/// `:4244` (every address of both families, as Cilium writes it; IPv4's
+/// alone on a node without IPv6) or `ADDRESS:PORT`.
+fn parse_listen_address(text: &str) -> Result<std::net::SocketAddr, ListenAddressError> {
     let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
+        format!("[::]{text}")
     } else {
         text.to_owned()
     };
-    full.parse()
-        .map_err(|_| format!("expected `:PORT` or `ADDRESS:PORT`, got {text:?}"))
+    full.parse().map_err(ListenAddressError)
 }
 
 impl HubbleArgs {
@@ -286,7 +291,11 @@ impl HubbleArgs {
                     max_backups: self.hubble_export_file_max_backups,
                 }
             }),
-            pod: self.pod_namespace.clone().zip(self.pod_name.clone()),
+            pod: self
+                .pod_namespace
+                .clone()
+                .zip(self.pod_name.clone())
+                .map(|(namespace, name)| crate::hubble::peer::PodRef { namespace, name }),
         }))
     }
 }
@@ -298,7 +307,7 @@ pub enum AgentArgsError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// `--hubble-event-buffer-capacity` out of range.
-    #[error("--hubble-event-buffer-capacity {0}: expected 1 to 1048576 events")]
+    #[error("--hubble-event-buffer-capacity {0}: expected 1 to {max} events", max = crate::hubble::ring::MAX_CAPACITY)]
     HubbleCapacity(usize),
 }
 

@@ -6,10 +6,11 @@
 //! hubble-audit2policy).
 //!
 //! Decisions:
-//! - The writer follows the ring like any client: the judge stage never
-//!   waits on the disk. A writer a whole ring behind writes a
-//!   `lost_events` line and counts the events in
-//!   `netgov_events_lost_total{stage="hubble_export"}`.
+//! - The writer follows the ring like any client, on a thread of its own:
+//!   neither the judge stage nor the runtime's workers wait on the disk. A
+//!   writer a whole ring behind writes a `lost_events` line and reports
+//!   the events ([`Trouble::ExportLost`]).
+//! - Sizes in MiB, as Cilium's flag means them.
 //! - Appended, never truncated. Past `max_size_bytes` the file is renamed
 //!   `<path>.1` (older backups move up to `<path>.N`, the oldest past
 //!   `max_backups` removed) and a new one is started; with no backups the
@@ -27,9 +28,10 @@ use super::convert::timestamp;
 use super::proto::flow::{LostEvent, LostEventSource};
 use super::proto::observer::{ExportEvent, export_event::ResponseTypes};
 use super::ring::EventRing;
+use super::{Report, Trouble};
 use crate::capture::clock::unix_now_nanos;
 
-/// Cilium's defaults: 10 MB a file, 5 backups.
+/// Cilium's defaults: 10 MiB a file, 5 backups.
 pub const DEFAULT_MAX_SIZE_MB: u64 = 10;
 /// See [`DEFAULT_MAX_SIZE_MB`].
 pub const DEFAULT_MAX_BACKUPS: usize = 5;
@@ -144,24 +146,31 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// What the writer reports, for the agent to count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportTrouble {
-    /// Events overwritten in the ring before they were written.
-    Lost(u64),
-    /// A line could not be written.
-    WriteFailed,
+/// Writes every event of `ring` from sequence number `from` on to `file`,
+/// until the process ends, on a thread of its own (writes block);
+/// `runtime` is the runtime whose ring it waits on.
+///
+/// # Errors
+/// The thread cannot be started.
+pub fn export_forever(
+    ring: Arc<EventRing>,
+    (file, from): (ExportFile, u64),
+    node_name: String,
+    report: Report,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("hubble-export".into())
+        .spawn(move || runtime.block_on(export(ring, (file, from), node_name, report)))
 }
 
-/// Writes every event of `ring` from now on to `file` until the process
-/// ends, reporting losses and failed writes to `report`.
-pub async fn export_forever(
+async fn export(
     ring: Arc<EventRing>,
-    mut file: ExportFile,
+    (mut file, from): (ExportFile, u64),
     node_name: String,
-    report: impl Fn(ExportTrouble) + Send,
+    report: Report,
 ) {
-    let mut cursor = ring.status().seen;
+    let mut cursor = from;
     let mut failing = false;
     loop {
         ring.wait_past(cursor).await;
@@ -169,7 +178,7 @@ pub async fn export_forever(
         cursor = batch.next;
         let mut events = Vec::with_capacity(batch.events.len() + 1);
         if batch.lost > 0 {
-            report(ExportTrouble::Lost(batch.lost));
+            report(Trouble::ExportLost(batch.lost));
             events.push(ExportEvent {
                 response_types: Some(ResponseTypes::LostEvents(LostEvent {
                     source: LostEventSource::HubbleRingBuffer.into(),
@@ -193,7 +202,7 @@ pub async fn export_forever(
                     }
                 }
                 Err(error) => {
-                    report(ExportTrouble::WriteFailed);
+                    report(Trouble::ExportWriteFailed);
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(%error, path = %file.options.path.display(),
                             "Hubble export: lines not written (counted in netgov_hubble_export_errors_total)");

@@ -8,17 +8,19 @@
 //! - [`filter`]: Hubble's `FlowFilter`, one filter per file;
 //! - [`observer`] and [`peer`]: the gRPC services Relay and the CLI call;
 //! - [`export`]: the JSON export file;
-//! - [`serve`]: the server, with gRPC health, reflection and optional
-//!   mutual TLS.
+//! - [`listener`] and [`tls`]: accepting clients, plain or mutual TLS;
+//! - [`serve`]: the server, with gRPC health and reflection.
 //!
 //! The judge stage pushes an event when a flow is first judged and each
 //! time its verdict or enforcement changes; nothing here waits on a
-//! client.
+//! client. This module knows nothing of the agent: what it loses or
+//! refuses it reports as a [`Trouble`], which the agent counts.
 
 pub mod convert;
 pub mod endpoint;
 pub mod export;
 pub mod filter;
+pub mod listener;
 pub mod observer;
 pub mod peer;
 pub mod policies;
@@ -26,15 +28,18 @@ pub mod proto;
 pub mod ring;
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::Semaphore;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-use self::observer::{ObserverService, ServedNode};
-use self::peer::{PeerDiscovery, PeerService, tls_server_name};
+use self::observer::{MAX_STREAMS, ObserverService, ServedNode, StreamLimits};
+use self::peer::{PeerDiscovery, PeerService, PodRef, tls_server_name};
 use self::proto::observer::observer_server::ObserverServer;
 use self::proto::peer::peer_server::PeerServer;
 use self::ring::EventRing;
@@ -45,6 +50,13 @@ pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
 
 /// Cilium's Hubble port.
 pub const DEFAULT_PORT: u16 = 4244;
+
+/// How often an idle HTTP/2 connection is pinged.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Streams one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 /// The files of the server's (mutual) TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,9 +82,48 @@ pub struct HubbleOptions {
     pub capacity: usize,
     /// The export file, when given.
     pub export: Option<export::ExportOptions>,
-    /// The agent's own pod (`namespace`, `name`), to find its peers.
-    pub pod: Option<(String, String)>,
+    /// The agent's own pod, to find its peers.
+    pub pod: Option<PodRef>,
 }
+
+/// Where the judge stage puts Hubble events, and the node they name.
+#[derive(Clone)]
+pub struct HubbleSink {
+    /// The ring clients read.
+    pub ring: Arc<EventRing>,
+    /// This node's name.
+    pub node: String,
+}
+
+/// What the Hubble server and export lose or refuse, for the agent to
+/// count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trouble {
+    /// Events overwritten in the ring before the export file's writer read
+    /// them.
+    ExportLost(u64),
+    /// An export line could not be written.
+    ExportWriteFailed,
+    /// Events overwritten in the ring before a client read them (it was
+    /// told, with a `LostEvent`).
+    ClientLost(u64),
+    /// A client refused.
+    Rejected(Rejection),
+}
+
+/// Why a client was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// [`listener::MAX_CONNECTIONS`] were open.
+    ConnectionLimit,
+    /// Its TLS handshake failed or timed out (no or a wrong certificate).
+    Handshake,
+    /// [`MAX_STREAMS`] streams were open.
+    StreamLimit,
+}
+
+/// Where troubles are reported.
+pub type Report = Arc<dyn Fn(Trouble) + Send + Sync>;
 
 /// Why the Hubble server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +138,7 @@ pub enum HubbleError {
         source: std::io::Error,
     },
     /// The TLS files do not load.
-    #[error("Hubble server")]
+    #[error("Hubble server TLS")]
     Tls(#[from] tls::TlsError),
     /// The reflection service cannot read the descriptors (a build fault).
     #[error("Hubble server: reflection descriptors")]
@@ -102,22 +153,42 @@ pub enum HubbleError {
 pub struct ServerIdentity {
     /// This node's name.
     pub node: String,
-    /// The agent's own pod (`namespace`, `name`), to find its peers.
-    pub pod: Option<(String, String)>,
+    /// The agent's own pod, to find its peers.
+    pub pod: Option<PodRef>,
 }
 
-/// A started server: where it listens and its task.
+/// A started server: where it listens, its task, and how to stop it.
 pub struct RunningServer {
     /// The bound address (the port chosen, for port 0).
     pub address: SocketAddr,
     /// The server; ends with an error only if serving fails.
     pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Cancelled to stop: every stream ends, then the server.
+    pub stop: CancellationToken,
 }
 
-/// Binds and starts the Hubble server over `ring` until `shutdown`
-/// completes: Observer, Peer, gRPC health (`SERVING` for
-/// [`HEALTH_SERVICE`]) and server reflection (v1 and v1alpha, for
-/// grpcurl).
+/// Binds `listen`; an address of every interface in both families (`[::]`)
+/// falls back to IPv4's (`0.0.0.0`) on a node without IPv6.
+async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, HubbleError> {
+    let error = |source| HubbleError::Listen {
+        addr: listen,
+        source,
+    };
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => Ok(listener),
+        Err(_) if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port());
+            tokio::net::TcpListener::bind(v4).await.map_err(error)
+        }
+        Err(source) => Err(error(source)),
+    }
+}
+
+/// Binds and starts the Hubble server over `ring`: Observer, Peer, gRPC
+/// health (`SERVING` for [`HEALTH_SERVICE`]) and server reflection (v1 and
+/// v1alpha, for grpcurl). It runs until [`RunningServer::stop`] is
+/// cancelled, which also ends every open stream (a follower or Relay's
+/// `Notify` would otherwise hold a graceful stop for ever).
 ///
 /// # Errors
 /// [`HubbleError`] when the address cannot be bound or TLS does not load.
@@ -125,28 +196,22 @@ pub async fn serve(
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     identity: ServerIdentity,
-    ring: Arc<EventRing>,
-    state: Arc<RwLock<ClusterState>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    (ring, state): (Arc<EventRing>, Arc<RwLock<ClusterState>>),
+    report: Report,
 ) -> Result<RunningServer, HubbleError> {
     // TLS files that do not load stop the agent before it listens.
     let reloading = tls
-        .map(|files| tls::ReloadingTls::new(files.clone()))
+        .map(|files| tls::ReloadingTls::new(files.clone()).map(Arc::new))
         .transpose()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| HubbleError::Listen {
-            addr: listen,
-            source,
-        })?;
+    let listener = bind(listen).await?;
     let address = listener.local_addr().unwrap_or(listen);
-    let tls = reloading.is_some();
-    // A client that stops answering is dropped; one connection cannot
-    // open streams without bound.
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
+    let serves_tls = reloading.is_some();
+    let stop = CancellationToken::new();
+    let limits = StreamLimits {
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        stopping: stop.clone(),
+        report: Arc::clone(&report),
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
@@ -168,77 +233,52 @@ pub async fn serve(
         ServedNode {
             name: identity.node.clone(),
             address,
-            tls_server_name: tls.then(|| tls_server_name(&identity.node)),
+            tls_server_name: serves_tls.then(|| tls_server_name(&identity.node)),
+            started: Instant::now(),
         },
         Arc::clone(&state),
+        limits.clone(),
     );
     let peer = PeerService::new(
         PeerDiscovery {
             node: identity.node,
             listen: address,
             pod: identity.pod,
-            tls,
+            tls: serves_tls,
         },
         state,
+        limits,
     );
-    let router = builder
+    // A client that stops answering is dropped; one connection cannot
+    // open streams without bound.
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(ObserverServer::new(observer))
         .add_service(PeerServer::new(peer));
-    let task = match reloading {
-        None => tokio::spawn(
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown),
-        ),
-        Some(reloading) => {
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(accept_tls(listener, Arc::new(reloading), tx));
-            tokio::spawn(router.serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown))
-        }
-    };
-    Ok(RunningServer { address, task })
-}
-
-/// How often an idle HTTP/2 connection is pinged.
-const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long a ping may go unanswered before the connection is closed.
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// Streams one connection may have open at once (Relay holds one per
-/// client request).
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-
-/// Accepts connections and completes their TLS handshakes, each in a task
-/// of its own (a slow client holds up no other), handing finished ones to
-/// the server until it stops.
-async fn accept_tls(
-    listener: tokio::net::TcpListener,
-    tls: Arc<tls::ReloadingTls>,
-    ready: tokio::sync::mpsc::Sender<
-        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-    >,
-) {
-    while !ready.is_closed() {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of descriptors, say: back off rather than spin.
-                tracing::warn!(%error, "Hubble server: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (tls, ready) = (Arc::clone(&tls), ready.clone());
-        tokio::spawn(async move {
-            let peer = stream.peer_addr().ok();
-            match tls.accept(stream).await {
-                Ok(stream) => {
-                    let _ = ready.send(Ok(stream)).await;
-                }
-                Err(error) => tracing::debug!(%error, ?peer, "Hubble server: TLS handshake failed"),
-            }
-        });
-    }
+    let (ready, connections) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(listener::accept(
+        listener,
+        reloading,
+        ready,
+        report,
+        stop.clone(),
+    ));
+    let stopped = stop.clone();
+    let task = tokio::spawn(
+        router.serve_with_incoming_shutdown(ReceiverStream::new(connections), async move {
+            stopped.cancelled().await
+        }),
+    );
+    Ok(RunningServer {
+        address,
+        task,
+        stop,
+    })
 }
 
 /// This machine's host name (for events when `NODE_NAME` is not set).

@@ -11,17 +11,25 @@
 //!   cannot honour is `InvalidArgument`, naming it;
 //! - `field_mask` is accepted and the whole flow sent: a mask only trims,
 //!   and `hubble observe`'s default mask would hide the traffic direction
-//!   of policy verdicts;
-//! - a follower slower than the judge for a whole ring gets a `LostEvent`
-//!   with the count.
+//!   and the deciding policies of policy verdicts;
+//! - a reader slower than the judge for a whole ring gets a `LostEvent`
+//!   with the count (also counted, see [`Trouble::ClientLost`]).
+//!
+//! What a client can hold: a stream keeps the sequence numbers of the
+//! flows it still has to send (8 bytes each, at most a ring's worth) and
+//! [`STREAM_BACKLOG`] responses; at most [`MAX_STREAMS`] streams are open
+//! at once, `GetFlows` and `Notify` together (`ResourceExhausted` past
+//! that). Every stream ends when the server stops.
 //!
 //! Agent and debug events: `Unimplemented` (netgov emits flows only).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{timestamp, unix_nanos};
@@ -36,12 +44,19 @@ use super::proto::observer::{
 };
 use super::proto::relay::NodeState;
 use super::ring::EventRing;
+use super::{Report, Trouble};
 use crate::capture::clock::unix_now_nanos;
 use crate::state::ClusterState;
 
-/// How many responses may wait for a slow client before the sender waits
-/// (and the ring may move past its cursor).
-const STREAM_BACKLOG: usize = 256;
+/// How many responses may wait for a slow client before the stream waits
+/// (and the ring may move past it).
+pub const STREAM_BACKLOG: usize = 64;
+
+/// Streams open at once on one server, `GetFlows` and `Notify` together.
+pub const MAX_STREAMS: usize = 64;
+
+/// The window `ServerStatus.flows_rate` is measured over, as Hubble's.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 type FlowStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
@@ -61,6 +76,35 @@ pub struct ServedNode {
     pub address: SocketAddr,
     /// The TLS server name it serves, when it serves TLS.
     pub tls_server_name: Option<String>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// What every stream of a server shares: the cap on open streams, the
+/// signal that the server stops, and where troubles are reported.
+#[derive(Clone)]
+pub struct StreamLimits {
+    /// One permit per open stream.
+    pub streams: Arc<Semaphore>,
+    /// Cancelled when the server stops: every stream ends.
+    pub stopping: CancellationToken,
+    /// Where losses and refusals are counted.
+    pub report: Report,
+}
+
+impl StreamLimits {
+    /// A permit for one more stream.
+    ///
+    /// # Errors
+    /// `ResourceExhausted` past [`MAX_STREAMS`] (reported).
+    pub fn open_stream(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            (self.report)(Trouble::Rejected(super::Rejection::StreamLimit));
+            Status::resource_exhausted(format!(
+                "netgov's Hubble server has {MAX_STREAMS} streams open: try again later"
+            ))
+        })
+    }
 }
 
 /// The Observer service.
@@ -68,12 +112,23 @@ pub struct ObserverService {
     ring: Arc<EventRing>,
     node: ServedNode,
     state: Arc<RwLock<ClusterState>>,
+    limits: StreamLimits,
 }
 
 impl ObserverService {
     /// The service over `ring`.
-    pub fn new(ring: Arc<EventRing>, node: ServedNode, state: Arc<RwLock<ClusterState>>) -> Self {
-        Self { ring, node, state }
+    pub fn new(
+        ring: Arc<EventRing>,
+        node: ServedNode,
+        state: Arc<RwLock<ClusterState>>,
+        limits: StreamLimits,
+    ) -> Self {
+        Self {
+            ring,
+            node,
+            state,
+            limits,
+        }
     }
 }
 
@@ -101,10 +156,10 @@ impl Window {
     }
 }
 
-/// Which held flows a request wants first (see the module docs).
-fn backlog(request: &GetFlowsRequest, matching: Vec<Arc<Flow>>) -> Vec<Arc<Flow>> {
+/// Which of the matching held flows a request wants first (see the module
+/// docs).
+fn backlog<T>(request: &GetFlowsRequest, mut matching: Vec<T>) -> Vec<T> {
     let number = usize::try_from(request.number).unwrap_or(usize::MAX);
-    let mut matching = matching;
     if request.first {
         if number > 0 {
             matching.truncate(number);
@@ -120,12 +175,13 @@ fn backlog(request: &GetFlowsRequest, matching: Vec<Arc<Flow>>) -> Vec<Arc<Flow>
 }
 
 /// Sends a client its responses; each send says whether it is still there.
-struct Sender {
+struct Responder {
     tx: mpsc::Sender<Result<GetFlowsResponse, Status>>,
     node_name: String,
+    report: Report,
 }
 
-impl Sender {
+impl Responder {
     async fn send(&self, response: ResponseTypes, time: Option<pbjson_types::Timestamp>) -> bool {
         let response = GetFlowsResponse {
             response_types: Some(response),
@@ -140,7 +196,10 @@ impl Sender {
             .await
     }
 
+    /// Tells the client `events` were overwritten before it read them, and
+    /// counts them.
     async fn lost(&self, events: u64) -> bool {
+        (self.report)(Trouble::ClientLost(events));
         let lost = LostEvent {
             source: LostEventSource::HubbleRingBuffer.into(),
             num_events_lost: events,
@@ -151,33 +210,58 @@ impl Sender {
     }
 }
 
+/// What a stream sends: its backlog (sequence numbers), then, when
+/// following, what comes.
+struct Plan {
+    ring: Arc<EventRing>,
+    backlog: Vec<u64>,
+    follow: Option<Follow>,
+}
+
 /// What a follower reads after its backlog.
 struct Follow {
-    ring: Arc<EventRing>,
     cursor: u64,
     window: Window,
     filters: FlowFilters,
 }
 
-/// Sends `backlog`, then, when following, each new matching flow until the
-/// client leaves or a flow is past `until`.
-async fn stream_flows(sender: Sender, backlog: Vec<Arc<Flow>>, follow: Option<Follow>) {
-    for flow in backlog {
-        if !sender.flow(&flow).await {
+/// Sends the backlog, then, when following, each new matching flow, until
+/// the client leaves, a flow is past `until` or the server stops.
+async fn stream_flows(responder: Responder, plan: Plan, stopping: CancellationToken) {
+    tokio::select! {
+        () = send_plan(&responder, plan) => {}
+        () = stopping.cancelled() => {}
+    }
+}
+
+async fn send_plan(responder: &Responder, plan: Plan) {
+    let mut lost = 0;
+    for seq in plan.backlog {
+        let Some(flow) = plan.ring.get(seq) else {
+            lost += 1;
+            continue;
+        };
+        if lost > 0 && !responder.lost(std::mem::take(&mut lost)).await {
+            return;
+        }
+        if !responder.flow(&flow).await {
             return;
         }
     }
-    let Some(mut follow) = follow else {
+    if lost > 0 && !responder.lost(lost).await {
+        return;
+    }
+    let Some(mut follow) = plan.follow else {
         return;
     };
     loop {
         tokio::select! {
-            () = follow.ring.wait_past(follow.cursor) => {}
-            () = sender.tx.closed() => return,
+            () = plan.ring.wait_past(follow.cursor) => {}
+            () = responder.tx.closed() => return,
         }
-        let batch = follow.ring.read_from(follow.cursor);
+        let batch = plan.ring.read_from(follow.cursor);
         follow.cursor = batch.next;
-        if batch.lost > 0 && !sender.lost(batch.lost).await {
+        if batch.lost > 0 && !responder.lost(batch.lost).await {
             return;
         }
         for flow in batch.events {
@@ -186,7 +270,7 @@ async fn stream_flows(sender: Sender, backlog: Vec<Arc<Flow>>, follow: Option<Fo
             }
             if follow.window.contains(&flow)
                 && follow.filters.matches(&flow)
-                && !sender.flow(&flow).await
+                && !responder.flow(&flow).await
             {
                 return;
             }
@@ -213,28 +297,37 @@ impl Observer for ObserverService {
         }
         let filters = FlowFilters::compile(&request.whitelist, &request.blacklist)
             .map_err(|e| Status::invalid_argument(format!("GetFlowsRequest.{e}")))?;
+        let permit = self.limits.open_stream()?;
         let window = Window {
             since: request.since.as_ref().map(unix_nanos),
             until: request.until.as_ref().map(unix_nanos),
         };
         let (held, cursor) = self.ring.snapshot();
-        let matching: Vec<Arc<Flow>> = held
+        let matching: Vec<u64> = held
             .into_iter()
-            .filter(|flow| window.contains(flow) && filters.matches(flow))
+            .filter(|(_, flow)| window.contains(flow) && filters.matches(flow))
+            .map(|(seq, _)| seq)
             .collect();
-        let backlog = backlog(&request, matching);
+        let plan = Plan {
+            ring: Arc::clone(&self.ring),
+            backlog: backlog(&request, matching),
+            follow: request.follow.then_some(Follow {
+                cursor,
+                window,
+                filters,
+            }),
+        };
         let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
-        let sender = Sender {
+        let responder = Responder {
             tx,
             node_name: self.node.name.clone(),
+            report: Arc::clone(&self.limits.report),
         };
-        let follow = request.follow.then(|| Follow {
-            ring: Arc::clone(&self.ring),
-            cursor,
-            window,
-            filters,
+        let stopping = self.limits.stopping.clone();
+        tokio::spawn(async move {
+            stream_flows(responder, plan, stopping).await;
+            drop(permit);
         });
-        tokio::spawn(stream_flows(sender, backlog, follow));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -270,7 +363,7 @@ impl Observer for ObserverService {
                 enabled: self.node.tls_server_name.is_some(),
                 server_name: self.node.tls_server_name.clone().unwrap_or_default(),
             }),
-            uptime_ns: self.ring.uptime().as_nanos() as u64,
+            uptime_ns: self.node.started.elapsed().as_nanos() as u64,
             num_flows: status.held,
             max_flows: status.capacity,
             seen_flows: status.seen,
@@ -299,7 +392,12 @@ impl Observer for ObserverService {
         _request: Request<ServerStatusRequest>,
     ) -> Result<Response<ServerStatusResponse>, Status> {
         let status = self.ring.status();
-        let uptime = self.ring.uptime();
+        let uptime = self.node.started.elapsed();
+        // Over the last minute, or since the start when shorter.
+        let window = RATE_WINDOW.min(uptime).max(Duration::from_millis(1));
+        let recent = self
+            .ring
+            .count_since(unix_now_nanos() - window.as_nanos() as i128);
         Ok(Response::new(ServerStatusResponse {
             num_flows: status.held,
             max_flows: status.capacity,
@@ -309,7 +407,7 @@ impl Observer for ObserverService {
             num_unavailable_nodes: Some(0.into()),
             unavailable_nodes: Vec::new(),
             version: version(),
-            flows_rate: status.seen as f64 / uptime.as_secs_f64().max(1e-9),
+            flows_rate: recent as f64 / window.as_secs_f64(),
         }))
     }
 }
@@ -364,27 +462,44 @@ mod tests {
         }
     }
 
+    fn responder(
+        tx: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    ) -> (Responder, Arc<std::sync::atomic::AtomicU64>) {
+        let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&lost);
+        let report: Report = Arc::new(move |trouble| {
+            if let Trouble::ClientLost(events) = trouble {
+                counted.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        (
+            Responder {
+                tx,
+                node_name: "node-a".into(),
+                report,
+            },
+            lost,
+        )
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_follower_a_ring_behind_is_told_how_many_it_lost() {
         let ring = Arc::new(EventRing::new(2));
         let (tx, mut rx) = mpsc::channel(16);
-        let follow = Follow {
+        let (responder, counted) = responder(tx);
+        let plan = Plan {
             ring: Arc::clone(&ring),
-            cursor: 0,
-            window: Window {
-                since: None,
-                until: Some(10_000_000_000),
-            },
-            filters: FlowFilters::default(),
+            backlog: Vec::new(),
+            follow: Some(Follow {
+                cursor: 0,
+                window: Window {
+                    since: None,
+                    until: Some(10_000_000_000),
+                },
+                filters: FlowFilters::default(),
+            }),
         };
-        let task = tokio::spawn(stream_flows(
-            Sender {
-                tx,
-                node_name: "node-a".into(),
-            },
-            Vec::new(),
-            Some(follow),
-        ));
+        let task = tokio::spawn(stream_flows(responder, plan, CancellationToken::new()));
         // The follower has not run yet: five events, two kept.
         for (i, uuid) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             ring.push(event(uuid, i as i64));
@@ -401,9 +516,39 @@ mod tests {
             });
         }
         assert_eq!(seen, ["lost 3 from HubbleRingBuffer", "d", "e"]);
+        assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), 3);
         // A flow past `until` ends the stream.
         ring.push(event("late", 11));
         assert!(rx.recv().await.is_none(), "the stream ends");
+        task.await.expect("joined");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_following_stream_ends_when_the_server_stops() {
+        let ring = Arc::new(EventRing::new(4));
+        let (tx, mut rx) = mpsc::channel(4);
+        let stopping = CancellationToken::new();
+        let plan = Plan {
+            ring,
+            backlog: Vec::new(),
+            follow: Some(Follow {
+                cursor: 0,
+                window: Window {
+                    since: None,
+                    until: None,
+                },
+                filters: FlowFilters::default(),
+            }),
+        };
+        let responder = Responder {
+            tx,
+            node_name: "node-a".into(),
+            report: Arc::new(|_| {}),
+        };
+        let task = tokio::spawn(stream_flows(responder, plan, stopping.clone()));
+        tokio::task::yield_now().await;
+        stopping.cancel();
+        assert!(rx.recv().await.is_none(), "the stream ends, nothing sent");
         task.await.expect("joined");
     }
 }

@@ -8,8 +8,8 @@
 //! hand, or before the pod is listed), the agent announces itself alone.
 //!
 //! The address: the node's first InternalIP (the agent runs with host
-//! networking; for a node with no address known, its agent pod's IP) and
-//! this server's port. With TLS, the name Relay verifies is Cilium's,
+//! networking; an ExternalIP for a node with none, its agent pod's IP for a
+//! node with no address known) and this server's port. With TLS, the name Relay verifies is Cilium's,
 //! `<node>.default.hubble-grpc.cilium.io` (dots in the node name become
 //! `-`; `default` is Relay's cluster name unless configured): Relay checks
 //! the peer Service's certificate against `hubble-peer.<cluster>.` of the
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::observer::StreamLimits;
 use super::proto::peer::peer_server::Peer;
 use super::proto::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest, Tls};
 use crate::state::ClusterState;
@@ -41,6 +42,15 @@ pub fn tls_server_name(node: &str) -> String {
     format!("{}.{TLS_DOMAIN}", node.replace('.', "-"))
 }
 
+/// A pod by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
 /// How this agent finds its peers.
 #[derive(Clone, Debug)]
 pub struct PeerDiscovery {
@@ -48,8 +58,8 @@ pub struct PeerDiscovery {
     pub node: String,
     /// Where this agent's Hubble server listens.
     pub listen: SocketAddr,
-    /// This agent's own pod (`namespace`, `name`), when known.
-    pub pod: Option<(String, String)>,
+    /// This agent's own pod, when known.
+    pub pod: Option<PodRef>,
     /// Whether peers serve TLS.
     pub tls: bool,
 }
@@ -65,11 +75,9 @@ impl PeerDiscovery {
     fn peers(&self, state: &ClusterState) -> BTreeMap<String, PeerInfo> {
         let port = self.listen.port();
         let node_address = |node: &str, fallback: Option<IpAddr>| {
-            let addresses = state.node_addresses(node);
-            addresses
-                .iter()
-                .find(|ip| ip.is_ipv4())
-                .or(addresses.first())
+            state
+                .node_addresses(node)
+                .first()
                 .copied()
                 .or(fallback)
                 .map(|ip| SocketAddr::new(ip, port))
@@ -78,7 +86,7 @@ impl PeerDiscovery {
         let own = self
             .pod
             .as_ref()
-            .and_then(|(namespace, name)| state.pod(namespace, name));
+            .and_then(|pod| state.pod(&pod.namespace, &pod.name));
         if let Some(own) = own {
             for pod in state.pods() {
                 if pod.namespace != own.namespace || pod.workload != own.workload {
@@ -140,16 +148,58 @@ fn changes(
     out
 }
 
+/// Sends every peer, then each change, until the client leaves.
+async fn notify_changes(
+    discovery: PeerDiscovery,
+    state: Arc<RwLock<ClusterState>>,
+    tx: mpsc::Sender<Result<ChangeNotification, Status>>,
+) {
+    let mut known = BTreeMap::new();
+    let mut generation = None;
+    loop {
+        let current = {
+            let state = state.read().unwrap_or_else(|e| e.into_inner());
+            if generation == Some(state.generation()) {
+                None
+            } else {
+                generation = Some(state.generation());
+                Some(discovery.peers(&state))
+            }
+        };
+        if let Some(current) = current {
+            for change in changes(&discovery, &known, &current) {
+                if tx.send(Ok(change)).await.is_err() {
+                    return;
+                }
+            }
+            known = current;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PEER_REFRESH) => {}
+            () = tx.closed() => return,
+        }
+    }
+}
+
 /// The Peer service.
 pub struct PeerService {
     discovery: PeerDiscovery,
     state: Arc<RwLock<ClusterState>>,
+    limits: StreamLimits,
 }
 
 impl PeerService {
-    /// Peers found in `state`.
-    pub fn new(discovery: PeerDiscovery, state: Arc<RwLock<ClusterState>>) -> Self {
-        Self { discovery, state }
+    /// Peers found in `state`; each `Notify` is a stream within `limits`.
+    pub fn new(
+        discovery: PeerDiscovery,
+        state: Arc<RwLock<ClusterState>>,
+        limits: StreamLimits,
+    ) -> Self {
+        Self {
+            discovery,
+            state,
+            limits,
+        }
     }
 }
 
@@ -162,35 +212,16 @@ impl Peer for PeerService {
         &self,
         _request: Request<NotifyRequest>,
     ) -> Result<Response<NotifyStream>, Status> {
+        let permit = self.limits.open_stream()?;
+        let stopping = self.limits.stopping.clone();
         let (tx, rx) = mpsc::channel(64);
-        let discovery = self.discovery.clone();
-        let state = Arc::clone(&self.state);
+        let notify = notify_changes(self.discovery.clone(), Arc::clone(&self.state), tx);
         tokio::spawn(async move {
-            let mut known = BTreeMap::new();
-            let mut generation = None;
-            loop {
-                let current = {
-                    let state = state.read().unwrap_or_else(|e| e.into_inner());
-                    if generation == Some(state.generation()) {
-                        None
-                    } else {
-                        generation = Some(state.generation());
-                        Some(discovery.peers(&state))
-                    }
-                };
-                if let Some(current) = current {
-                    for change in changes(&discovery, &known, &current) {
-                        if tx.send(Ok(change)).await.is_err() {
-                            return;
-                        }
-                    }
-                    known = current;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(PEER_REFRESH) => {}
-                    () = tx.closed() => return,
-                }
+            tokio::select! {
+                () = notify => {}
+                () = stopping.cancelled() => {}
             }
+            drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -244,7 +275,10 @@ status: {podIP: 10.2.0.9, podIPs: [{ip: 10.2.0.9}]}
         PeerDiscovery {
             node: "node-a".into(),
             listen: "0.0.0.0:4244".parse().expect("address"),
-            pod: pod.map(|name| ("netgov".to_owned(), name.to_owned())),
+            pod: pod.map(|name| PodRef {
+                namespace: "netgov".to_owned(),
+                name: name.to_owned(),
+            }),
             tls: true,
         }
     }

@@ -1,15 +1,16 @@
 //! The last N Hubble events, and the cursor each follower reads them by.
 //!
-//! One writer (the judge stage) pushes; readers take a snapshot under a
-//! short lock, never holding it while they send. Each event has a sequence
-//! number; a follower keeps the number of the next event it wants. When the
-//! ring has moved past it (the follower was slower than the judge for a
-//! whole ring), it is told how many it missed, as Hubble tells it: a
+//! One writer (the judge stage) pushes; readers copy pointers under a
+//! short lock (at most one per event held) and never hold it while they
+//! filter or send. Each event has a sequence number; a reader keeps the
+//! numbers of the events it still has to send, not the events, so a client
+//! that does not read keeps nothing alive the ring has let go. When the
+//! ring has moved past a number (the reader was slower than the judge for
+//! a whole ring), it is told how many it missed, as Hubble tells it: a
 //! `LostEvent` from `HUBBLE_RING_BUFFER`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -18,9 +19,9 @@ use super::proto::flow::Flow;
 /// Cilium's default ring capacity (`--hubble-event-buffer-capacity`).
 pub const DEFAULT_CAPACITY: usize = 4095;
 
-/// The largest capacity accepted (a ring of that many events at about
-/// 1 KiB each is 1 GiB: far past any agent's memory budget).
-pub const MAX_CAPACITY: usize = 1 << 20;
+/// The largest capacity accepted, Cilium's (about 64 MiB of events at
+/// 1 KiB each).
+pub const MAX_CAPACITY: usize = 65_535;
 
 /// What a follower reads at its cursor.
 #[derive(Debug, Default)]
@@ -56,7 +57,6 @@ pub struct EventRing {
     capacity: usize,
     /// The sequence number of the next event: followers wait on it.
     next: watch::Sender<u64>,
-    started: Instant,
 }
 
 impl EventRing {
@@ -70,7 +70,6 @@ impl EventRing {
             }),
             capacity,
             next: watch::channel(0).0,
-            started: Instant::now(),
         }
     }
 
@@ -92,11 +91,38 @@ impl EventRing {
         self.next.send_replace(next);
     }
 
-    /// Every event held, oldest first, and the cursor after them.
-    pub fn snapshot(&self) -> (Vec<Arc<Flow>>, u64) {
+    /// Every event held with its sequence number, oldest first, and the
+    /// cursor after them.
+    pub fn snapshot(&self) -> (Vec<(u64, Arc<Flow>)>, u64) {
         let ring = self.lock();
         let next = ring.first + ring.events.len() as u64;
-        (ring.events.iter().cloned().collect(), next)
+        let held = (ring.first..).zip(ring.events.iter().cloned()).collect();
+        (held, next)
+    }
+
+    /// The event numbered `seq`, unless the ring has let it go.
+    pub fn get(&self, seq: u64) -> Option<Arc<Flow>> {
+        let ring = self.lock();
+        let index = usize::try_from(seq.checked_sub(ring.first)?).ok()?;
+        ring.events.get(index).cloned()
+    }
+
+    /// How many events held are at or after `since` (Unix nanoseconds):
+    /// the ring is in time order, so from the newest back.
+    pub fn count_since(&self, since: i128) -> u64 {
+        let ring = self.lock();
+        let recent = ring
+            .events
+            .iter()
+            .rev()
+            .take_while(|event| {
+                event
+                    .time
+                    .as_ref()
+                    .is_some_and(|t| super::convert::unix_nanos(t) >= since)
+            })
+            .count();
+        recent as u64
     }
 
     /// The events from `cursor` on (see [`Batch`]).
@@ -127,11 +153,6 @@ impl EventRing {
             capacity: self.capacity as u64,
             seen: ring.first + ring.events.len() as u64,
         }
-    }
-
-    /// How long since the ring (the server) started.
-    pub fn uptime(&self) -> std::time::Duration {
-        self.started.elapsed()
     }
 }
 
@@ -165,7 +186,17 @@ mod tests {
             }
         );
         let (held, next) = ring.snapshot();
-        assert_eq!((uuids(&held), next), (vec!["c", "d", "e"], 5));
+        let seqs: Vec<u64> = held.iter().map(|(seq, _)| *seq).collect();
+        let flows: Vec<Arc<Flow>> = held.into_iter().map(|(_, flow)| flow).collect();
+        assert_eq!(
+            (seqs, uuids(&flows), next),
+            (vec![2, 3, 4], vec!["c", "d", "e"], 5)
+        );
+        assert_eq!(ring.get(4).map(|f| f.uuid.clone()), Some("e".to_owned()));
+        assert!(
+            ring.get(1).is_none() && ring.get(5).is_none(),
+            "let go, not yet"
+        );
         let late = ring.read_from(0);
         assert_eq!(
             (late.lost, uuids(&late.events), late.next),

@@ -44,10 +44,25 @@ pub enum TlsError {
         #[source]
         source: io::Error,
     },
-    /// The files do not make a configuration (a key that does not match
-    /// the certificate, a CA that is not one).
-    #[error("TLS configuration (--hubble-tls-*): {0}")]
-    Config(String),
+    /// The crypto provider offers none of the protocol versions asked for
+    /// (a build fault).
+    #[error("TLS protocol versions")]
+    ProtocolVersions(#[source] rustls::Error),
+    /// A client CA is not a CA certificate rustls accepts.
+    #[error("--hubble-tls-client-ca-files {path}")]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The client CAs make no verifier.
+    #[error("--hubble-tls-client-ca-files")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    /// The key does not go with the certificate (or either is unusable).
+    #[error("--hubble-tls-cert-file and --hubble-tls-key-file do not make a certificate")]
+    CertificateKey(#[source] rustls::Error),
 }
 
 fn file_error(flag: &'static str, path: &Path, source: impl Into<io::Error>) -> TlsError {
@@ -58,10 +73,12 @@ fn file_error(flag: &'static str, path: &Path, source: impl Into<io::Error>) -> 
     }
 }
 
+/// A PEM error as the I/O error it is, or invalid data (the PEM error
+/// kept as the source).
 fn pem_error(error: rustls::pki_types::pem::Error) -> io::Error {
     match error {
         rustls::pki_types::pem::Error::Io(error) => error,
-        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
     }
 }
 
@@ -91,26 +108,27 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::ProtocolVersions)?;
     let builder = if files.client_cas.is_empty() {
         builder.with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
         for path in &files.client_cas {
             for ca in certificates("--hubble-tls-client-ca-files", path)? {
-                roots
-                    .add(ca)
-                    .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
+                roots.add(ca).map_err(|source| TlsError::ClientCa {
+                    path: path.clone(),
+                    source,
+                })?;
             }
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(TlsError::ClientVerifier)?;
         builder.with_client_cert_verifier(verifier)
     };
     let mut config = builder
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::CertificateKey)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

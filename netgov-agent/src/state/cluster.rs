@@ -331,11 +331,15 @@ impl ClusterState {
     pub fn upsert_node(&mut self, node: &Node) {
         let name = node.metadata.name.clone().unwrap_or_default();
         self.delete_node(&name);
-        let ips: Vec<IpAddr> = node
+        let addresses: Vec<_> = node
             .status
             .iter()
             .flat_map(|s| s.addresses.iter().flatten())
-            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            .collect();
+        // InternalIPs first, each type in the node's order.
+        let ips: Vec<IpAddr> = ["InternalIP", "ExternalIP"]
+            .iter()
+            .flat_map(|kind| addresses.iter().filter(move |a| a.type_ == *kind))
             .filter_map(|a| a.address.parse().ok())
             .collect();
         for ip in &ips {
@@ -349,8 +353,8 @@ impl ClusterState {
         self.generation += 1;
     }
 
-    /// A node's InternalIP and ExternalIP addresses (none for a node not
-    /// known).
+    /// A node's InternalIP addresses, then its ExternalIP ones, each in the
+    /// node's order (none for a node not known).
     pub fn node_addresses(&self, name: &str) -> &[IpAddr] {
         self.node_ips.get(name).map_or(&[], Vec::as_slice)
     }

@@ -138,6 +138,24 @@ pub(super) struct StageLabels {
     pub stage: LossStage,
 }
 
+string_enum! {
+    /// Why the Hubble server refused a client.
+    pub enum HubbleRejection {
+        /// Too many connections were open.
+        ConnectionLimit => "connection_limit",
+        /// Its TLS handshake failed or timed out.
+        Handshake => "tls_handshake",
+        /// Too many streams were open.
+        StreamLimit => "stream_limit",
+    }
+}
+
+/// Labels of `netgov_hubble_rejected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct RejectionLabels {
+    pub reason: HubbleRejection,
+}
+
 /// Labels of `netgov_namespace_governed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct NamespaceLabels {

@@ -35,9 +35,9 @@ mod staged;
 
 use labels::{
     BuildLabels, DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels,
-    PostureLabels, ResourceLabels, StageLabels, StagedLabels, ViolationLabels,
+    PostureLabels, RejectionLabels, ResourceLabels, StageLabels, StagedLabels, ViolationLabels,
 };
-pub use labels::{LossStage, StagedChange};
+pub use labels::{HubbleRejection, LossStage, StagedChange};
 use series::{SeriesIndex, count_series, forget_series};
 
 use crate::cluster::ResourceKind;
@@ -99,6 +99,8 @@ pub struct Metrics {
     policy_compile_errors: Gauge,
     flow_log_errors: Counter,
     hubble_export_errors: Counter,
+    hubble_client_lost: Counter,
+    hubble_rejected: Family<RejectionLabels, Counter>,
     http_rejected: Counter,
     attachments_restored: Counter,
     attachments_missing: Gauge,
@@ -143,6 +145,8 @@ impl Metrics {
             policy_compile_errors: Gauge::default(),
             flow_log_errors: Counter::default(),
             hubble_export_errors: Counter::default(),
+            hubble_client_lost: Counter::default(),
+            hubble_rejected: Family::default(),
             http_rejected: Counter::default(),
             attachments_restored: Counter::default(),
             attachments_missing: Gauge::default(),
@@ -233,6 +237,16 @@ impl Metrics {
             "hubble_export_errors",
             "Hubble export lines that could not be written (the first of each run of failures is logged)",
             metrics.hubble_export_errors.clone(),
+        );
+        registry.register(
+            "hubble_client_events_lost",
+            "Hubble events overwritten in the ring before a following client read them (each client is told, with a LostEvent)",
+            metrics.hubble_client_lost.clone(),
+        );
+        registry.register(
+            "hubble_rejected",
+            "Hubble clients refused, by reason",
+            metrics.hubble_rejected.clone(),
         );
         registry.register(
             "http_connections_rejected",
@@ -396,6 +410,18 @@ impl Metrics {
     /// Counts a Hubble export line that could not be written.
     pub fn count_hubble_export_error(&self) {
         self.hubble_export_errors.inc();
+    }
+
+    /// Counts Hubble events a following client missed.
+    pub fn count_hubble_client_lost(&self, events: u64) {
+        self.hubble_client_lost.inc_by(events);
+    }
+
+    /// Counts a Hubble client refused.
+    pub fn count_hubble_rejected(&self, reason: HubbleRejection) {
+        self.hubble_rejected
+            .get_or_create(&RejectionLabels { reason })
+            .inc();
     }
 
     /// The capture's state: interfaces attached, live flows in the flow

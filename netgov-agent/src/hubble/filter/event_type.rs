@@ -1,5 +1,5 @@
-//! `event_type`: Cilium's monitor message type, and its sub-type when
-//! asked (`hubble observe --type policy-verdict` is type 5).
+//! `event_type`: Cilium's monitor message type (0: any), and its sub-type
+//! when asked (`hubble observe --type policy-verdict` is type 5).
 
 use super::{Check, FilterError};
 use crate::hubble::proto::flow::FlowFilter;
@@ -14,7 +14,8 @@ pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
             return false;
         };
         wanted.iter().any(|w| {
-            w.r#type == event.r#type && (!w.match_sub_type || w.sub_type == event.sub_type)
+            (w.r#type == 0 || w.r#type == event.r#type)
+                && (!w.match_sub_type || w.sub_type == event.sub_type)
         })
     })])
 }
@@ -38,6 +39,8 @@ mod tests {
             (event(5, true, 1), false),
             (event(4, false, 0), false),
             (event(1, false, 0), false),
+            (event(0, false, 0), true),
+            (event(0, true, 3), false),
         ];
         for (wanted, passed) in rows {
             let filter = FlowFilter {

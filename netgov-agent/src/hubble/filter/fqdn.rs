@@ -1,66 +1,30 @@
-//! `destination_fqdn`: the names netgov learned for the destination (from
-//! the source pod's DNS answers and ClientHellos), matched by pattern:
-//! `*` stands for any run of name characters (`*.example.com`), in any
-//! case, with or without the final dot.
+//! `source_fqdn` and `destination_fqdn`: the names netgov learned for the
+//! destination (from the source pod's DNS answers and ClientHellos),
+//! matched by pattern (see [`Glob`]). netgov names no source, so a
+//! `source_fqdn` filter matches nothing, as Hubble's would on flows without
+//! source names (`hubble observe --fqdn` asks both).
 
-use super::{Check, FilterError};
-use crate::hubble::proto::flow::FlowFilter;
-
-/// A case-insensitive pattern where `*` matches any run of characters.
-#[derive(Clone, Debug)]
-pub struct Glob {
-    parts: Vec<String>,
-}
-
-impl Glob {
-    /// A pattern of `field`.
-    ///
-    /// # Errors
-    /// An empty pattern.
-    pub fn new(field: &'static str, pattern: &str) -> Result<Self, FilterError> {
-        let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
-        if pattern.is_empty() {
-            return Err(FilterError::invalid(field, pattern, "must not be empty"));
-        }
-        Ok(Self {
-            parts: pattern.split('*').map(str::to_owned).collect(),
-        })
-    }
-
-    /// Whether `text` matches.
-    pub fn matches(&self, text: &str) -> bool {
-        let text = text.trim_end_matches('.').to_ascii_lowercase();
-        let (first, rest) = self.parts.split_first().expect("split yields a part");
-        let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            return remaining.is_empty();
-        };
-        for part in middle {
-            match remaining.find(part.as_str()) {
-                Some(at) => remaining = &remaining[at + part.len()..],
-                None => return false,
-            }
-        }
-        remaining.ends_with(last.as_str())
-    }
-}
+use super::glob::Glob;
+use super::{Check, FilterError, per_end};
+use crate::hubble::proto::flow::{Flow, FlowFilter};
 
 pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
-    if filter.destination_fqdn.is_empty() {
-        return Ok(Vec::new());
-    }
-    let wanted = filter
-        .destination_fqdn
-        .iter()
-        .map(|p| Glob::new("destination_fqdn", p))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(vec![Box::new(move |flow| {
-        flow.destination_names
-            .iter()
-            .any(|name| wanted.iter().any(|glob| glob.matches(name)))
-    })])
+    per_end(
+        (&filter.source_fqdn, &filter.destination_fqdn),
+        |end, values| {
+            let field = end.pick(("source_fqdn", "destination_fqdn"));
+            let wanted = values
+                .iter()
+                .map(|p| Glob::new(field, p))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Box::new(move |flow: &Flow| {
+                let names = end.pick((&flow.source_names, &flow.destination_names));
+                names
+                    .iter()
+                    .any(|name| wanted.iter().any(|glob| glob.matches(name)))
+            }) as Check)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -87,5 +51,14 @@ mod tests {
             };
             assert_eq!(passes(&filter).map_err(drop), expected, "{patterns:?}");
         }
+    }
+
+    #[test]
+    fn no_source_has_a_name() {
+        let filter = FlowFilter {
+            source_fqdn: vec!["*".into()],
+            ..FlowFilter::default()
+        };
+        assert_eq!(passes(&filter), Ok(false));
     }
 }

@@ -2,17 +2,14 @@
 //! [`Selector`]); any of a field's selectors may match.
 
 use super::selector::Selector;
-use super::{Check, End, FilterError, per_end};
+use super::{Check, FilterError, per_end};
 use crate::hubble::proto::flow::{Flow, FlowFilter};
 
 pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
     per_end(
         (&filter.source_label, &filter.destination_label),
         |end, values| {
-            let field = match end {
-                End::Source => "source_label",
-                End::Destination => "destination_label",
-            };
+            let field = end.pick(("source_label", "destination_label"));
             let wanted = values
                 .iter()
                 .map(|v| Selector::parse(field, v))

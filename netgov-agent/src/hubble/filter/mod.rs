@@ -14,6 +14,7 @@
 mod direction;
 mod event_type;
 mod fqdn;
+mod glob;
 mod identity;
 mod ip;
 mod ip_version;
@@ -75,16 +76,16 @@ pub enum FilterError {
         /// The value given.
         value: String,
         /// What is wrong with it.
-        why: String,
+        why: &'static str,
     },
 }
 
 impl FilterError {
-    fn invalid(field: &'static str, value: impl Into<String>, why: impl Into<String>) -> Self {
+    fn invalid(field: &'static str, value: impl Into<String>, why: &'static str) -> Self {
         Self::Invalid {
             field,
             value: value.into(),
-            why: why.into(),
+            why,
         }
     }
 }
@@ -167,9 +168,14 @@ enum End {
 
 impl End {
     fn of(self, flow: &Flow) -> Option<&Endpoint> {
+        self.pick((flow.source.as_ref(), flow.destination.as_ref()))
+    }
+
+    /// The source's or the destination's of a pair.
+    fn pick<T>(self, (source, destination): (T, T)) -> T {
         match self {
-            Self::Source => flow.source.as_ref(),
-            Self::Destination => flow.destination.as_ref(),
+            Self::Source => source,
+            Self::Destination => destination,
         }
     }
 }

@@ -50,10 +50,10 @@ fn pod(flow: &Flow, end: End) -> (&str, &str) {
 }
 
 fn service(flow: &Flow, end: End) -> (&str, &str) {
-    let service = match end {
-        End::Source => flow.source_service.as_ref(),
-        End::Destination => flow.destination_service.as_ref(),
-    };
+    let service = end.pick((
+        flow.source_service.as_ref(),
+        flow.destination_service.as_ref(),
+    ));
     service.map_or(("", ""), |s| (s.namespace.as_str(), s.name.as_str()))
 }
 
@@ -63,10 +63,7 @@ fn checks(
     name: fn(&Flow, End) -> (&str, &str),
 ) -> Result<Vec<Check>, FilterError> {
     per_end((source, destination), |end, values| {
-        let field = match end {
-            End::Source => fields.0,
-            End::Destination => fields.1,
-        };
+        let field = end.pick((fields.0, fields.1));
         let wanted = values
             .iter()
             .map(|v| NamespacedPrefix::parse(field, v))

@@ -1,9 +1,58 @@
-//! `node_name`: patterns with `*` (`worker-*`); a `cluster/` prefix, as
-//! Hubble allows, is matched against netgov's one cluster (any name).
+//! `node_name`: `[cluster/]node` patterns (see [`Glob`]), as Hubble reads
+//! them: an empty part matches any, and netgov's node names, which carry
+//! no cluster, are in Hubble's `default` cluster.
 
-use super::fqdn::Glob;
+use super::glob::Glob;
 use super::{Check, FilterError};
 use crate::hubble::proto::flow::FlowFilter;
+
+/// The cluster Hubble puts node names without one in.
+const DEFAULT_CLUSTER: &str = "default";
+
+/// A parsed `[cluster/]node` pattern; `None` parts match any.
+struct NodePattern {
+    cluster: Option<Glob>,
+    node: Option<Glob>,
+}
+
+impl NodePattern {
+    fn parse(pattern: &str) -> Result<Self, FilterError> {
+        let part = |text: &str| {
+            (!text.is_empty())
+                .then(|| Glob::new("node_name", text))
+                .transpose()
+        };
+        match pattern.split('/').collect::<Vec<_>>().as_slice() {
+            [""] => Err(FilterError::invalid(
+                "node_name",
+                pattern,
+                "must not be empty",
+            )),
+            [node] => Ok(Self {
+                cluster: None,
+                node: part(node)?,
+            }),
+            [cluster, node] => Ok(Self {
+                cluster: part(cluster)?,
+                node: part(node)?,
+            }),
+            _ => Err(FilterError::invalid(
+                "node_name",
+                pattern,
+                "expected [cluster/]node",
+            )),
+        }
+    }
+
+    fn matches(&self, node: &str) -> bool {
+        !node.is_empty()
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|c| c.matches(DEFAULT_CLUSTER))
+            && self.node.as_ref().is_none_or(|n| n.matches(node))
+    }
+}
 
 pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
     if filter.node_name.is_empty() {
@@ -12,40 +61,40 @@ pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
     let wanted = filter
         .node_name
         .iter()
-        .map(|pattern| {
-            let node = pattern
-                .rsplit_once('/')
-                .map_or(pattern.as_str(), |(_, node)| node);
-            let node = if node.is_empty() { "*" } else { node };
-            Glob::new("node_name", node)
-        })
+        .map(|pattern| NodePattern::parse(pattern))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(vec![Box::new(move |flow| {
-        wanted.iter().any(|glob| glob.matches(&flow.node_name))
+        wanted
+            .iter()
+            .any(|pattern| pattern.matches(&flow.node_name))
     })])
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_flow::passes;
+    use super::super::test_flow::{Outcome, Values, passes};
     use super::*;
 
     #[test]
     fn rows() {
-        let rows: [(&[&str], bool); 6] = [
-            (&["node-a"], true),
-            (&["node-*"], true),
-            (&["*"], true),
-            (&["default/node-a"], true),
-            (&["node-b"], false),
-            (&["node"], false),
+        let rows: [(Values, Outcome); 10] = [
+            (&["node-a"], Ok(true)),
+            (&["node-*"], Ok(true)),
+            (&["*"], Ok(true)),
+            (&["default/node-a"], Ok(true)),
+            (&["default/"], Ok(true)),
+            (&["other/node-a"], Ok(false)),
+            (&["node-b"], Ok(false)),
+            (&["node"], Ok(false)),
+            (&[""], Err(())),
+            (&["a/b/c"], Err(())),
         ];
-        for (patterns, passed) in rows {
+        for (patterns, expected) in rows {
             let filter = FlowFilter {
                 node_name: patterns.iter().map(|s| s.to_string()).collect(),
                 ..FlowFilter::default()
             };
-            assert_eq!(passes(&filter), Ok(passed), "{patterns:?}");
+            assert_eq!(passes(&filter).map_err(drop), expected, "{patterns:?}");
         }
     }
 }

@@ -22,10 +22,7 @@ pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
     per_end(
         (&filter.source_port, &filter.destination_port),
         |end, values| {
-            let field = match end {
-                End::Source => "source_port",
-                End::Destination => "destination_port",
-            };
+            let field = end.pick(("source_port", "destination_port"));
             let wanted = values
                 .iter()
                 .map(|value| {

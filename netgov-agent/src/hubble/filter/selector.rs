@@ -47,7 +47,7 @@ impl Selector {
     /// # Errors
     /// [`FilterError::Invalid`] for what is not selector syntax.
     pub fn parse(field: &'static str, text: &str) -> Result<Self, FilterError> {
-        let invalid = |why: &str| FilterError::invalid(field, text, why);
+        let invalid = |why: &'static str| FilterError::invalid(field, text, why);
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();

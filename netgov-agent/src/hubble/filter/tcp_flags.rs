@@ -24,7 +24,9 @@ pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
         let Some(Protocol::Tcp(tcp)) = flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) else {
             return false;
         };
-        let have = tcp.flags.as_ref().map_or(0, bits);
+        let Some(have) = tcp.flags.as_ref().map(bits) else {
+            return false;
+        };
         wanted.iter().any(|want| have & want == *want)
     })])
 }

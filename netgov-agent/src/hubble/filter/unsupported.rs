@@ -9,12 +9,7 @@ use crate::hubble::proto::flow::FlowFilter;
 /// [`FilterError::Unsupported`] naming the first such field.
 pub fn refuse(filter: &FlowFilter) -> Result<(), FilterError> {
     const HTTP: &str = "netgov judges L3/L4 flows and sees no HTTP";
-    let fields: [(&'static str, bool, &'static str); 15] = [
-        (
-            "source_fqdn",
-            !filter.source_fqdn.is_empty(),
-            "netgov names destinations only (from the source pod's DNS answers and ClientHellos)",
-        ),
+    let fields: [(&'static str, bool, &'static str); 14] = [
         (
             "source_cluster_name",
             !filter.source_cluster_name.is_empty(),
@@ -89,10 +84,10 @@ mod tests {
         let rows = [
             (
                 FlowFilter {
-                    source_fqdn: vec!["a".into()],
+                    interface: vec![Default::default()],
                     ..FlowFilter::default()
                 },
-                "source_fqdn",
+                "interface",
             ),
             (
                 FlowFilter {

@@ -1,7 +1,8 @@
-//! `verdict` and `drop_reason_desc`.
+//! `verdict` and `drop_reason_desc` (of a `DROPPED` flow only, as in
+//! Hubble).
 
 use super::{Check, FilterError};
-use crate::hubble::proto::flow::FlowFilter;
+use crate::hubble::proto::flow::{FlowFilter, Verdict};
 
 pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
     let mut checks: Vec<Check> = Vec::new();
@@ -12,7 +13,7 @@ pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
     if !filter.drop_reason_desc.is_empty() {
         let wanted = filter.drop_reason_desc.clone();
         checks.push(Box::new(move |flow| {
-            wanted.contains(&flow.drop_reason_desc)
+            flow.verdict() == Verdict::Dropped && wanted.contains(&flow.drop_reason_desc)
         }));
     }
     Ok(checks)
@@ -22,7 +23,7 @@ pub fn build(filter: &FlowFilter) -> Result<Vec<Check>, FilterError> {
 mod tests {
     use super::super::test_flow::passes;
     use super::*;
-    use crate::hubble::proto::flow::{DropReason, Verdict};
+    use crate::hubble::proto::flow::DropReason;
 
     #[test]
     fn rows() {
@@ -31,7 +32,7 @@ mod tests {
             (&[Verdict::Forwarded, Verdict::Audit], &[], true),
             (&[Verdict::Dropped], &[], false),
             (&[], &[DropReason::PolicyDenied], false),
-            (&[], &[DropReason::Unknown], true),
+            (&[], &[DropReason::Unknown], false),
         ];
         for (verdicts, reasons, passed) in rows {
             let filter = FlowFilter {
