@@ -158,6 +158,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     let step_flows = flag_value(args, "--flows").unwrap_or(STEP_FLOWS);
     let live_flows = flag_value(args, "--live-flows").unwrap_or(LIVE_FLOWS);
     let names = args.iter().any(|a| a == "--names");
+    let hubble = args.iter().any(|a| a == "--hubble");
     let answers = flag_value(args, "--answers").unwrap_or(ANSWERS);
     require_root(
         "bench",
@@ -169,6 +170,20 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         testbed.add_pod(&format!("pod{i}"))?;
     }
     let cluster_state = prepare(&testbed, names)?;
+    // With --hubble: every judged flow also becomes a Hubble event, kept in
+    // the ring, served, and written to the export file (Cilium's rotation:
+    // 10 MiB, 5 backups).
+    let export = cluster_state.with_file_name("hubble-export.json");
+    let hubble_args: Vec<String> = if hubble {
+        vec![
+            "--hubble-listen-address".into(),
+            "127.0.0.1:4244".into(),
+            "--hubble-export-file-path".into(),
+            export.to_string_lossy().into_owned(),
+        ]
+    } else {
+        Vec::new()
+    };
     let start_agent = || -> Result<Agent, XtaskError> {
         let child = spawn(
             testbed
@@ -178,6 +193,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
                 .arg("--cluster-state")
                 .arg(&cluster_state)
                 .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+                .args(&hubble_args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )?;
@@ -208,6 +224,12 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
             ""
         }
     );
+    if hubble {
+        println!(
+            "  Hubble on: each flow judged is also a Hubble event in the ring (4,095), served on 127.0.0.1:4244 and written to {}",
+            export.display()
+        );
+    }
     if names {
         let agent = start_agent()?;
         bench_names::answers_per_core(&testbed, answers, &|| scrape(&testbed), &|| {

@@ -36,6 +36,7 @@ use crate::churn_map::ChurnMap;
 use crate::config::AgentConfig;
 use crate::export::metrics::StagedChange;
 use crate::hubble::convert::{EventContext, to_flow};
+use crate::hubble::export::ExportFile;
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
 use crate::names::{Client, DestinationName};
@@ -129,6 +130,11 @@ pub struct Pipeline {
     /// The last flow-log write failed (logged once per run of failures;
     /// every failed record is counted).
     log_failing: bool,
+    /// The Hubble export file, when asked for (written here, as the flow
+    /// log is: see `hubble::export`).
+    hubble_export: Option<ExportFile>,
+    /// The last Hubble export write failed (logged as the flow log's).
+    export_failing: bool,
 }
 
 impl Pipeline {
@@ -155,7 +161,16 @@ impl Pipeline {
             departed: DepartedSeries::new(SERIES_GRACE),
             last_sweep: Instant::now(),
             log_failing: false,
+            hubble_export: None,
+            export_failing: false,
         }
+    }
+
+    /// The same, writing every Hubble event to `file` too.
+    #[must_use]
+    pub fn with_hubble_export(mut self, file: ExportFile) -> Self {
+        self.hubble_export = Some(file);
+        self
     }
 
     /// Judges every record from `rx` until the capture closes it; every
@@ -165,7 +180,12 @@ impl Pipeline {
         loop {
             tokio::select! {
                 record = rx.recv() => match record {
-                    Some(record) => self.process(record),
+                    Some(record) => {
+                        self.process(record);
+                        if rx.is_empty() {
+                            self.flush_hubble_export();
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -179,9 +199,11 @@ impl Pipeline {
                     self.on_cluster_change();
                     self.judge_due();
                     self.sweep_departed();
+                    self.flush_hubble_export();
                 }
             }
         }
+        self.flush_hubble_export();
     }
 
     /// When policies, labels or identities changed: judges every live flow
@@ -447,16 +469,46 @@ impl Pipeline {
 
     /// A Hubble event for a flow first judged, or whose verdict or
     /// enforcement changed (when the Hubble server or export is on).
-    fn publish_hubble(&self, record: &FlowRecord, judgement: &Judgement) {
-        let Some(sink) = &self.shared.hubble else {
+    fn publish_hubble(&mut self, record: &FlowRecord, judgement: &Judgement) {
+        let shared = Arc::clone(&self.shared);
+        let Some(sink) = &shared.hubble else {
             return;
         };
         let context = EventContext {
             node_name: &sink.node,
             judged_at: unix_now_nanos(),
         };
-        let flow = to_flow(record, judgement, &self.shared.state(), context);
+        let flow = to_flow(record, judgement, &shared.state(), context);
+        if let Some(export) = &mut self.hubble_export {
+            let written = export.write(&flow, &sink.node);
+            self.export_written(written);
+        }
         sink.ring.push(flow);
+    }
+
+    /// Writes the Hubble export lines waiting in memory.
+    fn flush_hubble_export(&mut self) {
+        if let Some(export) = &mut self.hubble_export {
+            let flushed = export.flush();
+            self.export_written(flushed);
+        }
+    }
+
+    /// Counts a failed Hubble export write, logging the first of a run.
+    fn export_written(&mut self, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                if std::mem::take(&mut self.export_failing) {
+                    tracing::info!("Hubble export: writing again");
+                }
+            }
+            Err(error) => {
+                self.shared.metrics.count_hubble_export_error();
+                if !std::mem::replace(&mut self.export_failing, true) {
+                    tracing::warn!(%error, "Hubble export: lines not written (counted in netgov_hubble_export_errors_total)");
+                }
+            }
+        }
     }
 
     fn log(&mut self, record: &FlowRecord, judgement: &Judgement) {

@@ -18,8 +18,8 @@ use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::cluster::file_source::{FileSource, FileSourceError};
 use crate::cluster::{ClusterHealth, kube_source};
 use crate::config::AgentConfig;
-use crate::export::metrics::{HubbleRejection, LossStage, Metrics};
-use crate::hubble::export::{ExportFile, export_forever};
+use crate::export::metrics::{HubbleRejection, Metrics};
+use crate::hubble::export::ExportFile;
 use crate::hubble::ring::EventRing;
 use crate::hubble::{
     HubbleError, HubbleOptions, HubbleSink, Rejection, Report, RunningServer, ServerIdentity,
@@ -217,7 +217,7 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         Some(Staged::open(options.staged.clone()).map_err(AgentError::Staged)?)
     };
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         Arc::clone(&shared),
         options.config.clone(),
         options.node.clone(),
@@ -225,6 +225,10 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
         options.capture.drain_interval,
         staged,
     );
+    if let Some(export) = options.hubble.as_ref().and_then(|h| h.export.clone()) {
+        let file = ExportFile::open(export).map_err(HubbleError::from)?;
+        pipeline = pipeline.with_hubble_export(file);
+    }
     let judge_task = tokio::spawn(pipeline.run(rx));
     // Which addresses are Services must be known before the first flow is
     // seen: a connection is matched with its translation only when it is
@@ -253,14 +257,12 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
 /// How long a stopping Hubble server may take to close its connections.
 const HUBBLE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Counts what the Hubble server and export lose or refuse.
+/// Counts what the Hubble server loses or refuses.
 fn hubble_report(shared: &Arc<Shared>) -> Report {
     let shared = Arc::clone(shared);
     Arc::new(move |trouble| {
         let metrics = &shared.metrics;
         match trouble {
-            Trouble::ExportLost(events) => metrics.count_lost(LossStage::HubbleExport, events),
-            Trouble::ExportWriteFailed => metrics.count_hubble_export_error(),
             Trouble::ClientLost(events) => metrics.count_hubble_client_lost(events),
             Trouble::Rejected(rejection) => metrics.count_hubble_rejected(match rejection {
                 Rejection::ConnectionLimit => HubbleRejection::ConnectionLimit,
@@ -271,32 +273,13 @@ fn hubble_report(shared: &Arc<Shared>) -> Report {
     })
 }
 
-/// Starts the Hubble export writer and server (each when asked for);
-/// returns the server.
+/// Starts the Hubble server, when asked for.
 async fn start_hubble(
     options: &HubbleOptions,
     sink: &HubbleSink,
     shared: &Arc<Shared>,
 ) -> Result<Option<RunningServer>, AgentError> {
     let report = hubble_report(shared);
-    if let Some(export) = &options.export {
-        let file = ExportFile::open(export.clone()).map_err(HubbleError::from)?;
-        // From the first event on: the judge has not started yet.
-        let from = sink.ring.status().seen;
-        export_forever(
-            Arc::clone(&sink.ring),
-            (file, from),
-            sink.node.clone(),
-            Arc::clone(&report),
-            tokio::runtime::Handle::current(),
-        )
-        .map_err(|source| {
-            HubbleError::Export(crate::hubble::export::ExportError {
-                path: export.path.clone(),
-                source,
-            })
-        })?;
-    }
     let Some(listen) = options.listen else {
         return Ok(None);
     };

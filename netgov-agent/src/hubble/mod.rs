@@ -95,15 +95,9 @@ pub struct HubbleSink {
     pub node: String,
 }
 
-/// What the Hubble server and export lose or refuse, for the agent to
-/// count.
+/// What the Hubble server loses or refuses, for the agent to count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trouble {
-    /// Events overwritten in the ring before the export file's writer read
-    /// them.
-    ExportLost(u64),
-    /// An export line could not be written.
-    ExportWriteFailed,
     /// Events overwritten in the ring before a client read them (it was
     /// told, with a `LostEvent`).
     ClientLost(u64),

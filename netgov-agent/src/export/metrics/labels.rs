@@ -30,9 +30,6 @@ string_enum! {
         KernelParse => "kernel_parse",
         /// The capture → judge channel was full.
         Evaluate => "evaluate",
-        /// Hubble events the export file's writer fell a whole event ring
-        /// behind on (`--hubble-export-file-path`).
-        HubbleExport => "hubble_export",
     }
 }
 

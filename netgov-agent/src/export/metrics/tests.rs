@@ -78,7 +78,6 @@ fn the_exposition_is_pinned() {
     metrics.set_unprotected_pods(&[(("dev".to_owned(), Direction::Egress), 3)].into());
     metrics.count_lost(LossStage::KernelRingbuf, 4);
     metrics.count_lost(LossStage::Evaluate, 1);
-    metrics.count_lost(LossStage::HubbleExport, 2);
     metrics.record_capture(3, 10, 2);
     metrics.record_resource(
         ResourceKind::Pod,
