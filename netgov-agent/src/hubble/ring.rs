@@ -19,8 +19,8 @@ use super::proto::flow::Flow;
 /// Cilium's default ring capacity (`--hubble-event-buffer-capacity`).
 pub const DEFAULT_CAPACITY: usize = 4095;
 
-/// The largest capacity accepted, Cilium's (about 64 MiB of events at
-/// 1 KiB each).
+/// The largest capacity accepted, Cilium's (about 180 MiB of events at
+/// 2.8 KiB each, as measured).
 pub const MAX_CAPACITY: usize = 65_535;
 
 /// What a follower reads at its cursor.
