@@ -305,6 +305,21 @@ fn hubble_clients_show_netgov_verdicts() {
         lines(&observe(&testbed, &["--uuid", uuid])),
         [line(&all[0])]
     );
+    // The compact view a user reads first: Hubble's policy-verdict line.
+    let compact = hubble(
+        testbed.node(),
+        HUBBLE,
+        &["observe", "--last", "1000", "--verdict", "AUDIT"],
+    );
+    let compact = String::from_utf8_lossy(&compact.stdout).into_owned();
+    assert_eq!(compact.lines().count(), 1, "{compact}");
+    for part in [
+        "ml/client-b-0:",
+        "-> ml/server-0:8080 (ID:",
+        "policy-verdict:none INGRESS AUDITED (netgov: deny but delivered (gap); egress: ",
+    ] {
+        assert!(compact.contains(part), "{part} in {compact}");
+    }
     let refused = hubble(testbed.node(), HUBBLE, &["observe", "--http-status", "200"]);
     assert!(!refused.status.success());
     assert!(
