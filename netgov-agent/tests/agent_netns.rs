@@ -343,6 +343,8 @@ fn agent_reads_the_cluster_from_the_kubernetes_api() {
     let mut agent = Agent {
         child,
         flow_log: flow_log.clone(),
+        // Its standard error goes nowhere.
+        stderr: mpsc::channel().1,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

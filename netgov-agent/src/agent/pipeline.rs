@@ -479,35 +479,40 @@ impl Pipeline {
             judged_at: unix_now_nanos(),
         };
         let flow = to_flow(record, judgement, &shared.state(), context);
-        if let Some(export) = &mut self.hubble_export {
-            let written = export.write(&flow, &sink.node);
-            self.export_written(written);
+        if let Some(export) = &mut self.hubble_export
+            && let Err(error) = export.write(&flow, &sink.node)
+        {
+            self.export_failed(error);
         }
-        sink.ring.push(flow);
+        if let Some(ring) = &sink.ring {
+            ring.push(flow);
+        }
     }
 
     /// Writes the Hubble export lines waiting in memory.
     fn flush_hubble_export(&mut self) {
         if let Some(export) = &mut self.hubble_export {
-            let flushed = export.flush();
-            self.export_written(flushed);
+            match export.flush() {
+                Ok(()) => self.export_flushed(),
+                Err(error) => self.export_failed(error),
+            }
         }
     }
 
-    /// Counts a failed Hubble export write, logging the first of a run.
-    fn export_written(&mut self, result: std::io::Result<()>) {
-        match result {
-            Ok(()) => {
-                if std::mem::take(&mut self.export_failing) {
-                    tracing::info!("Hubble export: writing again");
-                }
-            }
-            Err(error) => {
-                self.shared.metrics.count_hubble_export_error();
-                if !std::mem::replace(&mut self.export_failing, true) {
-                    tracing::warn!(%error, "Hubble export: lines not written (counted in netgov_hubble_export_errors_total)");
-                }
-            }
+    /// Counts a failed Hubble export write or flush, logging the first of a
+    /// run; a flush that succeeds ends the run (a write that succeeds may
+    /// only have been buffered).
+    fn export_failed(&mut self, error: std::io::Error) {
+        self.shared.metrics.count_hubble_export_error();
+        if !std::mem::replace(&mut self.export_failing, true) {
+            tracing::warn!(%error, "Hubble export: lines not written (counted in netgov_hubble_export_errors_total)");
+        }
+    }
+
+    /// A flush that succeeded: the export writes again.
+    fn export_flushed(&mut self) {
+        if std::mem::take(&mut self.export_failing) {
+            tracing::info!("Hubble export: writing again");
         }
     }
 

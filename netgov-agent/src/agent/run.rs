@@ -169,7 +169,10 @@ pub async fn run(options: AgentOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     );
     // Hubble's events name this node; without NODE_NAME, its host name.
     let hubble = options.hubble.as_ref().map(|hubble| HubbleSink {
-        ring: Arc::new(EventRing::new(hubble.capacity)),
+        // Only a server reads the ring.
+        ring: hubble
+            .listen
+            .map(|_| Arc::new(EventRing::new(hubble.capacity))),
         node: options
             .node
             .node_name
@@ -266,6 +269,7 @@ fn hubble_report(shared: &Arc<Shared>) -> Report {
             Trouble::ClientLost(events) => metrics.count_hubble_client_lost(events),
             Trouble::Rejected(rejection) => metrics.count_hubble_rejected(match rejection {
                 Rejection::ConnectionLimit => HubbleRejection::ConnectionLimit,
+                Rejection::Silent => HubbleRejection::Silent,
                 Rejection::Handshake => HubbleRejection::Handshake,
                 Rejection::StreamLimit => HubbleRejection::StreamLimit,
             }),
@@ -280,7 +284,7 @@ async fn start_hubble(
     shared: &Arc<Shared>,
 ) -> Result<Option<RunningServer>, AgentError> {
     let report = hubble_report(shared);
-    let Some(listen) = options.listen else {
+    let (Some(listen), Some(ring)) = (options.listen, &sink.ring) else {
         return Ok(None);
     };
     let server = crate::hubble::serve(
@@ -290,7 +294,7 @@ async fn start_hubble(
             node: sink.node.clone(),
             pod: options.pod.clone(),
         },
-        (Arc::clone(&sink.ring), Arc::clone(&shared.state)),
+        (Arc::clone(ring), Arc::clone(&shared.state)),
         report,
     )
     .await?;
@@ -299,14 +303,17 @@ async fn start_hubble(
 }
 
 /// Stops the Hubble server: every stream ends, then the connections close
-/// (or are dropped after [`HUBBLE_STOP_TIMEOUT`]).
+/// (or are aborted after [`HUBBLE_STOP_TIMEOUT`]).
 async fn stop_hubble(server: RunningServer) {
-    server.stop.cancel();
-    let task = server.task;
-    match tokio::time::timeout(HUBBLE_STOP_TIMEOUT, task).await {
+    let RunningServer { mut task, stop, .. } = server;
+    drop(stop);
+    match tokio::time::timeout(HUBBLE_STOP_TIMEOUT, &mut task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => tracing::warn!(%error, "Hubble server"),
         Ok(Err(error)) => tracing::warn!(%error, "Hubble server task"),
-        Err(_) => tracing::warn!("Hubble server: connections still open at exit, dropped"),
+        Err(_) => {
+            task.abort();
+            tracing::warn!("Hubble server: connections still open at exit, aborted");
+        }
     }
 }

@@ -18,9 +18,10 @@
 //!   flag means them) the file is renamed `<path>.1` (older backups move up
 //!   to `<path>.N`, the oldest past `max_backups` removed) and a new one is
 //!   started; with no backups the file is simply started again.
-//! - A line that cannot be written is counted by the agent
-//!   (`netgov_hubble_export_errors_total`) and the next line tries again
-//!   (reopening the file).
+//! - A failed write or flush drops the file and the lines waiting for it,
+//!   is counted by the agent (`netgov_hubble_export_errors_total`, one per
+//!   failure) and logged once per run of failures; the next line reopens
+//!   the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -156,7 +157,10 @@ impl ExportFile {
                 self.file.insert(file)
             }
         };
-        file.write_all(&self.line)?;
+        if let Err(error) = file.write_all(&self.line) {
+            self.abandon();
+            return Err(error);
+        }
         self.written += length;
         Ok(())
     }
@@ -166,9 +170,24 @@ impl ExportFile {
     /// # Errors
     /// The write error; the caller counts it.
     pub fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
-            Some(file) => file.flush(),
-            None => Ok(()),
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        let flushed = file.flush();
+        if flushed.is_err() {
+            self.abandon();
+        }
+        flushed
+    }
+
+    /// After a failed write: drops the file and what waited for it (one
+    /// error, counted by the caller), so the next line reopens the file
+    /// instead of failing on the same descriptor.
+    fn abandon(&mut self) {
+        if let Some(file) = self.file.take() {
+            // Its buffer is lost with it: `into_parts` hands it back
+            // without writing it again.
+            let _ = file.into_parts();
         }
     }
 

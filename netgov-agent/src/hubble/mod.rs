@@ -89,8 +89,9 @@ pub struct HubbleOptions {
 /// Where the judge stage puts Hubble events, and the node they name.
 #[derive(Clone)]
 pub struct HubbleSink {
-    /// The ring clients read.
-    pub ring: Arc<EventRing>,
+    /// The ring clients read (none without a server: the export file
+    /// alone).
+    pub ring: Option<Arc<EventRing>>,
     /// This node's name.
     pub node: String,
 }
@@ -108,8 +109,11 @@ pub enum Trouble {
 /// Why a client was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
-    /// [`listener::MAX_CONNECTIONS`] were open.
+    /// [`listener::MAX_CONNECTIONS`] were open, or as many as one address
+    /// may have.
     ConnectionLimit,
+    /// It sent nothing for [`listener::FIRST_BYTES_TIMEOUT`].
+    Silent,
     /// Its TLS handshake failed or timed out (no or a wrong certificate).
     Handshake,
     /// [`MAX_STREAMS`] streams were open.
@@ -152,13 +156,14 @@ pub struct ServerIdentity {
 }
 
 /// A started server: where it listens, its task, and how to stop it.
+/// Dropped (an agent that fails to start after it), it stops.
 pub struct RunningServer {
     /// The bound address (the port chosen, for port 0).
     pub address: SocketAddr,
     /// The server; ends with an error only if serving fails.
     pub task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    /// Cancelled to stop: every stream ends, then the server.
-    pub stop: CancellationToken,
+    /// Dropped to stop: every stream ends, then the server.
+    pub stop: tokio_util::sync::DropGuard,
 }
 
 /// Binds `listen`; an address of every interface in both families (`[::]`)
@@ -181,7 +186,7 @@ async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, HubbleError
 /// Binds and starts the Hubble server over `ring`: Observer, Peer, gRPC
 /// health (`SERVING` for [`HEALTH_SERVICE`]) and server reflection (v1 and
 /// v1alpha, for grpcurl). It runs until [`RunningServer::stop`] is
-/// cancelled, which also ends every open stream (a follower or Relay's
+/// dropped, which also ends every open stream (a follower or Relay's
 /// `Notify` would otherwise hold a graceful stop for ever).
 ///
 /// # Errors
@@ -271,7 +276,7 @@ pub async fn serve(
     Ok(RunningServer {
         address,
         task,
-        stop,
+        stop: stop.drop_guard(),
     })
 }
 

@@ -16,10 +16,11 @@
 //!   with the count (also counted, see [`Trouble::ClientLost`]).
 //!
 //! What a client can hold: a stream keeps the sequence numbers of the
-//! flows it still has to send (8 bytes each, at most a ring's worth) and
-//! [`STREAM_BACKLOG`] responses; at most [`MAX_STREAMS`] streams are open
-//! at once, `GetFlows` and `Notify` together (`ResourceExhausted` past
-//! that). Every stream ends when the server stops.
+//! flows it still has to send (8 bytes each, at most a ring's worth), and
+//! at most [`STREAM_BACKLOG`] events waiting for it, twice (read from the
+//! ring, and queued for the connection); at most [`MAX_STREAMS`] streams
+//! are open at once, `GetFlows` and `Notify` together (`ResourceExhausted`
+//! past that). Every stream ends when the server stops.
 //!
 //! Agent and debug events: `Unimplemented` (netgov emits flows only).
 
@@ -259,7 +260,7 @@ async fn send_plan(responder: &Responder, plan: Plan) {
             () = plan.ring.wait_past(follow.cursor) => {}
             () = responder.tx.closed() => return,
         }
-        let batch = plan.ring.read_from(follow.cursor);
+        let batch = plan.ring.read_from(follow.cursor, STREAM_BACKLOG);
         follow.cursor = batch.next;
         if batch.lost > 0 && !responder.lost(batch.lost).await {
             return;

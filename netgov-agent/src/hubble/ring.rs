@@ -125,17 +125,15 @@ impl EventRing {
         recent as u64
     }
 
-    /// The events from `cursor` on (see [`Batch`]).
-    pub fn read_from(&self, cursor: u64) -> Batch {
+    /// At most `max` events from `cursor` on (see [`Batch`]): a reader
+    /// holds no more of the ring than it is about to send.
+    pub fn read_from(&self, cursor: u64, max: usize) -> Batch {
         let ring = self.lock();
-        let next = ring.first + ring.events.len() as u64;
         let lost = ring.first.saturating_sub(cursor);
         let skip = cursor.saturating_sub(ring.first) as usize;
-        Batch {
-            lost,
-            events: ring.events.iter().skip(skip).cloned().collect(),
-            next,
-        }
+        let events: Vec<Arc<Flow>> = ring.events.iter().skip(skip).take(max).cloned().collect();
+        let next = ring.first + (skip + events.len()) as u64;
+        Batch { lost, events, next }
     }
 
     /// Waits until an event past `cursor` exists.
@@ -197,17 +195,23 @@ mod tests {
             ring.get(1).is_none() && ring.get(5).is_none(),
             "let go, not yet"
         );
-        let late = ring.read_from(0);
+        let late = ring.read_from(0, 10);
         assert_eq!(
             (late.lost, uuids(&late.events), late.next),
             (2, vec!["c", "d", "e"], 5)
         );
-        let current = ring.read_from(4);
+        let current = ring.read_from(4, 10);
         assert_eq!(
             (current.lost, uuids(&current.events), current.next),
             (0, vec!["e"], 5)
         );
-        let ahead = ring.read_from(5);
+        let ahead = ring.read_from(5, 10);
+        let capped = ring.read_from(2, 2);
+        assert_eq!(
+            (capped.lost, uuids(&capped.events), capped.next),
+            (0, vec!["c", "d"], 4),
+            "a reader takes no more than it asks for"
+        );
         assert_eq!((ahead.lost, ahead.events.len(), ahead.next), (0, 0, 5));
     }
 
@@ -218,7 +222,7 @@ mod tests {
             let ring = Arc::clone(&ring);
             async move {
                 ring.wait_past(0).await;
-                ring.read_from(0)
+                ring.read_from(0, 10)
             }
         });
         tokio::task::yield_now().await;

@@ -16,6 +16,8 @@ pub const AGENT_PORT: u16 = 9464;
 pub struct Agent {
     pub child: Child,
     pub flow_log: std::path::PathBuf,
+    /// What it printed on standard error after it was ready.
+    pub stderr: mpsc::Receiver<String>,
 }
 
 impl Drop for Agent {
@@ -129,7 +131,11 @@ fn spawn_agent(
             break;
         }
     }
-    Agent { child, flow_log }
+    Agent {
+        child,
+        flow_log,
+        stderr: rx,
+    }
 }
 
 /// `GET path` on the agent, `None` while it does not listen yet.

@@ -138,8 +138,10 @@ pub(super) struct StageLabels {
 string_enum! {
     /// Why the Hubble server refused a client.
     pub enum HubbleRejection {
-        /// Too many connections were open.
+        /// Too many connections were open, overall or from its address.
         ConnectionLimit => "connection_limit",
+        /// It sent nothing for the first bytes' deadline.
+        Silent => "silent",
         /// Its TLS handshake failed or timed out.
         Handshake => "tls_handshake",
         /// Too many streams were open.

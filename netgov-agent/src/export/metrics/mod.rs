@@ -235,7 +235,7 @@ impl Metrics {
         );
         registry.register(
             "hubble_export_errors",
-            "Hubble export lines that could not be written (the first of each run of failures is logged)",
+            "Hubble export writes that failed, each losing the lines waiting for it (the first of each run of failures is logged)",
             metrics.hubble_export_errors.clone(),
         );
         registry.register(
