@@ -66,6 +66,19 @@ fn cluster_state(pods: &[Pod]) -> String {
         + &agent("node-2", "10.250.0.2")
 }
 
+/// A table's printed text and its first row below the header, by column.
+fn first_row(output: &std::process::Output) -> (String, Vec<String>) {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let row = text
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    (text, row)
+}
+
 /// A Hubble flow as one line: `src -> dst:port VERDICT [reason]
 /// DIRECTION allowed:[..] denied:[..]`.
 fn line(response: &Value) -> String {
@@ -362,13 +375,8 @@ fn hubble_clients_show_netgov_verdicts() {
     );
     assert!(status.contains("Connected Nodes: 1/1"), "{status}");
     let nodes = hubble(testbed.node(), HUBBLE, &["list", "nodes"]);
-    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
-    let row: Vec<&str> = nodes
-        .lines()
-        .nth(1)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let (nodes, row) = first_row(&nodes);
+    let row: Vec<&str> = row.iter().map(String::as_str).collect();
     assert_eq!(
         (row.first().copied(), row.get(1).copied()),
         (Some("node-1"), Some("Connected")),
@@ -724,13 +732,8 @@ fn hubble_over_mutual_tls_follows_renewed_certificates() {
             &path("first-client.key"),
         ],
     );
-    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
-    let row: Vec<&str> = nodes
-        .lines()
-        .nth(1)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let (nodes, row) = first_row(&nodes);
+    let row: Vec<&str> = row.iter().map(String::as_str).collect();
     assert_eq!(row.last().copied(), Some("Enabled"), "{nodes}");
 
     // The Secret is renewed (a new CA too): the next connection uses it.

@@ -42,6 +42,18 @@ fn kubernetes_validate(objects: &[&Value]) -> (bool, String) {
     (result.status.success(), printed)
 }
 
+/// Asserts that every object validates against the Kubernetes schemas,
+/// each with a "passed" line of its own: none skipped for want of a schema.
+fn assert_every_object_valid(objects: &[&Value]) {
+    let (valid, printed) = kubernetes_validate(objects);
+    assert!(valid, "{printed}");
+    assert_eq!(
+        printed.matches(" passed for resource ").count(),
+        objects.len(),
+        "{printed}"
+    );
+}
+
 /// Runs the schema validator of the custom resources of `apiVersion` on
 /// `objects`, with the @kubernetes-models package `models`.
 fn crd_validate(models: &str, api_version: &str, objects: &[&Value]) -> (bool, String) {
@@ -114,15 +126,7 @@ fn every_rendered_object_validates_against_its_schema() {
     );
     let (operator, core): (Vec<&Value>, Vec<&Value>) =
         objects.iter().partition(|o| is_prometheus_operator(o));
-    let (valid, printed) = kubernetes_validate(&core);
-    assert!(valid, "{printed}");
-    // One "passed" line per object: nothing was skipped for want of a
-    // schema.
-    assert_eq!(
-        printed.matches(" passed for resource ").count(),
-        core.len(),
-        "{printed}"
-    );
+    assert_every_object_valid(&core);
     let (valid, printed) = prometheus_operator_validate(&operator);
     assert!(valid, "{printed}");
     assert_eq!(printed.matches("ok ").count(), 2, "{printed}");
@@ -616,13 +620,7 @@ fn the_hubble_overlay_wires_agents_relay_and_ui_with_mutual_tls() {
     let (cert_manager, core): (Vec<&Value>, Vec<&Value>) = objects
         .iter()
         .partition(|o| o["apiVersion"].as_str() == Some("cert-manager.io/v1"));
-    let (valid, printed) = kubernetes_validate(&core);
-    assert!(valid, "{printed}");
-    assert_eq!(
-        printed.matches(" passed for resource ").count(),
-        core.len(),
-        "{printed}"
-    );
+    assert_every_object_valid(&core);
     let (valid, printed) = cert_manager_validate(&cert_manager);
     assert!(valid, "{printed}");
     assert_eq!(printed.matches("ok ").count(), 5, "{printed}");

@@ -127,14 +127,14 @@ pub struct Pipeline {
     /// judged again: one drain interval, so an answer that arrived in
     /// time has been reported.
     report_delay: Duration,
-    /// The last flow-log write failed (logged once per run of failures;
-    /// every failed record is counted).
-    log_failing: bool,
+    /// Flow-log writes failing (logged once per run of failures; every
+    /// failed record is counted).
+    log_failing: FailureRun,
     /// The Hubble export file, when asked for (written here, as the flow
     /// log is: see `hubble::export`).
     hubble_export: Option<ExportFile>,
-    /// The last Hubble export write failed (logged as the flow log's).
-    export_failing: bool,
+    /// Hubble export writes failing (logged as the flow log's).
+    export_failing: FailureRun,
 }
 
 impl Pipeline {
@@ -160,9 +160,9 @@ impl Pipeline {
             workloads: HashSet::new(),
             departed: DepartedSeries::new(SERIES_GRACE),
             last_sweep: Instant::now(),
-            log_failing: false,
+            log_failing: FailureRun::default(),
             hubble_export: None,
-            export_failing: false,
+            export_failing: FailureRun::default(),
         }
     }
 
@@ -470,49 +470,49 @@ impl Pipeline {
     /// A Hubble event for a flow first judged, or whose verdict or
     /// enforcement changed (when the Hubble server or export is on).
     fn publish_hubble(&mut self, record: &FlowRecord, judgement: &Judgement) {
-        let shared = Arc::clone(&self.shared);
-        let Some(sink) = &shared.hubble else {
+        let Some(sink) = &self.shared.hubble else {
             return;
         };
         let context = EventContext {
             node_name: &sink.node,
             judged_at: unix_now_nanos(),
         };
-        let flow = to_flow(record, judgement, &shared.state(), context);
-        if let Some(export) = &mut self.hubble_export
-            && let Err(error) = export.write(&flow, &sink.node)
-        {
-            self.export_failed(error);
-        }
+        let flow = to_flow(record, judgement, &self.shared.state(), context);
+        let written = self
+            .hubble_export
+            .as_mut()
+            .map(|export| export.write(&flow, &sink.node));
         if let Some(ring) = &sink.ring {
             ring.push(flow);
         }
+        if let Some(Err(error)) = written {
+            self.export_failed(error);
+        }
     }
 
-    /// Writes the Hubble export lines waiting in memory.
+    /// Writes the Hubble export lines waiting in memory; a flush that
+    /// succeeds ends a run of failures (a write that succeeds may only have
+    /// been buffered).
     fn flush_hubble_export(&mut self) {
-        if let Some(export) = &mut self.hubble_export {
-            match export.flush() {
-                Ok(()) => self.export_flushed(),
-                Err(error) => self.export_failed(error),
+        let Some(export) = &mut self.hubble_export else {
+            return;
+        };
+        match export.flush() {
+            Ok(()) => {
+                if self.export_failing.recovered() {
+                    tracing::info!("Hubble export: writing again");
+                }
             }
+            Err(error) => self.export_failed(error),
         }
     }
 
     /// Counts a failed Hubble export write or flush, logging the first of a
-    /// run; a flush that succeeds ends the run (a write that succeeds may
-    /// only have been buffered).
+    /// run.
     fn export_failed(&mut self, error: std::io::Error) {
         self.shared.metrics.count_hubble_export_error();
-        if !std::mem::replace(&mut self.export_failing, true) {
+        if self.export_failing.failed() {
             tracing::warn!(%error, "Hubble export: lines not written (counted in netgov_hubble_export_errors_total)");
-        }
-    }
-
-    /// A flush that succeeded: the export writes again.
-    fn export_flushed(&mut self) {
-        if std::mem::take(&mut self.export_failing) {
-            tracing::info!("Hubble export: writing again");
         }
     }
 
@@ -522,17 +522,36 @@ impl Pipeline {
         };
         match log.write(&FlowEntry::new(record, judgement)) {
             Ok(()) => {
-                if std::mem::take(&mut self.log_failing) {
+                if self.log_failing.recovered() {
                     tracing::info!("flow log: writing again");
                 }
             }
             Err(error) => {
                 self.shared.metrics.count_flow_log_error();
-                if !std::mem::replace(&mut self.log_failing, true) {
+                if self.log_failing.failed() {
                     tracing::warn!(%error, "flow log: records not written (counted in netgov_flow_log_errors_total)");
                 }
             }
         }
+    }
+}
+
+/// Whether a sink's writes are failing: every failure is counted by its
+/// caller, but only the first of a run, and the recovery, are logged.
+#[derive(Debug, Default)]
+struct FailureRun {
+    failing: bool,
+}
+
+impl FailureRun {
+    /// A write failed; whether it starts a run (log it).
+    fn failed(&mut self) -> bool {
+        !std::mem::replace(&mut self.failing, true)
+    }
+
+    /// A write succeeded; whether it ends a run (log it).
+    fn recovered(&mut self) -> bool {
+        std::mem::take(&mut self.failing)
     }
 }
 

@@ -2,7 +2,6 @@
 //! comes in time, unexpected once even when it becomes so later; flows not
 //! judged once per connection.
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use crate::config::AgentConfig;
 use crate::export::metrics::Metrics;
 use crate::judge::NodeContext;
 use crate::names::{Hostname, NameLimits};
-use crate::policy::manifests::{Manifests, parse_file};
 use crate::state::ClusterState;
 
 const SECOND: i128 = 1_000_000_000;
@@ -46,18 +44,7 @@ fn cluster_of(seed: &str, without: &[&str]) -> ClusterState {
                 .any(|name| doc.contains(&format!("name: {name}\n")))
         })
         .collect();
-    let mut manifests = Manifests::default();
-    let mut errors = Vec::new();
-    parse_file(
-        Path::new("seed.yaml"),
-        &kept.join("\n---\n"),
-        &mut manifests,
-        &mut errors,
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    let (cluster, errors) = manifests.into_cluster();
-    assert!(errors.is_empty(), "{errors:?}");
-    cluster
+    crate::policy::manifests::cluster_from_yaml(&kept.join("\n---\n"))
 }
 
 fn pipeline(config: &str) -> Pipeline {

@@ -18,12 +18,11 @@ use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::cluster::file_source::{FileSource, FileSourceError};
 use crate::cluster::{ClusterHealth, kube_source};
 use crate::config::AgentConfig;
-use crate::export::metrics::{HubbleRejection, Metrics};
+use crate::export::metrics::Metrics;
 use crate::hubble::export::ExportFile;
 use crate::hubble::ring::EventRing;
 use crate::hubble::{
-    HubbleError, HubbleOptions, HubbleSink, Rejection, Report, RunningServer, ServerIdentity,
-    Trouble,
+    HubbleError, HubbleOptions, HubbleSink, Report, RunningServer, ServerIdentity, Trouble,
 };
 use crate::judge::NodeContext;
 use crate::state::{ClusterState, DEFAULT_HISTORY_RETENTION};
@@ -267,12 +266,7 @@ fn hubble_report(shared: &Arc<Shared>) -> Report {
         let metrics = &shared.metrics;
         match trouble {
             Trouble::ClientLost(events) => metrics.count_hubble_client_lost(events),
-            Trouble::Rejected(rejection) => metrics.count_hubble_rejected(match rejection {
-                Rejection::ConnectionLimit => HubbleRejection::ConnectionLimit,
-                Rejection::Silent => HubbleRejection::Silent,
-                Rejection::Handshake => HubbleRejection::Handshake,
-                Rejection::StreamLimit => HubbleRejection::StreamLimit,
-            }),
+            Trouble::Rejected(reason) => metrics.count_hubble_rejected(reason),
         }
     })
 }

@@ -43,7 +43,7 @@ use self::peer::{PeerDiscovery, PeerService, PodRef, tls_server_name};
 use self::proto::observer::observer_server::ObserverServer;
 use self::proto::peer::peer_server::PeerServer;
 use self::ring::EventRing;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, string_enum};
 
 /// The service name `hubble status` asks the gRPC health service about.
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
@@ -106,18 +106,20 @@ pub enum Trouble {
     Rejected(Rejection),
 }
 
-/// Why a client was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    /// [`listener::MAX_CONNECTIONS`] were open, or as many as one address
-    /// may have.
-    ConnectionLimit,
-    /// It sent nothing for [`listener::FIRST_BYTES_TIMEOUT`].
-    Silent,
-    /// Its TLS handshake failed or timed out (no or a wrong certificate).
-    Handshake,
-    /// [`MAX_STREAMS`] streams were open.
-    StreamLimit,
+string_enum! {
+    /// Why a client was refused (the `reason` of
+    /// `netgov_hubble_rejected_total`).
+    pub enum Rejection {
+        /// [`listener::MAX_CONNECTIONS`] were open, or as many as one
+        /// address may have.
+        ConnectionLimit => "connection_limit",
+        /// It sent nothing for [`listener::FIRST_BYTES_TIMEOUT`].
+        Silent => "silent",
+        /// Its TLS handshake failed or timed out (no or a wrong certificate).
+        Handshake => "tls_handshake",
+        /// [`MAX_STREAMS`] streams were open.
+        StreamLimit => "stream_limit",
+    }
 }
 
 /// Where troubles are reported.

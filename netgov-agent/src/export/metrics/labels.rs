@@ -135,24 +135,10 @@ pub(super) struct StageLabels {
     pub stage: LossStage,
 }
 
-string_enum! {
-    /// Why the Hubble server refused a client.
-    pub enum HubbleRejection {
-        /// Too many connections were open, overall or from its address.
-        ConnectionLimit => "connection_limit",
-        /// It sent nothing for the first bytes' deadline.
-        Silent => "silent",
-        /// Its TLS handshake failed or timed out.
-        Handshake => "tls_handshake",
-        /// Too many streams were open.
-        StreamLimit => "stream_limit",
-    }
-}
-
 /// Labels of `netgov_hubble_rejected_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub(super) struct RejectionLabels {
-    pub reason: HubbleRejection,
+    pub reason: crate::hubble::Rejection,
 }
 
 /// Labels of `netgov_namespace_governed`.

@@ -37,7 +37,7 @@ use labels::{
     BuildLabels, DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels,
     PostureLabels, RejectionLabels, ResourceLabels, StageLabels, StagedLabels, ViolationLabels,
 };
-pub use labels::{HubbleRejection, LossStage, StagedChange};
+pub use labels::{LossStage, StagedChange};
 use series::{SeriesIndex, count_series, forget_series};
 
 use crate::cluster::ResourceKind;
@@ -418,7 +418,7 @@ impl Metrics {
     }
 
     /// Counts a Hubble client refused.
-    pub fn count_hubble_rejected(&self, reason: HubbleRejection) {
+    pub fn count_hubble_rejected(&self, reason: crate::hubble::Rejection) {
         self.hubble_rejected
             .get_or_create(&RejectionLabels { reason })
             .inc();

@@ -90,7 +90,7 @@ fn the_exposition_is_pinned() {
     metrics.count_flow_log_error();
     metrics.count_hubble_export_error();
     metrics.count_hubble_client_lost(5);
-    metrics.count_hubble_rejected(super::HubbleRejection::Handshake);
+    metrics.count_hubble_rejected(crate::hubble::Rejection::Handshake);
     metrics.count_not_judged(crate::judge::NotJudged::IcmpError);
     metrics.set_ready(true);
     metrics.set_governed_namespaces(["ai"]);

@@ -1,7 +1,6 @@
 //! Table tests of the judge on the seed scenario: violations by side,
 //! enforcement from what was observed, unexpected egress.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::{DeniedBy, Enforcement, NodeContext, judge};
@@ -11,7 +10,6 @@ use crate::capture::record::{
 use crate::config::AgentConfig;
 use crate::policy::Decision;
 use crate::policy::Name;
-use crate::policy::manifests::{Manifests, parse_file};
 use crate::state::{ClusterState, Identity};
 
 const SERVING: &str = "10.244.0.11";
@@ -32,18 +30,7 @@ fn cluster() -> ClusterState {
     .expect("seed");
     let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-0, namespace: ai-platform, labels: {app: db}}\n\
                  spec: {nodeName: node-2, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.20}\n";
-    let mut manifests = Manifests::default();
-    let mut errors = Vec::new();
-    parse_file(
-        Path::new("seed.yaml"),
-        &(seed + extra),
-        &mut manifests,
-        &mut errors,
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    let (cluster, errors) = manifests.into_cluster();
-    assert!(errors.is_empty(), "{errors:?}");
-    cluster
+    crate::policy::manifests::cluster_from_yaml(&(seed + extra))
 }
 
 fn observation(interface: &str, role: Role, out: u64, back: u64) -> Observation {

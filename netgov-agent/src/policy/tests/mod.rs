@@ -11,13 +11,7 @@ use crate::state::{ClusterState, Protocol};
 
 /// Builds a cluster from YAML documents; panics on any error.
 fn cluster(yaml: &str) -> ClusterState {
-    let mut manifests = Manifests::default();
-    let mut errors = Vec::new();
-    parse_file(Path::new("test.yaml"), yaml, &mut manifests, &mut errors);
-    assert!(errors.is_empty(), "{errors:#?}");
-    let (cluster, errors) = manifests.into_cluster();
-    assert!(errors.is_empty(), "{errors:#?}");
-    cluster
+    super::manifests::cluster_from_yaml(yaml)
 }
 
 fn pod(namespace: &str, name: &str, ip: &str, labels: &str) -> String {
