@@ -4,7 +4,7 @@
 //! kube-proxy does), an allowed client, a denied client delivered (gap)
 //! and a denied client dropped after DNAT (enforced). Every connection
 //! is one flow, judged and labelled by the backend that received it, and
-//! at most one violation.
+//! at most one violation; the same connections in the Hubble export.
 //!
 //! Privileged: needs root. These tests fail (never skip) without it.
 
@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::agent::{http_get, metric, serve, start_agent};
+use common::agent::{http_get, metric, serve, start_agent_on};
 use common::{nft_load, testbed};
 use netgov_testbed::{GATEWAY_V4, Pod};
 use serde_json::Value;
@@ -151,7 +151,15 @@ fn one_service_connection_is_one_flow_judged_by_its_backend() {
     let (cluster_state, config) = (dir.join("cluster.yaml"), dir.join("agent.yaml"));
     std::fs::write(&cluster_state, cluster_yaml()).expect("write");
     std::fs::write(&config, "answerWindowSeconds: 1\n").expect("write");
-    let agent = start_agent(&testbed, &cluster_state, &config);
+    let export = dir.join("hubble-export.json");
+    let _ = std::fs::remove_file(&export);
+    let agent = start_agent_on(
+        &testbed,
+        "node-1",
+        &cluster_state,
+        &config,
+        &["--hubble-export-file-path", export.to_str().expect("UTF-8")],
+    );
 
     let http = serve(backend, 8080, 3);
     let metrics_port = serve(backend, 9100, 1);
@@ -268,5 +276,74 @@ fn one_service_connection_is_one_flow_judged_by_its_backend() {
     .map(|(pod, address)| (pod.to_owned(), "web-svc".to_owned(), address.to_owned()))
     .collect();
     assert_eq!(services, expected, "{log}");
+
+    // The same connections as Hubble flows: the backend pod as the
+    // destination with its port (the dropped one never reached it: the
+    // backends' workload, as judged), the Service in
+    // `destination_service`, the node's address the node port's client was
+    // masqueraded to; one event per connection, and one more for the
+    // dropped one only if its enforcement was first unknown.
+    let export = std::fs::read_to_string(&export).expect("Hubble export");
+    let mut events: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for line in export.lines() {
+        let line: Value = serde_json::from_str(line).expect("JSON line");
+        let flow = &line["flow"];
+        let Some(tcp) = flow["l4"].get("TCP") else {
+            continue;
+        };
+        // A pod by name; a destination whose backend the capture never saw
+        // (dropped after DNAT) by the workload the judge named.
+        let end = |e: &Value| match e["pod_name"].as_str() {
+            Some(pod) => format!("{}/{pod}", e["namespace"].as_str().unwrap_or("")),
+            None => format!(
+                "{}/workload:{}",
+                e["namespace"].as_str().unwrap_or(""),
+                e["workloads"][0]["name"].as_str().unwrap_or("")
+            ),
+        };
+        let service = &flow["destination_service"];
+        events
+            .entry(tcp["source_port"].as_u64().expect("port"))
+            .or_default()
+            .push(format!(
+                "{} -> {}:{} {} service={}/{} xlated={}",
+                end(&flow["source"]),
+                end(&flow["destination"]),
+                tcp["destination_port"],
+                flow["verdict"].as_str().unwrap_or("VERDICT_UNKNOWN"),
+                service["namespace"].as_str().unwrap_or("-"),
+                service["name"].as_str().unwrap_or("-"),
+                flow["IP"]["source_xlated"].as_str().unwrap_or("-"),
+            ));
+    }
+    let web = "shop/web-7d4b9c-x1";
+    let unknown =
+        format!("shop/denied-0 -> {web}:9100 VERDICT_UNKNOWN service=shop/web-svc xlated=-");
+    let mut last: Vec<String> = events
+        .values()
+        .map(|connection| {
+            let (final_event, earlier) = connection.split_last().expect("an event");
+            assert!(
+                earlier.is_empty() || earlier == [unknown.clone()],
+                "one event per connection, and an unknown enforcement before a drop: {connection:#?}"
+            );
+            final_event.clone()
+        })
+        .collect();
+    last.sort();
+    assert_eq!(
+        last,
+        [
+            format!("shop/allowed-0 -> {web}:8080 FORWARDED service=shop/web-svc xlated=-"),
+            format!(
+                "shop/allowed-0 -> {web}:8080 FORWARDED service=shop/web-svc xlated={GATEWAY_V4}"
+            ),
+            format!("shop/allowed-0 -> {web}:9100 FORWARDED service=shop/web-svc xlated=-"),
+            format!("shop/denied-0 -> {web}:8080 AUDIT service=shop/web-svc xlated=-"),
+            "shop/denied-0 -> shop/workload:web:9100 DROPPED service=shop/web-svc xlated=-"
+                .to_owned(),
+        ],
+        "{export}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
