@@ -16,10 +16,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use netgov_agent::cluster::ClusterHealth;
-use netgov_agent::cluster::kube_source;
-use netgov_agent::state::ClusterState;
-use netgov_agent::state::Resolved;
+use netgov_agent::engine::ClusterState;
+use netgov_agent::engine::Resolved;
+use netgov_agent::sources::ClusterHealth;
+use netgov_agent::sources::kube_source;
 use netgov_fakeapi::synthetic::{Scale, pod_ip, populate};
 use netgov_fakeapi::{FakeApiServer, Resource};
 

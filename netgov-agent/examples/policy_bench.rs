@@ -13,10 +13,10 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use netgov_agent::policy::evaluate::VerdictCache;
-use netgov_agent::policy::manifests::{Manifests, parse_file};
-use netgov_agent::policy::{FlowQuery, evaluate};
-use netgov_agent::state::Protocol;
+use netgov_agent::engine::evaluate::VerdictCache;
+use netgov_agent::engine::manifests::{Manifests, parse_file};
+use netgov_agent::engine::{FlowQuery, evaluate};
+use netgov_agent::model::Protocol;
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 200;
@@ -208,7 +208,7 @@ fn main() {
     let started = Instant::now();
     let mut allowed = 0usize;
     for query in &queries {
-        if evaluate(&cluster, black_box(query)).verdict == netgov_agent::policy::Decision::Allow {
+        if evaluate(&cluster, black_box(query)).verdict == netgov_agent::engine::Decision::Allow {
             allowed += 1;
         }
     }

@@ -370,5 +370,4 @@ fn parse_ports(text: &str) -> Option<PortRange> {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -12,23 +12,20 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `NETGOV_REVISION` when set, else `unknown`).
 pub const REVISION: &str = env!("NETGOV_REVISION");
 
-pub mod advise;
 pub mod agent;
-pub mod audit;
 pub mod capture;
 pub mod churn_map;
 pub mod cli;
-pub mod cluster;
+pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod export;
 pub mod hubble;
 pub mod input;
 pub mod judge;
+pub mod model;
 pub mod names;
-pub mod observe;
-pub mod policy;
-pub mod replay;
-pub mod state;
+pub mod sources;
 
 /// `error` and each of its causes, `: `-separated, each cause once (some
 /// errors already show their cause in their own text).

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use netgov_agent::cli::{Cli, Command, LogFormat};
-use netgov_agent::{agent, capture, policy};
+use netgov_agent::{agent, capture};
 use tracing_subscriber::EnvFilter;
 
 /// The log filter: `NETGOV_LOG` when set, else the standard `RUST_LOG`,
@@ -44,7 +44,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Observe(args) => {
             let mut out = std::io::stdout().lock();
-            match runtime.block_on(netgov_agent::observe::run(&args.options(), &mut out)) {
+            match runtime.block_on(netgov_agent::commands::observe::run(
+                &args.options(),
+                &mut out,
+            )) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             }
@@ -90,50 +93,10 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
-        Command::Check(args) => check(&args, &runtime),
-        Command::Replay(args) => netgov_agent::replay::command::run(&args, &runtime),
-        Command::Audit(args) => netgov_agent::audit::command::run(&args, &runtime),
-        Command::Advise(args) => netgov_agent::advise::command::run(&args),
-    }
-}
-
-/// `netgov check`: against manifests, or the live cluster's state; exit 3
-/// when a verdict `--fail-on` names was given.
-fn check(args: &netgov_agent::cli::CheckArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let judged = if args.cluster || args.kubeconfig.is_some() {
-        let wait = std::time::Duration::from_secs(60);
-        match runtime.block_on(netgov_agent::cluster::snapshot::snapshot(
-            args.kubeconfig.as_deref(),
-            wait,
-        )) {
-            Ok(state) => {
-                let state = state.read().unwrap_or_else(|e| e.into_inner());
-                policy::check::judge_all(&state, &args.options(), &mut out)
-            }
-            Err(error) => return fail(&error),
-        }
-    } else {
-        policy::check::run(&args.options(), &mut out)
-    };
-    match judged {
-        Ok(tally) => {
-            drop(out);
-            match tally.failing(&args.fail_on) {
-                Some(what) => {
-                    eprintln!(
-                        "netgov check: {what} of {} flows (--fail-on)",
-                        tally.flows()
-                    );
-                    ExitCode::from(3)
-                }
-                None => ExitCode::SUCCESS,
-            }
-        }
-        Err(error) => {
-            drop(out);
-            fail(&error)
-        }
+        Command::Check(args) => netgov_agent::cli::check::run(&args, &runtime),
+        Command::Replay(args) => netgov_agent::cli::replay::run(&args, &runtime),
+        Command::Audit(args) => netgov_agent::cli::audit::run(&args, &runtime),
+        Command::Advise(args) => netgov_agent::cli::advise::run(&args),
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netgov_agent::cluster::{ClusterHealth, kube_source};
-use netgov_agent::state::ClusterState;
+use netgov_agent::engine::ClusterState;
+use netgov_agent::sources::{ClusterHealth, kube_source};
 use netgov_fakeapi::FakeApiServer;
 use netgov_fakeapi::synthetic::{Scale, populate};
 

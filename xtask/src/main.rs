@@ -3,6 +3,7 @@
 //! - `setup`: install what the eBPF build and the tests need (idempotent);
 //! - `test`: everything — formatting, lints, unit tests and the privileged
 //!   eBPF and network-namespace tests (as root; never skipped);
+//! - `layers`: the agent crate's modules point only down (part of `test`);
 //! - `demo`: a simulated node in network namespaces with traffic, captured;
 //! - `bench datapath`: throughput and per-packet cost, netgov beside peers.
 //!
@@ -17,6 +18,7 @@ mod demo;
 mod demo_cycle;
 mod demo_names;
 mod image;
+mod layers;
 mod prometheus_e2e;
 mod setup;
 
@@ -83,7 +85,7 @@ pub enum XtaskError {
     },
     /// Bad command line.
     #[error(
-        "usage: cargo xtask setup [--build-only] | test [cargo test args] | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N] [--live-flows N] [--names] [--hubble] | bench soak [--minutes N]\n{0}"
+        "usage: cargo xtask setup [--build-only] | test [cargo test args] | layers | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster | bench agent [--flows N] [--live-flows N] [--names] [--hubble] | bench soak [--minutes N]\n{0}"
     )]
     Usage(String),
 }
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Some(other) => Err(XtaskError::Usage(format!("unknown setup option {other:?}"))),
         },
         Some("test") => setup::setup(Scope::Everything).and_then(|()| test(&args[1..])),
+        Some("layers") => layers::layers(),
         Some("test-prometheus") => {
             setup::setup(Scope::Everything).and_then(|()| prometheus_e2e::prometheus_e2e())
         }
@@ -253,6 +256,7 @@ fn test(extra: &[String]) -> Result<(), XtaskError> {
         "the eBPF and network-namespace tests are part of the suite and are never skipped",
     )?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    layers::layers()?;
     run(cargo().args([
         "clippy",
         "--workspace",

@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::capture::record::FlowRecord;
+use crate::engine::Decision;
+use crate::engine::verdict::SideVerdict;
 use crate::judge::context::EndContext;
 use crate::judge::{DeniedBy, Enforcement, Judgement, ServiceRef};
+use crate::model::Identity;
 use crate::names::DestinationName;
-use crate::policy::Decision;
-use crate::policy::verdict::SideVerdict;
-use crate::state::Identity;
 
 /// Where the flow log goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

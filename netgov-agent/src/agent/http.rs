@@ -143,10 +143,11 @@ mod tests {
 
     use super::*;
     use crate::agent::test_support::judged;
-    use crate::cluster::ClusterHealth;
+    use crate::engine::ClusterState;
     use crate::export::metrics::Metrics;
-    use crate::policy::Name;
-    use crate::state::{ClusterState, Identity};
+    use crate::model::Identity;
+    use crate::model::Name;
+    use crate::sources::ClusterHealth;
 
     fn shared() -> Arc<Shared> {
         let shared = Shared::new(

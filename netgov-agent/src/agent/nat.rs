@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::shared::Shared;
 use crate::capture::conntrack::{Conntrack, Endpoint, Tracked};
 use crate::capture::flow_table::NatLookup;
-use crate::state::Protocol;
+use crate::model::Protocol;
 
 /// Service frontends from the cluster state, translations from conntrack.
 pub struct ServiceNat {

@@ -30,18 +30,18 @@ use super::departed::DepartedSeries;
 use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
 use super::staged::Staged;
-use crate::capture::clock::unix_now_nanos;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
 use crate::churn_map::ChurnMap;
 use crate::config::AgentConfig;
+use crate::engine::Decision;
+use crate::engine::Resolved;
 use crate::export::metrics::StagedChange;
 use crate::hubble::convert::{EventContext, to_flow};
 use crate::hubble::export::ExportFile;
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
+use crate::model::clock::unix_now_nanos;
 use crate::names::{Client, DestinationName};
-use crate::policy::Decision;
-use crate::state::Resolved;
 
 /// How long the series of a workload gone from the cluster are kept at
 /// most: longer than its flows can still be reported and judged after it
@@ -555,10 +555,8 @@ impl FailureRun {
     }
 }
 
-#[path = "pipeline_count.rs"]
 mod count;
 use count::Counted;
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::Shared;
-use crate::state::{ClusterState, Direction};
+use crate::engine::ClusterState;
+use crate::model::Direction;
 
 /// The namespace label that opts a namespace in to posture alerts
 /// (`netgov_namespace_governed`); its value must be `"true"`.

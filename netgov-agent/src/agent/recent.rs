@@ -10,8 +10,8 @@ use tokio::sync::broadcast;
 
 use super::flow_log::FlowEntry;
 use crate::capture::record::FlowRecord;
+use crate::engine::Decision;
 use crate::judge::{Enforcement, Judgement};
-use crate::policy::Decision;
 
 /// How many judged flows `/flows` keeps.
 pub const RECENT_FLOWS: usize = 1000;

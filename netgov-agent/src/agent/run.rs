@@ -15,9 +15,8 @@ use super::sink::AgentSink;
 use super::staged::Staged;
 use super::{http, listener, posture};
 use crate::capture::{self, CaptureError, CaptureOptions};
-use crate::cluster::file_source::{FileSource, FileSourceError};
-use crate::cluster::{ClusterHealth, kube_source};
 use crate::config::AgentConfig;
+use crate::engine::{ClusterState, DEFAULT_HISTORY_RETENTION};
 use crate::export::metrics::Metrics;
 use crate::hubble::export::ExportFile;
 use crate::hubble::ring::EventRing;
@@ -25,7 +24,8 @@ use crate::hubble::{
     HubbleError, HubbleOptions, HubbleSink, Report, RunningServer, ServerIdentity, Trouble,
 };
 use crate::judge::NodeContext;
-use crate::state::{ClusterState, DEFAULT_HISTORY_RETENTION};
+use crate::sources::file_source::{FileSource, FileSourceError};
+use crate::sources::{ClusterHealth, kube_source};
 
 /// Capacity of the capture → judge channel.
 const CHANNEL_CAPACITY: usize = 131_072;

@@ -6,11 +6,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use super::recent::RecentFlows;
 use crate::capture::DatapathInfo;
-use crate::cluster::ClusterHealth;
+use crate::engine::ClusterState;
 use crate::export::metrics::Metrics;
 use crate::hubble::HubbleSink;
 use crate::names::{NameCache, NameLimits};
-use crate::state::ClusterState;
+use crate::sources::ClusterHealth;
 
 /// Why the agent is not ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -13,9 +13,9 @@ use super::shared::Shared;
 use crate::capture::flow_table::NatLookup;
 use crate::capture::record::FlowRecord;
 use crate::capture::{CaptureError, CaptureHealth, FlowSink, Payload};
+use crate::engine::{ClusterState, Resolved};
 use crate::export::metrics::LossStage;
 use crate::names::{AddressBook, Client, NameError, NameSource};
-use crate::state::{ClusterState, Resolved};
 
 /// Feeds the judge.
 pub struct AgentSink {

@@ -24,10 +24,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cluster::file_source::{FileSourceError, Fingerprint, fingerprint};
-use crate::policy::manifests::{self, Manifests, Object};
-use crate::policy::{Decision, FlowQuery};
-use crate::state::ClusterState;
+use crate::engine::ClusterState;
+use crate::engine::manifests::{self, Manifests, Object};
+use crate::engine::{Decision, FlowQuery};
+use crate::sources::file_source::{FileSourceError, Fingerprint, fingerprint};
 
 /// How often the staged copy follows a changing cluster at most.
 pub const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
@@ -130,7 +130,7 @@ impl Staged {
         }
         let at = |ip| self.state.resolve_at(ip, seen.0, seen.1);
         Some(
-            crate::policy::evaluate::evaluate_resolved(
+            crate::engine::evaluate::evaluate_resolved(
                 &self.state,
                 query,
                 at(query.src),

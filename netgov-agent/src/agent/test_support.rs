@@ -1,10 +1,10 @@
 //! A judged flow for the agent's unit tests.
 
 use crate::capture::record::{EndReason, FlowRecord, FlowState, Protocol, TcpFlags};
+use crate::engine::Decision;
+use crate::engine::verdict::{EndpointKind, SideVerdict, Verdict};
 use crate::judge::Judgement;
-use crate::policy::Decision;
-use crate::policy::verdict::{EndpointKind, SideVerdict, Verdict};
-use crate::state::Identity;
+use crate::model::Identity;
 
 /// An allowed TCP flow 10.0.0.1:40000 → 10.0.0.2:80 between `src` and
 /// `dst`.

@@ -2,7 +2,6 @@
 //! and the user-space flow table that turns kernel counters into flow
 //! records.
 
-pub mod clock;
 pub mod conntrack;
 pub mod datapath;
 pub mod flow_table;
@@ -25,7 +24,7 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use clock::MonotonicClock;
+use crate::model::clock::MonotonicClock;
 use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter};
 use flow_table::{FlowTable, FlowTableConfig, NatLookup, NoNat, TableLosses};
 use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};

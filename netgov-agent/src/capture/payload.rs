@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use netgov_common::{PAYLOAD_CAPTURE_BYTES, PayloadEvent, PayloadKind, direction};
 
-use super::flow_table::{WallClock, to_ip};
-use crate::state::Protocol;
+use super::flow_table::to_ip;
+use crate::model::Protocol;
+use crate::model::clock::WallClock;
 
 /// One payload event, borrowed from the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use aya::maps::{MapData, RingBuf};
 use netgov_common::{FlowEvent, FlowKey, FlowStats};
 
-use super::clock::{MonotonicClock, monotonic_now_ns};
 use super::flow_table::{EndedFlow, FlowTable};
 use super::sys::{read_flows, take_flow};
 use super::{CaptureError, CaptureSummary, FlowSink, Payload};
+use crate::model::clock::{MonotonicClock, monotonic_now_ns};
 
 pub(super) fn read_events(ring: &mut RingBuf<MapData>, table: &mut FlowTable) {
     while let Some(item) = ring.next() {

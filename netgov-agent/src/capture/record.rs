@@ -8,7 +8,7 @@ use std::sync::Arc;
 use netgov_common::{proto, tcp_flags};
 use serde::{Serialize, Serializer};
 
-pub use crate::state::Protocol;
+pub use crate::model::Protocol;
 
 /// Connection state derived from what both directions showed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -190,7 +190,7 @@ fn socket_key(record: &FlowRecord) -> (FlowKey, u8) {
 mod tests {
     use super::*;
     use crate::agent::test_support::judged;
-    use crate::state::Identity;
+    use crate::model::Identity;
 
     #[test]
     fn cgroup_roots_parse_and_a_plain_directory_is_refused() {

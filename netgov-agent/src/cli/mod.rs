@@ -8,9 +8,13 @@ use crate::capture::datapath::AttachMode;
 use crate::capture::flow_table::FlowTableConfig;
 use crate::capture::socket_hook::CgroupRoot;
 use crate::capture::{CaptureOptions, OutputFormat};
-use crate::policy::check::{CheckFormat, CheckOptions, FailOn};
+use crate::commands::check::{CheckFormat, CheckOptions, FailOn};
 
+pub mod advise;
+pub mod audit;
+pub mod check;
 mod recorded;
+pub mod replay;
 pub use recorded::{AdviseArgs, AdviseFormat, AuditArgs, ObserveArgs, RecordingArgs, ReplayArgs};
 
 /// netgov: see whether real traffic matches your Kubernetes NetworkPolicies.

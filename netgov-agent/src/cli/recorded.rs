@@ -43,11 +43,11 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub input: RecordingArgs,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::replay::ReplayFormat::Table)]
-    pub format: crate::replay::ReplayFormat,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::commands::replay::ReplayFormat::Table)]
+    pub format: crate::commands::replay::ReplayFormat,
     /// Exit 3 when a flow would change this way.
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub fail_on: Vec<crate::replay::Change>,
+    pub fail_on: Vec<crate::commands::replay::Change>,
 }
 
 /// Arguments of `netgov advise`.
@@ -85,11 +85,11 @@ pub struct AuditArgs {
     #[command(flatten)]
     pub input: RecordingArgs,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::audit::AuditFormat::Table)]
-    pub format: crate::audit::AuditFormat,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::commands::audit::AuditFormat::Table)]
+    pub format: crate::commands::audit::AuditFormat,
     /// Exit 3 when the audit finds this.
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub fail_on: Vec<crate::audit::Finding>,
+    pub fail_on: Vec<crate::commands::audit::Finding>,
 }
 
 /// Arguments of `netgov observe`.
@@ -160,13 +160,13 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::observe::ObserveFormat::Table)]
-    pub format: crate::observe::ObserveFormat,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::commands::observe::ObserveFormat::Table)]
+    pub format: crate::commands::observe::ObserveFormat,
 }
 
 impl ObserveArgs {
     /// The observe options.
-    pub fn options(&self) -> crate::observe::ObserveOptions {
+    pub fn options(&self) -> crate::commands::observe::ObserveOptions {
         let filters = [
             ("namespace", &self.namespace),
             ("pod", &self.pod),
@@ -183,15 +183,17 @@ impl ObserveArgs {
         .filter_map(|(name, value)| Some((name, value.clone()?)))
         .collect();
         let target = match &self.node {
-            Some(node) => crate::observe::Target::Node(crate::observe::NodeTarget {
-                node: node.clone(),
-                namespace: self.agent_namespace.clone(),
-                selector: self.agent_selector.clone(),
-                kubeconfig: self.kubeconfig.clone(),
-            }),
-            None => crate::observe::Target::Server(self.server.clone()),
+            Some(node) => {
+                crate::commands::observe::Target::Node(crate::commands::observe::NodeTarget {
+                    node: node.clone(),
+                    namespace: self.agent_namespace.clone(),
+                    selector: self.agent_selector.clone(),
+                    kubeconfig: self.kubeconfig.clone(),
+                })
+            }
+            None => crate::commands::observe::Target::Server(self.server.clone()),
         };
-        crate::observe::ObserveOptions {
+        crate::commands::observe::ObserveOptions {
             target,
             filters,
             follow: self.follow,

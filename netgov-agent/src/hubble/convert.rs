@@ -33,10 +33,10 @@ use super::proto::flow::{
     TrafficDirection, Verdict, layer4,
 };
 use crate::capture::record::{FlowRecord, Protocol, TcpFlags};
+use crate::engine::ClusterState;
+use crate::engine::Decision;
+use crate::engine::verdict::SideVerdict;
 use crate::judge::{DeniedBy, Enforcement, Judgement};
-use crate::policy::Decision;
-use crate::policy::verdict::SideVerdict;
-use crate::state::ClusterState;
 
 /// Cilium's monitor message type of a policy verdict
 /// (`pkg/monitor/api/types.go`, `MessageTypePolicyVerdict`).
@@ -273,10 +273,10 @@ fn summary(judgement: &Judgement, frontend: Option<SocketAddr>) -> String {
 mod tests {
     use super::*;
     use crate::agent::test_support::judged;
-    use crate::policy::Name;
-    use crate::policy::tiers::{Action, Tier, TierDecision};
-    use crate::policy::verdict::RuleRef;
-    use crate::state::Identity;
+    use crate::engine::tiers::{Action, Tier, TierDecision};
+    use crate::engine::verdict::RuleRef;
+    use crate::model::Identity;
+    use crate::model::Name;
 
     const CLUSTER: &str = r#"
 apiVersion: v1
@@ -388,7 +388,7 @@ status: {podIP: 10.0.0.2}
 
     #[test]
     fn verdicts_directions_and_deciding_policies() {
-        let cluster = crate::policy::manifests::cluster_from_yaml(CLUSTER);
+        let cluster = crate::engine::manifests::cluster_from_yaml(CLUSTER);
         let context = EventContext {
             node_name: "node-a",
             judged_at: 1_000_000_000,
@@ -430,7 +430,7 @@ status: {podIP: 10.0.0.2}
 
     #[test]
     fn a_flow_names_its_pods_and_their_labels_in_ciliums_form() {
-        let cluster = crate::policy::manifests::cluster_from_yaml(CLUSTER);
+        let cluster = crate::engine::manifests::cluster_from_yaml(CLUSTER);
         let (record, judgement) = judgement(Case::DeniedAtIngress(Enforcement::Gap));
         let flow = to_flow(
             &record,
@@ -501,7 +501,7 @@ status: {podIP: 10.0.0.2}
 
     #[test]
     fn outside_and_node_ends_are_ciliums_reserved_identities() {
-        let cluster = crate::policy::manifests::cluster_from_yaml(
+        let cluster = crate::engine::manifests::cluster_from_yaml(
             "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.1}]}\n\
              ---\napiVersion: v1\nkind: Node\nmetadata: {name: node-b}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.2}]}\n",
         );

@@ -18,7 +18,8 @@
 use std::net::IpAddr;
 
 use super::proto::flow::{Endpoint, Workload};
-use crate::state::{ClusterState, Identity, Resolved};
+use crate::engine::{ClusterState, Resolved};
+use crate::model::Identity;
 
 /// Cilium's reserved identity of the local node.
 pub const HOST_IDENTITY: u32 = 1;

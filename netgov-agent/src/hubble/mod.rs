@@ -43,7 +43,8 @@ use self::peer::{PeerDiscovery, PeerService, PodRef, tls_server_name};
 use self::proto::observer::observer_server::ObserverServer;
 use self::proto::peer::peer_server::PeerServer;
 use self::ring::EventRing;
-use crate::state::{ClusterState, string_enum};
+use crate::engine::ClusterState;
+use crate::model::string_enum;
 
 /// The service name `hubble status` asks the gRPC health service about.
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";

@@ -46,8 +46,8 @@ use super::proto::observer::{
 use super::proto::relay::NodeState;
 use super::ring::EventRing;
 use super::{Report, Trouble};
-use crate::capture::clock::unix_now_nanos;
-use crate::state::ClusterState;
+use crate::engine::ClusterState;
+use crate::model::clock::unix_now_nanos;
 
 /// How many responses may wait for a slow client before the stream waits
 /// (and the ring may move past it).

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 use super::observer::StreamLimits;
 use super::proto::peer::peer_server::Peer;
 use super::proto::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest, Tls};
-use crate::state::ClusterState;
+use crate::engine::ClusterState;
 
 /// How often the peer set is looked at again for a notified client.
 const PEER_REFRESH: Duration = Duration::from_secs(1);
@@ -230,7 +230,7 @@ impl Peer for PeerService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::manifests::cluster_from_yaml as state_from_yaml;
+    use crate::engine::manifests::cluster_from_yaml as state_from_yaml;
 
     const CLUSTER: &str = r#"
 apiVersion: v1

@@ -15,9 +15,9 @@
 //! tools that read them find the same keys.
 
 use super::proto::flow::Policy;
-use crate::policy::Decision;
-use crate::policy::tiers::Action;
-use crate::policy::verdict::SideVerdict;
+use crate::engine::Decision;
+use crate::engine::tiers::Action;
+use crate::engine::verdict::SideVerdict;
 
 /// The kind of a namespaced NetworkPolicy.
 const NETWORK_POLICY: &str = "NetworkPolicy";

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::selector::Labels;
-use crate::state::{ClusterState, Resolved};
+use crate::engine::selector::Labels;
+use crate::engine::{ClusterState, Resolved};
 
 /// A pod end of a flow, as policies saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,12 +35,14 @@ use serde::Serialize;
 
 use crate::capture::record::{FlowRecord, Protocol, Role};
 use crate::config::AgentConfig;
+use crate::engine::evaluate::{egress_names_destination, evaluate_resolved};
+use crate::engine::tiers::Tier;
+use crate::engine::verdict::BackendVerdict;
+use crate::engine::{ClusterState, Resolved};
+use crate::engine::{Decision, FlowQuery, Verdict};
+use crate::model::Name;
+use crate::model::{Identity, string_enum};
 use crate::names::{DestinationName, NameSource};
-use crate::policy::evaluate::{egress_names_destination, evaluate_resolved};
-use crate::policy::tiers::Tier;
-use crate::policy::verdict::BackendVerdict;
-use crate::policy::{Decision, FlowQuery, Name, Verdict};
-use crate::state::{ClusterState, Identity, Resolved, string_enum};
 
 string_enum! {
     /// Which side's policies deny a flow.
@@ -206,9 +208,9 @@ pub fn judge(
     });
     let (dst, dst_port) = match verdict.backends.as_slice() {
         // Judged against the backends: name them when they agree.
-        [] => (Identity::of(destination), record.dst_port),
+        [] => (destination.identity(), record.dst_port),
         backends => (
-            shared_backend_identity(cluster, backends).unwrap_or_else(|| Identity::of(destination)),
+            shared_backend_identity(cluster, backends).unwrap_or_else(|| destination.identity()),
             shared_backend_port(backends).unwrap_or(record.dst_port),
         ),
     };
@@ -222,7 +224,7 @@ pub fn judge(
         unexpected_egress: egress == Some(Expected::No),
         outside_egress: egress.is_some(),
         dst_names,
-        src: Identity::of(source),
+        src: source.identity(),
         dst,
         dst_port,
         service,
@@ -242,7 +244,7 @@ fn shared_backend_identity(
     backends: &[BackendVerdict],
 ) -> Option<Identity> {
     let mut identities = backends.iter().map(|b| {
-        let identity = Identity::of(cluster.resolve(b.ip));
+        let identity = cluster.resolve(b.ip).identity();
         Identity {
             pod: None,
             ..identity

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::capture::record::FlowRecord;
-use crate::state::{Protocol, string_enum};
+use crate::model::{Protocol, string_enum};
 
 string_enum! {
     /// Why a flow is not judged.
@@ -65,7 +65,7 @@ fn not_a_policy_address(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
     use crate::agent::test_support::judged;
-    use crate::state::Identity;
+    use crate::model::Identity;
 
     fn record(src: &str, dst: &str, protocol: Protocol, ports: (u16, u16)) -> FlowRecord {
         let (mut record, _) = judged(Identity::world(), Identity::world());

@@ -22,7 +22,7 @@
 //! node's address (masqueraded pod-to-pod traffic) is counted by both.
 
 use super::{NodeContext, NotJudged};
-use crate::state::Resolved;
+use crate::engine::Resolved;
 
 /// Why this node does not count a flow whose initiator resolved to
 /// `source`, if it does not.

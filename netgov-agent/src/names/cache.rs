@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{DestinationName, Hostname, NameSource};
-use crate::state::Resolved;
+use crate::engine::Resolved;
 
 /// How long names are kept, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,5 +333,4 @@ impl Entries {
 }
 
 #[cfg(test)]
-#[path = "cache_tests.rs"]
 mod tests;

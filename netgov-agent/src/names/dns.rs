@@ -146,5 +146,4 @@ pub fn tcp_messages(segment: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 #[cfg(test)]
-#[path = "dns_tests.rs"]
 mod tests;

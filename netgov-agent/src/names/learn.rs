@@ -8,7 +8,7 @@ use super::dns::{self, Answer, DnsError};
 use super::sni::{self, SniError};
 use super::{Client, NameCache, NameSource};
 use crate::capture::Payload;
-use crate::state::{Protocol, string_enum};
+use crate::model::{Protocol, string_enum};
 
 string_enum! {
     /// Why a payload named nothing (`netgov_name_errors_total{kind}`).

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
-use crate::state::string_enum;
+use crate::model::string_enum;
 
 mod cache;
 pub mod dns;

@@ -123,5 +123,4 @@ fn host_name(extension: &[u8]) -> Result<Hostname, SniError> {
 }
 
 #[cfg(test)]
-#[path = "sni_tests.rs"]
 mod tests;

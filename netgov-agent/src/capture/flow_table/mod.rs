@@ -32,6 +32,7 @@
 //!   exit.
 
 use crate::churn_map::ChurnMap;
+use crate::model::clock::WallClock;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -272,13 +273,6 @@ impl<F: Fn(u32) -> Option<std::sync::Arc<str>>> InterfaceNames for F {
     fn name(&self, ifindex: u32) -> Option<std::sync::Arc<str>> {
         self(ifindex)
     }
-}
-
-/// Converts kernel monotonic nanoseconds to wall-clock nanoseconds since
-/// the Unix epoch.
-pub trait WallClock {
-    /// Unix-epoch nanoseconds for a `bpf_ktime_get_ns` value.
-    fn to_unix_nanos(&self, monotonic_ns: u64) -> i128;
 }
 
 impl FlowTable {

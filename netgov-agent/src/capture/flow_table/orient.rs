@@ -7,7 +7,8 @@ use std::time::Duration;
 use netgov_common::{FlowStats, proto, seen_at, tcp_flags};
 
 use super::super::record::{EndReason, FlowRecord, FlowState, Observation, Protocol, TcpFlags};
-use super::{EndedFlow, Flow, FlowTableConfig, InterfaceNames, WallClock};
+use super::{EndedFlow, Flow, FlowTableConfig, InterfaceNames};
+use crate::model::clock::WallClock;
 
 /// Start of the Linux default ephemeral port range
 /// (`net.ipv4.ip_local_port_range`).

@@ -23,8 +23,8 @@ use super::labels::{
 };
 use super::series::count_series;
 use super::{Metrics, aggregate_destination};
+use crate::model::Identity;
 use crate::names::{Hostname, LearnOutcome, NameError, NameSource};
-use crate::state::Identity;
 
 /// The name metrics' families.
 #[derive(Debug, Default)]

@@ -5,11 +5,11 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::cluster::ResourceKind;
+use crate::engine::Decision;
+use crate::engine::tiers::Tier;
 use crate::judge::{DeniedBy, Enforcement, NotJudged};
-use crate::policy::Decision;
-use crate::policy::tiers::Tier;
-use crate::state::{Direction, Protocol, string_enum};
+use crate::model::{Direction, Protocol, string_enum};
+use crate::sources::ResourceKind;
 
 string_enum! {
     /// Where in the pipeline events were lost.

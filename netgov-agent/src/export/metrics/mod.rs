@@ -40,11 +40,11 @@ use labels::{
 pub use labels::{LossStage, StagedChange};
 use series::{SeriesIndex, count_series, forget_series};
 
-use crate::cluster::ResourceKind;
+use crate::engine::Decision;
+use crate::engine::tiers::Tier;
 use crate::judge::{DeniedBy, Enforcement, NotJudged};
-use crate::policy::Decision;
-use crate::policy::tiers::Tier;
-use crate::state::{Direction, Identity, Protocol};
+use crate::model::{Direction, Identity, Protocol};
+use crate::sources::ResourceKind;
 
 /// The workload label used past the cardinality cap, and the `dst_port`
 /// label past [`MAX_PORTS_PER_PAIR`].

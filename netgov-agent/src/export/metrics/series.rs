@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 
 use super::labels::{EgressFlowLabels, EgressLabels, FlowLabels, StagedLabels, ViolationLabels};
 use super::{MAX_PORTS_PER_PAIR, OVERFLOW};
-use crate::state::WORLD;
+use crate::model::WORLD;
 
 /// A `(namespace, workload)` label pair.
 pub(super) type WorkloadKey = (String, String);

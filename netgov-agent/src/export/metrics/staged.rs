@@ -2,7 +2,7 @@
 
 use super::labels::{StagedChange, StagedLabels};
 use super::{Metrics, count_series, port_label};
-use crate::state::{Identity, Protocol};
+use crate::model::{Identity, Protocol};
 
 impl Metrics {
     /// Counts a flow whose verdict the staged policies would change.

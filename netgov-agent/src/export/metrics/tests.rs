@@ -1,9 +1,9 @@
 use netgov_testbed::metrics_text::sample;
 
 use super::*;
-use crate::policy::Name;
-use crate::policy::tiers::Tier;
-use crate::state::WORLD;
+use crate::engine::tiers::Tier;
+use crate::model::Name;
+use crate::model::WORLD;
 
 fn id(namespace: &str, workload: &str) -> Identity {
     Identity {

@@ -8,9 +8,10 @@ use crate::capture::record::{
     EndReason, FlowRecord, FlowState, Observation, Protocol, Role, TcpFlags,
 };
 use crate::config::AgentConfig;
-use crate::policy::Decision;
-use crate::policy::Name;
-use crate::state::{ClusterState, Identity};
+use crate::engine::ClusterState;
+use crate::engine::Decision;
+use crate::model::Identity;
+use crate::model::Name;
 
 const SERVING: &str = "10.244.0.11";
 const MONITORING: &str = "10.244.0.12";
@@ -30,7 +31,7 @@ fn cluster() -> ClusterState {
     .expect("seed");
     let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-0, namespace: ai-platform, labels: {app: db}}\n\
                  spec: {nodeName: node-2, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.20}\n";
-    crate::policy::manifests::cluster_from_yaml(&(seed + extra))
+    crate::engine::manifests::cluster_from_yaml(&(seed + extra))
 }
 
 fn observation(interface: &str, role: Role, out: u64, back: u64) -> Observation {

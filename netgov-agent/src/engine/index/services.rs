@@ -1,0 +1,395 @@
+//! Services and EndpointSlices in the cluster state: which address is a
+//! Service's cluster IP, and which backends its slices name.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::cluster::{ClusterState, Key, key_of};
+use crate::model::Protocol;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    /// Port name (empty for a single unnamed port).
+    pub name: String,
+    /// The port clients connect to.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// `targetPort`: a number or a container port name.
+    pub target: IntOrString,
+    /// The node port, for `NodePort` and `LoadBalancer` Services.
+    pub node_port: Option<u16>,
+}
+
+/// A Service with cluster IPs.
+#[derive(Clone, Debug)]
+pub struct ServiceInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Ports.
+    pub ports: Vec<ServicePortInfo>,
+    /// `internalTrafficPolicy: Local`: traffic from inside the cluster
+    /// goes only to endpoints on the client's node.
+    pub internal_traffic_local: bool,
+}
+
+/// One endpoint of a slice, with the conditions that choose it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Its address.
+    pub address: IpAddr,
+    /// `conditions.ready` (absent means ready, as upstream).
+    pub ready: bool,
+    /// `conditions.serving` (absent means the same as ready).
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+    /// The node it runs on.
+    pub node: Option<String>,
+}
+
+/// An EndpointSlice reduced to what resolution needs.
+#[derive(Clone, Debug)]
+pub struct SliceInfo {
+    /// The Service it belongs to.
+    pub service: String,
+    /// `(name, port, protocol)` of each slice port.
+    pub ports: Vec<(String, u16, Protocol)>,
+    /// Endpoints with an IP address (FQDN slices have none).
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// Why a Service has no backend for a flow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoBackend {
+    /// No endpoint is ready, nor serving while terminating.
+    #[error("Service {0} has no ready or serving endpoints")]
+    NoEndpoints(String),
+    /// None of the client's address family (each family has its own
+    /// slices).
+    #[error("Service {service} has no {family} endpoints")]
+    NoneOfFamily {
+        /// `namespace/name`.
+        service: String,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// `internalTrafficPolicy: Local` and no endpoint on the client's node.
+    #[error("Service {service} has internalTrafficPolicy Local and no endpoint on node {node}")]
+    NoneOnNode {
+        /// `namespace/name`.
+        service: String,
+        /// The client's node.
+        node: String,
+    },
+}
+
+impl ClusterState {
+    /// Adds or replaces a Service (headless services have no cluster IP and
+    /// resolve nothing).
+    pub fn upsert_service(&mut self, service: &Service) {
+        let key = key_of(&service.metadata);
+        self.delete_service(&key.0, &key.1);
+        let spec = service.spec.clone().unwrap_or_default();
+        let mut ips: Vec<IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        if ips.is_empty()
+            && let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
+        {
+            ips.push(ip);
+        }
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(ServicePortInfo {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port).ok()?,
+                    protocol: Protocol::parse_port_protocol(
+                        p.protocol.as_deref().unwrap_or("TCP"),
+                    )?,
+                    target: p.target_port.clone().unwrap_or(IntOrString::Int(p.port)),
+                    node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                })
+            })
+            .collect();
+        let info = Arc::new(ServiceInfo {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            ports,
+            internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+        });
+        for ip in ips {
+            self.service_by_ip.insert(ip, key.clone());
+        }
+        // Addresses outside the cluster's that the node translates to the
+        // Service too: external IPs and load-balancer ingress IPs.
+        let ingress = service
+            .status
+            .iter()
+            .flat_map(|s| s.load_balancer.iter())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.clone());
+        for ip in spec
+            .external_ips
+            .iter()
+            .flatten()
+            .cloned()
+            .chain(ingress)
+            .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        {
+            self.service_frontends
+                .entry(ip)
+                .or_default()
+                .push(key.clone());
+        }
+        for port in &info.ports {
+            if let Some(node_port) = port.node_port {
+                self.node_ports
+                    .insert((port.protocol, node_port), key.clone());
+            }
+        }
+        self.services.insert(key, info);
+        self.generation += 1;
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        if self.services.remove(&key).is_some() {
+            self.service_by_ip.retain(|_, owner| *owner != key);
+            self.service_frontends.retain(|_, owners| {
+                owners.retain(|owner| *owner != key);
+                !owners.is_empty()
+            });
+            self.node_ports.retain(|_, owner| *owner != key);
+        }
+        self.generation += 1;
+    }
+
+    /// Adds or replaces an EndpointSlice (every endpoint with an IP
+    /// address, with its conditions and node).
+    pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
+        let key = key_of(&slice.metadata);
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.port?).ok()?,
+                    Protocol::parse_port_protocol(p.protocol.as_deref().unwrap_or("TCP"))?,
+                ))
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .flat_map(|e| {
+                let conditions = e.conditions.clone().unwrap_or_default();
+                let ready = conditions.ready.unwrap_or(true);
+                let info = EndpointInfo {
+                    address: IpAddr::from([0, 0, 0, 0]),
+                    ready,
+                    serving: conditions.serving.unwrap_or(ready),
+                    terminating: conditions.terminating.unwrap_or(false),
+                    node: e.node_name.clone(),
+                };
+                e.addresses.iter().filter_map(move |a| {
+                    Some(EndpointInfo {
+                        address: a.parse().ok()?,
+                        ..info.clone()
+                    })
+                })
+            })
+            .collect();
+        self.slices.insert(
+            key,
+            SliceInfo {
+                service,
+                ports,
+                endpoints,
+            },
+        );
+        self.generation += 1;
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        self.slices.remove(&(namespace.to_owned(), name.to_owned()));
+        self.generation += 1;
+    }
+
+    /// The slices of Service `namespace/service`.
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        service: &'a str,
+    ) -> impl Iterator<Item = &'a SliceInfo> {
+        self.slices
+            .iter()
+            .filter(move |((ns, _), slice)| ns == namespace && slice.service == service)
+            .map(|(_, slice)| slice)
+    }
+}
+
+/// What a frontend address is: a Service and the port a client used.
+#[derive(Clone, Copy, Debug)]
+pub struct Frontend<'a> {
+    /// The Service.
+    pub service: &'a ServiceInfo,
+    /// Its port that was addressed.
+    pub port: &'a ServicePortInfo,
+    /// Reached from outside the cluster's addresses (a node port, an
+    /// external or load-balancer IP): `internalTrafficPolicy` does not
+    /// apply (`externalTrafficPolicy` does, which netgov does not model).
+    pub external: bool,
+}
+
+impl ClusterState {
+    /// The Service port a client reaches at `address` over `protocol`:
+    /// a cluster IP and port, an external or load-balancer IP and port, or
+    /// any node's address and a node port.
+    pub fn frontend(&self, protocol: Protocol, (ip, port): (IpAddr, u16)) -> Option<Frontend<'_>> {
+        let by_port = |key: &Key, node_port: bool| {
+            let service = self.services.get(key)?;
+            let port = service.ports.iter().find(|p| {
+                p.protocol == protocol
+                    && if node_port {
+                        p.node_port == Some(port)
+                    } else {
+                        p.port == port
+                    }
+            })?;
+            Some(Frontend {
+                service,
+                port,
+                external: node_port || !self.service_by_ip.contains_key(&ip),
+            })
+        };
+        // A cluster IP belongs to one Service; an external or load-balancer
+        // IP may be shared by several on different ports; any node address
+        // takes the node ports.
+        self.service_by_ip
+            .get(&ip)
+            .and_then(|key| by_port(key, false))
+            .or_else(|| {
+                self.service_frontends
+                    .get(&ip)?
+                    .iter()
+                    .find_map(|key| by_port(key, false))
+            })
+            .or_else(|| {
+                self.node_by_ip.contains_key(&ip).then_some(())?;
+                by_port(self.node_ports.get(&(protocol, port))?, true)
+            })
+    }
+
+    /// The backends `(address, target port)` of `frontend` for a client on
+    /// `client_node`, of `family`'s address family, as the node's proxy
+    /// chooses them: with `internalTrafficPolicy: Local` only endpoints on
+    /// the client's node; ready endpoints, or when none is ready, those
+    /// serving while terminating (KEP-1669).
+    ///
+    /// # Errors
+    /// [`NoBackend`] saying which rule left none.
+    pub fn backends(
+        &self,
+        frontend: Frontend<'_>,
+        family: IpAddr,
+        client_node: Option<&str>,
+    ) -> Result<Vec<(IpAddr, u16)>, NoBackend> {
+        let Frontend {
+            service,
+            port,
+            external,
+        } = frontend;
+        let id = format!("{}/{}", service.namespace, service.name);
+        let mut candidates: Vec<(&EndpointInfo, u16)> = Vec::new();
+        let mut other_family = false;
+        for slice in self.slices_of(&service.namespace, &service.name) {
+            // Slices hold each backend's resolved target port.
+            let target = slice
+                .ports
+                .iter()
+                .find(|(name, _, p)| *name == port.name && *p == port.protocol)
+                .map(|(_, target, _)| *target)
+                .or(match &port.target {
+                    IntOrString::Int(target) => u16::try_from(*target).ok(),
+                    IntOrString::String(_) => None,
+                });
+            let Some(target) = target else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                if endpoint.address.is_ipv4() == family.is_ipv4() {
+                    candidates.push((endpoint, target));
+                } else {
+                    other_family = true;
+                }
+            }
+        }
+        if candidates.is_empty() && other_family {
+            return Err(NoBackend::NoneOfFamily {
+                service: id,
+                family: if family.is_ipv4() { "IPv4" } else { "IPv6" },
+            });
+        }
+        if service.internal_traffic_local
+            && !external
+            && let Some(node) = client_node
+        {
+            candidates.retain(|(e, _)| e.node.as_deref() == Some(node));
+            if candidates.is_empty() {
+                return Err(NoBackend::NoneOnNode {
+                    service: id,
+                    node: node.to_owned(),
+                });
+            }
+        }
+        let ready: Vec<(IpAddr, u16)> = candidates
+            .iter()
+            .filter(|(e, _)| e.ready)
+            .map(|(e, port)| (e.address, *port))
+            .collect();
+        let mut chosen = if ready.is_empty() {
+            candidates
+                .iter()
+                .filter(|(e, _)| e.serving && e.terminating)
+                .map(|(e, port)| (e.address, *port))
+                .collect()
+        } else {
+            ready
+        };
+        chosen.sort();
+        chosen.dedup();
+        if chosen.is_empty() {
+            return Err(NoBackend::NoEndpoints(id));
+        }
+        Ok(chosen)
+    }
+}
