@@ -14,9 +14,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use netgov_agent::engine::evaluate::VerdictCache;
-use netgov_agent::engine::manifests::{Manifests, parse_file};
 use netgov_agent::engine::{FlowQuery, evaluate};
 use netgov_agent::model::Protocol;
+use netgov_agent::sources::manifests::{Manifests, parse_file};
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 200;

@@ -8,11 +8,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use netgov_agent::engine::ClusterState;
+use netgov_agent::engine::ResourceKind;
 use netgov_agent::engine::verdict::EndpointKind;
 use netgov_agent::engine::{Decision, FlowQuery, evaluate};
 use netgov_agent::model::Protocol;
+use netgov_agent::sources::ClusterHealth;
 use netgov_agent::sources::kube_source;
-use netgov_agent::sources::{ClusterHealth, ResourceKind};
 use netgov_fakeapi::{FakeApiServer, Resource};
 use serde_json::{Value, json};
 

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use clap::Parser;
 use netgov_agent::cli::{Cli, Command as Subcommand};
 use netgov_agent::config::AgentConfig;
-use netgov_agent::sources::ResourceKind;
+use netgov_agent::engine::ResourceKind;
 use serde_yaml_ng::Value;
 use support::{object, output, render, string, tools_dir, workspace_root};
 

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use netgov_agent::engine::Decision;
+use netgov_agent::engine::ResourceKind;
 use netgov_agent::engine::tiers::Tier;
 use netgov_agent::export::metrics::{LossStage, Metrics};
 use netgov_agent::judge::{DeniedBy, Enforcement};
 use netgov_agent::model::{Direction, Identity, Protocol};
 use netgov_agent::names::{DnsOutcome, LearnOutcome, NameError, NameSource};
-use netgov_agent::sources::ResourceKind;
 use netgov_testbed::metrics_text::netgov_metric_names as metric_names;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;

@@ -25,9 +25,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::engine::ClusterState;
-use crate::engine::manifests::{self, Manifests, Object};
+use crate::engine::Object;
 use crate::engine::{Decision, FlowQuery};
 use crate::sources::file_source::{FileSourceError, Fingerprint, fingerprint};
+use crate::sources::manifests::{self, Manifests};
 
 /// How often the staged copy follows a changing cluster at most.
 pub const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,8 +104,7 @@ impl Staged {
         let mut state = current.clone();
         for (object, origin) in &self.policies.objects {
             let result = match object {
-                Object::NetworkPolicy(policy) => state.upsert_policy(policy),
-                Object::ClusterPolicy(kind, policy) => state.upsert_cluster_policy(*kind, policy),
+                Object::NetworkPolicy(_) | Object::ClusterPolicy(..) => state.apply(object),
                 _ => Ok(()),
             };
             if let Err(error) = result {

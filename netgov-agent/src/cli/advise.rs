@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::cli::AdviseArgs;
 use crate::cli::replay::fail;
 use crate::commands::advise::check;
-use crate::engine::manifests;
+use crate::sources::manifests;
 
 /// Runs `netgov advise`.
 pub fn run(args: &AdviseArgs) -> ExitCode {

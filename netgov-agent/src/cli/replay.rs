@@ -66,7 +66,7 @@ pub fn load(
             Err(error) => return Err(fail(&error)),
         }
     } else {
-        match crate::engine::manifests::load(&input.manifests).map(|m| m.into_cluster()) {
+        match crate::sources::manifests::load(&input.manifests).map(|m| m.into_cluster()) {
             Ok((cluster, problems)) if problems.is_empty() => cluster,
             Ok((_, problems)) | Err(problems) => {
                 for problem in &problems {

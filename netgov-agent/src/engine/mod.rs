@@ -35,7 +35,7 @@
 pub mod compile;
 pub mod evaluate;
 pub mod index;
-pub mod manifests;
+mod object;
 pub mod selector;
 pub mod tiers;
 pub mod verdict;
@@ -45,6 +45,7 @@ pub use index::{
     ClusterState, DEFAULT_HISTORY_RETENTION, EndpointInfo, Frontend, NamedPort, NoBackend, PodInfo,
     Resolved, SERVICE_NAME_LABEL, ServiceInfo, ServicePortInfo, SliceInfo,
 };
+pub use object::{Object, ObjectError, ResourceKind};
 pub use verdict::{Decision, FlowQuery, Verdict};
 
 /// An object the engine cannot use.

@@ -388,7 +388,7 @@ status: {podIP: 10.0.0.2}
 
     #[test]
     fn verdicts_directions_and_deciding_policies() {
-        let cluster = crate::engine::manifests::cluster_from_yaml(CLUSTER);
+        let cluster = ClusterState::from_yaml(CLUSTER);
         let context = EventContext {
             node_name: "node-a",
             judged_at: 1_000_000_000,
@@ -430,7 +430,7 @@ status: {podIP: 10.0.0.2}
 
     #[test]
     fn a_flow_names_its_pods_and_their_labels_in_ciliums_form() {
-        let cluster = crate::engine::manifests::cluster_from_yaml(CLUSTER);
+        let cluster = ClusterState::from_yaml(CLUSTER);
         let (record, judgement) = judgement(Case::DeniedAtIngress(Enforcement::Gap));
         let flow = to_flow(
             &record,
@@ -501,7 +501,7 @@ status: {podIP: 10.0.0.2}
 
     #[test]
     fn outside_and_node_ends_are_ciliums_reserved_identities() {
-        let cluster = crate::engine::manifests::cluster_from_yaml(
+        let cluster = ClusterState::from_yaml(
             "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.1}]}\n\
              ---\napiVersion: v1\nkind: Node\nmetadata: {name: node-b}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.2}]}\n",
         );

@@ -230,7 +230,7 @@ impl Peer for PeerService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::manifests::cluster_from_yaml as state_from_yaml;
+    use crate::engine::ClusterState;
 
     const CLUSTER: &str = r#"
 apiVersion: v1
@@ -295,7 +295,7 @@ status: {podIP: 10.2.0.9, podIPs: [{ip: 10.2.0.9}]}
 
     #[test]
     fn every_node_of_the_agents_daemonset_then_changes() {
-        let state = state_from_yaml(CLUSTER);
+        let state = ClusterState::from_yaml(CLUSTER);
         let discovery = discovery(Some("netgov-aaaaa"));
         let peers = discovery.peers(&state);
         let added: Vec<String> = changes(&discovery, &BTreeMap::new(), &peers)
@@ -323,7 +323,7 @@ status: {podIP: 10.2.0.9, podIPs: [{ip: 10.2.0.9}]}
 
     #[test]
     fn without_its_pod_the_agent_announces_itself() {
-        let state = state_from_yaml(CLUSTER);
+        let state = ClusterState::from_yaml(CLUSTER);
         let discovery = discovery(None);
         let peers = discovery.peers(&state);
         let added: Vec<String> = changes(&discovery, &BTreeMap::new(), &peers)

@@ -13,8 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::engine::ClusterState;
-use crate::engine::manifests::{self, ManifestError, Object};
+use crate::engine::Object;
 use crate::engine::tiers::ClusterPolicyKind;
+use crate::sources::manifests::{self, ManifestError};
 
 use super::{ClusterHealth, ResourceKind};
 

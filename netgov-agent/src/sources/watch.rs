@@ -32,9 +32,10 @@ use serde_json::Value;
 
 use super::kube_source::{Timeouts, api_resource};
 use super::list_stream::{ListError, list_page};
-use super::objects::{ObjectError, ObjectKey, apply, delete, object_key};
+use super::objects::{ObjectKey, apply, delete, object_key};
 use super::{ClusterHealth, ResourceHealth, ResourceKind};
 use crate::engine::ClusterState;
+use crate::engine::ObjectError;
 
 /// Items per page of a consistent (paginated) list.
 const PAGE_SIZE: u32 = 500;

@@ -44,7 +44,7 @@ fn cluster_of(seed: &str, without: &[&str]) -> ClusterState {
                 .any(|name| doc.contains(&format!("name: {name}\n")))
         })
         .collect();
-    crate::engine::manifests::cluster_from_yaml(&kept.join("\n---\n"))
+    ClusterState::from_yaml(&kept.join("\n---\n"))
 }
 
 fn pipeline(config: &str) -> Pipeline {

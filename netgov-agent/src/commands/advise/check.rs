@@ -1,7 +1,7 @@
 //! Advice is checked before it is printed.
 
 use crate::commands::replay::{Change, RecordedFlow};
-use crate::engine::manifests::{self, ManifestError, Manifests};
+use crate::sources::manifests::{self, ManifestError, Manifests};
 
 /// Why advice was not printed.
 #[derive(Debug, thiserror::Error)]

@@ -45,12 +45,12 @@ fn advice_allows_what_was_seen_and_nothing_else() {
     // Checked like the command checks it, then judged directly.
     let yaml = to_yaml(&advice, "test");
     check(
-        crate::engine::manifests::Manifests::default(),
+        crate::sources::manifests::Manifests::default(),
         &yaml,
         &flows,
     )
     .expect("advice passes its check");
-    let mut cluster = crate::commands::replay::tests::cluster(&yaml);
+    let mut cluster = crate::engine::ClusterState::from_yaml(&yaml);
     let query = |src: &str, port| FlowQuery {
         src: src.parse().expect("ip"),
         dst: "10.0.0.3".parse().expect("ip"),

@@ -42,7 +42,7 @@ spec:
 
 #[test]
 fn used_unused_broad_and_unprotected() {
-    let mut cluster = crate::commands::replay::tests::cluster(POLICIES);
+    let mut cluster = ClusterState::from_yaml(POLICIES);
     let trainer = ("ml", "trainer", "10.0.0.1");
     let flows = [
         flow(trainer, ("", None, "198.51.100.7"), 443),

@@ -359,7 +359,7 @@ pub enum CheckRunError {
     /// Manifests could not be read or hold invalid objects; every problem is
     /// listed.
     #[error("{} problem(s) in the manifests:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
-    Manifests(Vec<crate::engine::manifests::ManifestError>),
+    Manifests(Vec<crate::sources::manifests::ManifestError>),
     /// No flow was given.
     #[error(
         "no flows: give --flows FILE (or - for standard input) or --flow 'SRC -> DST:PORT/PROTO'"
@@ -389,7 +389,7 @@ pub fn run(options: &CheckOptions, out: &mut impl Write) -> Result<Tally, CheckR
         return Err(CheckRunError::NoFlows);
     }
     let manifests =
-        crate::engine::manifests::load(&options.manifests).map_err(CheckRunError::Manifests)?;
+        crate::sources::manifests::load(&options.manifests).map_err(CheckRunError::Manifests)?;
     let (cluster, errors) = manifests.into_cluster();
     if !errors.is_empty() {
         return Err(CheckRunError::Manifests(errors));

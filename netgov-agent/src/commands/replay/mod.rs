@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::engine::evaluate::evaluate;
 use crate::engine::verdict::{SideVerdict, Verdict};
-use crate::engine::{ClusterState, Resolved};
+use crate::engine::{ClusterState, Object, Resolved, ResourceKind};
 use crate::engine::{Decision, FlowQuery};
 use crate::judge::context::EndContext;
 use crate::model::Protocol;
@@ -184,7 +184,7 @@ fn place(cluster: &mut ClusterState, namespace: &str, name: &str, context: &EndC
             "metadata": {"name": namespace, "labels": context.namespace_labels}
         }))
         .expect("a namespace from labels");
-        cluster.upsert_namespace(&object);
+        apply(cluster, object.into());
     }
     let holder = match cluster.resolve(context.ip) {
         Resolved::Pod(pod) => Some((pod.namespace.to_string(), pod.name.to_string())),
@@ -198,7 +198,7 @@ fn place(cluster: &mut ClusterState, namespace: &str, name: &str, context: &EndC
         {
             return;
         }
-        cluster.delete_pod(ns, pod);
+        cluster.delete(ResourceKind::Pod, ns, pod);
     }
     let ports: Vec<serde_json::Value> = context
         .named_ports
@@ -215,7 +215,18 @@ fn place(cluster: &mut ClusterState, namespace: &str, name: &str, context: &EndC
                    "podIPs": [{"ip": context.ip.to_string()}]}
     }))
     .expect("a pod from a recorded context");
-    cluster.upsert_pod(&object);
+    apply(cluster, object.into());
+}
+
+/// Applies an object built from a recording (a namespace or a pod: never
+/// an error).
+fn apply(cluster: &mut ClusterState, object: Object) {
+    if let Err(error) = cluster.apply(&object) {
+        unreachable!(
+            "a recorded {} is not a policy: {error}",
+            object.kind().name()
+        );
+    }
 }
 
 /// Why the verdict is what it is now, in a line.

@@ -2,7 +2,6 @@
 //! verdicts; pods gone and addresses reused in the recording.
 
 use super::*;
-use crate::engine::manifests;
 
 /// A recorded flow between two pods (labels `app: <pod>`, a named port
 /// `http` 8080).
@@ -34,22 +33,6 @@ pub(crate) fn recorded(
     .expect("a recorded flow")
 }
 
-/// A cluster state from manifests' text, which must be valid.
-pub(crate) fn cluster(policies: &str) -> ClusterState {
-    let mut loaded = manifests::Manifests::default();
-    let mut errors = Vec::new();
-    manifests::parse_file(
-        std::path::Path::new("policies.yaml"),
-        policies,
-        &mut loaded,
-        &mut errors,
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    let (cluster, errors) = loaded.into_cluster();
-    assert!(errors.is_empty(), "{errors:?}");
-    cluster
-}
-
 const SERVER_ADMITS_A: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
 metadata: {name: server-admits-a, namespace: ml}\n\
 spec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {matchLabels: {app: client-a}}}], ports: [{port: http}]}]}\n";
@@ -72,7 +55,7 @@ fn tightening_shows_exactly_what_breaks() {
             "2026-11-29T10:00:03Z",
         ),
     ];
-    let report = replay(&mut cluster(SERVER_ADMITS_A), &recorded);
+    let report = replay(&mut ClusterState::from_yaml(SERVER_ADMITS_A), &recorded);
     let because = "ingress: isolated by ml/server-admits-a, no rule admits it".to_owned();
     let change = |src: &str, flows, first: &str, last: &str| ChangedFlows {
         change: Change::WouldDeny,
@@ -118,7 +101,7 @@ fn loosening_and_keeping_the_policies() {
         recorded(b, server, 8080, "deny", "2026-11-29T10:00:01Z"),
     ];
     // The same policies: nothing changes.
-    let report = replay(&mut cluster(SERVER_ADMITS_A), &recorded);
+    let report = replay(&mut ClusterState::from_yaml(SERVER_ADMITS_A), &recorded);
     assert_eq!(
         (report.replayed, report.unchanged, report.changes.len()),
         (2, 2, 0)

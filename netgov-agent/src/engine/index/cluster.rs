@@ -197,7 +197,7 @@ impl ClusterState {
     }
 
     /// Adds or replaces a namespace.
-    pub fn upsert_namespace(&mut self, namespace: &Namespace) {
+    pub(super) fn upsert_namespace(&mut self, namespace: &Namespace) {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
         // The API server sets this label to the name, whatever was asked.
@@ -207,17 +207,15 @@ impl ClusterState {
         if !self.cluster_policies.is_empty() {
             self.refresh_namespace_pods(&name);
         }
-        self.generation += 1;
     }
 
     /// Removes a namespace's labels (its pods and policies go with their
     /// own delete events).
-    pub fn delete_namespace(&mut self, name: &str) {
+    pub(super) fn delete_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
         if !self.cluster_policies.is_empty() {
             self.refresh_namespace_pods(name);
         }
-        self.generation += 1;
     }
 
     /// The compiled policies, by namespace then name.
@@ -238,10 +236,9 @@ impl ClusterState {
     /// The compile error, also kept in [`ClusterState::policy_errors`]; a
     /// previous valid version of the policy is removed (the object as it
     /// stands now is invalid, and the API server would not have stored it).
-    pub fn upsert_policy(&mut self, policy: &NetworkPolicy) -> Result<(), PolicyError> {
+    pub(super) fn upsert_policy(&mut self, policy: &NetworkPolicy) -> Result<(), PolicyError> {
         let (namespace, name) = key_of(&policy.metadata);
         let id = format!("{namespace}/{name}");
-        self.generation += 1;
         match compile(policy) {
             Ok(compiled) => {
                 self.policy_errors.remove(&id);
@@ -264,12 +261,11 @@ impl ClusterState {
     }
 
     /// Removes a policy.
-    pub fn delete_policy(&mut self, namespace: &str, name: &str) {
+    pub(super) fn delete_policy(&mut self, namespace: &str, name: &str) {
         self.policy_errors.remove(&format!("{namespace}/{name}"));
         if let Some(policies) = self.policies.get_mut(namespace) {
             policies.remove(name);
         }
-        self.generation += 1;
         self.refresh_namespace_pods(namespace);
     }
 
@@ -354,7 +350,7 @@ impl ClusterState {
     }
 
     /// Adds or replaces a node (its InternalIP and ExternalIP addresses).
-    pub fn upsert_node(&mut self, node: &Node) {
+    pub(super) fn upsert_node(&mut self, node: &Node) {
         let name = node.metadata.name.clone().unwrap_or_default();
         self.delete_node(&name);
         let addresses: Vec<_> = node
@@ -376,7 +372,6 @@ impl ClusterState {
             node.metadata.labels.clone().unwrap_or_default(),
         );
         self.node_ips.insert(name, ips);
-        self.generation += 1;
     }
 
     /// A node's InternalIP addresses, then its ExternalIP ones, each in the
@@ -386,14 +381,13 @@ impl ClusterState {
     }
 
     /// Removes a node.
-    pub fn delete_node(&mut self, name: &str) {
+    pub(super) fn delete_node(&mut self, name: &str) {
         self.node_labels.remove(name);
         for ip in self.node_ips.remove(name).unwrap_or_default() {
             if self.node_by_ip.get(&ip).is_some_and(|n| n == name) {
                 self.node_by_ip.remove(&ip);
             }
         }
-        self.generation += 1;
     }
 
     /// The pod that owns `ip` now.

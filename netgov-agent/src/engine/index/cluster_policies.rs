@@ -20,7 +20,7 @@ impl ClusterState {
     /// The compile error, also kept in
     /// [`ClusterState::cluster_policy_errors`]; a previous valid version
     /// is removed.
-    pub fn upsert_cluster_policy(
+    pub(super) fn upsert_cluster_policy(
         &mut self,
         kind: ClusterPolicyKind,
         object: &Value,
@@ -43,13 +43,12 @@ impl ClusterState {
     }
 
     /// Removes a cluster-wide policy.
-    pub fn delete_cluster_policy(&mut self, kind: ClusterPolicyKind, name: &str) {
+    pub(super) fn delete_cluster_policy(&mut self, kind: ClusterPolicyKind, name: &str) {
         let id = format!("{} {name}", kind.name());
         self.cluster_policy_errors.remove(&id);
         if self.cluster_policies.remove(&id).is_some() {
             self.refresh_all_cluster_policies();
         }
-        self.generation += 1;
     }
 
     /// The compiled cluster-wide policies, by `Kind name`.
@@ -121,7 +120,6 @@ impl ClusterState {
             self.refresh_pod_policies(slot);
         }
         self.refresh_departed(None);
-        self.generation += 1;
     }
 
     /// Labels of node `name`.

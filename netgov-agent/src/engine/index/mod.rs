@@ -6,6 +6,7 @@
 //! One writer (the source), many readers (judge, posture, Hubble). Nothing
 //! here does I/O or knows where objects come from.
 
+mod apply;
 pub mod cluster;
 mod cluster_policies;
 mod history;

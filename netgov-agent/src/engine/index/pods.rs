@@ -13,7 +13,7 @@ use crate::model::Protocol;
 impl ClusterState {
     /// Adds or replaces a pod. Pods that finished (`Succeeded`, `Failed`)
     /// are removed: their IPs may already belong to someone else.
-    pub fn upsert_pod(&mut self, pod: &Pod) {
+    pub(super) fn upsert_pod(&mut self, pod: &Pod) {
         let key = key_of(&pod.metadata);
         let old_ips = self.pod(&key.0, &key.1).map(|p| p.ips.clone());
         let new_ips = pod.status.iter().flat_map(|s| {
@@ -119,13 +119,12 @@ impl ClusterState {
             .insert(slot);
         self.pod_slots.insert(key, slot);
         self.refresh_pod_policies(slot);
-        self.generation += 1;
     }
 
     /// Removes a pod; its IPs resolve to nobody unless another pod holds
     /// them — except for flows seen while it owned them (see
     /// [`ClusterState::resolve_at`]).
-    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+    pub(super) fn delete_pod(&mut self, namespace: &str, name: &str) {
         let ips = self.pod(namespace, name).map(|p| p.ips.clone());
         let before = self.owners(ips.into_iter().flatten());
         let removed = self.remove_pod(namespace, name);
@@ -157,7 +156,6 @@ impl ClusterState {
             slots.remove(&slot);
         }
         self.free_pod_slots.push(slot);
-        self.generation += 1;
         removed
     }
 

@@ -97,7 +97,7 @@ pub enum NoBackend {
 impl ClusterState {
     /// Adds or replaces a Service (headless services have no cluster IP and
     /// resolve nothing).
-    pub fn upsert_service(&mut self, service: &Service) {
+    pub(super) fn upsert_service(&mut self, service: &Service) {
         let key = key_of(&service.metadata);
         self.delete_service(&key.0, &key.1);
         let spec = service.spec.clone().unwrap_or_default();
@@ -165,11 +165,10 @@ impl ClusterState {
             }
         }
         self.services.insert(key, info);
-        self.generation += 1;
     }
 
     /// Removes a Service.
-    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+    pub(super) fn delete_service(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
         if self.services.remove(&key).is_some() {
             self.service_by_ip.retain(|_, owner| *owner != key);
@@ -179,12 +178,11 @@ impl ClusterState {
             });
             self.node_ports.retain(|_, owner| *owner != key);
         }
-        self.generation += 1;
     }
 
     /// Adds or replaces an EndpointSlice (every endpoint with an IP
     /// address, with its conditions and node).
-    pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
+    pub(super) fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
         let key = key_of(&slice.metadata);
         let service = slice
             .metadata
@@ -235,13 +233,11 @@ impl ClusterState {
                 endpoints,
             },
         );
-        self.generation += 1;
     }
 
     /// Removes an EndpointSlice.
-    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+    pub(super) fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
         self.slices.remove(&(namespace.to_owned(), name.to_owned()));
-        self.generation += 1;
     }
 
     /// The slices of Service `namespace/service`.

@@ -115,26 +115,26 @@ fn incremental_updates_flip_verdicts() {
         r#"{"metadata": {"name": "dev", "labels": {"env": "dev", "team": "data"}}}"#,
     )
     .expect("json");
-    state.upsert_namespace(&relabelled);
+    apply(&mut state, relabelled.clone());
     assert_eq!(evaluate(&state, &from_dev).verdict, Decision::Allow);
     // A pod label change moves it out of the policy's selection.
     let moved: k8s_openapi::api::core::v1::Pod = serde_json::from_str(
         r#"{"metadata": {"name": "db", "namespace": "prod", "labels": {"app": "db-v2"}}, "status": {"podIP": "10.0.1.3"}}"#,
     )
     .expect("json");
-    state.upsert_pod(&moved);
+    apply(&mut state, moved.clone());
     assert_eq!(
         evaluate(&state, &flow(API, DB, Tcp, 5432)).verdict,
         Decision::Allow
     );
     // Removing the pod: its IP is outside the cluster now.
-    state.delete_pod("prod", "db");
+    state.delete(ResourceKind::Pod, "prod", "db");
     assert!(matches!(
         evaluate(&state, &from_dev).destination,
         verdict::EndpointKind::External
     ));
     // Deleting the policy un-isolates.
-    state.delete_policy("prod", "db");
+    state.delete(ResourceKind::NetworkPolicy, "prod", "db");
     assert!(state.policies().next().is_none());
 }
 
@@ -145,7 +145,7 @@ fn ip_reuse_resolves_to_the_new_pod_and_finished_pods_leave() {
         r#"{"metadata": {"name": "new", "namespace": "dev", "labels": {"app": "new"}}, "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
     )
     .expect("json");
-    state.upsert_pod(&new_owner);
+    apply(&mut state, new_owner.clone());
     let verdict = evaluate(&state, &flow(API, DB, Tcp, 1));
     assert_eq!(
         verdict.destination,
@@ -155,7 +155,7 @@ fn ip_reuse_resolves_to_the_new_pod_and_finished_pods_leave() {
         }
     );
     // The stale owner's deletion does not unmap the new owner.
-    state.delete_pod("prod", "db");
+    state.delete(ResourceKind::Pod, "prod", "db");
     assert!(matches!(
         evaluate(&state, &flow(API, DB, Tcp, 1)).destination,
         verdict::EndpointKind::Pod { .. }
@@ -165,7 +165,7 @@ fn ip_reuse_resolves_to_the_new_pod_and_finished_pods_leave() {
         r#"{"metadata": {"name": "new", "namespace": "dev"}, "status": {"podIP": "10.0.1.3", "phase": "Succeeded"}}"#,
     )
     .expect("json");
-    state.upsert_pod(&finished);
+    apply(&mut state, finished.clone());
     assert_eq!(
         evaluate(&state, &flow(API, DB, Tcp, 1)).destination,
         verdict::EndpointKind::External
@@ -248,19 +248,28 @@ fn a_stale_update_of_the_old_owner_does_not_steal_a_reused_ip() {
         serde_json::from_str(json).expect("json")
     };
     // db (10.0.1.3) is being deleted; a new pod takes its IP.
-    state.upsert_pod(&pod(
-        r#"{"metadata": {"name": "db", "namespace": "prod", "creationTimestamp": "2026-01-01T00:00:00Z",
+    apply(
+        &mut state,
+        pod(
+            r#"{"metadata": {"name": "db", "namespace": "prod", "creationTimestamp": "2026-01-01T00:00:00Z",
             "deletionTimestamp": "2026-01-02T00:00:00Z", "labels": {"app": "db"}}, "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
-    ));
-    state.upsert_pod(&pod(
-        r#"{"metadata": {"name": "web-2", "namespace": "prod", "creationTimestamp": "2026-01-02T00:00:05Z", "labels": {"app": "web"}},
+        ),
+    );
+    apply(
+        &mut state,
+        pod(
+            r#"{"metadata": {"name": "web-2", "namespace": "prod", "creationTimestamp": "2026-01-02T00:00:05Z", "labels": {"app": "web"}},
             "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
-    ));
+        ),
+    );
     // A late status update of the old owner arrives.
-    state.upsert_pod(&pod(
-        r#"{"metadata": {"name": "db", "namespace": "prod", "creationTimestamp": "2026-01-01T00:00:00Z",
+    apply(
+        &mut state,
+        pod(
+            r#"{"metadata": {"name": "db", "namespace": "prod", "creationTimestamp": "2026-01-01T00:00:00Z",
             "deletionTimestamp": "2026-01-02T00:00:00Z", "labels": {"app": "db"}}, "status": {"podIP": "10.0.1.3", "phase": "Running"}}"#,
-    ));
+        ),
+    );
     let owner = || evaluate(&state, &flow(API, DB, Tcp, 1)).destination;
     let web2 = verdict::EndpointKind::Pod {
         namespace: "prod".into(),
@@ -268,10 +277,10 @@ fn a_stale_update_of_the_old_owner_does_not_steal_a_reused_ip() {
     };
     assert_eq!(owner(), web2);
     // Then its deletion: the IP stays with the new pod.
-    state.delete_pod("prod", "db");
+    state.delete(ResourceKind::Pod, "prod", "db");
     assert_eq!(evaluate(&state, &flow(API, DB, Tcp, 1)).destination, web2);
     // And when the new pod goes, nobody holds it.
-    state.delete_pod("prod", "web-2");
+    state.delete(ResourceKind::Pod, "prod", "web-2");
     assert_eq!(
         evaluate(&state, &flow(API, DB, Tcp, 1)).destination,
         verdict::EndpointKind::External

@@ -5,14 +5,14 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::manifests::{Manifests, parse_file};
 use super::*;
-use crate::engine::ClusterState;
+use crate::engine::{ClusterState, ResourceKind};
 use crate::model::Protocol;
+use crate::sources::manifests::{Manifests, parse_file};
 
 /// Builds a cluster from YAML documents; panics on any error.
 fn cluster(yaml: &str) -> ClusterState {
-    super::manifests::cluster_from_yaml(yaml)
+    ClusterState::from_yaml(yaml)
 }
 
 fn pod(namespace: &str, name: &str, ip: &str, labels: &str) -> String {
@@ -164,3 +164,8 @@ mod properties;
 mod resolution;
 mod rules;
 mod tiers;
+
+/// Applies an object that is not a policy, or a valid one.
+fn apply(state: &mut ClusterState, object: impl Into<crate::engine::Object>) {
+    state.apply(&object.into()).expect("the object applies");
+}

@@ -350,7 +350,7 @@ fn a_shared_external_ip_names_each_service_by_port() {
             .frontend(Tcp, ("198.51.100.7".parse().expect("ip"), 80))
             .is_some_and(|f| f.external)
     );
-    state.delete_service("prod", "http");
+    state.delete(ResourceKind::Service, "prod", "http");
     assert_eq!(name(&state, 80), None);
     assert_eq!(name(&state, 443).as_deref(), Some("https"));
 }

@@ -6,6 +6,7 @@
 //! and network peers, port ranges, named ports, unknown fields failing
 //! closed.
 
+use crate::sources::manifests;
 use proptest::prelude::*;
 
 use super::*;

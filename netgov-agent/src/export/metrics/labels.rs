@@ -6,10 +6,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::engine::Decision;
+use crate::engine::ResourceKind;
 use crate::engine::tiers::Tier;
 use crate::judge::{DeniedBy, Enforcement, NotJudged};
 use crate::model::{Direction, Protocol, string_enum};
-use crate::sources::ResourceKind;
 
 string_enum! {
     /// Where in the pipeline events were lost.

@@ -41,10 +41,10 @@ pub use labels::{LossStage, StagedChange};
 use series::{SeriesIndex, count_series, forget_series};
 
 use crate::engine::Decision;
+use crate::engine::ResourceKind;
 use crate::engine::tiers::Tier;
 use crate::judge::{DeniedBy, Enforcement, NotJudged};
 use crate::model::{Direction, Identity, Protocol};
-use crate::sources::ResourceKind;
 
 /// The workload label used past the cardinality cap, and the `dst_port`
 /// label past [`MAX_PORTS_PER_PAIR`].

@@ -31,7 +31,7 @@ fn cluster() -> ClusterState {
     .expect("seed");
     let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-0, namespace: ai-platform, labels: {app: db}}\n\
                  spec: {nodeName: node-2, containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.20}\n";
-    crate::engine::manifests::cluster_from_yaml(&(seed + extra))
+    ClusterState::from_yaml(&(seed + extra))
 }
 
 fn observation(interface: &str, role: Role, out: u64, back: u64) -> Observation {

@@ -3,48 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::tiers::ClusterPolicyKind;
-use crate::engine::ClusterState;
-
-/// A supported object.
-#[derive(Clone, Debug)]
-pub enum Object {
-    /// A Namespace.
-    Namespace(Box<Namespace>),
-    /// A Node.
-    Node(Box<Node>),
-    /// A NetworkPolicy.
-    NetworkPolicy(Box<NetworkPolicy>),
-    /// A Pod.
-    Pod(Box<Pod>),
-    /// A Service.
-    Service(Box<Service>),
-    /// An EndpointSlice.
-    EndpointSlice(Box<EndpointSlice>),
-    /// A cluster-wide policy (ClusterNetworkPolicy, AdminNetworkPolicy,
-    /// BaselineAdminNetworkPolicy), compiled from its JSON value.
-    ClusterPolicy(ClusterPolicyKind, Box<Value>),
-}
-
-impl Object {
-    /// Load order: what others refer to first.
-    fn rank(&self) -> u8 {
-        match self {
-            Object::Namespace(_) => 0,
-            Object::Node(_) => 1,
-            Object::NetworkPolicy(_) | Object::ClusterPolicy(..) => 2,
-            Object::Pod(_) => 3,
-            Object::Service(_) => 4,
-            Object::EndpointSlice(_) => 5,
-        }
-    }
-}
+use crate::engine::{ClusterState, Object, ObjectError, PolicyError, ResourceKind};
 
 /// Where an object came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,13 +63,13 @@ pub enum ManifestError {
         /// The line where the limit is passed.
         line: usize,
     },
-    /// A policy is invalid (see [`super::PolicyError`]).
+    /// A policy is invalid (see [`PolicyError`]).
     #[error("{path}: {error}")]
     Policy {
         /// The file.
         path: PathBuf,
         /// The compile error.
-        error: super::PolicyError,
+        error: PolicyError,
     },
 }
 
@@ -217,46 +179,36 @@ fn add_value(
         file: file.to_owned(),
         object: object.clone(),
     };
-    macro_rules! typed {
-        ($variant:ident) => {
-            match serde_path_to_error::deserialize(value) {
-                Ok(typed) => Object::$variant(Box::new(typed)),
-                Err(error) => {
-                    let field = error.path().to_string();
-                    errors.push(ManifestError::Object {
-                        path: file.to_owned(),
-                        object,
-                        field,
-                        reason: error.into_inner().to_string(),
-                    });
-                    return;
-                }
-            }
-        };
-    }
-    let parsed = match kind.as_str() {
-        "Namespace" => typed!(Namespace),
-        "Node" => typed!(Node),
-        "NetworkPolicy" => typed!(NetworkPolicy),
-        "Pod" => typed!(Pod),
-        "Service" => typed!(Service),
-        "EndpointSlice" => typed!(EndpointSlice),
-        "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
-            let kind = ClusterPolicyKind::from_kind(&kind).expect("matched above");
-            Object::ClusterPolicy(kind, Box::new(value))
-        }
-        "" => {
-            errors.push(ManifestError::Object {
+    let kind = match ResourceKind::from_name(&kind) {
+        Some(kind) => kind,
+        None if kind.is_empty() => {
+            return errors.push(ManifestError::Object {
                 path: file.to_owned(),
                 object,
                 field: "kind".into(),
                 reason: "missing".into(),
             });
+        }
+        None => {
+            *manifests.skipped_kinds.entry(kind).or_default() += 1;
             return;
         }
-        other => {
-            *manifests.skipped_kinds.entry(other.to_owned()).or_default() += 1;
-            return;
+    };
+    let parsed = match Object::decode(kind, value) {
+        Ok(parsed) => parsed,
+        Err(ObjectError::Schema { field, reason }) => {
+            return errors.push(ManifestError::Object {
+                path: file.to_owned(),
+                object,
+                field,
+                reason,
+            });
+        }
+        Err(ObjectError::Policy(error)) => {
+            return errors.push(ManifestError::Policy {
+                path: file.to_owned(),
+                error,
+            });
         }
     };
     manifests.objects.push((parsed, origin));
@@ -274,47 +226,27 @@ impl Manifests {
         let mut cluster = ClusterState::new();
         let mut errors = Vec::new();
         for (object, origin) in &self.objects {
-            match object {
-                Object::Namespace(o) => cluster.upsert_namespace(o),
-                Object::Node(o) => cluster.upsert_node(o),
-                Object::NetworkPolicy(o) => {
-                    if let Err(error) = cluster.upsert_policy(o) {
-                        errors.push(ManifestError::Policy {
-                            path: origin.file.clone(),
-                            error,
-                        });
-                    }
-                }
-                Object::Pod(o) => cluster.upsert_pod(o),
-                Object::Service(o) => cluster.upsert_service(o),
-                Object::EndpointSlice(o) => cluster.upsert_endpoint_slice(o),
-                Object::ClusterPolicy(kind, o) => {
-                    if let Err(error) = cluster.upsert_cluster_policy(*kind, o) {
-                        errors.push(ManifestError::Policy {
-                            path: origin.file.clone(),
-                            error,
-                        });
-                    }
-                }
+            if let Err(error) = cluster.apply(object) {
+                errors.push(ManifestError::Policy {
+                    path: origin.file.clone(),
+                    error,
+                });
             }
         }
         (cluster, errors)
     }
 }
 
-/// The cluster state of YAML manifests, for tests; panics on any error.
 #[cfg(test)]
-pub(crate) fn cluster_from_yaml(yaml: &str) -> crate::engine::ClusterState {
-    let mut manifests = Manifests::default();
-    let mut errors = Vec::new();
-    parse_file(
-        std::path::Path::new("test.yaml"),
-        yaml,
-        &mut manifests,
-        &mut errors,
-    );
-    assert!(errors.is_empty(), "{errors:#?}");
-    let (cluster, errors) = manifests.into_cluster();
-    assert!(errors.is_empty(), "{errors:#?}");
-    cluster
+impl ClusterState {
+    /// The cluster state of YAML manifests, for tests; panics on any error.
+    pub(crate) fn from_yaml(yaml: &str) -> Self {
+        let mut manifests = Manifests::default();
+        let mut errors = Vec::new();
+        parse_file(Path::new("test.yaml"), yaml, &mut manifests, &mut errors);
+        assert!(errors.is_empty(), "{errors:#?}");
+        let (cluster, errors) = manifests.into_cluster();
+        assert!(errors.is_empty(), "{errors:#?}");
+        cluster
+    }
 }
