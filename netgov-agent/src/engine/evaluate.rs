@@ -105,16 +105,19 @@ fn judge_sides(
         peer_ip: flow.src,
         ..egress_query
     };
+    if let (Resolved::Pod(from), Resolved::Pod(to)) = (source, destination)
+        && from.id == to.id
+    {
+        return (to_itself(from), to_itself(to));
+    }
     if matches!(source, Resolved::Host(_)) || matches!(destination, Resolved::Host(_)) {
-        // Only a cluster-wide egress rule (a `nodes` or `networks` peer)
-        // can decide a pod's traffic to a node; NetworkPolicy does not.
+        // A pod's traffic to a node is egress like any other for the
+        // cluster-wide tiers; NetworkPolicy does not govern it. A node's
+        // traffic to a pod is governed by neither.
         let egress = match (source, destination) {
-            (Resolved::Pod(pod), Resolved::Host(_)) => tiers_only(
-                &egress_query,
-                pod,
-                !pod.egress_policies.is_empty(),
-                host_reason,
-            ),
+            (Resolved::Pod(pod), Resolved::Host(_)) => {
+                to_node(&egress_query, pod, !pod.egress_policies.is_empty())
+            }
             _ => SideVerdict::not_applicable(host_reason),
         };
         return (egress, SideVerdict::not_applicable(host_reason));
@@ -174,16 +177,21 @@ fn judge_pod_tiers(
     side
 }
 
-/// A side only a cluster-wide rule can decide (traffic to a node).
-/// When NetworkPolicies select the pod for the direction, their tier comes
-/// before Baseline and they do not govern node traffic: Baseline is not
-/// reached.
-fn tiers_only(
-    query: &SideQuery<'_>,
-    pod: &PodInfo,
-    network_policies_select: bool,
-    otherwise: &'static str,
-) -> SideVerdict {
+/// A side of a pod's traffic to itself: always allowed. "A pod cannot
+/// block access to itself" (NetworkPolicy); the cluster-wide tiers judge
+/// traffic between pods, and a pod's own traffic never leaves it.
+fn to_itself(pod: &PodInfo) -> SideVerdict {
+    SideVerdict {
+        pod: Some(Arc::clone(&pod.id)),
+        ..SideVerdict::open("a pod's traffic to itself is always allowed")
+    }
+}
+
+/// A pod's egress to a node: the cluster-wide tiers decide it, and what
+/// none denies is allowed, as any egress. NetworkPolicy does not govern
+/// it; when NetworkPolicies select the pod for egress their tier comes
+/// before Baseline, so Baseline is not reached.
+fn to_node(query: &SideQuery<'_>, pod: &PodInfo, network_policies_select: bool) -> SideVerdict {
     let mut notes = Vec::new();
     let decision = match judge_tiers(query, pod, Tier::Admin, &mut notes) {
         Some(d) if d.action != Action::Pass => Some(d),
@@ -194,7 +202,14 @@ fn tiers_only(
     };
     let mut side = match decision {
         Some(decision) => decided(pod, decision),
-        None => SideVerdict::not_applicable(otherwise),
+        None => SideVerdict {
+            pod: Some(Arc::clone(&pod.id)),
+            ..SideVerdict::open(if network_policies_select {
+                "a pod's traffic to a node: NetworkPolicy does not govern it, and its tier comes before Baseline: allowed"
+            } else {
+                "a pod's traffic to a node: no cluster-wide rule denies it: allowed"
+            })
+        },
     };
     add_notes(&mut side, notes);
     side

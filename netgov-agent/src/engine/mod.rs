@@ -26,8 +26,12 @@
 //! - `ipBlock` is matched against the peer's IP, pod IPs included.
 //! - Port protocol defaults to TCP; `endPort` makes a range; named ports
 //!   resolve against the destination pod's own container ports.
-//! - A flow with a node or a hostNetwork pod at either end is
-//!   `not-applicable`: NetworkPolicy does not govern it.
+//! - NetworkPolicy does not govern a flow with a node or a hostNetwork pod
+//!   at either end. A node's traffic to a pod is `not-applicable`; a pod's
+//!   traffic to a node is egress the cluster-wide tiers judge, allowed
+//!   unless a rule denies it.
+//! - A pod's traffic to itself is always allowed ("a pod cannot block
+//!   access to itself"), whatever the NetworkPolicies and the tiers say.
 //! - A flow to a Service cluster IP is judged against each ready backend
 //!   from the EndpointSlices, at its target port; if backends disagree, the
 //!   verdict is `deny` and says so.

@@ -101,6 +101,14 @@ impl SideVerdict {
             skipped_policies: Vec::new(),
         }
     }
+
+    /// Allowed without isolation: nothing restricts this side.
+    pub(super) fn open(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            verdict: Decision::Allow,
+            ..Self::not_applicable(reason)
+        }
+    }
 }
 
 /// What an end of the flow is.

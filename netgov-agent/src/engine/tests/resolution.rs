@@ -76,7 +76,7 @@ fn named_ports_resolve_per_destination_pod() {
 }
 
 #[test]
-fn hosts_are_not_applicable() {
+fn host_ends() {
     let yaml = base()
         + &policy(
             "prod",
@@ -87,16 +87,54 @@ fn hosts_are_not_applicable() {
         + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: agent, namespace: kube-system}\n\
            spec: {hostNetwork: true, nodeName: node-1, containers: [{name: c, image: i}]}\nstatus: {podIP: 192.168.1.11}\n";
     let state = cluster(&yaml);
-    for (src, dst) in [
-        ("192.168.1.10", API),
-        (API, "192.168.1.10"),
-        ("192.168.1.11", DB),
-        (DB, "192.168.1.11"),
-    ] {
-        let verdict = evaluate(&state, &flow(src, dst, Tcp, 10250));
-        assert_eq!(verdict.verdict, Decision::NotApplicable, "{src} -> {dst}");
-        assert_eq!(verdict.egress.verdict, Decision::NotApplicable);
+    // A node's traffic to a pod: governed by neither NetworkPolicy nor the
+    // tiers. A pod's to a node: egress the tiers judge, allowed when no
+    // rule denies it, whatever the NetworkPolicies.
+    let rows = [
+        (
+            "node -> pod",
+            "192.168.1.10",
+            API,
+            "not-applicable | egress: n/a | ingress: n/a",
+        ),
+        (
+            "pod -> node",
+            API,
+            "192.168.1.10",
+            "allow | egress: open | ingress: n/a",
+        ),
+        (
+            "hostNetwork pod -> pod",
+            "192.168.1.11",
+            DB,
+            "not-applicable | egress: n/a | ingress: n/a",
+        ),
+        (
+            "pod -> hostNetwork pod",
+            DB,
+            "192.168.1.11",
+            "allow | egress: open | ingress: n/a",
+        ),
+        (
+            "outside -> outside",
+            OUTSIDE,
+            "198.51.100.1",
+            "not-applicable | egress: n/a | ingress: n/a",
+        ),
+    ];
+    for (name, src, dst, expected) in rows {
+        assert_eq!(
+            summary(&evaluate(&state, &flow(src, dst, Tcp, 10250))),
+            expected,
+            "{name}"
+        );
     }
+    let to_node = evaluate(&state, &flow(API, "192.168.1.10", Tcp, 10250));
+    assert_eq!(
+        to_node.egress.reason,
+        "a pod's traffic to a node: NetworkPolicy does not govern it, and its tier comes before Baseline: allowed"
+    );
+    assert_eq!(to_node.egress.pod.as_deref(), Some("prod/api"));
     // A hostNetwork pod is its node.
     let verdict = evaluate(&state, &flow(API, "192.168.1.11", Tcp, 10250));
     assert_eq!(
@@ -105,9 +143,13 @@ fn hosts_are_not_applicable() {
             node: Some("node-1".into())
         }
     );
-    // Outside to outside: no pod at either end.
-    let verdict = evaluate(&state, &flow(OUTSIDE, "198.51.100.1", Tcp, 80));
-    assert_eq!(verdict.verdict, Decision::NotApplicable);
+    // A pod's traffic to itself, each side saying why.
+    let hairpin = evaluate(&state, &flow(API, API, Tcp, 8080));
+    assert_eq!(summary(&hairpin), "allow | egress: open | ingress: open");
+    for side in [&hairpin.egress, &hairpin.ingress] {
+        assert_eq!(side.reason, "a pod's traffic to itself is always allowed");
+        assert_eq!(side.pod.as_deref(), Some("prod/api"));
+    }
 }
 
 #[test]

@@ -21,6 +21,16 @@ fn isolation_and_rule_shapes() {
             "deny | egress: open | ingress: denied by [prod/deny]",
         ),
         row(
+            "a pod's traffic to itself: default deny both ways does not apply",
+            vec![policy(
+                "prod",
+                "deny",
+                "podSelector: {}\npolicyTypes: [Ingress, Egress]",
+            )],
+            flow(API, API, Tcp, 8080),
+            "allow | egress: open | ingress: open",
+        ),
+        row(
             "default deny ingress leaves egress open",
             vec![deny_all_ingress.clone()],
             flow(API, OUTSIDE, Tcp, 443),

@@ -282,19 +282,37 @@ fn peers_and_ports() {
             "deny | egress: deny by admin [ClusterNetworkPolicy no-cp rule #0] | ingress: n/a",
         ),
         row(
-            "nodes peer that does not match: NetworkPolicy does not govern node traffic",
+            "nodes peer that does not match: a pod's traffic to a node that no rule denies is allowed",
             vec![cnp("no-workers", "Admin", 1, &format!("{PROD}\negress: [{{action: Deny, to: [{{nodes: {{matchLabels: {{role: worker}}}}}}]}}]"))],
             flow(API, NODE_IP, Tcp, 6443),
-            "not-applicable | egress: n/a | ingress: n/a",
+            "allow | egress: open | ingress: n/a",
         ),
         row(
-            "node traffic of a pod a NetworkPolicy selects: Baseline is not reached",
+            "node traffic of a pod a NetworkPolicy selects: Baseline is not reached, allowed",
             vec![
                 policy("prod", "api-out", "podSelector: {matchLabels: {app: api}}\npolicyTypes: [Egress]\negress: [{}]"),
                 cnp("no-nodes", "Baseline", 1, &format!("{PROD}\negress: [{{action: Deny, to: [{{nodes: {{}}}}]}}]")),
             ],
             flow(API, NODE_IP, Tcp, 6443),
-            "not-applicable | egress: n/a | ingress: n/a",
+            "allow | egress: open | ingress: n/a",
+        ),
+        row(
+            "node traffic of a pod no NetworkPolicy selects: a Baseline Deny decides",
+            vec![cnp("no-nodes", "Baseline", 1, &format!("{PROD}\negress: [{{action: Deny, to: [{{nodes: {{}}}}]}}]"))],
+            flow(API, NODE_IP, Tcp, 6443),
+            "deny | egress: deny by baseline [ClusterNetworkPolicy no-nodes rule #0] | ingress: n/a",
+        ),
+        row(
+            "a pod's traffic to itself: an Admin Deny of everything does not apply",
+            vec![cnp("lockdown", "Admin", 1, &format!("{PROD}\negress: [{{action: Deny, to: [{{networks: [0.0.0.0/0]}}]}}]\ningress: [{{action: Deny, from: [{{namespaces: {{}}}}]}}]"))],
+            flow(API, API, Tcp, 8080),
+            "allow | egress: open | ingress: open",
+        ),
+        row(
+            "a pod's traffic to itself: a Baseline Deny does not apply",
+            vec![cnp("quiet", "Baseline", 1, &format!("{PROD}\ningress: [{{action: Deny, from: [{{namespaces: {{}}}}]}}]"))],
+            flow(DB, DB, Udp, 53),
+            "allow | egress: open | ingress: open",
         ),
         row(
             "an unknown peer in an Accept rule matches nothing",
