@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod export;
+pub mod flowlog;
 pub mod hubble;
 pub mod input;
 pub mod judge;

@@ -28,7 +28,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "sources, capture, names, judge, ledger, sinks",
         &[
-            "sources", "config", "capture", "names", "judge", "export", "hubble",
+            "sources", "config", "capture", "names", "judge", "flowlog", "export", "hubble",
         ],
     ),
     ("the agent", &["agent"]),

@@ -14,7 +14,6 @@
 //! The judgement itself is pure and lives in [`crate::judge`].
 
 mod departed;
-pub mod flow_log;
 pub mod http;
 pub mod listener;
 pub mod memory;

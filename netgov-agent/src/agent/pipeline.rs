@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::departed::DepartedSeries;
-use super::flow_log::{FlowEntry, FlowLog};
 use super::shared::Shared;
 use super::staged::Staged;
 use crate::capture::record::{EndReason, FlowRecord, Protocol};
@@ -36,6 +35,7 @@ use crate::config::AgentConfig;
 use crate::engine::Decision;
 use crate::engine::Resolved;
 use crate::export::metrics::StagedChange;
+use crate::flowlog::{FlowEntry, FlowLog};
 use crate::hubble::convert::{EventContext, to_flow};
 use crate::hubble::export::ExportFile;
 use crate::judge::context::end_context;

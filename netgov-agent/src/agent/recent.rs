@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use super::flow_log::FlowEntry;
 use crate::capture::record::FlowRecord;
 use crate::engine::Decision;
+use crate::flowlog::FlowEntry;
 use crate::judge::{Enforcement, Judgement};
 
 /// How many judged flows `/flows` keeps.

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::flow_log::{FlowLog, FlowLogError, FlowLogTarget};
 use super::pipeline::Pipeline;
 use super::shared::Shared;
 use super::sink::AgentSink;
@@ -18,6 +17,7 @@ use crate::capture::{self, CaptureError, CaptureOptions};
 use crate::config::AgentConfig;
 use crate::engine::{ClusterState, DEFAULT_HISTORY_RETENTION};
 use crate::export::metrics::Metrics;
+use crate::flowlog::{FlowLog, FlowLogError, FlowLogTarget};
 use crate::hubble::export::ExportFile;
 use crate::hubble::ring::EventRing;
 use crate::hubble::{

@@ -10,7 +10,7 @@ use crate::sources::manifests;
 
 /// Runs `netgov advise`.
 pub fn run(args: &AdviseArgs) -> ExitCode {
-    let (flows, errors) = crate::commands::replay::recording::read(&args.flow_logs);
+    let (flows, errors) = crate::flowlog::read(&args.flow_logs);
     for error in &errors {
         eprintln!("netgov advise: {error}");
     }

@@ -321,8 +321,8 @@ impl AgentArgs {
     /// # Errors
     /// [`AgentArgsError`] naming the flag or the configuration field.
     pub fn options(&self) -> Result<crate::agent::run::AgentOptions, AgentArgsError> {
-        use crate::agent::flow_log::FlowLogTarget;
         use crate::agent::run::{AgentOptions, ClusterSource};
+        use crate::flowlog::FlowLogTarget;
         let config = match &self.config {
             Some(path) => crate::config::AgentConfig::load(path)?,
             None => crate::config::AgentConfig::default(),

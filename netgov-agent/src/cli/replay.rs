@@ -6,8 +6,9 @@
 use std::process::ExitCode;
 
 use crate::cli::{RecordingArgs, ReplayArgs};
-use crate::commands::replay::{Change, RecordedFlow};
+use crate::commands::replay::Change;
 use crate::engine::ClusterState;
+use crate::flowlog::RecordedFlow;
 
 /// Lines reported one by one before the rest are only counted.
 const LINES_REPORTED: usize = 20;
@@ -32,7 +33,7 @@ pub fn load(
     runtime: &tokio::runtime::Runtime,
     tool: &str,
 ) -> Result<Loaded, ExitCode> {
-    let (mut flows, errors) = crate::commands::replay::recording::read(&input.flow_logs);
+    let (mut flows, errors) = crate::flowlog::read(&input.flow_logs);
     for error in errors.iter().take(LINES_REPORTED) {
         eprintln!("netgov {tool}: {error}");
     }
@@ -48,13 +49,7 @@ pub fn load(
     }
     if let Some(since) = input.since {
         let cutoff = time::OffsetDateTime::now_utc() - since;
-        flows.retain(|flow| {
-            time::OffsetDateTime::parse(
-                &flow.last_seen,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .is_ok_and(|seen| seen >= cutoff)
-        });
+        flows.retain(|flow| flow.last_seen.0 >= cutoff);
     }
     let cluster = if input.cluster || input.kubeconfig.is_some() {
         let wait = std::time::Duration::from_secs(60);

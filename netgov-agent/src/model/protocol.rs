@@ -5,7 +5,7 @@ use std::fmt;
 
 use netgov_common::proto;
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IP protocol of a flow, a policy port or a Service port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +91,22 @@ impl fmt::Display for Protocol {
 impl Serialize for Protocol {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    /// [`Protocol::name`]'s spellings, in any case.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let other = || {
+            let number = text.strip_prefix("IP-")?.parse().ok()?;
+            Some(Self::from_number(number))
+        };
+        Self::parse(&text).or_else(other).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not one of TCP, UDP, SCTP, ICMP, ICMPv6, IP-<number>"
+            ))
+        })
     }
 }
 

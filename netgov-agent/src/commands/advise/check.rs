@@ -1,6 +1,7 @@
 //! Advice is checked before it is printed.
 
-use crate::commands::replay::{Change, RecordedFlow};
+use crate::commands::replay::Change;
+use crate::flowlog::RecordedFlow;
 use crate::sources::manifests::{self, ManifestError, Manifests};
 
 /// Why advice was not printed.

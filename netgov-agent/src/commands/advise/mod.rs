@@ -28,11 +28,11 @@ mod render;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::commands::replay::recording::pick;
-use crate::commands::replay::{RecordedFlow, RecordedIdentity};
 use crate::engine::Decision;
 use crate::engine::selector::Labels;
+use crate::flowlog::{RecordedFlow, RecordedIdentity, RecordedTime};
 use crate::judge::context::EndContext;
+use crate::model::Protocol;
 pub use check::{AdviceError, check};
 pub use render::to_yaml;
 
@@ -65,13 +65,13 @@ pub struct AdvisedRule {
     /// The peer.
     pub peer: AdvisedPeer,
     /// `(protocol, port)` pairs used.
-    pub ports: BTreeSet<(String, u16)>,
+    pub ports: BTreeSet<(Protocol, u16)>,
     /// Flows seen.
     pub flows: u64,
     /// Earliest first sighting.
-    pub first_seen: String,
+    pub first_seen: RecordedTime,
     /// Latest sighting.
-    pub last_seen: String,
+    pub last_seen: RecordedTime,
 }
 
 /// The policy advised for one workload.
@@ -132,10 +132,10 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
         }
     }
     for flow in flows {
-        if Decision::Deny.as_str() == flow.verdict {
+        if flow.verdict == Decision::Deny {
             continue;
         }
-        let port = (flow.protocol.clone(), flow.judged_dst_port);
+        let port = (flow.protocol, flow.judged_dst_port);
         let dst_is_unresolved_service =
             flow.dst_context.is_none() && !flow.dst_identity.namespace.is_empty();
         if dst_is_unresolved_service {
@@ -176,13 +176,13 @@ pub fn advise(flows: &[RecordedFlow], namespace: Option<&str>) -> Advice {
                 peer,
                 ports: BTreeSet::new(),
                 flows: 0,
-                first_seen: flow.first_seen.clone(),
-                last_seen: flow.last_seen.clone(),
+                first_seen: flow.first_seen,
+                last_seen: flow.last_seen,
             });
-            rule.ports.insert(port.clone());
+            rule.ports.insert(port);
             rule.flows += 1;
-            rule.first_seen = pick(&rule.first_seen, &flow.first_seen, false);
-            rule.last_seen = pick(&rule.last_seen, &flow.last_seen, true);
+            rule.first_seen = rule.first_seen.min(flow.first_seen);
+            rule.last_seen = rule.last_seen.max(flow.last_seen);
         }
     }
     let mut policies = Vec::new();

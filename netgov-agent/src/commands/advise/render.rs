@@ -113,11 +113,7 @@ fn write_rule(out: &mut String, peer_key: &str, rule: &AdvisedRule) {
         }
     }
     // ICMP has no ports: a peer seen with it gets every protocol.
-    if rule
-        .ports
-        .iter()
-        .any(|(protocol, _)| !matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP"))
-    {
+    if rule.ports.iter().any(|(protocol, _)| !protocol.has_ports()) {
         out.push_str("    # ICMP seen: not limited to ports (NetworkPolicy cannot name ICMP)\n");
         return;
     }

@@ -34,10 +34,10 @@ fn advice_allows_what_was_seen_and_nothing_else() {
                 labels: Labels::from([("app".to_owned(), "client-a".to_owned())]),
                 workload: "ml/client-a".into(),
             },
-            ports: BTreeSet::from([("TCP".to_owned(), 8080)]),
+            ports: BTreeSet::from([(Protocol::Tcp, 8080)]),
             flows: 2,
-            first_seen: "2026-11-29T10:00:00Z".into(),
-            last_seen: "2026-11-29T10:00:05Z".into(),
+            first_seen: "2026-11-29T10:00:00Z".parse().expect("time"),
+            last_seen: "2026-11-29T10:00:05Z".parse().expect("time"),
         }]
     );
     assert!(server_policy.egress.is_empty());

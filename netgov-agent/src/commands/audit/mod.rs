@@ -23,10 +23,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::commands::replay::{RecordedFlow, RecordedIdentity, judge_recorded};
+use crate::commands::replay::judge_recorded;
 use crate::engine::ClusterState;
 use crate::engine::compile::Peer;
 use crate::engine::verdict::SideVerdict;
+use crate::flowlog::{RecordedFlow, RecordedIdentity};
 pub use report::{AuditFormat, render};
 
 /// Addresses an ipBlock may hold per address that used it before it is

@@ -19,6 +19,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+
+use crate::flowlog::{RecordedFlow, RecordedIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Output format.
@@ -84,6 +86,15 @@ pub enum ObserveError {
         status: u16,
         /// What it said.
         message: String,
+    },
+    /// The agent's answer is not the JSON array of flows `/flows` sends.
+    #[error("the agent at {server} answered something that is not a list of flows: {source}")]
+    Answer {
+        /// The agent (its address, or its pod and node).
+        server: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
     },
     /// Finding or reaching the agent pod on a node failed.
     #[error(transparent)]
@@ -277,7 +288,11 @@ async fn print(
         }
     }
     if !options.follow {
-        let flows: Vec<Value> = serde_json::from_slice(&pending).unwrap_or_default();
+        let flows: Vec<Value> =
+            serde_json::from_slice(&pending).map_err(|source| ObserveError::Answer {
+                server: agent.to_owned(),
+                source,
+            })?;
         for flow in flows {
             printed += print_line(&flow.to_string(), options.format, out)?;
         }
@@ -294,14 +309,19 @@ fn print_line(
     if line.is_empty() {
         return Ok(0);
     }
-    let flow: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-    if let Some(missed) = flow.get("missed") {
+    if let Ok(Missed { missed }) = serde_json::from_str(line) {
         eprintln!("netgov observe: {missed} flows skipped (this reader was too slow)");
         return Ok(0);
     }
     match format {
         ObserveFormat::Json => writeln!(out, "{line}"),
-        ObserveFormat::Table => writeln!(out, "{}", table_row(&flow)),
+        ObserveFormat::Table => match serde_json::from_str::<RecordedFlow>(line) {
+            Ok(flow) => writeln!(out, "{}", table_row(&flow)),
+            Err(error) => {
+                eprintln!("netgov observe: a line the agent sent is not a flow ({error}): {line}");
+                return Ok(0);
+            }
+        },
     }
     .and_then(|()| out.flush())
     .map_err(ObserveError::Output)?;
@@ -315,40 +335,47 @@ fn table_header() -> String {
     )
 }
 
+/// What the agent sends a follower that fell behind.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Missed {
+    missed: u64,
+}
+
 /// `namespace/pod`, else `namespace/workload`, else the workload (`world`,
 /// a node).
-fn end(identity: &Value) -> String {
-    let text = |field: &str| identity[field].as_str().unwrap_or_default().to_owned();
-    let (namespace, pod, workload) = (text("namespace"), text("pod"), text("workload"));
-    match (namespace.is_empty(), pod.is_empty()) {
-        (false, false) => format!("{namespace}/{pod}"),
-        (false, true) => format!("{namespace}/{workload}"),
-        _ => workload,
+fn end(identity: &RecordedIdentity) -> String {
+    match (identity.namespace.is_empty(), &identity.pod) {
+        (false, Some(pod)) => format!("{}/{pod}", identity.namespace),
+        (false, None) => format!("{}/{}", identity.namespace, identity.workload),
+        _ => identity.workload.clone(),
     }
 }
 
 /// The destination's first name (outside the cluster), else its end.
-fn destination(flow: &Value) -> String {
-    match flow["dst_names"][0]["name"].as_str() {
-        Some(name) => name.to_owned(),
-        None => end(&flow["dst_identity"]),
+fn destination(flow: &RecordedFlow) -> String {
+    match flow.dst_names.first() {
+        Some(name) => name.name.clone(),
+        None => end(&flow.dst_identity),
     }
 }
 
-fn table_row(flow: &Value) -> String {
-    let time = flow["last_seen"]
-        .as_str()
-        .and_then(|t| t.get(11..19))
-        .unwrap_or("-");
+fn table_row(flow: &RecordedFlow) -> String {
+    let time = flow.last_seen.0.time();
     format!(
         "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
-        time,
-        end(&flow["src_identity"]),
+        format!(
+            "{:02}:{:02}:{:02}",
+            time.hour(),
+            time.minute(),
+            time.second()
+        ),
+        end(&flow.src_identity),
         destination(flow),
-        flow["protocol"].as_str().unwrap_or("-"),
-        flow["judged_dst_port"].as_u64().unwrap_or(0),
-        flow["verdict"].as_str().unwrap_or("-"),
-        flow["enforcement"].as_str().unwrap_or("-"),
+        flow.protocol.name(),
+        flow.judged_dst_port,
+        flow.verdict.as_str(),
+        flow.enforcement.map_or("-", |e| e.as_str()),
     )
 }
 
@@ -373,26 +400,29 @@ mod tests {
 
     #[test]
     fn table_rows_name_pods_workloads_and_the_world() {
-        let flow: Value = serde_json::json!({
-            "last_seen": "2026-11-29T07:10:11.5Z",
+        let mut flow = serde_json::json!({
+            "format": 1, "src": "10.0.0.1", "src_port": 40000, "dst": "203.0.113.7", "dst_port": 443,
+            "first_seen": "2026-11-29T07:10:10Z", "last_seen": "2026-11-29T07:10:11.5Z",
             "src_identity": {"namespace": "ml", "pod": "trainer-0", "workload": "trainer"},
             "dst_identity": {"namespace": "", "workload": "world"},
             "protocol": "TCP", "judged_dst_port": 443, "verdict": "deny", "enforcement": "gap",
         });
+        let row = |flow: &Value| {
+            table_row(&serde_json::from_value(flow.clone()).expect("a flow-log line"))
+        };
         assert_eq!(
-            table_row(&flow),
+            row(&flow),
             format!(
                 "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
                 "07:10:11", "ml/trainer-0", "world", "TCP", 443, "deny", "gap"
             )
         );
-        let mut named = flow.clone();
-        named["dst_names"] = serde_json::json!([
+        flow["dst_names"] = serde_json::json!([
             {"name": "upload.example", "learned": "dns"},
             {"name": "cdn.example", "learned": "sni"},
         ]);
         assert_eq!(
-            table_row(&named),
+            row(&flow),
             format!(
                 "{:<8} {:<36} {:<36} {:<6} {:>5} {:<14} {}",
                 "07:10:11", "ml/trainer-0", "upload.example", "TCP", 443, "deny", "gap"

@@ -16,11 +16,9 @@
 //! - The verdict compared is the whole flow's (both sides, all tiers),
 //!   with the exact engine `netgov check` and the agent use.
 
-pub mod recording;
 mod report;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use serde_json::json;
@@ -29,9 +27,9 @@ use crate::engine::evaluate::evaluate;
 use crate::engine::verdict::{SideVerdict, Verdict};
 use crate::engine::{ClusterState, Object, Resolved, ResourceKind};
 use crate::engine::{Decision, FlowQuery};
+use crate::flowlog::{RecordedFlow, RecordedIdentity, RecordedTime};
 use crate::judge::context::EndContext;
 use crate::model::Protocol;
-pub use recording::{LineError, RecordedFlow, RecordedIdentity};
 pub use report::{ReplayFormat, render};
 
 /// What would happen to a recorded flow now.
@@ -57,15 +55,15 @@ pub struct ChangedFlows {
     /// The destination workload.
     pub dst: String,
     /// The protocol.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// The port judged.
     pub port: u16,
     /// Recorded flows.
     pub flows: u64,
     /// The earliest first sighting.
-    pub first_seen: String,
+    pub first_seen: RecordedTime,
     /// The latest sighting.
-    pub last_seen: String,
+    pub last_seen: RecordedTime,
     /// The verdict now, explained: the denying side and what isolates it,
     /// or the rules that admit the flow.
     pub because: String,
@@ -96,15 +94,15 @@ impl ReplayReport {
 /// Judges `flows` against `cluster`'s policies (its pods are replaced by
 /// the recorded ones where addresses meet).
 pub fn replay(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> ReplayReport {
-    let mut groups: BTreeMap<(Change, String, String, String, u16), ChangedFlows> = BTreeMap::new();
+    let mut groups: BTreeMap<(Change, String, String, Protocol, u16), ChangedFlows> =
+        BTreeMap::new();
     let mut report = ReplayReport::default();
     for flow in flows {
         let Some((_, verdict)) = judge_recorded(cluster, flow) else {
             continue;
         };
         report.replayed += 1;
-        let recorded = Decision::from_str(&flow.verdict).unwrap_or(Decision::NotApplicable);
-        let change = match (recorded, verdict.verdict) {
+        let change = match (flow.verdict, verdict.verdict) {
             (Decision::Deny, Decision::Allow | Decision::NotApplicable) => Change::WouldAllow,
             (Decision::Allow | Decision::NotApplicable, Decision::Deny) => Change::WouldDeny,
             _ => {
@@ -123,23 +121,23 @@ pub fn replay(cluster: &mut ClusterState, flows: &[RecordedFlow]) -> ReplayRepor
             change,
             workload(&flow.src_identity),
             workload(&flow.dst_identity),
-            flow.protocol.clone(),
+            flow.protocol,
             flow.judged_dst_port,
         );
         let group = groups.entry(key.clone()).or_insert_with(|| ChangedFlows {
             change,
             src: key.1.clone(),
             dst: key.2.clone(),
-            protocol: key.3.clone(),
+            protocol: key.3,
             port: key.4,
             flows: 0,
-            first_seen: flow.first_seen.clone(),
-            last_seen: flow.last_seen.clone(),
+            first_seen: flow.first_seen,
+            last_seen: flow.last_seen,
             because: because(&verdict),
         });
         group.flows += 1;
-        group.first_seen = recording::pick(&group.first_seen, &flow.first_seen, false);
-        group.last_seen = recording::pick(&group.last_seen, &flow.last_seen, true);
+        group.first_seen = group.first_seen.min(flow.first_seen);
+        group.last_seen = group.last_seen.max(flow.last_seen);
     }
     report.changes = groups.into_values().collect();
     report
@@ -151,7 +149,10 @@ pub fn judge_recorded(
     cluster: &mut ClusterState,
     flow: &RecordedFlow,
 ) -> Option<(FlowQuery, Verdict)> {
-    let protocol = Protocol::parse(&flow.protocol)?;
+    let protocol = match flow.protocol {
+        Protocol::Other(_) => return None,
+        known => known,
+    };
     for (context, identity) in [
         (&flow.src_context, &flow.src_identity),
         (&flow.dst_context, &flow.dst_identity),

@@ -54,8 +54,8 @@ pub fn render(
                     c.dst.clone(),
                     format!("{}/{}", c.port, c.protocol),
                     c.flows.to_string(),
-                    c.first_seen.clone(),
-                    c.last_seen.clone(),
+                    c.first_seen.to_string(),
+                    c.last_seen.to_string(),
                     c.because.clone(),
                 ]);
             }

@@ -61,11 +61,11 @@ fn tightening_shows_exactly_what_breaks() {
         change: Change::WouldDeny,
         src: format!("ml/{src}"),
         dst: "ml/server".into(),
-        protocol: "TCP".into(),
+        protocol: Protocol::Tcp,
         port: 8080,
         flows,
-        first_seen: first.into(),
-        last_seen: last.into(),
+        first_seen: first.parse().expect("time"),
+        last_seen: last.parse().expect("time"),
         because: because.clone(),
     };
     assert_eq!(
@@ -114,11 +114,11 @@ fn loosening_and_keeping_the_policies() {
             change: Change::WouldAllow,
             src: "ml/client-b".into(),
             dst: "ml/server".into(),
-            protocol: "TCP".into(),
+            protocol: Protocol::Tcp,
             port: 8080,
             flows: 1,
-            first_seen: "2026-11-29T10:00:01Z".into(),
-            last_seen: "2026-11-29T10:00:01Z".into(),
+            first_seen: "2026-11-29T10:00:01Z".parse().expect("time"),
+            last_seen: "2026-11-29T10:00:01Z".parse().expect("time"),
             because: "no policy isolates either end".into(),
         }]
     );

@@ -1,5 +1,4 @@
-//! The flow log: one JSON line per judged flow whose verdict or
-//! enforcement is new (see `pipeline`), for log shippers and later replay.
+//! Writing the flow log, for log shippers and later replay.
 //!
 //! Decisions:
 //! - A file is opened for appending, never truncated: a restarted agent
@@ -19,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::FORMAT;
 use crate::capture::record::FlowRecord;
 use crate::engine::Decision;
 use crate::engine::verdict::SideVerdict;
@@ -51,11 +51,6 @@ pub struct FlowLogError {
     #[source]
     pub source: io::Error,
 }
-
-/// The flow log's format: 1 adds `format` and, for pod ends, the
-/// `src_context` / `dst_context` replay needs (labels, namespace labels,
-/// named ports). Lines without `format` are format 0.
-pub const FORMAT: u32 = 1;
 
 /// One flow-log line: the capture record, both identities, the verdict
 /// with both sides' explanations, enforcement and unexpected egress, and

@@ -1,7 +1,6 @@
-//! Recorded flows read back from flow logs (format 1, see
-//! [`crate::agent::flow_log::FORMAT`]): a flow is its latest line (a flow
-//! is written when first judged, when its verdict or enforcement changes
-//! and when it ends). Lines that cannot be used are reported with file and
+//! Reading the flow log back: a flow is its latest line (a flow is
+//! written when first judged, when its verdict or enforcement changes and
+//! when it ends). Lines that cannot be used are reported with file and
 //! line, never silently dropped.
 
 use std::collections::HashMap;
@@ -9,9 +8,15 @@ use std::io::BufRead;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
+use crate::engine::Decision;
+use crate::judge::Enforcement;
 use crate::judge::context::EndContext;
+use crate::model::Protocol;
+use crate::names::NameSource;
 
 /// One end's identity as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -35,8 +40,51 @@ impl std::fmt::Display for RecordedIdentity {
     }
 }
 
+/// A time as the flow log writes it (RFC 3339, UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordedTime(pub OffsetDateTime);
+
+impl std::str::FromStr for RecordedTime {
+    type Err = time::error::Parse;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        OffsetDateTime::parse(text, &Rfc3339).map(Self)
+    }
+}
+
+impl std::fmt::Display for RecordedTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.format(&Rfc3339) {
+            Ok(text) => f.write_str(&text),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl serde::Serialize for RecordedTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordedTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A name of the destination, and how it was learned.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RecordedName {
+    /// The name.
+    pub name: String,
+    /// `dns` or `sni`.
+    pub learned: NameSource,
+}
+
 /// A flow as the flow log recorded it (its latest line).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RecordedFlow {
     /// Flow-log format (0 when absent).
     #[serde(default)]
@@ -49,18 +97,31 @@ pub struct RecordedFlow {
     pub dst: IpAddr,
     /// Destination port as captured.
     pub dst_port: u16,
-    /// `TCP`, `UDP`, ...
-    pub protocol: String,
-    /// When the flow began (RFC 3339).
-    pub first_seen: String,
-    /// When it was last seen (RFC 3339).
-    pub last_seen: String,
+    /// Where the initiator sent to, when the node translated it (a
+    /// Service's cluster IP, a node port).
+    #[serde(default)]
+    pub original_dst: Option<std::net::SocketAddr>,
+    /// How the node masqueraded the initiator, when it did.
+    #[serde(default)]
+    pub translated_src: Option<std::net::SocketAddr>,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// When the flow began.
+    pub first_seen: RecordedTime,
+    /// When it was last seen.
+    pub last_seen: RecordedTime,
     /// The source.
     pub src_identity: RecordedIdentity,
     /// The destination (a Service flow's backend).
     pub dst_identity: RecordedIdentity,
-    /// `allow`, `deny` or `not-applicable`.
-    pub verdict: String,
+    /// The verdict.
+    pub verdict: Decision,
+    /// Whether the network dropped a denied flow, when it was denied.
+    #[serde(default)]
+    pub enforcement: Option<Enforcement>,
+    /// The destination's names.
+    #[serde(default)]
+    pub dst_names: Vec<RecordedName>,
     /// The port the verdict applied to.
     pub judged_dst_port: u16,
     /// The source pod as policies saw it.
@@ -111,23 +172,7 @@ pub enum LineError {
 /// A flow: its ends in canonical order and its protocol, as the agent
 /// identifies a flow (a flow's orientation and first sighting can change
 /// while it lives).
-type FlowKey = ((IpAddr, u16), (IpAddr, u16), String);
-
-/// An RFC 3339 time for ordering (the text drops trailing zeros of the
-/// fraction, so texts do not sort as times).
-pub fn instant(text: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// The earlier (`later == false`) or later of two RFC 3339 times.
-pub fn pick(a: &str, b: &str, later: bool) -> String {
-    let (ta, tb) = (instant(a), instant(b));
-    let a_first = match (ta, tb) {
-        (Some(ta), Some(tb)) => ta <= tb,
-        _ => a <= b,
-    };
-    if a_first != later { a } else { b }.to_owned()
-}
+type FlowKey = ((IpAddr, u16), (IpAddr, u16), Protocol);
 
 /// Reads every file; returns each flow's latest record, in the order flows
 /// first appear, and the lines that could not be used.
@@ -179,16 +224,12 @@ fn read_file(
             continue;
         }
         let ends = ((flow.src, flow.src_port), (flow.dst, flow.dst_port));
-        let key = (
-            ends.0.min(ends.1),
-            ends.0.max(ends.1),
-            flow.protocol.clone(),
-        );
+        let key = (ends.0.min(ends.1), ends.0.max(ends.1), flow.protocol);
         match index.get(&key) {
             // The latest record wins, whatever the order of the files
             // (a rotated `.1` may be read after the current file).
             Some(&at) => {
-                if pick(&flows[at].last_seen, &flow.last_seen, true) == flow.last_seen {
+                if flow.last_seen >= flows[at].last_seen {
                     flows[at] = flow;
                 }
             }

@@ -1,0 +1,107 @@
+//! What the writer writes, the reader reads whole.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::agent::test_support::judged;
+use crate::engine::Decision;
+use crate::judge::Enforcement;
+use crate::judge::context::{EndContext, RecordedPort};
+use crate::model::{Identity, Name, Protocol};
+use crate::names::{DestinationName, Hostname, NameSource};
+
+fn pod(namespace: &str, pod: &str, workload: &str) -> Identity {
+    Identity {
+        namespace: Name::from(namespace),
+        pod: Some(Name::from(pod)),
+        workload: Name::from(workload),
+    }
+}
+
+fn context(ip: &str, app: &str) -> Box<EndContext> {
+    Box::new(EndContext {
+        ip: ip.parse().expect("ip"),
+        labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+        namespace_labels: BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            "ml".to_owned(),
+        )]),
+        named_ports: vec![RecordedPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: "TCP".into(),
+        }],
+    })
+}
+
+#[test]
+fn a_written_line_reads_back_whole() {
+    let (mut record, mut judgement) = judged(
+        pod("ml", "client-0", "client"),
+        pod("ml", "server-0", "server"),
+    );
+    // A masqueraded node-port flow, denied and delivered (a gap), to a
+    // destination with a name.
+    record.original_dst = Some("192.168.1.10:30080".parse().expect("addr"));
+    record.translated_src = Some("192.168.1.10:61000".parse().expect("addr"));
+    record.first_seen = 1_764_410_400_000_000_000;
+    record.last_seen = 1_764_410_400_500_000_000;
+    judgement.verdict.verdict = Decision::Deny;
+    judgement.enforcement = Some(Enforcement::Gap);
+    judgement.dst_port = 8080;
+    judgement.dst_names = vec![DestinationName {
+        name: Hostname::parse("server.ml.example").expect("a hostname"),
+        learned: NameSource::Dns,
+    }];
+    judgement.src_context = Some(context("10.0.0.1", "client"));
+    judgement.dst_context = Some(context("10.0.0.2", "server"));
+
+    let dir = std::env::temp_dir().join(format!("netgov-flowlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("flows.jsonl");
+    let mut log = FlowLog::open(FlowLogTarget::File {
+        path: path.clone(),
+        max_bytes: None,
+    })
+    .expect("open");
+    log.write(&FlowEntry::new(&record, &judgement))
+        .expect("write");
+    let (flows, errors) = read(std::slice::from_ref(&path));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+
+    assert!(errors.is_empty(), "{errors:?}");
+    let identity = |namespace: &str, pod: &str, workload: &str| RecordedIdentity {
+        namespace: namespace.into(),
+        pod: Some(pod.into()),
+        workload: workload.into(),
+    };
+    assert_eq!(
+        flows,
+        [RecordedFlow {
+            format: FORMAT,
+            src: "10.0.0.1".parse().expect("ip"),
+            src_port: 40000,
+            dst: "10.0.0.2".parse().expect("ip"),
+            dst_port: 80,
+            original_dst: Some("192.168.1.10:30080".parse().expect("addr")),
+            translated_src: Some("192.168.1.10:61000".parse().expect("addr")),
+            protocol: Protocol::Tcp,
+            first_seen: "2025-11-29T10:00:00Z".parse().expect("time"),
+            last_seen: "2025-11-29T10:00:00.5Z".parse().expect("time"),
+            src_identity: identity("ml", "client-0", "client"),
+            dst_identity: identity("ml", "server-0", "server"),
+            verdict: Decision::Deny,
+            enforcement: Some(Enforcement::Gap),
+            dst_names: vec![RecordedName {
+                name: "server.ml.example".into(),
+                learned: NameSource::Dns,
+            }],
+            judged_dst_port: 8080,
+            src_context: Some(*context("10.0.0.1", "client")),
+            dst_context: Some(*context("10.0.0.2", "server")),
+        }]
+    );
+    // Times print as the writer wrote them.
+    assert_eq!(flows[0].last_seen.to_string(), "2025-11-29T10:00:00.5Z");
+}
