@@ -117,8 +117,8 @@ fn observe_follows_and_filters_on_the_agent() {
 
     observe_by_node(&testbed);
 
-    // A table of what server-0 denied.
-    let output = observe(&testbed, &["--to-pod", "server-0", "--verdict", "deny"]);
+    // A table of what server-0 denied, the pod named as Hubble names it.
+    let output = observe(&testbed, &["--to-pod", "ml/server", "--verdict", "deny"]);
     let text = String::from_utf8_lossy(&output.stdout);
     let rows: Vec<&str> = text.lines().collect();
     assert!(rows[0].starts_with("TIME"), "{text}");
@@ -130,12 +130,31 @@ fn observe_follows_and_filters_on_the_agent() {
         );
     }
 
-    // A bad filter: the agent's words.
-    let output = observe(&testbed, &["--verdict", "maybe"]);
+    // A filter that cannot match anything is refused before asking, with
+    // the same words the agent's 400 has.
+    for (args, expected) in [
+        (
+            ["--verdict", "maybe"],
+            "`maybe` is not one of allow, deny, not-applicable",
+        ),
+        (["--to-pod", "ML/server"], "`ML` is not a namespace name"),
+    ] {
+        let output = observe(&testbed, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains(args[0]) && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+    let output = observe(
+        &testbed,
+        &["--to-pod", "ml/server", "--to-namespace", "shop"],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("answered 400") && stderr.contains("verdict"),
+        stderr.contains("`to_pod` names namespace `ml` but `to_namespace` is `shop`"),
         "{stderr}"
     );
 }

@@ -25,8 +25,9 @@ use axum::routing::get;
 use super::posture;
 use futures::StreamExt;
 
-use super::recent::{FlowFilter, json_line};
+use super::recent::json_line;
 use super::shared::Shared;
+use crate::flowlog::FlowFilter;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -83,13 +84,14 @@ async fn flows(
             "/flows answers loopback clients only (use kubectl port-forward, or start the agent with --flows-from-anywhere)\n".into(),
         );
     }
-    let Query(query) = match query {
-        Ok(query) => query,
+    let Query(query) = match query.map(|Query(q)| q.check().map(|()| Query(q))) {
+        Ok(Ok(query)) => query,
+        Ok(Err(error)) => return text(StatusCode::BAD_REQUEST, format!("/flows: {error}\n")),
         Err(rejection) => {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "/flows: {}; filters: namespace, pod, from_namespace, from_pod, to_namespace, to_pod, protocol, port, verdict (allow|deny|not-applicable), enforcement (gap|enforced|unknown); follow (true|false), last (a count)\n",
+                    "/flows: {}; filters: namespace, pod, from_namespace, from_pod, to_namespace, to_pod (pods as [namespace/]name-prefix), protocol, port, verdict (allow|deny|not-applicable), enforcement (gap|enforced|unknown); follow (true|false), last (a count)\n",
                     rejection.body_text()
                 ),
             );

@@ -123,42 +123,9 @@ pub struct ObserveArgs {
         default_value = "app.kubernetes.io/name=netgov,app.kubernetes.io/component=agent"
     )]
     pub agent_selector: String,
-    /// Either end's namespace.
-    #[arg(long, value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Either end's pod.
-    #[arg(long, value_name = "POD")]
-    pub pod: Option<String>,
-    /// The source's namespace.
-    #[arg(long, value_name = "NAMESPACE")]
-    pub from_namespace: Option<String>,
-    /// The source pod.
-    #[arg(long, value_name = "POD")]
-    pub from_pod: Option<String>,
-    /// The destination's namespace.
-    #[arg(long, value_name = "NAMESPACE")]
-    pub to_namespace: Option<String>,
-    /// The destination pod.
-    #[arg(long, value_name = "POD")]
-    pub to_pod: Option<String>,
-    /// The verdict: allow, deny or not-applicable.
-    #[arg(long, value_name = "VERDICT")]
-    pub verdict: Option<String>,
-    /// The enforcement of a denied flow: gap, enforced or unknown.
-    #[arg(long, value_name = "ENFORCEMENT")]
-    pub enforcement: Option<String>,
-    /// The protocol (TCP, UDP, SCTP, ICMP, ICMPv6).
-    #[arg(long, value_name = "PROTOCOL")]
-    pub protocol: Option<String>,
-    /// The destination port judged.
-    #[arg(long, value_name = "PORT")]
-    pub port: Option<u16>,
-    /// Keep printing flows as they are judged.
-    #[arg(short = 'f', long)]
-    pub follow: bool,
-    /// Print the last N kept flows (first, with --follow).
-    #[arg(long, value_name = "N")]
-    pub last: Option<usize>,
+    /// Which flows.
+    #[command(flatten)]
+    pub filter: crate::flowlog::FlowFilter,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::commands::observe::ObserveFormat::Table)]
     pub format: crate::commands::observe::ObserveFormat,
@@ -167,21 +134,6 @@ pub struct ObserveArgs {
 impl ObserveArgs {
     /// The observe options.
     pub fn options(&self) -> crate::commands::observe::ObserveOptions {
-        let filters = [
-            ("namespace", &self.namespace),
-            ("pod", &self.pod),
-            ("from_namespace", &self.from_namespace),
-            ("from_pod", &self.from_pod),
-            ("to_namespace", &self.to_namespace),
-            ("to_pod", &self.to_pod),
-            ("verdict", &self.verdict),
-            ("enforcement", &self.enforcement),
-            ("protocol", &self.protocol),
-            ("port", &self.port.map(|p| p.to_string())),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value.clone()?)))
-        .collect();
         let target = match &self.node {
             Some(node) => {
                 crate::commands::observe::Target::Node(crate::commands::observe::NodeTarget {
@@ -195,9 +147,7 @@ impl ObserveArgs {
         };
         crate::commands::observe::ObserveOptions {
             target,
-            filters,
-            follow: self.follow,
-            last: self.last,
+            filter: self.filter.clone(),
             format: self.format,
         }
     }

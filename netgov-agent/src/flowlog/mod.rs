@@ -13,9 +13,11 @@
 //! The round trip is pinned by this module's test: what the writer writes,
 //! the reader reads whole.
 
+pub mod filter;
 mod read;
 mod write;
 
+pub use filter::FlowFilter;
 pub use read::{LineError, RecordedFlow, RecordedIdentity, RecordedName, RecordedTime, read};
 pub use write::{FlowEntry, FlowLog, FlowLogError, FlowLogTarget};
 

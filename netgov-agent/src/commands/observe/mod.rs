@@ -20,7 +20,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::flowlog::{RecordedFlow, RecordedIdentity};
+use crate::flowlog::{FlowFilter, RecordedFlow, RecordedIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Output format.
@@ -46,12 +46,8 @@ pub enum Target {
 pub struct ObserveOptions {
     /// The agent.
     pub target: Target,
-    /// `(name, value)` filters as `/flows` takes them.
-    pub filters: Vec<(&'static str, String)>,
-    /// Keep following new flows.
-    pub follow: bool,
-    /// The last N kept flows first.
-    pub last: Option<usize>,
+    /// The filters, and whether to follow and how many kept flows first.
+    pub filter: FlowFilter,
     /// Output format.
     pub format: ObserveFormat,
 }
@@ -96,6 +92,9 @@ pub enum ObserveError {
         #[source]
         source: serde_json::Error,
     },
+    /// The filters cannot match anything together.
+    #[error(transparent)]
+    Filter(#[from] crate::flowlog::filter::FilterError),
     /// Finding or reaching the agent pod on a node failed.
     #[error(transparent)]
     Node(#[from] Box<node::NodeError>),
@@ -104,32 +103,14 @@ pub enum ObserveError {
     Output(#[source] std::io::Error),
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 impl ObserveOptions {
     fn path(&self, follow: bool, last: Option<usize>) -> String {
-        let mut query: Vec<String> = self
-            .filters
-            .iter()
-            .map(|(name, value)| format!("{name}={}", encode(value)))
-            .collect();
-        if follow {
-            query.push("follow=true".into());
-        }
-        if let Some(last) = last {
-            query.push(format!("last={last}"));
-        }
-        format!("/flows?{}", query.join("&"))
+        let filter = FlowFilter {
+            follow,
+            last,
+            ..self.filter.clone()
+        };
+        format!("/flows?{}", filter.to_query())
     }
 }
 
@@ -140,15 +121,16 @@ impl ObserveOptions {
 /// # Errors
 /// [`ObserveError`]: the agent unreachable or refusing, or output failing.
 pub async fn run(options: &ObserveOptions, out: &mut impl Write) -> Result<u64, ObserveError> {
+    options.filter.check()?;
     let mut printed = 0;
     if options.format == ObserveFormat::Table {
         writeln!(out, "{}", table_header()).map_err(ObserveError::Output)?;
     }
-    let mut path = options.path(options.follow, options.last);
+    let mut path = options.path(options.filter.follow, options.filter.last);
     loop {
         let (agent, body) = request(&options.target, &path).await?;
         printed += print(body, &agent, options, out).await?;
-        if !options.follow {
+        if !options.filter.follow {
             return Ok(printed);
         }
         eprintln!("netgov observe: the agent ended the stream; following again");
@@ -279,7 +261,7 @@ async fn print(
             continue;
         };
         pending.extend_from_slice(&data);
-        if !options.follow {
+        if !options.filter.follow {
             continue;
         }
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
@@ -287,7 +269,7 @@ async fn print(
             printed += print_line(&String::from_utf8_lossy(&line), options.format, out)?;
         }
     }
-    if !options.follow {
+    if !options.filter.follow {
         let flows: Vec<Value> =
             serde_json::from_slice(&pending).map_err(|source| ObserveError::Answer {
                 server: agent.to_owned(),
@@ -387,14 +369,18 @@ mod tests {
     fn the_request_carries_encoded_filters() {
         let options = ObserveOptions {
             target: Target::Server("127.0.0.1:9464".into()),
-            filters: vec![("from_namespace", "ml".into()), ("to_pod", "a b/c".into())],
-            follow: true,
-            last: Some(5),
+            filter: FlowFilter {
+                from_namespace: Some("ml".parse().expect("a namespace")),
+                to_pod: Some("shop/b".parse().expect("a pod filter")),
+                follow: true,
+                last: Some(5),
+                ..FlowFilter::default()
+            },
             format: ObserveFormat::Json,
         };
         assert_eq!(
             options.path(true, Some(5)),
-            "/flows?from_namespace=ml&to_pod=a%20b%2Fc&follow=true&last=5"
+            "/flows?from_namespace=ml&to_pod=shop%2Fb&follow=true&last=5"
         );
     }
 
