@@ -2,6 +2,7 @@
 //! waiting (a full channel is counted as lost at stage `evaluate`), and
 //! turns the capture's health into metrics.
 
+use netgov_common::Counter;
 use std::sync::Arc;
 
 use std::net::IpAddr;
@@ -90,26 +91,23 @@ impl FlowSink for AgentSink {
         );
         self.shared
             .set_attachments_missing(health.attachments_missing);
+        let increase = |counter| {
+            delta(
+                health.kernel.get(counter),
+                self.previous.kernel.get(counter),
+            )
+        };
         for (stage, counter) in [
-            (LossStage::KernelRingbuf, "ringbuf_drops"),
-            (LossStage::KernelFlowMap, "flow_map_update_failures"),
-            (LossStage::KernelFlowCache, "cached_packets_lost"),
-            (LossStage::KernelFragments, "fragments_unmatched"),
-            (LossStage::KernelParse, "parse_errors"),
-            (LossStage::KernelPayloads, "payload_ringbuf_drops"),
+            (LossStage::KernelRingbuf, Counter::RingbufDrops),
+            (LossStage::KernelFlowMap, Counter::FlowMapUpdateFailures),
+            (LossStage::KernelFlowCache, Counter::CachedPacketsLost),
+            (LossStage::KernelFragments, Counter::FragmentsUnmatched),
+            (LossStage::KernelParse, Counter::ParseErrors),
+            (LossStage::KernelPayloads, Counter::PayloadRingbufDrops),
         ] {
-            let now = health.kernel.get(counter).copied().unwrap_or(0);
-            let before = self.previous.kernel.get(counter).copied().unwrap_or(0);
-            metrics.count_lost(stage, delta(now, before));
+            metrics.count_lost(stage, increase(counter));
         }
-        let unsolicited = delta(
-            health.kernel.get("dns_unsolicited").copied().unwrap_or(0),
-            self.previous
-                .kernel
-                .get("dns_unsolicited")
-                .copied()
-                .unwrap_or(0),
-        );
+        let unsolicited = increase(Counter::DnsUnsolicited);
         if unsolicited > 0 {
             metrics.count_name_errors(NameSource::Dns, NameError::Unsolicited, unsolicited);
         }

@@ -9,32 +9,28 @@ pub mod interfaces;
 pub mod payload;
 mod read;
 pub mod record;
+mod session;
 pub mod socket_hook;
 mod sys;
 mod tc_owner;
 pub mod test_run;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use netgov_common::Counter;
 use serde::Serialize;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 
-use crate::model::clock::MonotonicClock;
-use datapath::{AttachMode, Datapath, DatapathError, DatapathMaps, read_counter};
-use flow_table::{FlowTable, FlowTableConfig, NatLookup, NoNat, TableLosses};
-use interfaces::{InterfaceError, InterfaceFilter, LinkEvent};
+use datapath::{AttachMode, DatapathError};
+use flow_table::{FlowTableConfig, NatLookup, NoNat, TableLosses};
+use interfaces::InterfaceError;
 pub use payload::Payload;
-use read::{drain, emit, read_events, read_payloads, take_kernel_entries};
 use record::FlowRecord;
-use socket_hook::{CgroupRoot, SocketDelivery};
+pub use session::{Capture, run};
+use socket_hook::CgroupRoot;
 
 /// What is lost without the socket hook.
-const NO_SOCKET_EVIDENCE: &str = "no socket-delivery evidence: denied one-way UDP to a local pod reads gap once it reaches the pod's interface, even if a later filter drops it (see README, Compatibility)";
+pub(crate) const NO_SOCKET_EVIDENCE: &str = "no socket-delivery evidence: denied one-way UDP to a local pod reads gap once it reaches the pod's interface, even if a later filter drops it (see README, Compatibility)";
 
 /// How records are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -133,8 +129,8 @@ pub struct CaptureSummary {
     pub flows: u64,
     /// Interfaces attached during the run, by name.
     pub interfaces: Vec<String>,
-    /// Kernel counters by name (see `netgov_common::Counter`).
-    pub kernel: BTreeMap<&'static str, u64>,
+    /// Kernel counters (see `netgov_common::Counter`).
+    pub kernel: KernelCounters,
     /// Kernel flow entries evicted before being read (LRU pressure).
     pub kernel_evictions: u64,
     /// Undecodable ring-buffer records.
@@ -210,8 +206,31 @@ pub struct CaptureHealth {
     pub flow_table_entries: usize,
     /// Losses the table noticed.
     pub table_losses: TableLosses,
-    /// Kernel counters by name.
-    pub kernel: BTreeMap<&'static str, u64>,
+    /// Kernel counters.
+    pub kernel: KernelCounters,
+}
+
+/// The kernel's counters, one per [`Counter`], summed over CPUs.
+/// Serialised as a map from each counter's name to its value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters([u64; Counter::COUNT as usize]);
+
+impl KernelCounters {
+    /// The value of `counter`.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+
+    /// Sets the value of `counter`.
+    pub fn set(&mut self, counter: Counter, value: u64) {
+        self.0[counter as usize] = value;
+    }
+}
+
+impl Serialize for KernelCounters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(Counter::ALL.iter().map(|c| (c.name(), self.get(*c))))
+    }
 }
 
 /// Prints ended flows as JSON lines or table rows (`netgov capture`).
@@ -243,264 +262,5 @@ impl<W: Write> FlowSink for RecordWriter<W> {
             writeln!(self.out, "{line}").map_err(CaptureError::Output)?;
         }
         self.out.flush().map_err(CaptureError::Output)
-    }
-}
-
-/// Attaches to pod interfaces and hands `sink` a record for every flow when
-/// it ends, expires, or at exit (and, as they change, live flows); returns
-/// the run's summary.
-///
-/// # Errors
-/// [`CaptureError`] when the datapath cannot be loaded, interface discovery
-/// fails, or output cannot be written. Attach failures on single interfaces
-/// are logged and counted, not fatal.
-pub async fn run(
-    options: CaptureOptions,
-    sink: &mut impl FlowSink,
-    ready: impl FnOnce(&DatapathInfo),
-) -> Result<CaptureSummary, CaptureError> {
-    let filter = InterfaceFilter::new(&options.interface_globs)?;
-    let mut datapath = Datapath::load(options.attach_mode, options.flow_map_entries)?;
-    let DatapathMaps {
-        flows,
-        events,
-        payloads,
-        counters,
-        delivered,
-    } = datapath.take_maps()?;
-    let socket_hook = match options.cgroup_root.locate() {
-        Ok(Some(root)) => match datapath.attach_socket_hook(&root) {
-            Ok(()) => Some(root),
-            Err(error) => {
-                tracing::warn!(error = %crate::error_chain(&error), "{NO_SOCKET_EVIDENCE}");
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "{NO_SOCKET_EVIDENCE}");
-            None
-        }
-    };
-    let info = DatapathInfo {
-        kernel: aya::util::KernelVersion::current()
-            .map_or_else(|_| "unknown".into(), |v| v.to_string()),
-        attach_mode: datapath.mode(),
-        socket_hook,
-    };
-    let delivered = SocketDelivery::new(delivered, info.socket_hook.is_some());
-    // SAFETY: the ring buffer owns its map fd, which stays open and
-    // unchanged for as long as the AsyncFd owns the ring buffer.
-    let mut events =
-        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-            .map_err(|e| CaptureError::Io(e.into()))?;
-    // SAFETY: as for `events`.
-    let mut payloads =
-        unsafe { AsyncFd::register_with_interest(payloads, tokio::io::Interest::READABLE) }
-            .map_err(|e| CaptureError::Io(e.into()))?;
-    let clock = MonotonicClock::new();
-    let mut table = FlowTable::with_nat(options.table, sink.nat());
-    let mut summary = CaptureSummary::default();
-    let mut names: BTreeMap<u32, Arc<str>> = BTreeMap::new();
-
-    let (link_tx, mut link_rx) = mpsc::channel(1024);
-    let mut watcher = tokio::spawn(interfaces::watch_links(link_tx));
-    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut drain_tick = tokio::time::interval(options.drain_interval);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let sleep_until_deadline = async {
-        match deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(sleep_until_deadline);
-
-    let mut ready = Some(ready);
-    let mut attachments_restored = 0u64;
-
-    let result = loop {
-        tokio::select! {
-            biased;
-            _ = sigint.recv() => break Ok(()),
-            _ = sigterm.recv() => break Ok(()),
-            _ = &mut sleep_until_deadline => break Ok(()),
-            joined = &mut watcher => {
-                break match joined {
-                    Ok(Err(error)) => Err(CaptureError::Interfaces(error)),
-                    _ => Err(CaptureError::Interfaces(InterfaceError::NotificationsEnded)),
-                };
-            }
-            guard = events.readable_mut() => {
-                let mut guard = match guard {
-                    Ok(guard) => guard,
-                    Err(error) => break Err(CaptureError::Io(error)),
-                };
-                read_events(guard.get_inner_mut(), &mut table);
-                guard.clear_ready();
-            }
-            guard = payloads.readable_mut() => {
-                let mut guard = match guard {
-                    Ok(guard) => guard,
-                    Err(error) => break Err(CaptureError::Io(error)),
-                };
-                read_payloads(guard.get_inner_mut(), sink, &mut table, &clock);
-                guard.clear_ready();
-            }
-            Some(event) = link_rx.recv() => {
-                if event == LinkEvent::DumpComplete
-                    && let Some(ready) = ready.take()
-                {
-                    ready(&info);
-                }
-                on_link_event(event, &filter, &mut datapath, &mut names, &mut summary);
-            }
-            _ = drain_tick.tick() => {
-                // Payloads first: an answer submitted after the last
-                // readiness poll still names the flows this drain reports.
-                read_payloads(payloads.get_mut(), sink, &mut table, &clock);
-                // A flow whose packets a CPU still holds would look idle:
-                // nothing is read, and nothing ends, without a flush.
-                let mut ended = if flush_cache(&datapath) {
-                    drain(&flows, &mut table, &names, &clock)
-                } else {
-                    Vec::new()
-                };
-                take_kernel_entries(&flows, &mut ended, &names, &clock);
-                if !ended.is_empty() {
-                    // A cache slot of a flow just deleted stops counting
-                    // now, not at the next drain: the flow's next packet
-                    // makes a new entry instead of being counted lost.
-                    flush_cache(&datapath);
-                }
-                delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
-                if let Err(error) = emit(sink, ended, &mut summary) {
-                    break Err(error);
-                }
-                let mut live = table.live_records(&|i: u32| names.get(&i).cloned(), &clock);
-                delivered.annotate(live.iter_mut());
-                sink.live(live);
-                let verified = datapath.verify();
-                for interface in &verified.restored {
-                    tracing::warn!(interface, "our programs were removed from the interface; attached again");
-                }
-                for (interface, error) in &verified.missing {
-                    tracing::warn!(interface, error = %crate::error_chain(error), "our programs were removed from the interface and cannot be attached again");
-                }
-                attachments_restored += verified.restored.len() as u64;
-                let mut kernel = BTreeMap::new();
-                for counter in Counter::ALL {
-                    if let Ok(value) = read_counter(&counters, counter) {
-                        kernel.insert(counter.name(), value);
-                    }
-                }
-                sink.health(&CaptureHealth {
-                    attached_interfaces: datapath.attached().count(),
-                    attachments_restored,
-                    attachments_missing: verified.missing.len(),
-                    flow_table_entries: table.len(),
-                    table_losses: table.losses(),
-                    kernel,
-                });
-            }
-        }
-    };
-    watcher.abort();
-
-    // Whatever stopped the loop: detach, so that nothing is counted after
-    // the last read; read what is still queued; end every flow.
-    for error in datapath.detach_all() {
-        summary.attach_failures.push(AttachFailure {
-            operation: AttachOperation::Detach,
-            error: error.into(),
-        });
-    }
-    read_payloads(payloads.get_mut(), sink, &mut table, &clock);
-    read_events(events.get_mut(), &mut table);
-    flush_cache(&datapath);
-    let mut ended = drain(&flows, &mut table, &names, &clock);
-    take_kernel_entries(&flows, &mut ended, &names, &clock);
-    ended.extend(table.finish_all(&|i: u32| names.get(&i).cloned(), &clock));
-    delivered.annotate(ended.iter_mut().map(|flow| &mut flow.record));
-    let emitted = emit(sink, ended, &mut summary);
-    let result = result.and(emitted);
-
-    let TableLosses {
-        kernel_evictions,
-        malformed_events,
-    } = table.losses();
-    summary.kernel_evictions = kernel_evictions;
-    summary.malformed_events = malformed_events;
-    for counter in Counter::ALL {
-        summary
-            .kernel
-            .insert(counter.name(), read_counter(&counters, counter)?);
-    }
-    result.map(|()| summary)
-}
-
-/// Flushes the per-CPU flow caches into the flow map before it is read;
-/// `false` when a CPU could not be flushed (it keeps its counts for the
-/// next flush, and the log says so).
-fn flush_cache(datapath: &Datapath) -> bool {
-    match datapath.flush_cache() {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "flow counts cached on a CPU are not read until a flush succeeds");
-            false
-        }
-    }
-}
-
-fn signal(
-    kind: tokio::signal::unix::SignalKind,
-) -> Result<tokio::signal::unix::Signal, CaptureError> {
-    tokio::signal::unix::signal(kind).map_err(CaptureError::Io)
-}
-
-fn on_link_event(
-    event: LinkEvent,
-    filter: &InterfaceFilter,
-    datapath: &mut Datapath,
-    names: &mut BTreeMap<u32, Arc<str>>,
-    summary: &mut CaptureSummary,
-) {
-    match event {
-        LinkEvent::Present { index, name } => {
-            if !filter.matches(&name) {
-                // A renamed link that no longer matches is left alone: its
-                // flows keep being counted until it disappears.
-                return;
-            }
-            let newly = !datapath.is_attached(index);
-            match datapath.attach(index, &name) {
-                Ok(()) => {
-                    if newly {
-                        tracing::info!(interface = %name, index, "attached");
-                        summary.interfaces.push(name.clone());
-                    }
-                    names.insert(index, name.into());
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "attach failed");
-                    summary.attach_failures.push(AttachFailure {
-                        operation: AttachOperation::Attach,
-                        error: error.into(),
-                    });
-                }
-            }
-        }
-        LinkEvent::Removed { index } => {
-            if datapath.is_attached(index) {
-                if let Err(error) = datapath.detach(index) {
-                    tracing::warn!(%error, "detach failed");
-                }
-                tracing::info!(index, "interface removed");
-            }
-            // The name stays known so that flows seen there still name it.
-        }
-        LinkEvent::DumpComplete => {}
     }
 }
