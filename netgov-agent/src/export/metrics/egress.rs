@@ -22,12 +22,12 @@ use super::labels::{
     DnsAnswerLabels, EgressFlowLabels, EgressLabels, NameErrorLabels, NameSourceLabels,
 };
 use super::series::count_series;
-use super::{Metrics, aggregate_destination};
+use super::{Metrics, aggregate_destination, register};
 use crate::model::Identity;
 use crate::names::{Hostname, LearnOutcome, NameError, NameSource};
 
 /// The name metrics' families.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct NameMetrics {
     egress_flows: Family<EgressFlowLabels, Counter>,
     dns_answers: Family<DnsAnswerLabels, Counter>,
@@ -38,37 +38,40 @@ pub(super) struct NameMetrics {
 }
 
 impl NameMetrics {
-    pub(super) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "egress_flows",
-            "Flows from pods to outside the cluster, by destination (its name when known) and whether a policy or the configuration declares them",
-            self.egress_flows.clone(),
-        );
-        registry.register(
-            "dns_answers",
-            "DNS answers delivered into pods and read, by outcome",
-            self.dns_answers.clone(),
-        );
-        registry.register(
-            "names_learned",
-            "Destination names learned for addresses outside the cluster: per address a DNS answer named, per ClientHello",
-            self.learned.clone(),
-        );
-        registry.register(
-            "name_errors",
-            "DNS answers and ClientHellos that named nothing, by source and why",
-            self.errors.clone(),
-        );
-        registry.register(
-            "name_cache_entries",
-            "Names held: a pod's name for an address, or a connection's server name",
-            self.cache_entries.clone(),
-        );
-        registry.register(
-            "name_cache_evictions",
-            "Names dropped before they expired to make room: the cache's bound (names.maxEntries), a pod's quota (names.maxPerPod), 16 names per address",
-            self.cache_evictions.clone(),
-        );
+    /// The families, registered.
+    pub(super) fn registered(registry: &mut Registry) -> Self {
+        Self {
+            egress_flows: register(
+                registry,
+                "egress_flows",
+                "Flows from pods to outside the cluster, by destination (its name when known) and whether a policy or the configuration declares them",
+            ),
+            dns_answers: register(
+                registry,
+                "dns_answers",
+                "DNS answers delivered into pods and read, by outcome",
+            ),
+            learned: register(
+                registry,
+                "names_learned",
+                "Destination names learned for addresses outside the cluster: per address a DNS answer named, per ClientHello",
+            ),
+            errors: register(
+                registry,
+                "name_errors",
+                "DNS answers and ClientHellos that named nothing, by source and why",
+            ),
+            cache_entries: register(
+                registry,
+                "name_cache_entries",
+                "Names held: a pod's name for an address, or a connection's server name",
+            ),
+            cache_evictions: register(
+                registry,
+                "name_cache_evictions",
+                "Names dropped before they expired to make room: the cache's bound (names.maxEntries), a pod's quota (names.maxPerPod), 16 names per address",
+            ),
+        }
     }
 
     pub(super) fn forget(

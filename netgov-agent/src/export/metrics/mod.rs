@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 mod egress;
 mod labels;
@@ -79,6 +79,13 @@ fn port_label(protocol: Protocol, port: u16) -> String {
     }
 }
 
+/// A new metric, registered as `netgov_<name>`.
+fn register<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// The agent's metrics. Every recording is a method: callers pass typed
 /// values and never build a label set.
 #[derive(Debug)]
@@ -128,180 +135,149 @@ impl Metrics {
 
     /// [`Metrics::new`] with `max_names` destination names per workload.
     pub fn with_caps(max_workloads: usize, max_names: usize) -> Self {
-        let metrics = Self {
-            registry: Registry::default(),
-            flows: Family::default(),
-            violations: Family::default(),
-            unexpected_egress: Family::default(),
-            staged_changes: Family::default(),
-            unprotected_pods: Family::default(),
-            events_lost: Family::default(),
-            flow_table_entries: Gauge::default(),
-            flow_table_evictions: Counter::default(),
-            attached_interfaces: Gauge::default(),
-            cluster_synced: Family::default(),
-            cluster_age_seconds: Family::default(),
-            cluster_errors: Family::default(),
-            policy_compile_errors: Gauge::default(),
-            flow_log_errors: Counter::default(),
-            hubble_export_errors: Counter::default(),
-            hubble_client_lost: Counter::default(),
-            hubble_rejected: Family::default(),
-            http_rejected: Counter::default(),
-            attachments_restored: Counter::default(),
-            attachments_missing: Gauge::default(),
-            conntrack_errors: Counter::default(),
-            not_judged: Family::default(),
-            ready: Gauge::default(),
-            heap_in_use: Gauge::default(),
-            datapath_info: Family::default(),
-            build_info: Family::default(),
-            governed_namespaces: Family::default(),
-            names: egress::NameMetrics::default(),
+        let mut registry = Registry::with_prefix("netgov");
+        // Registered in the order the exposition lists them.
+        Self {
+            flows: register(
+                &mut registry,
+                "flows",
+                "Observed flows (connections) by workload pair and verdict",
+            ),
+            violations: register(
+                &mut registry,
+                "policy_violations",
+                "Observed flows the policies deny, by which side denies and whether the network enforced it",
+            ),
+            unexpected_egress: register(
+                &mut registry,
+                "unexpected_egress",
+                "Flows from pods to destinations outside the cluster that nothing declares",
+            ),
+            staged_changes: register(
+                &mut registry,
+                "staged_changes",
+                "Flows whose verdict the staged policies (--staged) would change, by workload pair, port and change",
+            ),
+            unprotected_pods: register(
+                &mut registry,
+                "unprotected_pods",
+                "Pods no policy isolates, by namespace and direction",
+            ),
+            events_lost: register(
+                &mut registry,
+                "events_lost",
+                "Events lost, by pipeline stage",
+            ),
+            flow_table_entries: register(
+                &mut registry,
+                "flow_table_entries",
+                "Live flows in the flow table",
+            ),
+            flow_table_evictions: register(
+                &mut registry,
+                "flow_table_evictions",
+                "Kernel flow entries evicted before they were read",
+            ),
+            attached_interfaces: register(
+                &mut registry,
+                "attached_interfaces",
+                "Interfaces with netgov programs attached",
+            ),
+            cluster_synced: register(
+                &mut registry,
+                "cluster_synced",
+                "1 once the resource's first list is applied",
+            ),
+            cluster_age_seconds: register(
+                &mut registry,
+                "cluster_state_age_seconds",
+                "Seconds since the resource's last event",
+            ),
+            cluster_errors: register(
+                &mut registry,
+                "cluster_errors",
+                "Watch errors or failed reloads, by resource",
+            ),
+            policy_compile_errors: register(
+                &mut registry,
+                "policy_compile_errors",
+                "NetworkPolicies that failed to compile and are not applied",
+            ),
+            flow_log_errors: register(
+                &mut registry,
+                "flow_log_errors",
+                "Flow-log records that could not be written (the first of each run of failures is logged)",
+            ),
+            hubble_export_errors: register(
+                &mut registry,
+                "hubble_export_errors",
+                "Hubble export writes that failed, each losing the lines waiting for it (the first of each run of failures is logged)",
+            ),
+            hubble_client_lost: register(
+                &mut registry,
+                "hubble_client_events_lost",
+                "Hubble events overwritten in the ring before a following client read them (each client is told, with a LostEvent)",
+            ),
+            hubble_rejected: register(
+                &mut registry,
+                "hubble_rejected",
+                "Hubble clients refused, by reason",
+            ),
+            http_rejected: register(
+                &mut registry,
+                "http_connections_rejected",
+                "HTTP connections closed at once because the listener was full or their peer had too many open",
+            ),
+            attachments_restored: register(
+                &mut registry,
+                "attachments_restored",
+                "Interfaces whose netgov programs were found removed (by another tool) and attached again",
+            ),
+            attachments_missing: register(
+                &mut registry,
+                "attachments_missing",
+                "Interfaces whose netgov programs were removed and could not be attached again (not ready while above 0)",
+            ),
+            conntrack_errors: register(
+                &mut registry,
+                "conntrack_errors",
+                "Connection-tracking lookups that failed (those Service flows are judged against the Service's backends)",
+            ),
+            not_judged: register(
+                &mut registry,
+                "flows_not_judged",
+                "Flows that are not policy traffic (ICMP errors, neighbour discovery, link-local and multicast), by reason",
+            ),
+            ready: register(
+                &mut registry,
+                "ready",
+                "Whether the agent is ready (programs attached, cluster state synced): 1 or 0",
+            ),
+            heap_in_use: register(
+                &mut registry,
+                "heap_in_use_bytes",
+                "Heap the agent's allocations hold (glibc's count, taken every minute after free pages are returned): resident memory above it is the allocator's",
+            ),
+            build_info: register(
+                &mut registry,
+                "build_info",
+                "The agent's version and source revision (always 1)",
+            ),
+            datapath_info: register(
+                &mut registry,
+                "datapath_info",
+                "What the datapath runs with, found at start (always 1): kernel, attach mode, whether the socket-delivery hook is attached",
+            ),
+            governed_namespaces: register(
+                &mut registry,
+                "namespace_governed",
+                "Namespaces labelled netgov.io/governed=true, opted in to posture alerts (always 1)",
+            ),
+            names: egress::NameMetrics::registered(&mut registry),
             max_workloads,
             max_names,
             index: Mutex::default(),
-        };
-        let mut registry = Registry::with_prefix("netgov");
-        registry.register(
-            "flows",
-            "Observed flows (connections) by workload pair and verdict",
-            metrics.flows.clone(),
-        );
-        registry.register(
-            "policy_violations",
-            "Observed flows the policies deny, by which side denies and whether the network enforced it",
-            metrics.violations.clone(),
-        );
-        registry.register(
-            "unexpected_egress",
-            "Flows from pods to destinations outside the cluster that nothing declares",
-            metrics.unexpected_egress.clone(),
-        );
-        registry.register(
-            "staged_changes",
-            "Flows whose verdict the staged policies (--staged) would change, by workload pair, port and change",
-            metrics.staged_changes.clone(),
-        );
-        registry.register(
-            "unprotected_pods",
-            "Pods no policy isolates, by namespace and direction",
-            metrics.unprotected_pods.clone(),
-        );
-        registry.register(
-            "events_lost",
-            "Events lost, by pipeline stage",
-            metrics.events_lost.clone(),
-        );
-        registry.register(
-            "flow_table_entries",
-            "Live flows in the flow table",
-            metrics.flow_table_entries.clone(),
-        );
-        registry.register(
-            "flow_table_evictions",
-            "Kernel flow entries evicted before they were read",
-            metrics.flow_table_evictions.clone(),
-        );
-        registry.register(
-            "attached_interfaces",
-            "Interfaces with netgov programs attached",
-            metrics.attached_interfaces.clone(),
-        );
-        registry.register(
-            "cluster_synced",
-            "1 once the resource's first list is applied",
-            metrics.cluster_synced.clone(),
-        );
-        registry.register(
-            "cluster_state_age_seconds",
-            "Seconds since the resource's last event",
-            metrics.cluster_age_seconds.clone(),
-        );
-        registry.register(
-            "cluster_errors",
-            "Watch errors or failed reloads, by resource",
-            metrics.cluster_errors.clone(),
-        );
-        registry.register(
-            "policy_compile_errors",
-            "NetworkPolicies that failed to compile and are not applied",
-            metrics.policy_compile_errors.clone(),
-        );
-        registry.register(
-            "flow_log_errors",
-            "Flow-log records that could not be written (the first of each run of failures is logged)",
-            metrics.flow_log_errors.clone(),
-        );
-        registry.register(
-            "hubble_export_errors",
-            "Hubble export writes that failed, each losing the lines waiting for it (the first of each run of failures is logged)",
-            metrics.hubble_export_errors.clone(),
-        );
-        registry.register(
-            "hubble_client_events_lost",
-            "Hubble events overwritten in the ring before a following client read them (each client is told, with a LostEvent)",
-            metrics.hubble_client_lost.clone(),
-        );
-        registry.register(
-            "hubble_rejected",
-            "Hubble clients refused, by reason",
-            metrics.hubble_rejected.clone(),
-        );
-        registry.register(
-            "http_connections_rejected",
-            "HTTP connections closed at once because the listener was full or their peer had too many open",
-            metrics.http_rejected.clone(),
-        );
-        registry.register(
-            "attachments_restored",
-            "Interfaces whose netgov programs were found removed (by another tool) and attached again",
-            metrics.attachments_restored.clone(),
-        );
-        registry.register(
-            "attachments_missing",
-            "Interfaces whose netgov programs were removed and could not be attached again (not ready while above 0)",
-            metrics.attachments_missing.clone(),
-        );
-        registry.register(
-            "conntrack_errors",
-            "Connection-tracking lookups that failed (those Service flows are judged against the Service's backends)",
-            metrics.conntrack_errors.clone(),
-        );
-        registry.register(
-            "flows_not_judged",
-            "Flows that are not policy traffic (ICMP errors, neighbour discovery, link-local and multicast), by reason",
-            metrics.not_judged.clone(),
-        );
-        registry.register(
-            "ready",
-            "Whether the agent is ready (programs attached, cluster state synced): 1 or 0",
-            metrics.ready.clone(),
-        );
-        registry.register(
-            "heap_in_use_bytes",
-            "Heap the agent's allocations hold (glibc's count, taken every minute after free pages are returned): resident memory above it is the allocator's",
-            metrics.heap_in_use.clone(),
-        );
-        registry.register(
-            "build_info",
-            "The agent's version and source revision (always 1)",
-            metrics.build_info.clone(),
-        );
-        registry.register(
-            "datapath_info",
-            "What the datapath runs with, found at start (always 1): kernel, attach mode, whether the socket-delivery hook is attached",
-            metrics.datapath_info.clone(),
-        );
-        registry.register(
-            "namespace_governed",
-            "Namespaces labelled netgov.io/governed=true, opted in to posture alerts (always 1)",
-            metrics.governed_namespaces.clone(),
-        );
-        metrics.names.register(&mut registry);
-        Self {
             registry,
-            ..metrics
         }
     }
 
