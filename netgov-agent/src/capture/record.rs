@@ -295,6 +295,36 @@ impl FlowRecord {
 }
 
 #[cfg(test)]
+impl FlowRecord {
+    /// For tests: a TCP connection attempt `src:src_port → dst:dst_port`,
+    /// one SYN and no answer, ended at exit, at time 0, seen by no
+    /// interface. Tests change what they need with `..` struct update.
+    pub(crate) fn attempt(src: &str, src_port: u16, dst: &str, dst_port: u16) -> Self {
+        FlowRecord {
+            src: src.parse().expect("an address"),
+            src_port,
+            dst: dst.parse().expect("an address"),
+            dst_port,
+            original_dst: None,
+            translated_src: None,
+            delivered_to_stack: None,
+            protocol: Protocol::Tcp,
+            packets_out: 1,
+            bytes_out: 60,
+            packets_in: 0,
+            bytes_in: 0,
+            state: FlowState::Attempted,
+            tcp_flags_out: TcpFlags(0x02),
+            tcp_flags_in: TcpFlags(0),
+            first_seen: 0,
+            last_seen: 0,
+            observations: Vec::new(),
+            end_reason: EndReason::Exit,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -103,7 +103,7 @@ impl SideVerdict {
     }
 
     /// Allowed without isolation: nothing restricts this side.
-    pub(super) fn open(reason: impl Into<Cow<'static, str>>) -> Self {
+    pub fn open(reason: impl Into<Cow<'static, str>>) -> Self {
         Self {
             verdict: Decision::Allow,
             ..Self::not_applicable(reason)

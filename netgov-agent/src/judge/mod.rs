@@ -117,6 +117,40 @@ pub struct Judgement {
     pub dst_context: Option<Box<context::EndContext>>,
 }
 
+#[cfg(test)]
+impl Judgement {
+    /// For tests: an allowed flow from `src` to `dst` on port 80 that no
+    /// policy governs, not egress. Tests change what they need with `..`
+    /// struct update.
+    pub(crate) fn allowed(src: Identity, dst: Identity) -> Self {
+        use crate::engine::verdict::{EndpointKind, SideVerdict};
+        Judgement {
+            verdict: Verdict {
+                verdict: Decision::Allow,
+                egress: SideVerdict::open(""),
+                ingress: SideVerdict::open(""),
+                source: EndpointKind::External,
+                destination: EndpointKind::External,
+                backends: Vec::new(),
+                backends_disagree: false,
+            },
+            denied_by: None,
+            denying_tier: None,
+            enforcement: None,
+            unexpected_egress: false,
+            outside_egress: false,
+            dst_names: Vec::new(),
+            src,
+            dst,
+            dst_port: 80,
+            service: None,
+            staged_verdict: None,
+            src_context: None,
+            dst_context: None,
+        }
+    }
+}
+
 /// A Service a flow went through, as the client addressed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServiceRef {

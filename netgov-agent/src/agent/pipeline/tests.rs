@@ -9,7 +9,7 @@ use netgov_testbed::metrics_text::sample;
 
 use super::Pipeline;
 use crate::agent::shared::Shared;
-use crate::capture::record::{EndReason, FlowRecord, FlowState, Protocol, TcpFlags};
+use crate::capture::record::{EndReason, FlowRecord, FlowState, TcpFlags};
 use crate::config::AgentConfig;
 use crate::engine::ClusterState;
 use crate::export::metrics::Metrics;
@@ -66,14 +66,6 @@ fn pipeline(config: &str) -> Pipeline {
 fn live(src: &str, dst: &str, port: u16, age: i128) -> FlowRecord {
     let first_seen = unix_now_nanos() - age;
     FlowRecord {
-        src: src.parse().expect("ip"),
-        src_port: 40000,
-        dst: dst.parse().expect("ip"),
-        dst_port: port,
-        original_dst: None,
-        translated_src: None,
-        delivered_to_stack: None,
-        protocol: Protocol::Tcp,
         packets_out: 3,
         bytes_out: 300,
         packets_in: 2,
@@ -83,8 +75,8 @@ fn live(src: &str, dst: &str, port: u16, age: i128) -> FlowRecord {
         tcp_flags_in: TcpFlags(0x12),
         first_seen,
         last_seen: first_seen,
-        observations: Vec::new(),
         end_reason: EndReason::Active,
+        ..FlowRecord::attempt(src, 40000, dst, port)
     }
 }
 

@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
-use super::{DeniedBy, Enforcement, NodeContext, judge};
-use crate::capture::record::{
-    EndReason, FlowRecord, FlowState, Observation, Protocol, Role, TcpFlags,
-};
+use super::{NodeContext, judge};
+use crate::capture::record::{FlowRecord, FlowState, Observation, Protocol, Role, TcpFlags};
 use crate::config::AgentConfig;
 use crate::engine::ClusterState;
-use crate::engine::Decision;
 use crate::model::Identity;
 use crate::model::Name;
 
@@ -54,14 +51,6 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
         .unwrap_or(0);
     let packets_in = observations.iter().map(|o| o.packets_in).max().unwrap_or(0);
     FlowRecord {
-        src: src.parse().expect("ip"),
-        src_port: 40000,
-        dst: dst.parse().expect("ip"),
-        dst_port: port,
-        original_dst: None,
-        translated_src: None,
-        delivered_to_stack: None,
-        protocol: Protocol::Tcp,
         packets_out,
         bytes_out: packets_out * 60,
         packets_in,
@@ -71,12 +60,8 @@ fn record(src: &str, dst: &str, port: u16, observations: Vec<Observation>) -> Fl
         } else {
             FlowState::Attempted
         },
-        tcp_flags_out: TcpFlags(0x02),
-        tcp_flags_in: TcpFlags(0),
-        first_seen: 0,
-        last_seen: 0,
         observations,
-        end_reason: EndReason::Exit,
+        ..FlowRecord::attempt(src, 40000, dst, port)
     }
 }
 
@@ -105,28 +90,25 @@ struct Row {
     record: FlowRecord,
     /// How long ago the flow's first packet was seen.
     age: Duration,
-    expected: Outcome,
+    /// Everything a judgement decides, in one line (see [`outcome`]).
+    expected: &'static str,
 }
 
-/// Everything a judgement decides (the identities are checked on their
+/// What a judgement decides, in one line: `VERDICT[ by SIDE][,
+/// ENFORCEMENT][, unexpected egress]` (the identities are checked on their
 /// own below).
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    verdict: Decision,
-    denied_by: Option<DeniedBy>,
-    enforcement: Option<Enforcement>,
-    unexpected_egress: bool,
-}
-
-impl Outcome {
-    fn of(judgement: &super::Judgement) -> Self {
-        Self {
-            verdict: judgement.verdict.verdict,
-            denied_by: judgement.denied_by,
-            enforcement: judgement.enforcement,
-            unexpected_egress: judgement.unexpected_egress,
-        }
+fn outcome(judgement: &super::Judgement) -> String {
+    let mut text = judgement.verdict.verdict.to_string();
+    if let Some(side) = judgement.denied_by {
+        text += &format!(" by {side}");
     }
+    if let Some(enforcement) = judgement.enforcement {
+        text += &format!(", {enforcement}");
+    }
+    if judgement.unexpected_egress {
+        text += ", unexpected egress";
+    }
+    text
 }
 
 #[test]
@@ -153,56 +135,31 @@ fn violations_enforcement_and_unexpected_egress() {
             name: "allowed scrape",
             record: record(MONITORING, SERVING, 8080, local_both(5, 4)),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Allow,
-                denied_by: None,
-                enforcement: None,
-                unexpected_egress: false,
-            },
+            expected: "allow",
         },
         Row {
             name: "denied, delivered and answered on this node: gap",
             record: record(UNAUTHORISED, SERVING, 8080, local_both(5, 4)),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Gap),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, gap",
         },
         Row {
             name: "TCP denied, seen at the destination's interface, no answer yet: unknown",
             record: record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Unknown),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, unknown",
         },
         Row {
             name: "TCP denied, seen at the destination's interface, never answered: a later filter dropped it",
             record: record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Enforced),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, enforced",
         },
         Row {
             name: "UDP denied, reached the local pod's interface, no socket hook: gap",
             record: udp(record(UNAUTHORISED, SERVING, 9999, local_both(2, 0))),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Gap),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, gap",
         },
         Row {
             name: "UDP denied, reached the local pod's interface, no socket received it: unknown",
@@ -211,12 +168,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 ..udp(record(UNAUTHORISED, SERVING, 9999, local_both(2, 0)))
             },
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Unknown),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, unknown",
         },
         Row {
             name: "UDP denied, a socket received it past the interface hook (redirect to the peer): gap",
@@ -230,12 +182,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 ))
             },
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Gap),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, gap",
         },
         Row {
             name: "denied, destination on this node saw nothing for the window: enforced",
@@ -246,12 +193,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 3, 0)],
             ),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Enforced),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, enforced",
         },
         Row {
             name: "denied both ways to another node, no answer yet: unknown",
@@ -262,12 +204,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 1, 0)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Both),
-                enforcement: Some(Enforcement::Unknown),
-                unexpected_egress: false,
-            },
+            expected: "deny by both, unknown",
         },
         Row {
             name: "denied both ways to another node, no answer within the window: enforced",
@@ -278,12 +215,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 3, 0)],
             ),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Both),
-                enforcement: Some(Enforcement::Enforced),
-                unexpected_egress: false,
-            },
+            expected: "deny by both, enforced",
         },
         Row {
             name: "one-way UDP denied to another node, no answer after the window: unknown",
@@ -294,12 +226,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 3, 0)],
             )),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Both),
-                enforcement: Some(Enforcement::Unknown),
-                unexpected_egress: false,
-            },
+            expected: "deny by both, unknown",
         },
         Row {
             name: "UDP denied to another node, answered: gap",
@@ -310,12 +237,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 1, 1)],
             )),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Both),
-                enforcement: Some(Enforcement::Gap),
-                unexpected_egress: false,
-            },
+            expected: "deny by both, gap",
         },
         Row {
             name: "UDP denied on this node, never reached the pod: enforced after the window",
@@ -326,12 +248,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 2, 0)],
             )),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Ingress),
-                enforcement: Some(Enforcement::Enforced),
-                unexpected_egress: false,
-            },
+            expected: "deny by ingress, enforced",
         },
         Row {
             name: "echo request denied to another node, no reply after the window: enforced",
@@ -342,12 +259,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 3, 0)],
             )),
             age: old,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Both),
-                enforcement: Some(Enforcement::Enforced),
-                unexpected_egress: false,
-            },
+            expected: "deny by both, enforced",
         },
         Row {
             name: "denied both ways to another node, answered: gap",
@@ -358,12 +270,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 3, 2)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Both),
-                enforcement: Some(Enforcement::Gap),
-                unexpected_egress: false,
-            },
+            expected: "deny by both, gap",
         },
         Row {
             name: "denied egress to the internet, answered: gap and unexpected",
@@ -374,12 +281,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 4, 3)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Deny,
-                denied_by: Some(DeniedBy::Egress),
-                enforcement: Some(Enforcement::Gap),
-                unexpected_egress: true,
-            },
+            expected: "deny by egress, gap, unexpected egress",
         },
         Row {
             name: "allowed egress named by an ipBlock: expected",
@@ -390,12 +292,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 4, 3)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Allow,
-                denied_by: None,
-                enforcement: None,
-                unexpected_egress: false,
-            },
+            expected: "allow",
         },
         Row {
             name: "not egress-isolated, to the internet: allowed but unexpected",
@@ -406,12 +303,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 4, 3)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Allow,
-                denied_by: None,
-                enforcement: None,
-                unexpected_egress: true,
-            },
+            expected: "allow, unexpected egress",
         },
         Row {
             name: "listed in the expected-egress config: expected",
@@ -422,12 +314,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 4, 3)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Allow,
-                denied_by: None,
-                enforcement: None,
-                unexpected_egress: false,
-            },
+            expected: "allow",
         },
         Row {
             name: "config entry for another port: unexpected",
@@ -438,12 +325,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 4, 3)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Allow,
-                denied_by: None,
-                enforcement: None,
-                unexpected_egress: true,
-            },
+            expected: "allow, unexpected egress",
         },
         Row {
             name: "inside the cluster CIDRs but unknown: not egress",
@@ -454,12 +336,7 @@ fn violations_enforcement_and_unexpected_egress() {
                 vec![observation("src", Role::Initiator, 1, 0)],
             ),
             age: young,
-            expected: Outcome {
-                verdict: Decision::Allow,
-                denied_by: None,
-                enforcement: None,
-                unexpected_egress: false,
-            },
+            expected: "allow",
         },
     ];
     let mut failures = Vec::new();
@@ -468,10 +345,10 @@ fn violations_enforcement_and_unexpected_egress() {
             Vec::new()
         })
         .expect("judged");
-        let got = Outcome::of(&judgement);
+        let got = outcome(&judgement);
         if got != row.expected {
             failures.push(format!(
-                "{}: expected {:?}, got {got:?}",
+                "{}:\n  expected {}\n  got      {got}",
                 row.name, row.expected
             ));
         }
