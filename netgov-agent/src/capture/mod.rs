@@ -30,7 +30,7 @@ pub use session::{Capture, run};
 use socket_hook::CgroupRoot;
 
 /// What is lost without the socket hook.
-pub(crate) const NO_SOCKET_EVIDENCE: &str = "no socket-delivery evidence: denied one-way UDP to a local pod reads gap once it reaches the pod's interface, even if a later filter drops it (see README, Compatibility)";
+pub(crate) const NO_SOCKET_EVIDENCE: &str = "no socket-delivery evidence: denied one-way UDP to a local pod reads gap once it reaches the pod's interface, even if a later filter drops it (see docs/compatibility.md)";
 
 /// How records are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]

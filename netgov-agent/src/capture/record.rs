@@ -1,5 +1,5 @@
 //! The flow record `netgov capture` prints: one JSON line per ended flow
-//! (format documented in the README), or a table row.
+//! (format in docs/capture.md), or a table row.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

@@ -5,8 +5,7 @@
 //! in, a [`Judgement`] out.
 //!
 //! Enforcement of a denied flow, from what was observed (the full rule,
-//! and what each CNI style lets us see, is in the README's Compatibility
-//! section):
+//! and what each CNI style lets us see, is in docs/compatibility.md):
 //! - `gap`: the denied traffic got through — answered (any packet back:
 //!   handshake, reply, even a RST from the destination), or received by a
 //!   socket on this node (the socket hook, for UDP), or, without the socket

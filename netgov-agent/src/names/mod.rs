@@ -10,8 +10,8 @@
 //!
 //! A name is attributed to the pod that resolved it, never to its
 //! neighbours: the cache is keyed by the pod (by its address only when the
-//! cluster state does not know it). Limits (also in the
-//! README): DNS over HTTPS or TLS and encrypted ClientHellos are not seen;
+//! cluster state does not know it). Limits (also in
+//! docs/agent.md, "Names for egress"): DNS over HTTPS or TLS and encrypted ClientHellos are not seen;
 //! answers cached before the agent started, or by the application past
 //! the TTL floor, name nothing; a ClientHello whose server name lies past
 //! the first segment is counted truncated.
