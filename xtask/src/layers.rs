@@ -3,8 +3,9 @@
 //!
 //! Reads `netgov-agent/src/lib.rs` and every module it declares, leaving
 //! out `#[cfg(test)]` items (tests may reach anywhere), and collects each
-//! `crate::<module>` path — in `use` trees, in code, in macro invocations —
-//! and each `super::` that climbs out of its top-level module. It fails
+//! `crate::<module>` path — in `use` trees, in code, in macro invocations
+//! and attributes, in attributes' strings (`with = "crate::…"`) — and
+//! each `super::` that climbs out of its top-level module. It fails
 //! when
 //! - a top-level module is missing from [`LAYERS`];
 //! - a module uses one in a higher layer;
@@ -26,7 +27,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("vocabulary", &["model", "input", "churn_map"]),
     ("engine", &["engine"]),
     (
-        "sources, capture, names, judge, ledger, sinks",
+        "stages",
         &[
             "sources", "config", "capture", "names", "judge", "flowlog", "export", "hubble",
         ],
@@ -383,6 +384,17 @@ impl Uses<'_> {
         for (index, token) in tokens.iter().enumerate() {
             match token {
                 proc_macro2::TokenTree::Group(group) => self.tokens(group.stream()),
+                proc_macro2::TokenTree::Literal(literal) => {
+                    let text = literal.to_string();
+                    let line = literal.span().start().line;
+                    for (at, _) in text.match_indices("crate::") {
+                        let module: String = text[at + "crate::".len()..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        self.record(&["crate".into(), module], line);
+                    }
+                }
                 proc_macro2::TokenTree::Ident(ident) if ident == "crate" => {
                     let preceded_by_dollar = index > 0
                         && matches!(&tokens[index - 1], proc_macro2::TokenTree::Punct(p) if p.as_char() == '$');
@@ -434,11 +446,17 @@ impl<'ast> Visit<'ast> for Uses<'_> {
         // Inline modules are read as modules of their own (read_crate).
     }
 
-    fn visit_attribute(&mut self, _: &'ast syn::Attribute) {}
+    fn visit_attribute(&mut self, attr: &'ast syn::Attribute) {
+        // Attributes are not parsed as code (`#[arg(default_value_t =
+        // crate::…)]`, `#[serde(with = "crate::…")]`): their tokens are
+        // read as a macro's are.
+        self.tokens(quote::ToTokens::to_token_stream(&attr.meta));
+    }
 }
 
-/// Every cycle among the top-level modules, one per strongly connected
-/// component: a closed walk through it, first module repeated at the end.
+/// Cycles among the top-level modules: for each module not already in a
+/// reported cycle, the shortest closed walk through it, first module
+/// repeated at the end.
 fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (from, to) in graph.edges.keys() {

@@ -26,7 +26,7 @@ use flow_table::{FlowTableConfig, NatLookup, NoNat, TableLosses};
 use interfaces::InterfaceError;
 pub use payload::Payload;
 use record::FlowRecord;
-pub use session::{Capture, run};
+pub use session::run;
 use socket_hook::CgroupRoot;
 
 /// What is lost without the socket hook.

@@ -30,7 +30,7 @@ enum DrainKind {
 }
 
 /// The datapath attached to pod interfaces, and what it has seen so far.
-pub struct Capture {
+pub(crate) struct Capture {
     datapath: Datapath,
     flows: BpfHashMap<MapData, FlowKey, FlowStats>,
     events: AsyncFd<RingBuf<MapData>>,
@@ -49,6 +49,8 @@ pub struct Capture {
     /// The kernel counters as last read (a failed read keeps the previous
     /// value).
     kernel: KernelCounters,
+    /// Counters whose last read failed (warned once, until a read works).
+    unreadable: [bool; Counter::COUNT as usize],
 }
 
 impl Capture {
@@ -58,7 +60,10 @@ impl Capture {
     ///
     /// # Errors
     /// [`CaptureError`] when the datapath cannot be loaded or its maps read.
-    pub fn start(options: &CaptureOptions, sink: &mut impl FlowSink) -> Result<Self, CaptureError> {
+    pub(crate) fn start(
+        options: &CaptureOptions,
+        sink: &mut impl FlowSink,
+    ) -> Result<Self, CaptureError> {
         let filter = InterfaceFilter::new(&options.interface_globs)?;
         let mut datapath = Datapath::load(options.attach_mode, options.flow_map_entries)?;
         let DatapathMaps {
@@ -113,11 +118,12 @@ impl Capture {
             summary: CaptureSummary::default(),
             attachments_restored: 0,
             kernel: KernelCounters::default(),
+            unreadable: [false; Counter::COUNT as usize],
         })
     }
 
     /// What was loaded and how.
-    pub fn info(&self) -> &DatapathInfo {
+    pub(crate) fn info(&self) -> &DatapathInfo {
         &self.info
     }
 
@@ -193,11 +199,19 @@ impl Capture {
 
     fn read_kernel_counters(&mut self) {
         for counter in Counter::ALL {
+            let unreadable = &mut self.unreadable[counter as usize];
             match read_counter(&self.counters, counter) {
-                Ok(value) => self.kernel.set(counter, value),
-                Err(error) => {
-                    tracing::warn!(counter = counter.name(), %error, "cannot read a kernel counter; its previous value stands");
+                Ok(value) => {
+                    if std::mem::take(unreadable) {
+                        tracing::info!(counter = counter.name(), "a kernel counter reads again");
+                    }
+                    self.kernel.set(counter, value);
                 }
+                Err(error) if !*unreadable => {
+                    *unreadable = true;
+                    tracing::warn!(counter = counter.name(), %error, "cannot read a kernel counter; its last value stands until it reads again");
+                }
+                Err(_) => {}
             }
         }
     }

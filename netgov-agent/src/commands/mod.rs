@@ -1,5 +1,7 @@
 //! The commands besides the agent, each a library function over plain
-//! option structs (only `cli` knows clap):
+//! option structs (`cli` parses the command line, runs them and chooses
+//! exit codes; the option types here only derive clap's traits so that
+//! `cli` can offer them):
 //!
 //! - `check`: would these flows be allowed? (manifests or the cluster);
 //! - `replay`: what recorded traffic would meet under other policies;

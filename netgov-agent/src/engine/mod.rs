@@ -1,13 +1,14 @@
 //! The policy engine: judges whether the cluster's NetworkPolicies and
 //! cluster-wide policies allow a flow, with upstream semantics, and says
-//! why. Four parts, each using only those before it and [`crate::model`]:
+//! why. Four parts, over [`crate::model`]:
 //!
 //! - `selector`: label selectors;
 //! - `compile` (NetworkPolicy) and `tiers` (the cluster-wide tiers):
 //!   objects compiled once into what evaluation reads;
 //! - `index`: [`ClusterState`], the objects and the compiled policies,
 //!   indexed by address and by pod;
-//! - `evaluate`: one flow judged ([`Verdict`]).
+//! - `evaluate`: one flow judged ([`Verdict`]), the tiers' rules included
+//!   (`tiers::evaluate` reads the index, as `evaluate` does).
 //!
 //! Pure: no I/O, no clap, no files; sources hand it objects (`manifests`
 //! decodes them). Semantics, as upstream:

@@ -31,8 +31,9 @@ string_enum! {
         Allow => "allow",
         /// Policies isolate the pod and no rule admits the flow.
         Deny => "deny",
-        /// NetworkPolicy does not govern it: a node or hostNetwork pod is
-        /// an end, or no end is a pod.
+        /// No policy governs it: a node's or a hostNetwork pod's traffic
+        /// to a pod, or no end is a pod. (A pod's traffic to a node is
+        /// judged by the cluster-wide tiers.)
         NotApplicable => "not-applicable",
     }
 }

@@ -10,8 +10,12 @@
 //! `--pod x` always matched in every namespace.
 //!
 //! A filter that cannot match anything is an error, never an empty
-//! stream: a namespace or a pod prefix no Kubernetes name can have, or a
-//! pod's namespace that contradicts the namespace filter of its end.
+//! stream: a namespace or a pod prefix no Kubernetes name can have, a
+//! pod's namespace that contradicts the namespace filter of its end, or
+//! either end's namespace that is neither end's. (Filters that could
+//! match but match nothing kept or live give an empty answer: that is an
+//! answer.) An empty namespace names the ends without one: outside the
+//! cluster, and nodes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,7 +27,8 @@ use crate::engine::Decision;
 use crate::judge::{Enforcement, Judgement};
 use crate::model::{Identity, Protocol};
 
-/// A namespace, as Kubernetes allows one (an RFC 1123 label).
+/// A namespace, as Kubernetes allows one (an RFC 1123 label); empty for
+/// the ends that have none (outside the cluster, nodes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceFilter(String);
 
@@ -41,7 +46,7 @@ pub struct PodFilter {
 pub enum FilterError {
     /// Not a namespace name.
     #[error(
-        "`{0}` is not a namespace name (lowercase letters, digits and `-`, at most 63, starting and ending with a letter or digit)"
+        "`{0}` is not a namespace name (lowercase letters, digits and `-`, at most 63, starting and ending with a letter or digit; empty for ends outside the cluster and nodes)"
     )]
     Namespace(String),
     /// Not the start of a pod name.
@@ -52,6 +57,21 @@ pub enum FilterError {
     /// Neither a namespace nor a prefix.
     #[error("an empty pod filter matches nothing; pods are `[namespace/]name-prefix`")]
     EmptyPod,
+    /// Either end's namespace is neither the source's nor the
+    /// destination's.
+    #[error(
+        "`{flag}` asks for namespace `{namespace}` at either end, but `from_namespace` is `{from}` and `to_namespace` is `{to}`: nothing can match"
+    )]
+    EitherEnd {
+        /// `namespace` or `pod`.
+        flag: &'static str,
+        /// The namespace asked for.
+        namespace: String,
+        /// The source's.
+        from: String,
+        /// The destination's.
+        to: String,
+    },
     /// A pod's namespace that contradicts its end's namespace filter.
     #[error(
         "`{flag}` names namespace `{pod_namespace}` but `{namespace_flag}` is `{namespace}`: nothing can match both"
@@ -74,13 +94,13 @@ impl FromStr for NamespaceFilter {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let edge =
             |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        let valid = !text.is_empty()
-            && text.len() <= 63
-            && text
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && edge(text.chars().next())
-            && edge(text.chars().last());
+        let valid = text.is_empty()
+            || text.len() <= 63
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && edge(text.chars().next())
+                && edge(text.chars().last());
         if valid {
             Ok(Self(text.to_owned()))
         } else {
@@ -94,6 +114,7 @@ impl FromStr for PodFilter {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (namespace, prefix) = match text.split_once('/') {
+            Some(("", _)) => return Err(FilterError::Namespace(String::new())),
             Some((namespace, prefix)) => (Some(namespace.parse()?), prefix),
             None => (None, text),
         };
@@ -142,11 +163,6 @@ macro_rules! deserialize_from_str {
 }
 deserialize_from_str!(NamespaceFilter, PodFilter);
 
-fn parse_protocol(text: &str) -> Result<Protocol, String> {
-    Protocol::parse(text)
-        .ok_or_else(|| format!("`{text}` is not one of TCP, UDP, SCTP, ICMP, ICMPv6"))
-}
-
 /// Which judged flows to show, and how (`follow`, `last`). `namespace`
 /// and `pod` match either end; the `from_` and `to_` ones the source or
 /// the destination.
@@ -171,9 +187,8 @@ pub struct FlowFilter {
     /// The destination pod, `[namespace/]name-prefix`.
     #[arg(long, value_name = "[NAMESPACE/]POD")]
     pub to_pod: Option<PodFilter>,
-    /// The protocol (TCP, UDP, SCTP, ICMP, ICMPv6; any case).
-    #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
-    #[serde(default, deserialize_with = "protocol")]
+    /// The protocol (TCP, UDP, SCTP, ICMP, ICMPv6, IP-<number>; any case).
+    #[arg(long, value_name = "PROTOCOL")]
     pub protocol: Option<Protocol>,
     /// The destination port judged (a Service flow's backend port).
     #[arg(long, value_name = "PORT")]
@@ -196,18 +211,11 @@ pub struct FlowFilter {
     pub last: Option<usize>,
 }
 
-fn protocol<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Protocol>, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-    parse_protocol(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
 impl FlowFilter {
     /// Fails when the filters together cannot match anything.
     ///
     /// # Errors
-    /// [`FilterError::Contradiction`].
+    /// [`FilterError::Contradiction`], [`FilterError::EitherEnd`].
     pub fn check(&self) -> Result<(), FilterError> {
         for (flag, pod, namespace_flag, namespace) in [
             ("pod", &self.pod, "namespace", &self.namespace),
@@ -234,6 +242,28 @@ impl FlowFilter {
                     namespace_flag,
                     namespace: namespace.to_string(),
                 });
+            }
+        }
+        let either_end = [
+            (
+                "pod",
+                self.pod.as_ref().and_then(|pod| pod.namespace.as_ref()),
+            ),
+            ("namespace", self.namespace.as_ref()),
+        ];
+        if let (Some(from), Some(to)) = (&self.from_namespace, &self.to_namespace) {
+            for (flag, namespace) in either_end {
+                if let Some(namespace) = namespace
+                    && namespace != from
+                    && namespace != to
+                {
+                    return Err(FilterError::EitherEnd {
+                        flag,
+                        namespace: namespace.to_string(),
+                        from: from.to_string(),
+                        to: to.to_string(),
+                    });
+                }
             }
         }
         Ok(())

@@ -16,7 +16,6 @@ use crate::engine::Decision;
 use crate::judge::Enforcement;
 use crate::judge::context::EndContext;
 use crate::model::Protocol;
-use crate::names::NameSource;
 
 /// One end's identity as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -79,8 +78,9 @@ impl<'de> Deserialize<'de> for RecordedTime {
 pub struct RecordedName {
     /// The name.
     pub name: String,
-    /// `dns` or `sni`.
-    pub learned: NameSource,
+    /// How it was learned: `dns` or `sni` (text, so that a line from a
+    /// later agent with another source still reads).
+    pub learned: String,
 }
 
 /// A flow as the flow log recorded it (its latest line).

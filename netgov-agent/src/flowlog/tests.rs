@@ -95,7 +95,7 @@ fn a_written_line_reads_back_whole() {
             enforcement: Some(Enforcement::Gap),
             dst_names: vec![RecordedName {
                 name: "server.ml.example".into(),
-                learned: NameSource::Dns,
+                learned: "dns".into(),
             }],
             judged_dst_port: 8080,
             src_context: Some(*context("10.0.0.1", "client")),

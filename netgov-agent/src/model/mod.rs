@@ -9,7 +9,7 @@ mod identity;
 mod protocol;
 
 pub use identity::{HOST, Identity, WORLD};
-pub use protocol::Protocol;
+pub use protocol::{Protocol, UnknownProtocol};
 
 /// A shared name (`namespace/name`, a namespace, a pod name): verdicts
 /// carry these by reference count instead of copying strings.

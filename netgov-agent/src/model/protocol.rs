@@ -94,19 +94,31 @@ impl Serialize for Protocol {
     }
 }
 
-impl<'de> Deserialize<'de> for Protocol {
-    /// [`Protocol::name`]'s spellings, in any case.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+/// A text that is none of [`Protocol::name`]'s spellings.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not one of TCP, UDP, SCTP, ICMP, ICMPv6, IP-<number>")]
+pub struct UnknownProtocol(pub String);
+
+impl std::str::FromStr for Protocol {
+    type Err = UnknownProtocol;
+
+    /// [`Protocol::name`]'s spellings, in any case: also `IP-<number>`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
         let other = || {
             let number = text.strip_prefix("IP-")?.parse().ok()?;
             Some(Self::from_number(number))
         };
-        Self::parse(&text).or_else(other).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not one of TCP, UDP, SCTP, ICMP, ICMPv6, IP-<number>"
-            ))
-        })
+        Self::parse(text)
+            .or_else(other)
+            .ok_or_else(|| UnknownProtocol(text.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    /// As [`std::str::FromStr`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

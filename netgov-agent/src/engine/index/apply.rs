@@ -1,4 +1,6 @@
-//! Objects in and out of the index: the one place its generation moves.
+//! Objects in and out of the index: the one place an object moves the
+//! generation. (A reloaded file source replaces the whole state and moves
+//! past both generations: `history.rs`, `succeed`.)
 
 use super::cluster::ClusterState;
 use crate::engine::{Object, PolicyError, ResourceKind};

@@ -47,6 +47,10 @@ fn rows() {
         ("verdict=allow", true),
         ("verdict=deny", false),
         ("enforcement=gap", false),
+        ("to_namespace=", false),
+        ("namespace=", false),
+        ("protocol=IP-47", false),
+        ("pod=ml/&from_namespace=shop&to_namespace=ml", true),
     ];
     let failures: Vec<String> = rows
         .iter()
@@ -56,6 +60,10 @@ fn rows() {
         })
         .collect();
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    // An empty namespace is the ends that have none: here, the world.
+    let (record, judgement) = judged(pod("shop", "backend-0"), Identity::world());
+    let to_world = filter("to_namespace=").expect("a valid query");
+    assert!(to_world.matches(&record, &judgement));
 }
 
 #[test]
@@ -65,6 +73,15 @@ fn values_that_cannot_match_are_errors() {
         ("to_pod=Shop/b", "`Shop` is not a namespace name"),
         ("to_pod=shop/B", "`B` cannot start a pod name"),
         ("namespace=-a", "`-a` is not a namespace name"),
+        ("to_pod=/b", "`` is not a namespace name"),
+        (
+            "namespace=dev&from_namespace=shop&to_namespace=ml",
+            "`namespace` asks for namespace `dev` at either end",
+        ),
+        (
+            "pod=dev/x&from_namespace=shop&to_namespace=ml",
+            "`pod` asks for namespace `dev` at either end",
+        ),
         (
             "to_pod=shop/b&to_namespace=ml",
             "`to_pod` names namespace `shop` but `to_namespace` is `ml`",
