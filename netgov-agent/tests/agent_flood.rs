@@ -81,6 +81,28 @@ fn assert_judged_or_counted_lost(testbed: &netgov_testbed::Testbed, protocol: &s
     let lost = sum(&text, "netgov_events_lost_total", &[])
         + sum(&text, "netgov_flow_table_evictions_total", &[]);
     eprintln!("{protocol} flood: {flows} flows, {judged} judged, {lost} events counted lost");
+    // Every kernel counter is a metric, and each loss among them is the
+    // same number in netgov_events_lost_total.
+    let datapath = |counter: &str| {
+        sum(
+            &text,
+            "netgov_datapath_counter_total",
+            &[("counter", counter)],
+        )
+    };
+    assert!(datapath("packets") > flows, "{text}");
+    for (stage, counter) in [
+        ("kernel_ringbuf", "ringbuf_drops"),
+        ("kernel_flow_map", "flow_map_update_failures"),
+        ("kernel_flow_cache", "cached_packets_lost"),
+        ("kernel_parse", "parse_errors"),
+    ] {
+        assert_eq!(
+            sum(&text, "netgov_events_lost_total", &[("stage", stage)]),
+            datapath(counter),
+            "{stage}"
+        );
+    }
     // Never counted twice...
     assert!(judged <= flows, "judged {judged} of {flows}");
     // ...and never lost without a trace.

@@ -343,7 +343,7 @@ const _: () = assert!(size_of::<FlowEvent>() == 64);
 
 /// Per-CPU health counters, indexes into [`names::COUNTERS_MAP`].
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Counter {
     /// Packets the programs ran on.
     Packets = 0,

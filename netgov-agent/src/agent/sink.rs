@@ -42,6 +42,33 @@ impl AgentSink {
     }
 }
 
+/// The loss a kernel counter counts, if it counts one. Decided for every
+/// counter: a new one does not compile until it is.
+fn loss_stage(counter: Counter) -> Option<LossStage> {
+    match counter {
+        Counter::RingbufDrops => Some(LossStage::KernelRingbuf),
+        Counter::FlowMapUpdateFailures => Some(LossStage::KernelFlowMap),
+        Counter::CachedPacketsLost => Some(LossStage::KernelFlowCache),
+        Counter::FragmentsUnmatched => Some(LossStage::KernelFragments),
+        Counter::ParseErrors => Some(LossStage::KernelParse),
+        Counter::PayloadRingbufDrops => Some(LossStage::KernelPayloads),
+        Counter::DeliveryMapUpdateFailures => Some(LossStage::KernelDeliveryEvidence),
+        // The fragments of a packet whose memo could not be written arrive
+        // unmatched, and are counted there: counting the failure too would
+        // count them twice.
+        Counter::FragmentMapUpdateFailures => None,
+        // Not losses: what the programs saw, and frames that are no flow.
+        // Packets of other IP protocols are not aggregated into flows; the
+        // datapath counter says how many there were.
+        Counter::Packets
+        | Counter::NonIpPackets
+        | Counter::OtherProtocolPackets
+        | Counter::FragmentsMatched => None,
+        // Counted as a name error (`netgov_name_errors_total`).
+        Counter::DnsUnsolicited => None,
+    }
+}
+
 /// The cluster state as of a payload.
 struct StateAt<'a> {
     state: &'a ClusterState,
@@ -97,16 +124,17 @@ impl FlowSink for AgentSink {
                 self.previous.kernel.get(counter),
             )
         };
-        for (stage, counter) in [
-            (LossStage::KernelRingbuf, Counter::RingbufDrops),
-            (LossStage::KernelFlowMap, Counter::FlowMapUpdateFailures),
-            (LossStage::KernelFlowCache, Counter::CachedPacketsLost),
-            (LossStage::KernelFragments, Counter::FragmentsUnmatched),
-            (LossStage::KernelParse, Counter::ParseErrors),
-            (LossStage::KernelPayloads, Counter::PayloadRingbufDrops),
-        ] {
-            metrics.count_lost(stage, increase(counter));
+        for counter in Counter::ALL {
+            let grown = increase(counter);
+            metrics.count_datapath(counter, grown);
+            if let Some(stage) = loss_stage(counter) {
+                metrics.count_lost(stage, grown);
+            }
         }
+        metrics.record_flow_cache(
+            delta(health.flush_failures, self.previous.flush_failures),
+            health.stranded_packets,
+        );
         let unsolicited = increase(Counter::DnsUnsolicited);
         if unsolicited > 0 {
             metrics.count_name_errors(NameSource::Dns, NameError::Unsolicited, unsolicited);

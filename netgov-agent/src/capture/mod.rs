@@ -208,6 +208,12 @@ pub struct CaptureHealth {
     pub table_losses: TableLosses,
     /// Kernel counters.
     pub kernel: KernelCounters,
+    /// Drains whose flush of the flow caches failed on some CPU, since
+    /// start.
+    pub flush_failures: u64,
+    /// Packets the flow caches of offline CPUs hold (see
+    /// `Datapath::stranded_packets`).
+    pub stranded_packets: u64,
 }
 
 /// The kernel's counters, one per [`Counter`], summed over CPUs.

@@ -51,6 +51,12 @@ pub(crate) struct Capture {
     kernel: KernelCounters,
     /// Counters whose last read failed (warned once, until a read works).
     unreadable: [bool; Counter::COUNT as usize],
+    /// Drains whose flush failed on some CPU.
+    flush_failures: u64,
+    /// Packets held by offline CPUs' caches, as last read (a failed read
+    /// keeps it, warned once).
+    stranded_packets: u64,
+    stranded_unreadable: bool,
 }
 
 impl Capture {
@@ -119,6 +125,9 @@ impl Capture {
             attachments_restored: 0,
             kernel: KernelCounters::default(),
             unreadable: [false; Counter::COUNT as usize],
+            flush_failures: 0,
+            stranded_packets: 0,
+            stranded_unreadable: false,
         })
     }
 
@@ -146,6 +155,9 @@ impl Capture {
         // At exit the map is read whatever the flush says: it is the last
         // chance.
         let flushed = flush_cache(&self.datapath);
+        if !flushed {
+            self.flush_failures += 1;
+        }
         let mut ended = if flushed || kind == DrainKind::Last {
             drain(&self.flows, &mut self.table, &self.names, &self.clock)
         } else {
@@ -186,6 +198,7 @@ impl Capture {
         }
         self.attachments_restored += verified.restored.len() as u64;
         self.read_kernel_counters();
+        self.read_stranded();
         sink.health(&CaptureHealth {
             attached_interfaces: self.datapath.attached().count(),
             attachments_restored: self.attachments_restored,
@@ -193,8 +206,32 @@ impl Capture {
             flow_table_entries: self.table.len(),
             table_losses: self.table.losses(),
             kernel: self.kernel,
+            flush_failures: self.flush_failures,
+            stranded_packets: self.stranded_packets,
         });
         Ok(())
+    }
+
+    fn read_stranded(&mut self) {
+        match self.datapath.stranded_packets() {
+            Ok(stranded) => {
+                if std::mem::take(&mut self.stranded_unreadable) {
+                    tracing::info!("offline CPUs' flow caches read again");
+                }
+                if stranded > 0 && self.stranded_packets == 0 {
+                    tracing::warn!(
+                        stranded,
+                        "packets held in the flow caches of offline CPUs: they reach their flows when the CPUs are back"
+                    );
+                }
+                self.stranded_packets = stranded;
+            }
+            Err(error) if !self.stranded_unreadable => {
+                self.stranded_unreadable = true;
+                tracing::warn!(error = %crate::error_chain(&error), "cannot read the flow caches of offline CPUs");
+            }
+            Err(_) => {}
+        }
     }
 
     fn read_kernel_counters(&mut self) {

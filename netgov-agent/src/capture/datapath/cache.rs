@@ -3,8 +3,9 @@
 //! `netgov-ebpf/src/cache.rs` for the cache's rules).
 
 use aya::Ebpf;
+use aya::maps::{MapData, PerCpuArray};
 use aya::programs::RawTracePoint;
-use netgov_common::{FLOW_CACHE_SLOTS, FLUSH_BATCH, names};
+use netgov_common::{CachedFlow, FLOW_CACHE_SLOTS, FLUSH_BATCH, names};
 
 use super::{Datapath, DatapathError};
 use crate::capture::test_run;
@@ -46,5 +47,48 @@ impl Datapath {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Packets the flow caches of offline CPUs hold unflushed. No flush
+    /// runs on a CPU while it is offline: its counts reach their flows'
+    /// entries when it is back, or are counted in `cached_packets_lost` if
+    /// the entries are gone by then. 0, without reading the cache, while
+    /// every possible CPU is online.
+    ///
+    /// # Errors
+    /// [`DatapathError::OnlineCpus`] when the CPU lists cannot be read,
+    /// [`DatapathError::Map`] when the cache cannot.
+    pub fn stranded_packets(&self) -> Result<u64, DatapathError> {
+        let online =
+            aya::util::online_cpus().map_err(|(_, source)| DatapathError::OnlineCpus { source })?;
+        let possible =
+            aya::util::nr_cpus().map_err(|(_, source)| DatapathError::OnlineCpus { source })?;
+        let offline: Vec<u32> = (0..possible as u32)
+            .filter(|cpu| !online.contains(cpu))
+            .collect();
+        if offline.is_empty() {
+            return Ok(0);
+        }
+        let name = names::FLOW_CACHE_MAP;
+        let map_error = |source| DatapathError::Map { name, source };
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DatapathError::MissingMap { name })?;
+        let cache: PerCpuArray<&MapData, CachedFlow> =
+            PerCpuArray::try_from(map).map_err(map_error)?;
+        let mut stranded = 0u64;
+        for slot in 0..FLOW_CACHE_SLOTS {
+            let values = cache.get(&slot, 0).map_err(map_error)?;
+            for &cpu in &offline {
+                if let Some(flow) = values.get(cpu as usize) {
+                    for direction in 0..2 {
+                        stranded +=
+                            flow.packets[direction].wrapping_sub(flow.flushed_packets[direction]);
+                    }
+                }
+            }
+        }
+        Ok(stranded)
     }
 }

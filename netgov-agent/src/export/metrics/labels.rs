@@ -28,6 +28,10 @@ string_enum! {
         KernelFragments => "kernel_fragments",
         /// A packet the kernel program could not parse.
         KernelParse => "kernel_parse",
+        /// The socket-delivery map was full: evidence that a socket took a
+        /// UDP flow's datagrams is lost (its enforcement may read
+        /// `unknown` where it was a gap).
+        KernelDeliveryEvidence => "kernel_delivery_evidence",
         /// The capture → judge channel was full.
         Evaluate => "evaluate",
     }
@@ -133,6 +137,25 @@ pub(super) struct PostureLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct StageLabels {
     pub stage: LossStage,
+}
+
+/// Labels of `netgov_datapath_counter_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DatapathCounterLabels {
+    pub counter: DatapathCounter,
+}
+
+/// A kernel counter as a label value: its name.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(super) struct DatapathCounter(pub netgov_common::Counter);
+
+impl prometheus_client::encoding::EncodeLabelValue for DatapathCounter {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.0.name())
+    }
 }
 
 /// Labels of `netgov_hubble_rejected_total`.

@@ -34,8 +34,9 @@ mod series;
 mod staged;
 
 use labels::{
-    BuildLabels, DatapathLabels, EgressLabels, FlowLabels, NamespaceLabels, NotJudgedLabels,
-    PostureLabels, RejectionLabels, ResourceLabels, StageLabels, StagedLabels, ViolationLabels,
+    BuildLabels, DatapathCounter, DatapathCounterLabels, DatapathLabels, EgressLabels, FlowLabels,
+    NamespaceLabels, NotJudgedLabels, PostureLabels, RejectionLabels, ResourceLabels, StageLabels,
+    StagedLabels, ViolationLabels,
 };
 pub use labels::{LossStage, StagedChange};
 use series::{SeriesIndex, count_series, forget_series};
@@ -98,6 +99,9 @@ pub struct Metrics {
     unprotected_pods: Family<PostureLabels, Gauge>,
     events_lost: Family<StageLabels, Counter>,
     flow_table_entries: Gauge,
+    datapath_counters: Family<DatapathCounterLabels, Counter>,
+    flow_cache_flush_failures: Counter,
+    flow_cache_stranded: Gauge,
     flow_table_evictions: Counter,
     attached_interfaces: Gauge,
     cluster_synced: Family<ResourceLabels, Gauge>,
@@ -177,6 +181,21 @@ impl Metrics {
                 &mut registry,
                 "flow_table_evictions",
                 "Kernel flow entries evicted before they were read",
+            ),
+            datapath_counters: register(
+                &mut registry,
+                "datapath_counter",
+                "The datapath's own counters, by name, as the kernel counts them (the losses among them are also in netgov_events_lost_total)",
+            ),
+            flow_cache_flush_failures: register(
+                &mut registry,
+                "flow_cache_flush_failures",
+                "Drains whose flush of the per-CPU flow caches failed on a CPU: its counts stay cached for the next flush (the log names the CPU)",
+            ),
+            flow_cache_stranded: register(
+                &mut registry,
+                "flow_cache_stranded_packets",
+                "Packets held in the flow caches of CPUs that are offline: they reach their flows when the CPU is back, or are counted lost (stage kernel_flow_cache) if the flows ended first",
             ),
             attached_interfaces: register(
                 &mut registry,
@@ -351,6 +370,23 @@ impl Metrics {
         self.events_lost
             .get_or_create(&StageLabels { stage })
             .inc_by(count);
+    }
+
+    /// Counts what a datapath counter grew by.
+    pub fn count_datapath(&self, counter: netgov_common::Counter, increase: u64) {
+        self.datapath_counters
+            .get_or_create(&DatapathCounterLabels {
+                counter: DatapathCounter(counter),
+            })
+            .inc_by(increase);
+    }
+
+    /// The flow caches' state: flushes failed since the last call, and
+    /// packets held on offline CPUs now.
+    pub fn record_flow_cache(&self, flush_failures: u64, stranded_packets: u64) {
+        self.flow_cache_flush_failures.inc_by(flush_failures);
+        self.flow_cache_stranded
+            .set(i64::try_from(stranded_packets).unwrap_or(i64::MAX));
     }
 
     /// Counts a flow that ended without being judged, and why.

@@ -79,6 +79,10 @@ fn the_exposition_is_pinned() {
     metrics.count_lost(LossStage::KernelRingbuf, 4);
     metrics.count_lost(LossStage::Evaluate, 1);
     metrics.record_capture(3, 10, 2);
+    metrics.count_datapath(netgov_common::Counter::Packets, 120);
+    metrics.count_datapath(netgov_common::Counter::DeliveryMapUpdateFailures, 1);
+    metrics.count_lost(LossStage::KernelDeliveryEvidence, 1);
+    metrics.record_flow_cache(1, 7);
     metrics.record_resource(
         ResourceKind::Pod,
         true,
