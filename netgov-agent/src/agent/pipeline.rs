@@ -20,7 +20,6 @@
 //! end once), then handed to the sinks — metrics, flow log, recent flows.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +39,7 @@ use crate::hubble::convert::{EventContext, to_flow};
 use crate::hubble::export::ExportFile;
 use crate::judge::context::end_context;
 use crate::judge::{Enforcement, Judgement, NodeContext, judge};
+use crate::model::FlowId;
 use crate::model::clock::unix_now_nanos;
 use crate::names::{Client, DestinationName};
 
@@ -82,24 +82,6 @@ struct Tracked {
     /// yet: its egress is counted once its ClientHello named it, or
     /// [`NAME_WAIT`] after its first packet, whichever comes first.
     awaiting_name: bool,
-}
-
-/// A live flow's identity: its endpoints in canonical order and its
-/// protocol. Neither the orientation nor the first packet's time may be
-/// part of it: both can change while a flow lives (a view observed earlier
-/// is merged later), and the flow would be counted twice. Nor may the
-/// initiator a masquerading node hides: the flow is known by the
-/// translated address until the client's view joins. A flow that ends
-/// leaves the tracked set, so a later flow on the same endpoints is new.
-type FlowId = ((IpAddr, u16), (IpAddr, u16), Protocol);
-
-fn flow_id(record: &FlowRecord) -> FlowId {
-    let src = record
-        .translated_src
-        .map_or((record.src, record.src_port), |a| (a.ip(), a.port()));
-    let (a, b) = (src, (record.dst, record.dst_port));
-    let (low, high) = if a <= b { (a, b) } else { (b, a) };
-    (low, high, record.protocol)
 }
 
 /// The judge stage.
@@ -274,7 +256,7 @@ impl Pipeline {
 
     fn process(&mut self, record: FlowRecord) {
         let ended = record.end_reason != EndReason::Active;
-        let id = flow_id(&record);
+        let id = record.flow_id();
         let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
         let names = |source: Resolved<'_>| self.destination_names(&record, &id, source);
         let judgement = judge(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use netgov_common::{proto, tcp_flags};
 use serde::{Serialize, Serializer};
 
+use crate::model::FlowId;
 pub use crate::model::Protocol;
 
 /// Connection state derived from what both directions showed.
@@ -243,6 +244,16 @@ impl Serialize for FlowRecord {
 }
 
 impl FlowRecord {
+    /// The flow's identity: the initiator as the responder saw it (the
+    /// masquerading node's address when the node hid it, which is all the
+    /// first records know) and the responder.
+    pub fn flow_id(&self) -> FlowId {
+        let initiator = self
+            .translated_src
+            .map_or((self.src, self.src_port), |seen| (seen.ip(), seen.port()));
+        FlowId::new(initiator, (self.dst, self.dst_port), self.protocol)
+    }
+
     /// The names of the interfaces that saw the flow, earliest first.
     pub fn interface_names(&self) -> impl Iterator<Item = &str> {
         self.observations.iter().map(|o| &*o.interface)

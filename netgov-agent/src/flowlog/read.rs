@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::engine::Decision;
 use crate::judge::Enforcement;
 use crate::judge::context::EndContext;
-use crate::model::Protocol;
+use crate::model::{FlowId, Protocol};
 
 /// One end's identity as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -169,16 +169,22 @@ pub enum LineError {
     },
 }
 
-/// A flow: its ends in canonical order and its protocol, as the agent
-/// identifies a flow (a flow's orientation and first sighting can change
-/// while it lives).
-type FlowKey = ((IpAddr, u16), (IpAddr, u16), Protocol);
+impl RecordedFlow {
+    /// The flow's identity, as the agent's ([`crate::model::FlowId`]; the
+    /// masqueraded initiator's translated end when recorded).
+    pub fn flow_id(&self) -> FlowId {
+        let initiator = self
+            .translated_src
+            .map_or((self.src, self.src_port), |seen| (seen.ip(), seen.port()));
+        FlowId::new(initiator, (self.dst, self.dst_port), self.protocol)
+    }
+}
 
 /// Reads every file; returns each flow's latest record, in the order flows
 /// first appear, and the lines that could not be used.
 pub fn read(paths: &[PathBuf]) -> (Vec<RecordedFlow>, Vec<LineError>) {
     let mut flows: Vec<RecordedFlow> = Vec::new();
-    let mut index: HashMap<FlowKey, usize> = HashMap::new();
+    let mut index: HashMap<FlowId, usize> = HashMap::new();
     let mut errors = Vec::new();
     for path in paths {
         if let Err(error) = read_file(path, &mut flows, &mut index, &mut errors) {
@@ -191,7 +197,7 @@ pub fn read(paths: &[PathBuf]) -> (Vec<RecordedFlow>, Vec<LineError>) {
 fn read_file(
     path: &Path,
     flows: &mut Vec<RecordedFlow>,
-    index: &mut HashMap<FlowKey, usize>,
+    index: &mut HashMap<FlowId, usize>,
     errors: &mut Vec<LineError>,
 ) -> Result<(), LineError> {
     let read_error = |source| LineError::Read {
@@ -223,8 +229,7 @@ fn read_file(
             });
             continue;
         }
-        let ends = ((flow.src, flow.src_port), (flow.dst, flow.dst_port));
-        let key = (ends.0.min(ends.1), ends.0.max(ends.1), flow.protocol);
+        let key = flow.flow_id();
         match index.get(&key) {
             // The latest record wins, whatever the order of the files
             // (a rotated `.1` may be read after the current file).

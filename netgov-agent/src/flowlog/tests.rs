@@ -105,3 +105,48 @@ fn a_written_line_reads_back_whole() {
     // Times print as the writer wrote them.
     assert_eq!(flows[0].last_seen.to_string(), "2025-11-29T10:00:00.5Z");
 }
+
+#[test]
+fn a_masqueraded_flow_before_and_after_its_client_joined_is_one_flow() {
+    // A node port's backend first reports the connection as from the node
+    // (kube-proxy masqueraded it); once the client's view joins, the same
+    // connection is the client pod's, with the node's address as
+    // `translated_src`. Replay must read one flow: the latest line.
+    let node_side = "192.168.1.10:61000"
+        .parse::<std::net::SocketAddr>()
+        .expect("addr");
+    let (mut before, before_judged) = judged(Identity::world(), pod("ml", "server-0", "server"));
+    (before.src, before.src_port) = (node_side.ip(), node_side.port());
+    let (mut after, after_judged) = judged(
+        pod("ml", "client-0", "client"),
+        pod("ml", "server-0", "server"),
+    );
+    after.translated_src = Some(node_side);
+    after.original_dst = Some("192.168.1.10:30080".parse().expect("addr"));
+    after.last_seen = 1_000_000_000;
+    assert_eq!(before.flow_id(), after.flow_id());
+
+    let dir = std::env::temp_dir().join(format!("netgov-flowlog-nat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("flows.jsonl");
+    let mut log = FlowLog::open(FlowLogTarget::File {
+        path: path.clone(),
+        max_bytes: None,
+    })
+    .expect("open");
+    log.write(&FlowEntry::new(&before, &before_judged))
+        .expect("write");
+    log.write(&FlowEntry::new(&after, &after_judged))
+        .expect("write");
+    let (flows, errors) = read(std::slice::from_ref(&path));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        flows
+            .iter()
+            .map(|flow| (flow.src_identity.to_string(), flow.translated_src))
+            .collect::<Vec<_>>(),
+        [("ml/client".to_owned(), Some(node_side))]
+    );
+}

@@ -5,9 +5,11 @@
 //! A leaf: it uses nothing else in the crate.
 
 pub mod clock;
+mod flow_id;
 mod identity;
 mod protocol;
 
+pub use flow_id::{Endpoint, FlowId};
 pub use identity::{HOST, Identity, WORLD};
 pub use protocol::{Protocol, UnknownProtocol};
 

@@ -38,6 +38,18 @@ impl Protocol {
         }
     }
 
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => proto::TCP,
+            Self::Udp => proto::UDP,
+            Self::Sctp => proto::SCTP,
+            Self::Icmp => proto::ICMP,
+            Self::Icmpv6 => proto::ICMPV6,
+            Self::Other(number) => number,
+        }
+    }
+
     /// Parses a user's spelling: `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`,
     /// in any case.
     pub fn parse(text: &str) -> Option<Self> {

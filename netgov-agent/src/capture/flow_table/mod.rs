@@ -33,6 +33,7 @@
 
 use crate::churn_map::ChurnMap;
 use crate::model::clock::WallClock;
+use crate::model::{FlowId, Protocol};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -83,60 +84,13 @@ impl FlowTableConfig {
     }
 }
 
-/// A flow's identity across interfaces: the canonical 5-tuple.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConversationKey {
-    addr_a: IpAddr,
-    addr_b: IpAddr,
-    port_a: u16,
-    port_b: u16,
-    protocol: u8,
-}
-
-impl Default for ConversationKey {
-    fn default() -> Self {
-        Self::new(
-            (IpAddr::from([0, 0, 0, 0]), 0),
-            (IpAddr::from([0, 0, 0, 0]), 0),
-            0,
-        )
-    }
-}
-
-impl ConversationKey {
-    /// The conversation between two endpoints, in the kernel's canonical
-    /// order (the smaller `(address, port)` is A).
-    pub fn new(x: Endpoint, y: Endpoint, protocol: u8) -> Self {
-        let (a, b) = if x <= y { (x, y) } else { (y, x) };
-        Self {
-            addr_a: a.0,
-            addr_b: b.0,
-            port_a: a.1,
-            port_b: b.1,
-            protocol,
-        }
-    }
-
-    /// Endpoint A.
-    pub fn a(&self) -> Endpoint {
-        (self.addr_a, self.port_a)
-    }
-
-    /// Endpoint B.
-    pub fn b(&self) -> Endpoint {
-        (self.addr_b, self.port_b)
-    }
-
-    /// The conversation a kernel key (one interface's view) belongs to.
-    pub fn of(key: &FlowKey) -> Self {
-        Self {
-            addr_a: to_ip(&key.addr_a, key.ip_version),
-            addr_b: to_ip(&key.addr_b, key.ip_version),
-            port_a: key.port_a,
-            port_b: key.port_b,
-            protocol: key.protocol,
-        }
-    }
+/// The flow a kernel key (one interface's view) belongs to.
+pub fn conversation_of(key: &FlowKey) -> FlowId {
+    FlowId::new(
+        (to_ip(&key.addr_a, key.ip_version), key.port_a),
+        (to_ip(&key.addr_b, key.ip_version), key.port_b),
+        Protocol::from_number(key.protocol),
+    )
 }
 
 /// Decodes an address field of a [`FlowKey`].
@@ -175,7 +129,7 @@ struct InterfaceView {
 #[derive(Clone, Debug, Default)]
 struct Flow {
     /// The flow's conversation (after translation, for a Service flow).
-    conversation: ConversationKey,
+    conversation: FlowId,
     views: Vec<InterfaceView>,
     /// A view appeared or flags changed since the last live report.
     changed: bool,
@@ -195,7 +149,7 @@ struct Translated {
     /// Service address).
     original_dst: Endpoint,
     /// Pre-translation conversations that belong to this flow.
-    aliases: Vec<ConversationKey>,
+    aliases: Vec<FlowId>,
     /// `(translated, original)` client, when the node masqueraded it.
     source_nat: Option<(Endpoint, Endpoint)>,
 }
@@ -216,12 +170,12 @@ pub struct FlowTable {
     config: FlowTableConfig,
     /// Boxed: the map keeps a quarter to half of its slots empty (see
     /// [`ChurnMap`]), and an empty slot then costs a pointer, not a flow.
-    flows: ChurnMap<ConversationKey, Box<Flow>>,
+    flows: ChurnMap<FlowId, Box<Flow>>,
     losses: TableLosses,
     nat: Box<dyn NatLookup>,
     /// Pre-translation conversation → its flow's conversation, and whether
     /// the two have A and B the other way round.
-    aliases: ChurnMap<ConversationKey, (ConversationKey, bool)>,
+    aliases: ChurnMap<FlowId, (FlowId, bool)>,
 }
 
 impl std::fmt::Debug for FlowTable {

@@ -25,7 +25,9 @@
 
 use netgov_common::FlowStats;
 
-use super::{ConversationKey, Endpoint, Flow, FlowKey, FlowTable, InterfaceView, Translated};
+use super::{
+    Endpoint, Flow, FlowId, FlowKey, FlowTable, InterfaceView, Translated, conversation_of,
+};
 
 /// How long a possibly translated conversation waits for its tracking
 /// entry before it is reported as addressed.
@@ -66,7 +68,7 @@ impl NatLookup for NoNat {
 enum Translation {
     /// It belongs to the flow of `target`.
     To {
-        target: ConversationKey,
+        target: FlowId,
         /// `target` has A and B the other way round.
         swapped: bool,
         /// The destination the client addressed.
@@ -99,8 +101,8 @@ fn flip(view: &mut InterfaceView) {
 
 impl FlowTable {
     /// The conversation of the flow a kernel key belongs to.
-    pub(super) fn flow_of(&self, key: &FlowKey) -> ConversationKey {
-        let conversation = ConversationKey::of(key);
+    pub(super) fn flow_of(&self, key: &FlowKey) -> FlowId {
+        let conversation = conversation_of(key);
         self.aliases
             .get(&conversation)
             .map_or(conversation, |(target, _)| *target)
@@ -110,13 +112,13 @@ impl FlowTable {
     /// flow's.
     pub(super) fn swapped(&self, key: &FlowKey) -> bool {
         self.aliases
-            .get(&ConversationKey::of(key))
+            .get(&conversation_of(key))
             .is_some_and(|(_, swapped)| *swapped)
     }
 
     /// The conversation of the flow `key` belongs to, creating the flow
     /// (and looking up its translation) when the conversation is new.
-    pub(super) fn locate(&mut self, key: &FlowKey, now_ns: u64) -> ConversationKey {
+    pub(super) fn locate(&mut self, key: &FlowKey, now_ns: u64) -> FlowId {
         let conversation = self.flow_of(key);
         if self.flows.contains_key(&conversation) {
             return conversation;
@@ -145,8 +147,8 @@ impl FlowTable {
         }
     }
 
-    fn translate(&mut self, conversation: ConversationKey) -> Option<Translation> {
-        let protocol = conversation.protocol;
+    fn translate(&mut self, conversation: FlowId) -> Option<Translation> {
+        let protocol = conversation.protocol().number();
         let (client, destination) = if self.nat.is_candidate(protocol, conversation.b()) {
             (conversation.a(), conversation.b())
         } else if self.nat.is_candidate(protocol, conversation.a()) {
@@ -162,7 +164,7 @@ impl FlowTable {
             // Tracked, but not translated: the address is its own.
             return None;
         }
-        let target = ConversationKey::new(reply_dst, reply_src, protocol);
+        let target = FlowId::new(reply_dst, reply_src, conversation.protocol());
         if target == conversation {
             // Connection tracking matches either direction's tuple: this
             // is the answer side of a translated connection (its
@@ -178,7 +180,7 @@ impl FlowTable {
     }
 
     /// The flow of `conversation`, created empty when missing.
-    fn flow_at(&mut self, conversation: ConversationKey) -> &mut Flow {
+    fn flow_at(&mut self, conversation: FlowId) -> &mut Flow {
         self.flows.entry(conversation).or_insert_with(|| {
             Box::new(Flow {
                 conversation,
@@ -191,8 +193,8 @@ impl FlowTable {
     /// flow, creating it when missing.
     fn join(
         &mut self,
-        alias: ConversationKey,
-        target: ConversationKey,
+        alias: FlowId,
+        target: FlowId,
         swapped: bool,
         original_dst: Endpoint,
         (client, translated_client): (Endpoint, Endpoint),
@@ -218,7 +220,7 @@ impl FlowTable {
     /// translation; moves the views of those now known into their flow,
     /// and gives up on those that waited [`NAT_RETRY_NS`].
     pub(super) fn retry_translations(&mut self, now_ns: u64) {
-        let pending: Vec<(ConversationKey, u64)> = self
+        let pending: Vec<(FlowId, u64)> = self
             .flows
             .iter()
             .filter_map(|(key, flow)| Some((*key, flow.nat_pending_since?)))

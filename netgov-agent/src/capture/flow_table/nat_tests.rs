@@ -31,7 +31,7 @@ fn ep(ip: &str, port: u16) -> Endpoint {
 
 /// The kernel key at `ifindex` for the conversation `x ↔ y`.
 fn key(ifindex: u32, x: Endpoint, y: Endpoint) -> FlowKey {
-    let conversation = ConversationKey::new(x, y, proto::TCP);
+    let conversation = FlowId::new(x, y, crate::model::Protocol::Tcp);
     let octets = |ip: IpAddr| {
         let mut bytes = [0u8; 16];
         match ip {
@@ -126,7 +126,7 @@ fn setup(service: Endpoint, known: bool) -> Setup {
         }),
     );
     let pre = key(3, client, service);
-    let client_is_a = ConversationKey::of(&pre).a() == client;
+    let client_is_a = conversation_of(&pre).a() == client;
     let (out, back) = if client_is_a { (0, 1) } else { (1, 0) };
     let mut dirs = [(0, 0); 2];
     dirs[out] = (3, SYN_ACK | FROM);

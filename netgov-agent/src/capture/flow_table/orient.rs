@@ -28,7 +28,7 @@ pub(super) fn outbound_direction(flow: &Flow) -> usize {
     // Ports and protocol of the flow's own conversation: a view filed
     // under a translation has the Service's port in its key.
     let key = &flow.conversation;
-    if key.protocol != proto::TCP {
+    if key.protocol() != Protocol::Tcp {
         return first_direction;
     }
     let first_flags = u32::from(first.stats.first_tcp_flags);
@@ -49,9 +49,10 @@ pub(super) fn outbound_direction(flow: &Flow) -> usize {
         return first_direction;
     }
     // Mid-stream TCP: the server is the endpoint with the low port.
-    if key.port_a < EPHEMERAL_PORT_START && key.port_b > key.port_a {
+    let (port_a, port_b) = (key.a().1, key.b().1);
+    if port_a < EPHEMERAL_PORT_START && port_b > port_a {
         1 // B → A: B is the client
-    } else if key.port_b < EPHEMERAL_PORT_START && key.port_a > key.port_b {
+    } else if port_b < EPHEMERAL_PORT_START && port_a > port_b {
         0
     } else {
         first_direction
@@ -133,7 +134,7 @@ impl Flow {
         let bytes_in = max(&|s| s.bytes[back]);
         let flags_out = self.flags(out);
         let flags_in = self.flags(back);
-        let state = derive_state(key.protocol, flags_out, flags_in, packets_in);
+        let state = derive_state(key.protocol().number(), flags_out, flags_in, packets_in);
         let first_seen = self
             .views
             .iter()
@@ -168,14 +169,14 @@ impl Flow {
                 .map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
             translated_src,
             delivered_to_stack: None,
-            protocol: Protocol::from_number(key.protocol),
+            protocol: key.protocol(),
             packets_out,
             bytes_out,
             packets_in,
             bytes_in,
             state,
-            tcp_flags_out: TcpFlags::from_bits(flags_out, key.protocol),
-            tcp_flags_in: TcpFlags::from_bits(flags_in, key.protocol),
+            tcp_flags_out: TcpFlags::from_bits(flags_out, key.protocol().number()),
+            tcp_flags_in: TcpFlags::from_bits(flags_in, key.protocol().number()),
             first_seen: clock.to_unix_nanos(first_seen),
             last_seen: clock.to_unix_nanos(
                 views
