@@ -24,6 +24,7 @@ pub mod flowlog;
 pub mod hubble;
 pub mod input;
 pub mod judge;
+pub mod ledger;
 pub mod model;
 pub mod names;
 pub mod sources;

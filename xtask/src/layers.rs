@@ -29,7 +29,8 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "stages",
         &[
-            "sources", "config", "capture", "names", "judge", "flowlog", "export", "hubble",
+            "sources", "config", "capture", "names", "judge", "ledger", "flowlog", "export",
+            "hubble",
         ],
     ),
     ("the agent", &["agent"]),

@@ -1,23 +1,13 @@
-//! The judge stage's state machine: what was already counted for each
-//! live flow, so that every flow is counted once and a violation once.
+//! The judge stage: each record the capture reports is judged once
+//! (`judge::judge` resolves each end once), stepped through the ledger
+//! (`crate::ledger`: what was counted for the flow, and what is new), and
+//! what the step emits is counted, logged and published.
 //!
-//! A flow is counted in `netgov_flows_total` when first judged, and again
-//! only if its verdict changes — live flows are judged again whenever the
-//! cluster state (policies, labels, identities) changes, even when no
-//! packet moved. A violation is counted once, when its enforcement is
-//! known (`gap` or `enforced`) or when the flow ends (`unknown` then).
-//! Egress to outside the cluster is counted once per flow in
-//! `netgov_egress_flows_total` (as expected or not when first counted),
-//! and in `netgov_unexpected_egress_total` once, when first judged
-//! unexpected; a TCP flow without a destination name waits up to
-//! [`NAME_WAIT`] for its ClientHello's before either. The flow log and
-//! `/flows` get a flow when it is first judged, when its verdict,
-//! enforcement or destination names change, and when it ends. A denied flow whose enforcement is unknown (a destination
-//! elsewhere, not answered yet) is judged again when its answer window
-//! has passed, within a second, even if no packet moved.
-//!
-//! Each record goes one way: judged once (`judge::judge` resolves each
-//! end once), then handed to the sinks — metrics, flow log, recent flows.
+//! Live flows are judged again, even when no packet moved: whenever the
+//! cluster state (policies, labels, identities) or the staged copy
+//! changes, and when something a flow waits for is due — the answer window
+//! of a denied flow whose enforcement is unknown, the name window of TCP
+//! egress without a destination name ([`NAME_WAIT`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,7 +18,7 @@ use tokio::sync::mpsc;
 use super::departed::DepartedSeries;
 use super::shared::Shared;
 use super::staged::Staged;
-use crate::capture::record::{EndReason, FlowRecord, Protocol};
+use crate::capture::record::{EndReason, FlowRecord};
 use crate::churn_map::ChurnMap;
 use crate::config::AgentConfig;
 use crate::engine::Decision;
@@ -38,7 +28,8 @@ use crate::flowlog::{FlowEntry, FlowLog};
 use crate::hubble::convert::{EventContext, to_flow};
 use crate::hubble::export::ExportFile;
 use crate::judge::context::end_context;
-use crate::judge::{Enforcement, Judgement, NodeContext, judge};
+use crate::judge::{Judgement, NodeContext, judge};
+use crate::ledger::{Counted, Entry, Moment, Next, Seen, Windows, step};
 use crate::model::FlowId;
 use crate::model::clock::unix_now_nanos;
 use crate::names::{Client, DestinationName};
@@ -57,31 +48,35 @@ const NAME_WAIT: Duration = Duration::from_secs(2);
 /// How often departed workloads' series are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What was counted for a flow, and its latest record (to judge it again
-/// when the cluster changes).
+/// A live flow: what the ledger holds for it, and for a judged flow its
+/// latest record (to judge it again when the cluster changes).
+enum Live {
+    /// Not policy traffic, counted as such.
+    NotJudged,
+    /// Judged.
+    Judged(Box<Tracked>),
+}
+
+/// A judged live flow.
 struct Tracked {
+    counted: Counted,
     record: FlowRecord,
-    verdict: Decision,
-    enforcement: Option<Enforcement>,
-    violation_counted: bool,
-    /// Counted in `netgov_egress_flows_total` (once).
-    egress_counted: bool,
-    /// Counted in `netgov_unexpected_egress_total` (once: when first
-    /// judged unexpected, which a cluster change can make it later).
-    unexpected_counted: bool,
-    /// Its enforcement is unknown and its answer window has not passed:
-    /// judged again when it has. Afterwards only a new record or a cluster
-    /// change judges it again (one-way traffic to another node may stay
-    /// unknown until it ends).
-    awaiting_answer_window: bool,
-    /// How the staged policies would change its verdict, as counted.
-    staged_change: Option<StagedChange>,
-    /// Its destination's names so far (they only grow while it lives).
-    names: Vec<DestinationName>,
-    /// A TCP flow to outside the cluster whose destination has no name
-    /// yet: its egress is counted once its ClientHello named it, or
-    /// [`NAME_WAIT`] after its first packet, whichever comes first.
-    awaiting_name: bool,
+}
+
+impl Live {
+    fn entry(&self) -> Entry<'_> {
+        match self {
+            Live::NotJudged => Entry::NotJudged,
+            Live::Judged(tracked) => Entry::Judged(&tracked.counted),
+        }
+    }
+
+    fn judged(&self) -> Option<&Tracked> {
+        match self {
+            Live::Judged(tracked) => Some(tracked),
+            Live::NotJudged => None,
+        }
+    }
 }
 
 /// The judge stage.
@@ -90,10 +85,9 @@ pub struct Pipeline {
     config: AgentConfig,
     node: NodeContext,
     flow_log: Option<FlowLog>,
-    /// Boxed, like the flow table's flows (see [`ChurnMap`]).
-    tracked: ChurnMap<FlowId, Box<Tracked>>,
-    /// Live flows that are not policy traffic, already counted as such.
-    not_judged: ChurnMap<FlowId, ()>,
+    /// Every live flow, judged or not (a judged one boxed, like the flow
+    /// table's flows: see [`ChurnMap`]).
+    live: ChurnMap<FlowId, Live>,
     /// Cluster generation at the last re-judgement of live flows.
     generation: u64,
     /// Workloads with pods (and Services) at the last look, to drop the
@@ -136,8 +130,7 @@ impl Pipeline {
             config,
             node,
             flow_log,
-            tracked: ChurnMap::new(),
-            not_judged: ChurnMap::new(),
+            live: ChurnMap::new(),
             generation: 0,
             workloads: HashSet::new(),
             departed: DepartedSeries::new(SERIES_GRACE),
@@ -199,7 +192,12 @@ impl Pipeline {
             self.generation = state.generation();
             state.workloads()
         };
-        let live: Vec<FlowRecord> = self.tracked.values().map(|t| t.record.clone()).collect();
+        let live: Vec<FlowRecord> = self
+            .live
+            .values()
+            .filter_map(Live::judged)
+            .map(|t| t.record.clone())
+            .collect();
         for record in live {
             self.process(record);
         }
@@ -238,15 +236,12 @@ impl Pipeline {
     /// - egress that waited [`NAME_WAIT`] for a name in vain.
     fn judge_due(&mut self) {
         let now = unix_now_nanos();
-        let window = (self.config.answer_window + self.report_delay).as_nanos() as i128;
-        let name_wait = NAME_WAIT.as_nanos() as i128;
+        let windows = self.windows();
         let due: Vec<FlowRecord> = self
-            .tracked
+            .live
             .values()
-            .filter(|t| {
-                let age = now - t.record.first_seen;
-                (t.awaiting_answer_window && age >= window) || (t.awaiting_name && age >= name_wait)
-            })
+            .filter_map(Live::judged)
+            .filter(|t| t.counted.due(age_at(now, &t.record), windows))
             .map(|t| t.record.clone())
             .collect();
         for record in due {
@@ -254,121 +249,77 @@ impl Pipeline {
         }
     }
 
+    /// How long flows wait for an answer and for a name.
+    fn windows(&self) -> Windows {
+        Windows {
+            answer: self.config.answer_window + self.report_delay,
+            name: NAME_WAIT,
+        }
+    }
+
     fn process(&mut self, record: FlowRecord) {
-        let ended = record.end_reason != EndReason::Active;
         let id = record.flow_id();
-        let age = Duration::from_nanos((unix_now_nanos() - record.first_seen).max(0) as u64);
+        let at = Moment {
+            ended: record.end_reason != EndReason::Active,
+            age: age_at(unix_now_nanos(), &record),
+        };
         let names = |source: Resolved<'_>| self.destination_names(&record, &id, source);
-        let judgement = judge(
+        let judged = judge(
             &record,
             &self.shared.state(),
             &self.config,
             &self.node,
-            age,
+            at.age,
             &names,
         );
-        let mut judgement = match judgement {
+        let entry = self.live.get(&id).map(Live::entry);
+        let mut judgement = match judged {
             Ok(judgement) => judgement,
             Err(reason) => {
-                // A flow judged before that is not judged now (the cluster
-                // changed: its source now runs on another node, say) leaves
-                // the tracked flows, or it would stay there for good; it
-                // was counted as a flow already, so not again.
-                let was_tracked = self.tracked.remove(&id).is_some();
-                // Counted once per flow: when first seen, live or ended.
-                let first = if ended {
-                    self.not_judged.remove(&id).is_none()
-                } else {
-                    self.not_judged.insert(id, ()).is_none()
-                };
-                if first && !was_tracked {
+                let (next, emit) = step(entry, Seen::NotJudged(reason), at, self.windows());
+                if let Some(reason) = emit.not_judged {
                     self.shared.metrics.count_not_judged(reason);
+                }
+                // Held as not judged, or forgotten at its end.
+                if next == Next::NotJudged {
+                    self.live.insert(id, Live::NotJudged);
+                } else {
+                    self.live.remove(&id);
                 }
                 return;
             }
         };
-        // Not judged before (its initiator was on another node, say), it
-        // was counted as such; from now on it is counted as judged. Kept
-        // as not judged, it would stay in that table for good, and a later
-        // connection on the same ports that is not judged would go
-        // uncounted.
-        self.not_judged.remove(&id);
-        let judged_staged = self.judge_staged(&record, &mut judgement);
-        let previous = self.tracked.get(&id);
-        // Not judged now (the copy is behind): as it was.
-        let staged_change = judged_staged.unwrap_or(previous.and_then(|p| p.staged_change));
-        let staged_changed =
-            judged_staged.is_some() && previous.and_then(|p| p.staged_change) != staged_change;
-        if let (true, Some(change)) = (staged_changed, staged_change) {
-            self.shared.metrics.count_staged_change(
-                (&judgement.src, &judgement.dst),
-                (record.protocol, judgement.dst_port),
-                change,
-            );
-        }
-        let verdict_changed = previous.is_some_and(|p| p.verdict != judgement.verdict.verdict);
-        let enforcement_changed = previous.is_some_and(|p| p.enforcement != judgement.enforcement);
-        let names_changed = previous.is_some_and(|p| p.names != judgement.dst_names);
-        let awaiting_name = judgement.outside_egress
-            && judgement.dst_names.is_empty()
-            && record.protocol == Protocol::Tcp
-            && !ended
-            && age < NAME_WAIT;
-        let counted = Counted {
-            first: previous.is_none(),
-            verdict_changed,
-            // A verdict that changes makes the flow a (new) violation or not.
-            violation: previous.is_some_and(|p| p.violation_counted) && !verdict_changed,
-            egress: previous.is_some_and(|p| p.egress_counted),
-            unexpected: previous.is_some_and(|p| p.unexpected_counted),
-            awaiting_name,
+        let staged = self.judge_staged(&record, &mut judgement);
+        let seen = Seen::Judged {
+            judgement: &judgement,
+            protocol: record.protocol,
+            staged,
         };
-        let (violation_counted, egress_counted, unexpected_counted) =
-            self.count(&record, &judgement, &counted, ended);
-        let logged = counted.first
-            || verdict_changed
-            || enforcement_changed
-            || staged_changed
-            || names_changed
-            || ended;
-        if logged {
+        let (next, emit) = step(entry, seen, at, self.windows());
+        self.count(&record, &judgement, &emit);
+        if emit.log {
             self.record_contexts(&record, &mut judgement);
             self.log(&record, &judgement);
         }
-        if counted.first || verdict_changed || enforcement_changed {
+        if emit.publish {
             self.publish_hubble(&record, &judgement);
         }
-        // The record goes to the tracked flow (to judge it again when the
+        // The record goes to the ledger (to judge it again when the
         // cluster changes) and, when logged, to the recent flows: copied
         // only when both keep it.
-        let recent_record = if ended {
-            self.tracked.remove(&id);
-            Some(record)
-        } else {
-            let (kept, recent_record) = if logged {
-                (record.clone(), Some(record))
-            } else {
-                (record, None)
-            };
-            self.tracked.insert(
-                id,
-                Box::new(Tracked {
-                    record: kept,
-                    verdict: judgement.verdict.verdict,
-                    enforcement: judgement.enforcement,
-                    violation_counted,
-                    egress_counted,
-                    unexpected_counted,
-                    awaiting_answer_window: judgement.enforcement == Some(Enforcement::Unknown)
-                        && age < self.config.answer_window + self.report_delay,
-                    staged_change,
-                    names: judgement.dst_names.clone(),
-                    awaiting_name,
-                }),
-            );
-            recent_record
+        let recent = match next {
+            Next::Judged(counted) => {
+                let recent = emit.log.then(|| record.clone());
+                self.live
+                    .insert(id, Live::Judged(Box::new(Tracked { counted, record })));
+                recent
+            }
+            Next::NotJudged | Next::Forget => {
+                self.live.remove(&id);
+                emit.log.then_some(record)
+            }
         };
-        if let Some(record) = recent_record {
+        if let Some(record) = recent {
             self.shared.recent.push(record, judgement);
         }
     }
@@ -383,9 +334,10 @@ impl Pipeline {
         source: Resolved<'_>,
     ) -> Vec<DestinationName> {
         let mut names = self
-            .tracked
+            .live
             .get(id)
-            .map(|t| t.names.clone())
+            .and_then(Live::judged)
+            .map(|t| t.counted.names.clone())
             .unwrap_or_default();
         // An answer read before the cluster state knew the pod is filed
         // under its address.
@@ -538,7 +490,11 @@ impl FailureRun {
 }
 
 mod count;
-use count::Counted;
 
 #[cfg(test)]
 mod tests;
+
+/// How long ago the record's flow began, as of `now` (Unix nanoseconds).
+fn age_at(now: i128, record: &FlowRecord) -> Duration {
+    Duration::from_nanos((now - record.first_seen).max(0) as u64)
+}

@@ -1,67 +1,37 @@
-//! What the judge stage counts for a judged flow, given what it counted
-//! for it before.
+//! What the judge stage counts for a judged flow: the ledger's emit, as
+//! metrics.
 
 use super::Pipeline;
 use crate::capture::record::FlowRecord;
-use crate::judge::{Enforcement, Judgement};
-
-/// What had been counted for a flow before this judgement.
-pub(super) struct Counted {
-    pub first: bool,
-    pub verdict_changed: bool,
-    pub violation: bool,
-    pub egress: bool,
-    pub unexpected: bool,
-    /// Its egress waits for a name: not counted now.
-    pub awaiting_name: bool,
-}
+use crate::judge::Judgement;
+use crate::ledger::Emit;
 
 impl Pipeline {
-    /// Counts what is new about the flow; returns whether its violation,
-    /// its egress and its unexpected egress are counted now.
-    pub(super) fn count(
-        &self,
-        record: &FlowRecord,
-        judgement: &Judgement,
-        counted: &Counted,
-        ended: bool,
-    ) -> (bool, bool, bool) {
+    /// Counts what the ledger's step says is new about the flow.
+    pub(super) fn count(&self, record: &FlowRecord, judgement: &Judgement, emit: &Emit) {
         let metrics = &self.shared.metrics;
         let ends = (&judgement.src, &judgement.dst);
-        if counted.first || counted.verdict_changed {
+        if emit.flow {
             metrics.count_flow(ends.0, ends.1, record.protocol, judgement.verdict.verdict);
         }
-        let mut violation = counted.violation;
-        if let (Some(denied_by), Some(tier), Some(enforcement)) = (
-            judgement.denied_by,
-            judgement.denying_tier,
-            judgement.enforcement,
-        ) && !violation
-            && (enforcement != Enforcement::Unknown || ended)
-        {
+        if let Some(violation) = emit.violation {
             metrics.count_violation(
                 ends,
                 (record.protocol, judgement.dst_port),
-                (denied_by, tier),
-                enforcement,
+                (violation.denied_by, violation.tier),
+                violation.enforcement,
             );
-            violation = true;
         }
-        let (mut egress, mut unexpected) = (counted.egress, counted.unexpected);
-        if judgement.outside_egress && !counted.awaiting_name {
-            let flow = !egress;
-            let newly_unexpected = judgement.unexpected_egress && !unexpected;
-            if flow || newly_unexpected {
-                let name = crate::names::preferred(&judgement.dst_names);
-                metrics.count_egress(
-                    ends.0,
-                    (record.dst, name),
-                    (flow, judgement.unexpected_egress, newly_unexpected),
-                );
-            }
-            egress = true;
-            unexpected |= judgement.unexpected_egress;
+        if let Some(egress) = emit.egress {
+            let name = crate::names::preferred(&judgement.dst_names);
+            metrics.count_egress(
+                ends.0,
+                (record.dst, name),
+                (egress.flow, egress.unexpected, egress.newly_unexpected),
+            );
         }
-        (violation, egress, unexpected)
+        if let Some(change) = emit.staged {
+            metrics.count_staged_change(ends, (record.protocol, judgement.dst_port), change);
+        }
     }
 }
