@@ -63,23 +63,9 @@ fn flood_node(tag: &str) -> (netgov_testbed::Testbed, common::agent::Agent) {
 /// each of the `flows` sent was judged at most once, and that the lost
 /// counters account for every flow not judged.
 fn assert_judged_or_counted_lost(testbed: &netgov_testbed::Testbed, protocol: &str, flows: f64) {
-    let started = Instant::now();
-    let mut last = -1.0;
-    let mut text = String::new();
-    let mut changed = Instant::now();
-    while changed.elapsed() < Duration::from_secs(4) {
-        std::thread::sleep(Duration::from_millis(500));
-        text = http_get(testbed.node(), "/metrics").1;
-        let judged = sum(&text, "netgov_flows_total", &[("protocol", protocol)]);
-        if judged > last {
-            last = judged;
-            changed = Instant::now();
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "never settled");
-    }
-    let judged = last;
-    let lost = sum(&text, "netgov_events_lost_total", &[])
-        + sum(&text, "netgov_flow_table_evictions_total", &[]);
+    let Counts {
+        judged, lost, text, ..
+    } = Counts::settled(testbed, protocol, flows);
     eprintln!("{protocol} flood: {flows} flows, {judged} judged, {lost} events counted lost");
     // Every kernel counter is a metric, and each loss among them is the
     // same number in netgov_events_lost_total.

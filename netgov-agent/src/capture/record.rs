@@ -248,10 +248,12 @@ impl FlowRecord {
     /// masquerading node's address when the node hid it, which is all the
     /// first records know) and the responder.
     pub fn flow_id(&self) -> FlowId {
-        let initiator = self
-            .translated_src
-            .map_or((self.src, self.src_port), |seen| (seen.ip(), seen.port()));
-        FlowId::new(initiator, (self.dst, self.dst_port), self.protocol)
+        FlowId::opened(
+            (self.src, self.src_port),
+            self.translated_src,
+            (self.dst, self.dst_port),
+            self.protocol,
+        )
     }
 
     /// The names of the interfaces that saw the flow, earliest first.

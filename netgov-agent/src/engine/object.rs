@@ -198,13 +198,12 @@ impl Object {
             Object::Pod(_) => ResourceKind::Pod,
             Object::Service(_) => ResourceKind::Service,
             Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
-            Object::ClusterPolicy(kind, _) => match kind {
-                ClusterPolicyKind::ClusterNetworkPolicy => ResourceKind::ClusterNetworkPolicy,
-                ClusterPolicyKind::AdminNetworkPolicy => ResourceKind::AdminNetworkPolicy,
-                ClusterPolicyKind::BaselineAdminNetworkPolicy => {
-                    ResourceKind::BaselineAdminNetworkPolicy
-                }
-            },
+            // The inverse of `ResourceKind::cluster_policy`, which every
+            // cluster policy kind has.
+            Object::ClusterPolicy(kind, _) => ResourceKind::ALL
+                .into_iter()
+                .find(|resource| resource.cluster_policy() == Some(*kind))
+                .expect("a resource for every cluster policy kind"),
         }
     }
 }

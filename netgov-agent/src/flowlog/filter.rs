@@ -150,18 +150,17 @@ impl fmt::Display for PodFilter {
     }
 }
 
-/// Deserialises a value through its `FromStr`, keeping its error's words.
-macro_rules! deserialize_from_str {
-    ($($type:ty),+) => {
-        $(impl<'de> Deserialize<'de> for $type {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        })+
-    };
+impl<'de> Deserialize<'de> for NamespaceFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::model::deserialize_parsed(deserializer)
+    }
 }
-deserialize_from_str!(NamespaceFilter, PodFilter);
+
+impl<'de> Deserialize<'de> for PodFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::model::deserialize_parsed(deserializer)
+    }
+}
 
 /// Which judged flows to show, and how (`follow`, `last`). `namespace`
 /// and `pod` match either end; the `from_` and `to_` ones the source or

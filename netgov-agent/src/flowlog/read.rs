@@ -68,8 +68,7 @@ impl serde::Serialize for RecordedTime {
 
 impl<'de> Deserialize<'de> for RecordedTime {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        crate::model::deserialize_parsed(deserializer)
     }
 }
 
@@ -173,10 +172,12 @@ impl RecordedFlow {
     /// The flow's identity, as the agent's ([`crate::model::FlowId`]; the
     /// masqueraded initiator's translated end when recorded).
     pub fn flow_id(&self) -> FlowId {
-        let initiator = self
-            .translated_src
-            .map_or((self.src, self.src_port), |seen| (seen.ip(), seen.port()));
-        FlowId::new(initiator, (self.dst, self.dst_port), self.protocol)
+        FlowId::opened(
+            (self.src, self.src_port),
+            self.translated_src,
+            (self.dst, self.dst_port),
+            self.protocol,
+        )
     }
 }
 

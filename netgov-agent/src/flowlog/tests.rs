@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::agent::test_support::judged;
+use crate::capture::record::FlowRecord;
 use crate::engine::Decision;
 use crate::judge::Enforcement;
+use crate::judge::Judgement;
 use crate::judge::context::{EndContext, RecordedPort};
 use crate::model::{Identity, Name, Protocol};
 use crate::names::{DestinationName, Hostname, NameSource};
@@ -34,6 +36,30 @@ fn context(ip: &str, app: &str) -> Box<EndContext> {
     })
 }
 
+/// Writes each judged flow as a line of a new flow log, then reads it
+/// back.
+fn round_trip(
+    tag: &str,
+    lines: &[(&FlowRecord, &Judgement)],
+) -> (Vec<RecordedFlow>, Vec<LineError>) {
+    let dir = std::env::temp_dir().join(format!("netgov-flowlog-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("flows.jsonl");
+    let mut log = FlowLog::open(FlowLogTarget::File {
+        path: path.clone(),
+        max_bytes: None,
+    })
+    .expect("open");
+    for (record, judgement) in lines {
+        log.write(&FlowEntry::new(record, judgement))
+            .expect("write");
+    }
+    let read = read(std::slice::from_ref(&path));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    read
+}
+
 #[test]
 fn a_written_line_reads_back_whole() {
     let (mut record, mut judgement) = judged(
@@ -56,19 +82,7 @@ fn a_written_line_reads_back_whole() {
     judgement.src_context = Some(context("10.0.0.1", "client"));
     judgement.dst_context = Some(context("10.0.0.2", "server"));
 
-    let dir = std::env::temp_dir().join(format!("netgov-flowlog-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("flows.jsonl");
-    let mut log = FlowLog::open(FlowLogTarget::File {
-        path: path.clone(),
-        max_bytes: None,
-    })
-    .expect("open");
-    log.write(&FlowEntry::new(&record, &judgement))
-        .expect("write");
-    let (flows, errors) = read(std::slice::from_ref(&path));
-    std::fs::remove_dir_all(&dir).expect("cleanup");
+    let (flows, errors) = round_trip("whole", &[(&record, &judgement)]);
 
     assert!(errors.is_empty(), "{errors:?}");
     let identity = |namespace: &str, pod: &str, workload: &str| RecordedIdentity {
@@ -126,21 +140,7 @@ fn a_masqueraded_flow_before_and_after_its_client_joined_is_one_flow() {
     after.last_seen = 1_000_000_000;
     assert_eq!(before.flow_id(), after.flow_id());
 
-    let dir = std::env::temp_dir().join(format!("netgov-flowlog-nat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("flows.jsonl");
-    let mut log = FlowLog::open(FlowLogTarget::File {
-        path: path.clone(),
-        max_bytes: None,
-    })
-    .expect("open");
-    log.write(&FlowEntry::new(&before, &before_judged))
-        .expect("write");
-    log.write(&FlowEntry::new(&after, &after_judged))
-        .expect("write");
-    let (flows, errors) = read(std::slice::from_ref(&path));
-    std::fs::remove_dir_all(&dir).expect("cleanup");
+    let (flows, errors) = round_trip("nat", &[(&before, &before_judged), (&after, &after_judged)]);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
         flows

@@ -53,7 +53,11 @@ fn outside(unexpected: bool, names: &[&str]) -> Judgement {
 
 /// What the ledger held: the step of seeing `judgement` first, live.
 fn after(judgement: &Judgement, age: Duration) -> Counted {
-    match step(None, judged(judgement), live(age), WINDOWS).0 {
+    held(step(None, judged(judgement), live(age), WINDOWS).0)
+}
+
+fn held(next: Next) -> Counted {
+    match next {
         Next::Judged(counted) => counted,
         other => panic!("not judged: {other:?}"),
     }
@@ -444,10 +448,7 @@ fn after_staged(judgement: &Judgement) -> Counted {
         protocol: Protocol::Tcp,
         staged: Some(Some(StagedChange::WouldDeny)),
     };
-    match step(None, seen, live(OLD), WINDOWS).0 {
-        Next::Judged(counted) => counted,
-        other => panic!("not judged: {other:?}"),
-    }
+    held(step(None, seen, live(OLD), WINDOWS).0)
 }
 
 #[test]

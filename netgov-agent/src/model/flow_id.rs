@@ -33,6 +33,19 @@ impl FlowId {
         Self { a, b, protocol }
     }
 
+    /// The flow an initiator opened to a responder: the initiator by the
+    /// end the responder saw (`translated`, when a node masqueraded it,
+    /// which is all a flow's first records know).
+    pub fn opened(
+        initiator: Endpoint,
+        translated: Option<std::net::SocketAddr>,
+        responder: Endpoint,
+        protocol: Protocol,
+    ) -> Self {
+        let seen = translated.map_or(initiator, |end| (end.ip(), end.port()));
+        Self::new(seen, responder, protocol)
+    }
+
     /// The smaller end.
     pub fn a(&self) -> Endpoint {
         self.a

@@ -68,8 +68,7 @@ macro_rules! string_enum {
 
         impl<'de> ::serde::Deserialize<'de> for $name {
             fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = <::std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                text.parse().map_err(::serde::de::Error::custom)
+                $crate::model::deserialize_parsed(deserializer)
             }
         }
 
@@ -90,6 +89,21 @@ macro_rules! string_enum {
     };
 }
 pub(crate) use string_enum;
+
+/// Deserialises a value from its text through `FromStr`, keeping the
+/// parse error's words (`impl Deserialize` bodies call it).
+///
+/// # Errors
+/// The text's, or its parse error as a custom error.
+pub fn deserialize_parsed<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
 
 /// A text that is none of an enum's spellings.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

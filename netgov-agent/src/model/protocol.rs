@@ -129,8 +129,7 @@ impl std::str::FromStr for Protocol {
 impl<'de> Deserialize<'de> for Protocol {
     /// As [`std::str::FromStr`].
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        super::deserialize_parsed(deserializer)
     }
 }
 
