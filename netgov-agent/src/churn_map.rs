@@ -91,6 +91,11 @@ impl<K: Eq + Hash, V> ChurnMap<K, V> {
         self.map.values_mut()
     }
 
+    /// Every entry, its value mutably.
+    pub fn iter_mut(&mut self) -> std::collections::hash_map::IterMut<'_, K, V> {
+        self.map.iter_mut()
+    }
+
     /// Removes `key`, returning its value.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where

@@ -9,7 +9,8 @@
 //! agent, 10,000 flows are kept active and the agent's CPU and resident
 //! memory are measured; last, resident memory per live flow: a fresh
 //! agent idle against the same holding 60,000 live flows
-//! (`--live-flows N`), each after the agent returned its free heap.
+//! (`--live-flows N`), each after the agent returned its free heap
+//! (`--memory-only`: this figure alone).
 //! `--names` runs it all with destination names on (see `bench_names`),
 //! after measuring how many DNS answers the agent parses per core.
 
@@ -160,6 +161,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     let names = args.iter().any(|a| a == "--names");
     let hubble = args.iter().any(|a| a == "--hubble");
     let answers = flag_value(args, "--answers").unwrap_or(ANSWERS);
+    let memory_only = args.iter().any(|a| a == "--memory-only");
     require_root(
         "bench",
         "it creates network namespaces and loads eBPF programs",
@@ -229,6 +231,9 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
             "  Hubble on: each flow judged is also a Hubble event in the ring (4,095), served on 127.0.0.1:4244 and written to {}",
             export.display()
         );
+    }
+    if memory_only {
+        return memory_per_flow(&testbed, &start_agent, live_flows);
     }
     if names {
         let agent = start_agent()?;

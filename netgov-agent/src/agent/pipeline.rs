@@ -7,7 +7,11 @@
 //! cluster state (policies, labels, identities) or the staged copy
 //! changes, and when something a flow waits for is due — the answer window
 //! of a denied flow whose enforcement is unknown, the name window of TCP
-//! egress without a destination name ([`NAME_WAIT`]).
+//! egress without a destination name ([`NAME_WAIT`]). The stage holds no
+//! record of a live flow, only what was counted for it: it asks the
+//! capture to report those flows again
+//! ([`AskedAgain`](super::shared::AskedAgain)), and judges the
+//! records the capture's next drain sends, paced by the channel's room.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,32 +52,35 @@ const NAME_WAIT: Duration = Duration::from_secs(2);
 /// How often departed workloads' series are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A live flow: what the ledger holds for it, and for a judged flow its
-/// latest record (to judge it again when the cluster changes).
+/// A live flow: what the ledger holds for it.
 enum Live {
     /// Not policy traffic, counted as such.
     NotJudged,
-    /// Judged.
-    Judged(Box<Tracked>),
+    /// Judged (boxed, like the flow table's flows: see [`ChurnMap`]).
+    Judged(Box<Judged>),
 }
 
 /// A judged live flow.
-struct Tracked {
+struct Judged {
     counted: Counted,
-    record: FlowRecord,
+    /// Its first packet (Unix ns): what its waits run from.
+    first_seen: i128,
+    /// Something it waits for is due, and the capture was asked to report
+    /// it again (asked once, until it is judged again).
+    asked: bool,
 }
 
 impl Live {
     fn entry(&self) -> Entry<'_> {
         match self {
             Live::NotJudged => Entry::NotJudged,
-            Live::Judged(tracked) => Entry::Judged(&tracked.counted),
+            Live::Judged(judged) => Entry::Judged(&judged.counted),
         }
     }
 
-    fn judged(&self) -> Option<&Tracked> {
+    fn judged(&self) -> Option<&Judged> {
         match self {
-            Live::Judged(tracked) => Some(tracked),
+            Live::Judged(judged) => Some(judged),
             Live::NotJudged => None,
         }
     }
@@ -181,8 +188,9 @@ impl Pipeline {
         self.flush_hubble_export();
     }
 
-    /// When policies, labels or identities changed: judges every live flow
-    /// again, and drops the metric series of workloads that are gone.
+    /// When policies, labels or identities changed: asks for every judged
+    /// live flow again, and drops the metric series of workloads that are
+    /// gone.
     fn on_cluster_change(&mut self) {
         let workloads = {
             let state = self.shared.state();
@@ -192,15 +200,13 @@ impl Pipeline {
             self.generation = state.generation();
             state.workloads()
         };
-        let live: Vec<FlowRecord> = self
+        let judged = self
             .live
-            .values()
-            .filter_map(Live::judged)
-            .map(|t| t.record.clone())
+            .iter()
+            .filter(|(_, live)| live.judged().is_some())
+            .map(|(id, _)| *id)
             .collect();
-        for record in live {
-            self.process(record);
-        }
+        self.shared.asked_again.all(judged);
         if !self.workloads.is_empty() {
             for (namespace, workload) in self.workloads.difference(&workloads) {
                 self.shared.metrics.forget_workload(namespace, workload);
@@ -227,8 +233,8 @@ impl Pipeline {
         }
     }
 
-    /// Judges again the live flows something was waiting for, even if no
-    /// packet moved since:
+    /// Asks again for the live flows something was waiting for, to judge
+    /// them even if no packet moved since:
     /// - denied flows whose enforcement was unknown and whose answer window
     ///   (and one drain interval) has passed: retransmitted attempts make
     ///   no new report, and such a flow may not end for a long while, yet
@@ -237,15 +243,18 @@ impl Pipeline {
     fn judge_due(&mut self) {
         let now = unix_now_nanos();
         let windows = self.windows();
-        let due: Vec<FlowRecord> = self
-            .live
-            .values()
-            .filter_map(Live::judged)
-            .filter(|t| t.counted.due(age_at(now, &t.record), windows))
-            .map(|t| t.record.clone())
-            .collect();
-        for record in due {
-            self.process(record);
+        let mut due = Vec::new();
+        for (id, live) in self.live.iter_mut() {
+            if let Live::Judged(judged) = live
+                && !judged.asked
+                && judged.counted.due(age_at(now, judged.first_seen), windows)
+            {
+                judged.asked = true;
+                due.push(*id);
+            }
+        }
+        if !due.is_empty() {
+            self.shared.asked_again.these(due);
         }
     }
 
@@ -261,7 +270,7 @@ impl Pipeline {
         let id = record.flow_id();
         let at = Moment {
             ended: record.end_reason != EndReason::Active,
-            age: age_at(unix_now_nanos(), &record),
+            age: age_at(unix_now_nanos(), record.first_seen),
         };
         let names = |source: Resolved<'_>| self.destination_names(&record, &id, source);
         let judged = judge(
@@ -304,21 +313,22 @@ impl Pipeline {
         if emit.publish {
             self.publish_hubble(&record, &judgement);
         }
-        // The record goes to the ledger (to judge it again when the
-        // cluster changes) and, when logged, to the recent flows: copied
-        // only when both keep it.
-        let recent = match next {
+        // The ledger keeps what was counted; the record goes to the recent
+        // flows when logged.
+        match next {
             Next::Judged(counted) => {
-                let recent = emit.log.then(|| record.clone());
-                self.live
-                    .insert(id, Live::Judged(Box::new(Tracked { counted, record })));
-                recent
+                let judged = Judged {
+                    counted,
+                    first_seen: record.first_seen,
+                    asked: false,
+                };
+                self.live.insert(id, Live::Judged(Box::new(judged)));
             }
             Next::NotJudged | Next::Forget => {
                 self.live.remove(&id);
-                emit.log.then_some(record)
             }
-        };
+        }
+        let recent = emit.log.then_some(record);
         if let Some(record) = recent {
             self.shared.recent.push(record, judgement);
         }
@@ -494,7 +504,8 @@ mod count;
 #[cfg(test)]
 mod tests;
 
-/// How long ago the record's flow began, as of `now` (Unix nanoseconds).
-fn age_at(now: i128, record: &FlowRecord) -> Duration {
-    Duration::from_nanos((now - record.first_seen).max(0) as u64)
+/// How long ago a flow that began at `first_seen` began, as of `now` (both
+/// Unix nanoseconds).
+fn age_at(now: i128, first_seen: i128) -> Duration {
+    Duration::from_nanos((now - first_seen).max(0) as u64)
 }

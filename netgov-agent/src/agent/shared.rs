@@ -2,13 +2,14 @@
 //! writer: the source), the metrics, the recent flows and readiness.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::recent::RecentFlows;
 use crate::capture::DatapathInfo;
 use crate::engine::ClusterState;
 use crate::export::metrics::Metrics;
 use crate::hubble::HubbleSink;
+use crate::model::FlowId;
 use crate::names::{NameCache, NameLimits};
 use crate::sources::ClusterHealth;
 
@@ -46,6 +47,37 @@ pub struct Shared {
     pub flows_from_anywhere: bool,
     /// Where Hubble events go, when the Hubble server or export is on.
     pub hubble: Option<HubbleSink>,
+    /// Live flows the judge asks the capture to report again.
+    pub asked_again: AskedAgain,
+}
+
+/// Live flows the judge asks the capture to report again at its next drain
+/// (`FlowSink::report_again`): the judge holds no record of a live flow.
+/// One writer (the judge), one reader (the capture's sink).
+#[derive(Debug, Default)]
+pub struct AskedAgain(Mutex<Vec<FlowId>>);
+
+impl AskedAgain {
+    /// Every judged live flow: replaces what was asked before and not yet
+    /// taken (those flows are among them, or ended).
+    pub fn all(&self, ids: Vec<FlowId>) {
+        *self.lock() = ids;
+    }
+
+    /// These flows too.
+    pub fn these(&self, ids: impl IntoIterator<Item = FlowId>) {
+        self.lock().extend(ids);
+    }
+
+    /// What was asked since the last call.
+    pub fn take(&self) -> Vec<FlowId> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// A poisoned lock still holds whole ids.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FlowId>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Shared {
@@ -67,6 +99,7 @@ impl Shared {
             attachments_missing: AtomicUsize::new(0),
             flows_from_anywhere,
             hubble: None,
+            asked_again: AskedAgain::default(),
         }
     }
 

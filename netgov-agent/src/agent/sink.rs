@@ -1,6 +1,8 @@
 //! The capture's sink in the agent: hands flows to the judge without
-//! waiting (a full channel is counted as lost at stage `evaluate`), and
-//! turns the capture's health into metrics.
+//! waiting (an ended flow that finds the channel full is counted as lost
+//! at stage `evaluate`; live flows are sent only as many as it has room
+//! for, and the rest wait for the next drain), passes on which live flows
+//! the judge asks for again, and turns the capture's health into metrics.
 
 use netgov_common::Counter;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::capture::record::FlowRecord;
 use crate::capture::{CaptureError, CaptureHealth, FlowSink, Payload};
 use crate::engine::{ClusterState, Resolved};
 use crate::export::metrics::LossStage;
+use crate::model::FlowId;
 use crate::names::{AddressBook, Client, NameError, NameSource};
 
 /// Feeds the judge.
@@ -96,6 +99,16 @@ impl FlowSink for AgentSink {
 
     fn live(&mut self, records: Vec<FlowRecord>) {
         records.into_iter().for_each(|r| self.send(r));
+    }
+
+    fn report_again(&mut self) -> Vec<FlowId> {
+        self.shared.asked_again.take()
+    }
+
+    /// The channel's free places: the judge only takes records out of it,
+    /// and this sink is its one sender, so that many are sent without loss.
+    fn room(&self) -> usize {
+        self.tx.capacity()
     }
 
     fn health(&mut self, health: &CaptureHealth) {

@@ -26,6 +26,8 @@ use flow_table::{FlowTableConfig, NatLookup, NoNat, TableLosses};
 use interfaces::InterfaceError;
 pub use payload::Payload;
 use record::FlowRecord;
+
+use crate::model::FlowId;
 pub use session::run;
 use socket_hook::CgroupRoot;
 
@@ -174,9 +176,27 @@ pub trait FlowSink {
     /// A failure that must stop the capture (e.g. a closed output).
     fn ended(&mut self, records: Vec<FlowRecord>) -> Result<(), CaptureError>;
 
-    /// Live flows that changed since the previous drain. Must not block:
-    /// the capture loop also reads the ring buffer.
+    /// Live flows that changed since the previous drain, or that were
+    /// asked for again ([`FlowSink::report_again`]): at most
+    /// [`FlowSink::room`] of them. Must not block: the capture loop also
+    /// reads the ring buffer.
     fn live(&mut self, _records: Vec<FlowRecord>) {}
+
+    /// Live flows to report again at this drain though nothing changed in
+    /// them, by their [`FlowRecord::flow_id`]: the agent's judge holds no
+    /// record of a live flow, and asks for one when the cluster changed or
+    /// something the flow waits for is due. Ids of flows that ended are
+    /// ignored. By default none.
+    fn report_again(&mut self) -> Vec<FlowId> {
+        Vec::new()
+    }
+
+    /// How many live records the sink takes now without losing one: the
+    /// rest wait for the next drain (a full report again is paced, never
+    /// lost). By default unbounded.
+    fn room(&self) -> usize {
+        usize::MAX
+    }
 
     /// A DNS answer delivered into a pod or a ClientHello a pod sent, as
     /// soon as it is read (before the drain that reports the flows it

@@ -138,8 +138,9 @@ impl Capture {
 
     /// Reads the flow map and reports to `sink`: flows that ended (each
     /// exactly once, their kernel entries deleted with their final counts),
-    /// then, on a tick, the live flows that changed and the capture's
-    /// health; at the last drain every flow still live ends.
+    /// then, on a tick, the live flows that changed or that the sink asked
+    /// for again (as many as it has room for), and the capture's health; at
+    /// the last drain every flow still live ends.
     ///
     /// # Errors
     /// The sink's error for ended flows (a closed output).
@@ -183,7 +184,10 @@ impl Capture {
             self.read_kernel_counters();
             return Ok(());
         }
-        let mut live = self.table.live_records(&name, &self.clock);
+        for id in sink.report_again() {
+            self.table.report_again(&id);
+        }
+        let mut live = self.table.live_records(&name, &self.clock, sink.room());
         self.delivered.annotate(live.iter_mut());
         sink.live(live);
         let verified = self.datapath.verify();

@@ -252,3 +252,54 @@ fn a_flow_judged_after_all_leaves_the_not_judged_flows() {
         "the later connection is counted"
     );
 }
+
+/// The stage holds no record of a live flow: when the cluster changes it
+/// asks the capture for every judged live flow again (not for those not
+/// judged, which no policy governs), and for a flow whose wait is over
+/// once, until the flow is judged again.
+#[test]
+fn live_flows_are_asked_for_again_not_held() {
+    let mut pipeline = pipeline("{}");
+    let judged = live("10.244.0.15", "203.0.113.10", 443, 0);
+    let mut not_judged = live("10.244.0.15", "169.254.1.1", 53, 0);
+    not_judged.protocol = crate::model::Protocol::Udp;
+    pipeline.process(judged.clone());
+    pipeline.process(not_judged);
+    assert_eq!(pipeline.live.len(), 2);
+
+    *pipeline.shared.state.write().expect("state") = cluster(&["restrict-egress"]);
+    pipeline.on_cluster_change();
+    assert_eq!(pipeline.shared.asked_again.take(), [judged.flow_id()]);
+    pipeline.on_cluster_change();
+    assert_eq!(
+        pipeline.shared.asked_again.take(),
+        [],
+        "the cluster did not change again"
+    );
+
+    // The egress to 203.0.113.10 waits for a name; its wait is over.
+    pipeline.judge_due();
+    assert_eq!(pipeline.shared.asked_again.take(), [], "not due yet");
+    let Some(super::Live::Judged(waiting)) = pipeline.live.get_mut(&judged.flow_id()) else {
+        panic!("judged and live");
+    };
+    waiting.first_seen -= 3 * SECOND;
+    pipeline.judge_due();
+    pipeline.judge_due();
+    assert_eq!(
+        pipeline.shared.asked_again.take(),
+        [judged.flow_id()],
+        "asked once"
+    );
+    // The capture reports it again: judged, counted, and not due any more.
+    pipeline.process(FlowRecord {
+        first_seen: judged.first_seen - 3 * SECOND,
+        ..judged
+    });
+    assert_eq!(
+        egress(&pipeline, "unauthorised-0", "203.0.113.0/24", "false"),
+        Some(1.0)
+    );
+    pipeline.judge_due();
+    assert_eq!(pipeline.shared.asked_again.take(), []);
+}

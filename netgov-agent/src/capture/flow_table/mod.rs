@@ -313,25 +313,45 @@ impl FlowTable {
         flow.changed |= changed;
     }
 
-    /// Records of the live flows whose judgement may have changed since the
-    /// previous call — a new interface view or new flags, not mere counts
-    /// (for judging flows while they last, not only when they end).
+    /// Records of at most `limit` live flows whose judgement may have
+    /// changed since they were last reported — a new interface view or new
+    /// flags, not mere counts (for judging flows while they last, not only
+    /// when they end) — or that were asked for again
+    /// ([`FlowTable::report_again`]). The others stay marked for the next
+    /// call.
     pub fn live_records(
         &mut self,
         names: &impl InterfaceNames,
         clock: &impl WallClock,
+        limit: usize,
     ) -> Vec<FlowRecord> {
         let mut records = Vec::new();
         for flow in self
             .flows
             .values_mut()
             .filter(|f| f.changed && f.nat_pending_since.is_none())
+            .take(limit)
         {
             flow.changed = false;
             flow.views.sort_by_key(|v| v.stats.first_seen_ns);
             records.push(flow.record(EndReason::Active, names, clock));
         }
         records
+    }
+
+    /// Marks the live flow `id` (its conversation, or one of its
+    /// pre-translation conversations) to be reported by the next
+    /// [`FlowTable::live_records`] though nothing changed; `false` when no
+    /// live flow has that id (it ended).
+    pub fn report_again(&mut self, id: &FlowId) -> bool {
+        let conversation = self.aliases.get(id).map_or(*id, |(target, _)| *target);
+        match self.flows.get_mut(&conversation) {
+            Some(flow) => {
+                flow.changed = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Applies one full snapshot of the kernel map, then ends the flows whose

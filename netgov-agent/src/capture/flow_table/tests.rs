@@ -390,7 +390,7 @@ fn live_records_report_new_flows_and_new_flags_only() {
     let syn = stats(1, 2, direction::B_TO_A, [(0, 0, 0), (1, 60, SYN | FROM)]);
     table.drain([(k, syn)], 3, &names, &FixedClock);
     assert_eq!(
-        table.live_records(&names, &FixedClock).len(),
+        table.live_records(&names, &FixedClock, usize::MAX).len(),
         1,
         "a new flow"
     );
@@ -398,7 +398,9 @@ fn live_records_report_new_flows_and_new_flags_only() {
     let retransmitted = stats(1, 4, direction::B_TO_A, [(0, 0, 0), (3, 180, SYN | FROM)]);
     table.drain([(k, retransmitted)], 5, &names, &FixedClock);
     assert!(
-        table.live_records(&names, &FixedClock).is_empty(),
+        table
+            .live_records(&names, &FixedClock, usize::MAX)
+            .is_empty(),
         "counts alone change no judgement"
     );
     // An answer: new flags.
@@ -409,10 +411,50 @@ fn live_records_report_new_flows_and_new_flags_only() {
         [(1, 60, SYN | ACK | TO), (3, 180, SYN | FROM)],
     );
     table.drain([(k, answered)], 7, &names, &FixedClock);
-    let live = table.live_records(&names, &FixedClock);
+    let live = table.live_records(&names, &FixedClock, usize::MAX);
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].end_reason, EndReason::Active);
     assert_eq!(live[0].packets_in, 1);
+}
+
+#[test]
+fn flows_asked_for_again_are_reported_again_as_room_allows() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let keys = [40000, 40001, 40002].map(|port| key(3, proto::UDP, 53, port));
+    let one = stats(1, 2, direction::B_TO_A, [(0, 0, 0), (1, 60, FROM)]);
+    table.drain(keys.map(|k| (k, one)), 3, &names, &FixedClock);
+    let ports = |records: Vec<FlowRecord>| {
+        let mut ports: Vec<u16> = records.iter().map(|r| r.src_port).collect();
+        ports.sort_unstable();
+        ports
+    };
+    // Three new flows, room for two: the third waits, and is not lost.
+    let first = ports(table.live_records(&names, &FixedClock, 2));
+    assert_eq!(first.len(), 2);
+    let second = ports(table.live_records(&names, &FixedClock, 2));
+    assert_eq!(second.len(), 1);
+    assert!(!first.contains(&second[0]));
+    assert!(table.live_records(&names, &FixedClock, 2).is_empty());
+
+    // Nothing changed, yet the judge asks for two of them again, and for
+    // one that is not in the table.
+    let id = |k: &FlowKey| conversation_of(k);
+    assert!(table.report_again(&id(&keys[0])));
+    assert!(table.report_again(&id(&keys[2])));
+    assert!(!table.report_again(&id(&key(3, proto::UDP, 53, 49999))));
+    let again = table.live_records(&names, &FixedClock, usize::MAX);
+    assert_eq!(ports(again.clone()), [40000, 40002]);
+    assert!(again.iter().all(|r| r.end_reason == EndReason::Active));
+    assert!(
+        again
+            .iter()
+            .all(|r| r.flow_id() == id(&key(3, proto::UDP, 53, r.src_port)))
+    );
+    assert!(
+        table
+            .live_records(&names, &FixedClock, usize::MAX)
+            .is_empty()
+    );
 }
 
 #[test]
