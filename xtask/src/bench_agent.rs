@@ -331,6 +331,7 @@ fn memory_per_flow(
     let started = Instant::now();
     std::thread::sleep(TRIM_INTERVAL.saturating_sub(started.elapsed()));
     let (_, idle) = process_figures(&agent.0);
+    let idle_split = resident_split(&agent.0);
     let idle_heap = sum(&scrape(testbed)?, "netgov_heap_in_use_bytes", &[]);
     let flows = live_flows.div_ceil(PODS - 1) * (PODS - 1);
     let sent = Instant::now();
@@ -346,6 +347,7 @@ fn memory_per_flow(
         std::thread::sleep(Duration::from_secs(1));
     }
     let (_, live) = process_figures(&agent.0);
+    let live_split = resident_split(&agent.0);
     let text = scrape(testbed)?;
     let table = sum(&text, "netgov_flow_table_entries", &[]);
     let heap = sum(&text, "netgov_heap_in_use_bytes", &[]);
@@ -357,7 +359,22 @@ fn memory_per_flow(
         (heap - idle_heap) / table.max(1.0),
         lost(&text)
     );
+    println!(
+        "    of the resident growth, per live flow: {:.0} B private (heap and stacks), {:.0} B shared (the rings' pages the kernel wrote, mapped into the agent)",
+        (live_split.0 - idle_split.0) * MIB / table.max(1.0),
+        (live_split.1 - idle_split.1) * MIB / table.max(1.0),
+    );
     Ok(())
+}
+
+/// Resident memory in MiB: private (`RssAnon`), and shared (`RssFile` and
+/// `RssShmem`: the ring buffers are maps shared with the kernel).
+fn resident_split(child: &Child) -> (f64, f64) {
+    let kib = |field| netgov_testbed::process::status(child.id(), field) as f64;
+    (
+        kib("RssAnon") / 1024.0,
+        (kib("RssFile") + kib("RssShmem")) / 1024.0,
+    )
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

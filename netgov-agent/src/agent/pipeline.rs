@@ -23,7 +23,7 @@ use super::departed::DepartedSeries;
 use super::shared::Shared;
 use super::staged::Staged;
 use crate::capture::record::{EndReason, FlowRecord};
-use crate::churn_map::ChurnMap;
+use crate::churn_map::{ChurnMap, Keyed};
 use crate::config::AgentConfig;
 use crate::engine::Decision;
 use crate::engine::Resolved;
@@ -53,35 +53,49 @@ const NAME_WAIT: Duration = Duration::from_secs(2);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A live flow: what the ledger holds for it.
-enum Live {
+struct Live {
+    id: FlowId,
+    held: Held,
+}
+
+/// What the ledger holds for a live flow.
+enum Held {
     /// Not policy traffic, counted as such.
     NotJudged,
-    /// Judged (boxed, like the flow table's flows: see [`ChurnMap`]).
-    Judged(Box<Judged>),
+    /// Judged.
+    Judged(Judged),
 }
 
 /// A judged live flow.
 struct Judged {
     counted: Counted,
-    /// Its first packet (Unix ns): what its waits run from.
-    first_seen: i128,
+    /// Its first packet (Unix ns; 64 bits last until 2262 and keep the
+    /// entry 16 bytes smaller): what its waits run from.
+    first_seen: i64,
     /// Something it waits for is due, and the capture was asked to report
     /// it again (asked once, until it is judged again).
     asked: bool,
 }
 
+impl Keyed for Live {
+    type Key = FlowId;
+    fn key(&self) -> &FlowId {
+        &self.id
+    }
+}
+
 impl Live {
     fn entry(&self) -> Entry<'_> {
-        match self {
-            Live::NotJudged => Entry::NotJudged,
-            Live::Judged(judged) => Entry::Judged(&judged.counted),
+        match &self.held {
+            Held::NotJudged => Entry::NotJudged,
+            Held::Judged(judged) => Entry::Judged(&judged.counted),
         }
     }
 
     fn judged(&self) -> Option<&Judged> {
-        match self {
-            Live::Judged(judged) => Some(judged),
-            Live::NotJudged => None,
+        match &self.held {
+            Held::Judged(judged) => Some(judged),
+            Held::NotJudged => None,
         }
     }
 }
@@ -92,9 +106,8 @@ pub struct Pipeline {
     config: AgentConfig,
     node: NodeContext,
     flow_log: Option<FlowLog>,
-    /// Every live flow, judged or not (a judged one boxed, like the flow
-    /// table's flows: see [`ChurnMap`]).
-    live: ChurnMap<FlowId, Live>,
+    /// Every live flow, judged or not.
+    live: ChurnMap<Live>,
     /// Cluster generation at the last re-judgement of live flows.
     generation: u64,
     /// Workloads with pods (and Services) at the last look, to drop the
@@ -203,8 +216,8 @@ impl Pipeline {
         let judged = self
             .live
             .iter()
-            .filter(|(_, live)| live.judged().is_some())
-            .map(|(id, _)| *id)
+            .filter(|live| live.judged().is_some())
+            .map(|live| live.id)
             .collect();
         self.shared.asked_again.all(judged);
         if !self.workloads.is_empty() {
@@ -244,13 +257,15 @@ impl Pipeline {
         let now = unix_now_nanos();
         let windows = self.windows();
         let mut due = Vec::new();
-        for (id, live) in self.live.iter_mut() {
-            if let Live::Judged(judged) = live
+        for live in self.live.iter_mut() {
+            if let Held::Judged(judged) = &mut live.held
                 && !judged.asked
-                && judged.counted.due(age_at(now, judged.first_seen), windows)
+                && judged
+                    .counted
+                    .due(age_at(now, i128::from(judged.first_seen)), windows)
             {
                 judged.asked = true;
-                due.push(*id);
+                due.push(live.id);
             }
         }
         if !due.is_empty() {
@@ -291,7 +306,10 @@ impl Pipeline {
                 }
                 // Held as not judged, or forgotten at its end.
                 if next == Next::NotJudged {
-                    self.live.insert(id, Live::NotJudged);
+                    self.live.insert(Box::new(Live {
+                        id,
+                        held: Held::NotJudged,
+                    }));
                 } else {
                     self.live.remove(&id);
                 }
@@ -319,10 +337,13 @@ impl Pipeline {
             Next::Judged(counted) => {
                 let judged = Judged {
                     counted,
-                    first_seen: record.first_seen,
+                    first_seen: record.first_seen as i64,
                     asked: false,
                 };
-                self.live.insert(id, Live::Judged(Box::new(judged)));
+                self.live.insert(Box::new(Live {
+                    id,
+                    held: Held::Judged(judged),
+                }));
             }
             Next::NotJudged | Next::Forget => {
                 self.live.remove(&id);

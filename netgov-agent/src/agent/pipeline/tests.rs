@@ -280,10 +280,14 @@ fn live_flows_are_asked_for_again_not_held() {
     // The egress to 203.0.113.10 waits for a name; its wait is over.
     pipeline.judge_due();
     assert_eq!(pipeline.shared.asked_again.take(), [], "not due yet");
-    let Some(super::Live::Judged(waiting)) = pipeline.live.get_mut(&judged.flow_id()) else {
+    let Some(super::Held::Judged(waiting)) = pipeline
+        .live
+        .get_mut(&judged.flow_id())
+        .map(|live| &mut live.held)
+    else {
         panic!("judged and live");
     };
-    waiting.first_seen -= 3 * SECOND;
+    waiting.first_seen -= 3 * SECOND as i64;
     pipeline.judge_due();
     pipeline.judge_due();
     assert_eq!(

@@ -31,7 +31,7 @@
 //!   after its protocol's idle timeout without packets; every flow ends at
 //!   exit.
 
-use crate::churn_map::ChurnMap;
+use crate::churn_map::{ChurnMap, Keyed};
 use crate::model::clock::WallClock;
 use crate::model::{FlowId, Protocol};
 use std::net::IpAddr;
@@ -107,14 +107,15 @@ pub fn to_ip(addr: &[u8; 16], ip_version: u8) -> IpAddr {
 struct InterfaceView {
     key: FlowKey,
     /// What the view saw in all: counts of earlier kernel entries plus the
-    /// current one's. (What earlier entries counted is not kept apart: it
-    /// is these counts less the current entry's, one view's 32 bytes less.)
+    /// current one's.
     stats: FlowStats,
-    /// The kernel entry last read: its first packet (identifies the entry)
-    /// and counts.
+    /// The first packet of the kernel entry last read (identifies the
+    /// entry).
     kernel_first_seen: u64,
-    kernel_packets: [u64; 2],
-    kernel_bytes: [u64; 2],
+    /// What earlier kernel entries for the key counted, when the LRU map
+    /// evicted one and the flow went on in a new entry: rare, so boxed
+    /// (the current entry's counts are `stats` less these).
+    earlier: Option<Box<Counts>>,
     /// Whether the latest drain found the entry in the kernel map.
     drained: bool,
     /// Whether the entry vanished from the kernel map without us deleting
@@ -142,6 +143,31 @@ struct Flow {
     nat_pending_since: Option<u64>,
 }
 
+impl Keyed for Flow {
+    type Key = FlowId;
+    fn key(&self) -> &FlowId {
+        &self.conversation
+    }
+}
+
+/// A pre-translation conversation, filed under its flow's.
+#[derive(Clone, Copy, Debug)]
+struct Alias {
+    /// The pre-translation conversation.
+    alias: FlowId,
+    /// Its flow's conversation.
+    target: FlowId,
+    /// Whether the two have A and B the other way round.
+    swapped: bool,
+}
+
+impl Keyed for Alias {
+    type Key = FlowId;
+    fn key(&self) -> &FlowId {
+        &self.alias
+    }
+}
+
 /// The translation of a flow whose views include pre-translation ones.
 #[derive(Clone, Debug)]
 struct Translated {
@@ -152,6 +178,13 @@ struct Translated {
     aliases: Vec<FlowId>,
     /// `(translated, original)` client, when the node masqueraded it.
     source_nat: Option<(Endpoint, Endpoint)>,
+}
+
+/// Packets and bytes per direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    packets: [u64; 2],
+    bytes: [u64; 2],
 }
 
 /// Losses the table noticed itself (the kernel counts its own).
@@ -168,14 +201,12 @@ pub struct TableLosses {
 /// The flow table.
 pub struct FlowTable {
     config: FlowTableConfig,
-    /// Boxed: the map keeps a quarter to half of its slots empty (see
-    /// [`ChurnMap`]), and an empty slot then costs a pointer, not a flow.
-    flows: ChurnMap<FlowId, Box<Flow>>,
+    /// By conversation.
+    flows: ChurnMap<Flow>,
     losses: TableLosses,
     nat: Box<dyn NatLookup>,
-    /// Pre-translation conversation → its flow's conversation, and whether
-    /// the two have A and B the other way round.
-    aliases: ChurnMap<FlowId, (FlowId, bool)>,
+    /// Pre-translation conversations, by themselves.
+    aliases: ChurnMap<Alias>,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -328,7 +359,7 @@ impl FlowTable {
         let mut records = Vec::new();
         for flow in self
             .flows
-            .values_mut()
+            .iter_mut()
             .filter(|f| f.changed && f.nat_pending_since.is_none())
             .take(limit)
         {
@@ -344,7 +375,7 @@ impl FlowTable {
     /// [`FlowTable::live_records`] though nothing changed; `false` when no
     /// live flow has that id (it ended).
     pub fn report_again(&mut self, id: &FlowId) -> bool {
-        let conversation = self.aliases.get(id).map_or(*id, |(target, _)| *target);
+        let conversation = self.aliases.get(id).map_or(*id, |a| a.target);
         match self.flows.get_mut(&conversation) {
             Some(flow) => {
                 flow.changed = true;
@@ -364,7 +395,7 @@ impl FlowTable {
         names: &impl InterfaceNames,
         clock: &impl WallClock,
     ) -> Vec<EndedFlow> {
-        for flow in self.flows.values_mut() {
+        for flow in self.flows.iter_mut() {
             for view in &mut flow.views {
                 view.drained = false;
             }
@@ -391,7 +422,7 @@ impl FlowTable {
         let mut ended = Vec::new();
         let mut gone_aliases = Vec::new();
         let config = self.config;
-        self.flows.retain(|_, flow| {
+        self.flows.retain(|flow| {
             // Entries end only through us, together with their flow; one the
             // kernel no longer holds was evicted by the LRU map under
             // pressure, and what it counted since the previous drain is lost.
@@ -404,7 +435,7 @@ impl FlowTable {
                     if let Some(translated) = &mut flow.translated {
                         gone_aliases.append(&mut translated.aliases);
                     }
-                    ended.push(std::mem::take(&mut **flow).finish(reason, names, clock));
+                    ended.push(std::mem::take(flow).finish(reason, names, clock));
                     false
                 }
                 None => true,
@@ -426,7 +457,7 @@ impl FlowTable {
         self.aliases = ChurnMap::new();
         self.flows
             .drain()
-            .map(|(_, flow)| (*flow).finish(EndReason::Exit, names, clock))
+            .map(|flow| (*flow).finish(EndReason::Exit, names, clock))
             .collect()
     }
 }
@@ -444,8 +475,7 @@ fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey, swapped: bool) -> &'a mu
                 key: *key,
                 stats: FlowStats::default(),
                 kernel_first_seen: 0,
-                kernel_packets: [0; 2],
-                kernel_bytes: [0; 2],
+                earlier: None,
                 drained: false,
                 evicted: false,
                 swapped,
@@ -467,23 +497,18 @@ fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
     } else {
         *kernel
     };
-    // The counts of earlier entries for this key: all counted so far when
-    // the kernel entry is a new one, else all but the current entry's.
+    // A new kernel entry: all counted so far was counted by earlier ones.
     let new_entry = view.kernel_first_seen != 0 && kernel.first_seen_ns != view.kernel_first_seen;
     let silent_eviction = new_entry && !view.evicted;
-    let mut earlier_packets = view.stats.packets;
-    let mut earlier_bytes = view.stats.bytes;
-    if !new_entry {
-        for dir in 0..2 {
-            // Never below: the counts include the current entry's.
-            earlier_packets[dir] = earlier_packets[dir].saturating_sub(view.kernel_packets[dir]);
-            earlier_bytes[dir] = earlier_bytes[dir].saturating_sub(view.kernel_bytes[dir]);
-        }
+    if new_entry {
+        view.earlier = Some(Box::new(Counts {
+            packets: view.stats.packets,
+            bytes: view.stats.bytes,
+        }));
     }
+    let earlier = view.earlier.as_deref().copied().unwrap_or_default();
     view.evicted = false;
     view.kernel_first_seen = kernel.first_seen_ns;
-    view.kernel_packets = kernel.packets;
-    view.kernel_bytes = kernel.bytes;
     let known = &mut view.stats;
     if known.first_seen_ns == 0 || kernel.first_seen_ns < known.first_seen_ns {
         known.first_seen_ns = kernel.first_seen_ns;
@@ -492,8 +517,8 @@ fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
     }
     known.last_seen_ns = known.last_seen_ns.max(kernel.last_seen_ns);
     for dir in 0..2 {
-        known.packets[dir] = earlier_packets[dir] + kernel.packets[dir];
-        known.bytes[dir] = earlier_bytes[dir] + kernel.bytes[dir];
+        known.packets[dir] = earlier.packets[dir] + kernel.packets[dir];
+        known.bytes[dir] = earlier.bytes[dir] + kernel.bytes[dir];
         known.flags[dir] |= kernel.flags[dir];
     }
     silent_eviction

@@ -26,7 +26,7 @@
 use netgov_common::FlowStats;
 
 use super::{
-    Endpoint, Flow, FlowId, FlowKey, FlowTable, InterfaceView, Translated, conversation_of,
+    Alias, Endpoint, Flow, FlowId, FlowKey, FlowTable, InterfaceView, Translated, conversation_of,
 };
 
 /// How long a possibly translated conversation waits for its tracking
@@ -94,8 +94,10 @@ pub(super) fn swap_directions(stats: &FlowStats) -> FlowStats {
 /// Turns a view's counts to the other orientation.
 fn flip(view: &mut InterfaceView) {
     view.stats = swap_directions(&view.stats);
-    view.kernel_packets.swap(0, 1);
-    view.kernel_bytes.swap(0, 1);
+    if let Some(earlier) = &mut view.earlier {
+        earlier.packets.swap(0, 1);
+        earlier.bytes.swap(0, 1);
+    }
     view.swapped = !view.swapped;
 }
 
@@ -105,7 +107,7 @@ impl FlowTable {
         let conversation = conversation_of(key);
         self.aliases
             .get(&conversation)
-            .map_or(conversation, |(target, _)| *target)
+            .map_or(conversation, |a| a.target)
     }
 
     /// Whether a kernel key's directions are the other way round from its
@@ -113,7 +115,7 @@ impl FlowTable {
     pub(super) fn swapped(&self, key: &FlowKey) -> bool {
         self.aliases
             .get(&conversation_of(key))
-            .is_some_and(|(_, swapped)| *swapped)
+            .is_some_and(|a| a.swapped)
     }
 
     /// The conversation of the flow `key` belongs to, creating the flow
@@ -134,14 +136,11 @@ impl FlowTable {
                 target
             }
             pending => {
-                self.flows.insert(
+                self.flows.insert(Box::new(Flow {
                     conversation,
-                    Box::new(Flow {
-                        conversation,
-                        nat_pending_since: pending.map(|_| now_ns),
-                        ..Flow::default()
-                    }),
-                );
+                    nat_pending_since: pending.map(|_| now_ns),
+                    ..Flow::default()
+                }));
                 conversation
             }
         }
@@ -181,11 +180,9 @@ impl FlowTable {
 
     /// The flow of `conversation`, created empty when missing.
     fn flow_at(&mut self, conversation: FlowId) -> &mut Flow {
-        self.flows.entry(conversation).or_insert_with(|| {
-            Box::new(Flow {
-                conversation,
-                ..Flow::default()
-            })
+        self.flows.get_or_insert_with(&conversation, || Flow {
+            conversation,
+            ..Flow::default()
         })
     }
 
@@ -199,7 +196,11 @@ impl FlowTable {
         original_dst: Endpoint,
         (client, translated_client): (Endpoint, Endpoint),
     ) {
-        self.aliases.insert(alias, (target, swapped));
+        self.aliases.insert(Box::new(Alias {
+            alias,
+            target,
+            swapped,
+        }));
         let flow = self.flow_at(target);
         let translated = flow.translated.get_or_insert_with(|| {
             Box::new(Translated {
@@ -223,7 +224,7 @@ impl FlowTable {
         let pending: Vec<(FlowId, u64)> = self
             .flows
             .iter()
-            .filter_map(|(key, flow)| Some((*key, flow.nat_pending_since?)))
+            .filter_map(|flow| Some((flow.conversation, flow.nat_pending_since?)))
             .collect();
         for (conversation, since) in pending {
             match self.translate(conversation) {
@@ -245,7 +246,11 @@ impl FlowTable {
                         .take()
                         .map_or_else(Vec::new, |t| t.aliases);
                     for &alias in &waiting_aliases {
-                        self.aliases.insert(alias, (target, swapped));
+                        self.aliases.insert(Box::new(Alias {
+                            alias,
+                            target,
+                            swapped,
+                        }));
                     }
                     let flow = self.flows.get_mut(&target).expect("joined");
                     flow.translated
