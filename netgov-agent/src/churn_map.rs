@@ -22,10 +22,15 @@
 //! the load: a quarter to a half instead of up to 7/8, which is where a
 //! churned plain map ends anyway.
 //!
-//! So that a slot costs no more than a pointer, a [`ChurnMap`] holds its
-//! values boxed, and a value carries its own key ([`Keyed`]): the slots,
-//! two to four a live entry, are the table's largest part, and a key (a
-//! flow's id, 42 bytes) in each would cost more than the entries.
+//! So that a slot costs little, a [`ChurnMap`] keeps its values in one
+//! dense vector, and a slot holds a value's index (4 bytes); a value
+//! carries its own key ([`Keyed`]), so no key is stored twice. The slots,
+//! two to four a live entry, would otherwise be the table's largest part.
+//! A dense vector rather than a box per value: long-lived values boxed one
+//! by one land between the short-lived allocations of judging (records,
+//! judgements), and once those are freed, pages that keep one live value
+//! cannot be returned to the system; the vector is a few large blocks.
+//! Removing a value moves the last one into its place (one more lookup).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
@@ -44,11 +49,13 @@ pub trait Keyed {
     fn key(&self) -> &Self::Key;
 }
 
-/// A hash map of boxed values that carry their keys, growing at half load
-/// and shrinking at an eighth (see the module docs). Every change goes
-/// through a method here, so none can bypass the growth rule.
+/// A hash map of values that carry their keys, growing at half load and
+/// shrinking at an eighth (see the module docs). Every change goes through
+/// a method here, so none can bypass the growth rule.
 pub struct ChurnMap<T: Keyed> {
-    table: HashTable<Box<T>>,
+    /// Indexes into `values`.
+    table: HashTable<u32>,
+    values: Vec<T>,
     hasher: RandomState,
     /// The table's capacity without deleted marks: what `capacity()` said
     /// right after it last reallocated (deleted marks only lower it).
@@ -59,6 +66,7 @@ impl<T: Keyed> Default for ChurnMap<T> {
     fn default() -> Self {
         Self {
             table: HashTable::new(),
+            values: Vec::new(),
             hasher: RandomState::new(),
             slots: 0,
         }
@@ -79,12 +87,12 @@ impl<T: Keyed> ChurnMap<T> {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.values.len()
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.values.is_empty()
     }
 
     /// Entries it holds without reallocating, deleted marks deducted.
@@ -92,84 +100,122 @@ impl<T: Keyed> ChurnMap<T> {
         self.table.capacity()
     }
 
+    /// The index of the value under `key`.
+    fn index(&self, key: &T::Key) -> Option<usize> {
+        let values = &self.values;
+        self.table
+            .find(self.hasher.hash_one(key), |&i| {
+                values[i as usize].key() == key
+            })
+            .map(|&i| i as usize)
+    }
+
     /// The value under `key`.
     pub fn get(&self, key: &T::Key) -> Option<&T> {
-        self.table
-            .find(self.hasher.hash_one(key), |v| v.key() == key)
-            .map(|v| &**v)
+        self.index(key).map(|i| &self.values[i])
     }
 
     /// The value under `key`, mutably.
     pub fn get_mut(&mut self, key: &T::Key) -> Option<&mut T> {
-        self.table
-            .find_mut(self.hasher.hash_one(key), |v| v.key() == key)
-            .map(|v| &mut **v)
+        self.index(key).map(|i| &mut self.values[i])
     }
 
     /// Whether a value is under `key`.
     pub fn contains_key(&self, key: &T::Key) -> bool {
-        self.get(key).is_some()
+        self.index(key).is_some()
     }
 
     /// Inserts `value` under its key, returning the value it replaces.
-    pub fn insert(&mut self, value: Box<T>) -> Option<Box<T>> {
-        let hash = self.hasher.hash_one(value.key());
-        if let Some(held) = self.table.find_mut(hash, |v| v.key() == value.key()) {
-            return Some(std::mem::replace(held, value));
+    pub fn insert(&mut self, value: T) -> Option<T> {
+        match self.index(value.key()) {
+            Some(i) => Some(std::mem::replace(&mut self.values[i], value)),
+            None => {
+                self.push(value);
+                None
+            }
         }
-        self.make_room();
-        let hasher = &self.hasher;
-        self.table
-            .insert_unique(hash, value, |v| hasher.hash_one(v.key()));
-        None
     }
 
     /// The value under `key`, inserted from `make` when missing.
     pub fn get_or_insert_with(&mut self, key: &T::Key, make: impl FnOnce() -> T) -> &mut T {
-        if !self.contains_key(key) {
-            self.make_room();
-            let hasher = &self.hasher;
-            self.table
-                .insert_unique(hasher.hash_one(key), Box::new(make()), |v| {
-                    hasher.hash_one(v.key())
-                });
-        }
-        self.get_mut(key).expect("inserted")
+        let i = match self.index(key) {
+            Some(i) => i,
+            None => self.push(make()),
+        };
+        &mut self.values[i]
     }
 
     /// Every value.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.table.iter().map(|v| &**v)
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.values.iter()
     }
 
     /// Every value, mutably.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.table.iter_mut().map(|v| &mut **v)
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.values.iter_mut()
     }
 
     /// Removes the value under `key`.
-    pub fn remove(&mut self, key: &T::Key) -> Option<Box<T>> {
-        let removed = self
-            .table
-            .find_entry(self.hasher.hash_one(key), |v| v.key() == key)
-            .ok()
-            .map(|entry| entry.remove().0);
-        if removed.is_some() {
-            self.shrink_after_burst();
-        }
-        removed
+    pub fn remove(&mut self, key: &T::Key) -> Option<T> {
+        let i = self.index(key)?;
+        let removed = self.take(i, self.hasher.hash_one(key));
+        self.shrink_after_burst();
+        Some(removed)
     }
 
-    /// Keeps the values `keep` says yes to.
+    /// Keeps the values `keep` says yes to. `keep` may take a value it
+    /// says no to apart (its key too).
     pub fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
-        self.table.retain(|v| keep(v));
+        let mut i = 0;
+        while i < self.values.len() {
+            // Hashed before `keep` sees it.
+            let hash = self.hasher.hash_one(self.values[i].key());
+            if keep(&mut self.values[i]) {
+                i += 1;
+            } else {
+                // The last value moved into `i`: looked at next.
+                self.take(i, hash);
+            }
+        }
         self.shrink_after_burst();
     }
 
     /// Removes every value, returning them; the memory goes with them.
-    pub fn drain(&mut self) -> impl Iterator<Item = Box<T>> {
+    pub fn drain(&mut self) -> impl Iterator<Item = T> {
         self.slots = 0;
-        std::mem::take(&mut self.table).into_iter()
+        self.table = HashTable::new();
+        std::mem::take(&mut self.values).into_iter()
+    }
+
+    /// Adds a value whose key is not in the map; returns its index.
+    fn push(&mut self, value: T) -> usize {
+        self.make_room();
+        let i = self.values.len();
+        let index = u32::try_from(i).expect("fewer than 2^32 values");
+        let (hasher, values) = (&self.hasher, &self.values);
+        self.table
+            .insert_unique(hasher.hash_one(value.key()), index, |&j| {
+                hasher.hash_one(values[j as usize].key())
+            });
+        self.values.push(value);
+        i
+    }
+
+    /// Removes the value at `i`, whose key hashed to `hash`, moving the
+    /// last value into its place.
+    fn take(&mut self, i: usize, hash: u64) -> T {
+        let at = |wanted: usize| move |&j: &u32| j as usize == wanted;
+        if let Ok(slot) = self.table.find_entry(hash, at(i)) {
+            slot.remove();
+        }
+        let last = self.values.len() - 1;
+        if i != last {
+            let moved = self.hasher.hash_one(self.values[last].key());
+            if let Some(slot) = self.table.find_mut(moved, at(last)) {
+                *slot = i as u32;
+            }
+        }
+        self.values.swap_remove(i)
     }
 
     /// Grows the table when the next insert would make it more than half
@@ -180,9 +226,10 @@ impl<T: Keyed> ChurnMap<T> {
             // More than the table holds without deleted marks: it then
             // reallocates to twice the slots (and drops the marks).
             let additional = (self.slots + 1).saturating_sub(self.table.len());
-            let hasher = &self.hasher;
-            self.table
-                .reserve(additional.max(1), |v| hasher.hash_one(v.key()));
+            let (hasher, values) = (&self.hasher, &self.values);
+            self.table.reserve(additional.max(1), |&j| {
+                hasher.hash_one(values[j as usize].key())
+            });
             self.slots = self.table.capacity();
         }
     }
@@ -190,10 +237,12 @@ impl<T: Keyed> ChurnMap<T> {
     /// Returns the memory of a burst that is over.
     fn shrink_after_burst(&mut self) {
         if self.slots > SHRINK_FLOOR && self.table.len() < self.slots / 8 {
-            let hasher = &self.hasher;
-            self.table
-                .shrink_to(self.table.len() * 4, |v| hasher.hash_one(v.key()));
+            let (hasher, values) = (&self.hasher, &self.values);
+            self.table.shrink_to(self.table.len() * 4, |&j| {
+                hasher.hash_one(values[j as usize].key())
+            });
             self.slots = self.table.capacity();
+            self.values.shrink_to(self.values.len() * 2);
         }
     }
 }
@@ -261,7 +310,7 @@ mod tests {
             live,
             turns,
             |k| {
-                map.borrow_mut().insert(Box::new(Key(k)));
+                map.borrow_mut().insert(Key(k));
             },
             |k| {
                 map.borrow_mut().remove(&k);
@@ -270,6 +319,29 @@ mod tests {
         );
         assert_eq!((warm, high), (229_376, 229_376));
         assert_eq!(map.borrow().len(), live);
+    }
+
+    /// The flow table takes an ended flow apart as it leaves: its key is
+    /// gone by the time it is removed.
+    #[test]
+    fn retain_removes_values_taken_apart() {
+        let mut map = ChurnMap::new();
+        for k in 0..10_000 {
+            map.insert(Key(k));
+        }
+        map.retain(|v| {
+            let odd = v.0 % 2 == 1;
+            if !odd {
+                v.0 = u64::MAX;
+            }
+            odd
+        });
+        assert_eq!((map.len(), map.table.len()), (5_000, 5_000));
+        assert!((0..10_000).all(|k| map.contains_key(&k) == (k % 2 == 1)));
+        for k in (1..10_000).step_by(2) {
+            assert_eq!(map.remove(&k), Some(Key(k)));
+        }
+        assert_eq!((map.len(), map.table.len()), (0, 0));
     }
 
     #[test]
@@ -286,19 +358,23 @@ mod tests {
             "an eighth or more"
         );
         for k in 28_000..30_000 {
-            assert_eq!(map.remove(&k), Some(Box::new(Key(k))));
+            assert_eq!(map.remove(&k), Some(Key(k)));
         }
         assert_eq!(map.len(), 28_000);
         assert_eq!(map.slots, 114_688, "under an eighth: a quarter full");
         assert!(map.capacity() <= 114_688, "deleted marks lower it");
         assert_eq!(map.get(&27_999), Some(&Key(27_999)));
+        // Every removal moved the last value into the hole: each is still
+        // found under its key.
+        assert!((0..28_000).all(|k| map.get(&k) == Some(&Key(k))));
+        assert!((28_000..100_000).all(|k| !map.contains_key(&k)));
         assert_eq!(map.get_mut(&28_000), None);
         for k in 28_000..40_000 {
-            assert_eq!(map.insert(Box::new(Key(k))), None);
+            assert_eq!(map.insert(Key(k)), None);
         }
         assert_eq!((map.len(), map.slots), (40_000, 114_688), "room to grow");
         for k in 40_000..60_000 {
-            map.insert(Box::new(Key(k)));
+            map.insert(Key(k));
         }
         assert_eq!((map.len(), map.slots), (60_000, 229_376));
         assert_eq!(map.drain().count(), 60_000);

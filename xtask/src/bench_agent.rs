@@ -9,8 +9,9 @@
 //! agent, 10,000 flows are kept active and the agent's CPU and resident
 //! memory are measured; last, resident memory per live flow: a fresh
 //! agent idle against the same holding 60,000 live flows
-//! (`--live-flows N`), each after the agent returned its free heap
-//! (`--memory-only`: this figure alone).
+//! (`--live-flows N`; `--baseline-flows N`: against the same agent
+//! holding N live flows instead of idle), each after the agent returned its
+//! free heap (`--memory-only`: this figure alone).
 //! `--names` runs it all with destination names on (see `bench_names`),
 //! after measuring how many DNS answers the agent parses per core.
 
@@ -158,6 +159,7 @@ const ANSWERS: usize = 200_000;
 pub fn bench(args: &[String]) -> Result<(), XtaskError> {
     let step_flows = flag_value(args, "--flows").unwrap_or(STEP_FLOWS);
     let live_flows = flag_value(args, "--live-flows").unwrap_or(LIVE_FLOWS);
+    let baseline_flows = flag_value(args, "--baseline-flows").unwrap_or(0);
     let names = args.iter().any(|a| a == "--names");
     let hubble = args.iter().any(|a| a == "--hubble");
     let answers = flag_value(args, "--answers").unwrap_or(ANSWERS);
@@ -233,7 +235,7 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         );
     }
     if memory_only {
-        return memory_per_flow(&testbed, &start_agent, live_flows);
+        return memory_per_flow(&testbed, &start_agent, live_flows, baseline_flows);
     }
     if names {
         let agent = start_agent()?;
@@ -315,29 +317,55 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         sum(&text, "netgov_flow_table_entries", &[])
     );
     drop(agent);
-    memory_per_flow(&testbed, &start_agent, live_flows)
+    memory_per_flow(&testbed, &start_agent, live_flows, baseline_flows)
 }
 
 /// Resident memory per live flow: a fresh agent's resident memory once it
-/// trimmed its heap (it does every minute), against the same once
-/// `live_flows` flows are judged and kept alive (a datagram on each every
-/// 20 s, well inside the idle timeout) for another trim.
+/// trimmed its heap (it does every minute) holding `baseline_flows` live
+/// flows (none: idle), against the same once `live_flows` flows are
+/// judged and kept alive (a datagram on each every 20 s, well inside the
+/// idle timeout) for another trim; per flow it holds more.
 fn memory_per_flow(
     testbed: &Testbed,
     start_agent: &dyn Fn() -> Result<Agent, XtaskError>,
     live_flows: usize,
+    baseline_flows: usize,
 ) -> Result<(), XtaskError> {
     let agent = start_agent()?;
-    let started = Instant::now();
-    std::thread::sleep(TRIM_INTERVAL.saturating_sub(started.elapsed()));
-    let (_, idle) = process_figures(&agent.0);
-    let idle_split = resident_split(&agent.0);
-    let idle_heap = sum(&scrape(testbed)?, "netgov_heap_in_use_bytes", &[]);
-    let flows = live_flows.div_ceil(PODS - 1) * (PODS - 1);
+    let whole = |flows: usize| flows.div_ceil(PODS - 1) * (PODS - 1);
+    if baseline_flows > 0 {
+        hold(testbed, &agent, whole(baseline_flows))?;
+    } else {
+        std::thread::sleep(TRIM_INTERVAL);
+    }
+    let (base, base_text) = (process_figures(&agent.0).1, scrape(testbed)?);
+    let (judged_flows, settled) = hold(testbed, &agent, whole(live_flows))?;
+    let (live, text) = (process_figures(&agent.0).1, scrape(testbed)?);
+    let held = |text: &str| sum(text, "netgov_flow_table_entries", &[]);
+    let heap = |text: &str| sum(text, "netgov_heap_in_use_bytes", &[]);
+    let more = (held(&text) - held(&base_text)).max(1.0);
+    println!(
+        "  memory per live flow: {:.0} B resident, {:.0} B heap per flow held beyond {:.0}: flow table {:.0}, then {:.0} ({judged_flows:.0} judged); resident {base:.1} MiB ({:.1} MiB heap), {settled:.1} MiB as judged, {live:.1} MiB a minute later ({:.1} MiB heap); events lost {:.0}",
+        (live - base) * MIB / more,
+        (heap(&text) - heap(&base_text)) / more,
+        held(&base_text),
+        held(&base_text),
+        held(&text),
+        heap(&base_text) / MIB,
+        heap(&text) / MIB,
+        lost(&text)
+    );
+    Ok(())
+}
+
+/// Sends `flows` new flows and keeps them alive until the agent's next
+/// heap trim has passed; returns how many were judged, and the agent's
+/// resident MiB once they were.
+fn hold(testbed: &Testbed, agent: &Agent, flows: usize) -> Result<(f64, f64), XtaskError> {
     let sent = Instant::now();
     let mut last_send = sent;
     send_flows(testbed, flows, 1, Some(50_000.0))?;
-    let (judged_flows, _, _) = settle(testbed, sent)?;
+    let (judged, _, _) = settle(testbed, sent)?;
     let (_, settled) = process_figures(&agent.0);
     while sent.elapsed() < TRIM_INTERVAL + Duration::from_secs(5) {
         if last_send.elapsed() > Duration::from_secs(20) {
@@ -346,35 +374,7 @@ fn memory_per_flow(
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let (_, live) = process_figures(&agent.0);
-    let live_split = resident_split(&agent.0);
-    let text = scrape(testbed)?;
-    let table = sum(&text, "netgov_flow_table_entries", &[]);
-    let heap = sum(&text, "netgov_heap_in_use_bytes", &[]);
-    println!(
-        "  memory per live flow: {judged_flows:.0} flows judged, flow table {table:.0}; resident {idle:.1} MiB idle ({:.1} MiB heap), {settled:.1} MiB as judged, {live:.1} MiB a minute later ({:.1} MiB heap): {:.0} B per live flow resident, {:.0} B heap; events lost {:.0}",
-        idle_heap / MIB,
-        heap / MIB,
-        (live - idle) * MIB / table.max(1.0),
-        (heap - idle_heap) / table.max(1.0),
-        lost(&text)
-    );
-    println!(
-        "    of the resident growth, per live flow: {:.0} B private (heap and stacks), {:.0} B shared (the rings' pages the kernel wrote, mapped into the agent)",
-        (live_split.0 - idle_split.0) * MIB / table.max(1.0),
-        (live_split.1 - idle_split.1) * MIB / table.max(1.0),
-    );
-    Ok(())
-}
-
-/// Resident memory in MiB: private (`RssAnon`), and shared (`RssFile` and
-/// `RssShmem`: the ring buffers are maps shared with the kernel).
-fn resident_split(child: &Child) -> (f64, f64) {
-    let kib = |field| netgov_testbed::process::status(child.id(), field) as f64;
-    (
-        kib("RssAnon") / 1024.0,
-        (kib("RssFile") + kib("RssShmem")) / 1024.0,
-    )
+    Ok((judged, settled))
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

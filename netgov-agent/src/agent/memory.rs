@@ -18,14 +18,25 @@ use std::time::Duration;
 /// How often free memory is returned.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Limits glibc to two arenas. Call before threads start allocating.
+/// Limits glibc to two arenas, and keeps large blocks out of them. Call
+/// before threads start allocating.
 pub fn limit_arenas() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter.
+    // SAFETY: mallopt only sets allocator parameters.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
+
+/// Blocks this large or larger are mapped on their own and unmapped when
+/// freed. Setting it fixes glibc's threshold, which otherwise rises to the
+/// size of each large block freed (up to 32 MiB): the snapshot of the
+/// kernel's flow map and a drain's batch of records, freed every second,
+/// would then be carved out of an arena, and live flows' small blocks
+/// allocated around them keep those pages resident.
+#[cfg(target_env = "gnu")]
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
 /// Returns the free memory of every arena to the system, every
 /// [`TRIM_INTERVAL`], forever, and hands `record` the heap in use.

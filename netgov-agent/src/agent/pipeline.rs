@@ -306,10 +306,10 @@ impl Pipeline {
                 }
                 // Held as not judged, or forgotten at its end.
                 if next == Next::NotJudged {
-                    self.live.insert(Box::new(Live {
+                    self.live.insert(Live {
                         id,
                         held: Held::NotJudged,
-                    }));
+                    });
                 } else {
                     self.live.remove(&id);
                 }
@@ -340,10 +340,10 @@ impl Pipeline {
                     first_seen: record.first_seen as i64,
                     asked: false,
                 };
-                self.live.insert(Box::new(Live {
+                self.live.insert(Live {
                     id,
                     held: Held::Judged(judged),
-                }));
+                });
             }
             Next::NotJudged | Next::Forget => {
                 self.live.remove(&id);

@@ -457,7 +457,7 @@ impl FlowTable {
         self.aliases = ChurnMap::new();
         self.flows
             .drain()
-            .map(|flow| (*flow).finish(EndReason::Exit, names, clock))
+            .map(|flow| flow.finish(EndReason::Exit, names, clock))
             .collect()
     }
 }

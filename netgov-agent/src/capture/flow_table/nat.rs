@@ -136,11 +136,11 @@ impl FlowTable {
                 target
             }
             pending => {
-                self.flows.insert(Box::new(Flow {
+                self.flows.insert(Flow {
                     conversation,
                     nat_pending_since: pending.map(|_| now_ns),
                     ..Flow::default()
-                }));
+                });
                 conversation
             }
         }
@@ -196,11 +196,11 @@ impl FlowTable {
         original_dst: Endpoint,
         (client, translated_client): (Endpoint, Endpoint),
     ) {
-        self.aliases.insert(Box::new(Alias {
+        self.aliases.insert(Alias {
             alias,
             target,
             swapped,
-        }));
+        });
         let flow = self.flow_at(target);
         let translated = flow.translated.get_or_insert_with(|| {
             Box::new(Translated {
@@ -246,11 +246,11 @@ impl FlowTable {
                         .take()
                         .map_or_else(Vec::new, |t| t.aliases);
                     for &alias in &waiting_aliases {
-                        self.aliases.insert(Box::new(Alias {
+                        self.aliases.insert(Alias {
                             alias,
                             target,
                             swapped,
-                        }));
+                        });
                     }
                     let flow = self.flows.get_mut(&target).expect("joined");
                     flow.translated
