@@ -155,6 +155,14 @@ impl<T: Keyed> ChurnMap<T> {
         self.values.iter_mut()
     }
 
+    /// Every value, mutably, from the `start`th on and then the ones
+    /// before it (to take turns across calls).
+    pub fn iter_mut_from(&mut self, start: usize) -> impl Iterator<Item = &mut T> {
+        let start = start.min(self.values.len());
+        let (before, from) = self.values.split_at_mut(start);
+        from.iter_mut().chain(before.iter_mut())
+    }
+
     /// Removes the value under `key`.
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
         let i = self.index(key)?;
@@ -168,7 +176,7 @@ impl<T: Keyed> ChurnMap<T> {
     pub fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
         let mut i = 0;
         while i < self.values.len() {
-            // Hashed before `keep` sees it.
+            // `keep` may take the value apart, its key too.
             let hash = self.hasher.hash_one(self.values[i].key());
             if keep(&mut self.values[i]) {
                 i += 1;
@@ -205,9 +213,8 @@ impl<T: Keyed> ChurnMap<T> {
     /// last value into its place.
     fn take(&mut self, i: usize, hash: u64) -> T {
         let at = |wanted: usize| move |&j: &u32| j as usize == wanted;
-        if let Ok(slot) = self.table.find_entry(hash, at(i)) {
-            slot.remove();
-        }
+        let found = self.table.find_entry(hash, at(i)).map(|slot| slot.remove());
+        debug_assert!(found.is_ok(), "every value has its slot");
         let last = self.values.len() - 1;
         if i != last {
             let moved = self.hasher.hash_one(self.values[last].key());

@@ -333,13 +333,15 @@ fn memory_per_flow(
 ) -> Result<(), XtaskError> {
     let agent = start_agent()?;
     let whole = |flows: usize| flows.div_ceil(PODS - 1) * (PODS - 1);
-    if baseline_flows > 0 {
-        hold(testbed, &agent, whole(baseline_flows))?;
-    } else {
-        std::thread::sleep(TRIM_INTERVAL);
+    let baseline = (baseline_flows > 0).then(|| whole(baseline_flows));
+    match baseline {
+        Some(flows) => {
+            hold(testbed, &agent, flows, None)?;
+        }
+        None => std::thread::sleep(TRIM_INTERVAL),
     }
     let (base, base_text) = (process_figures(&agent.0).1, scrape(testbed)?);
-    let (judged_flows, settled) = hold(testbed, &agent, whole(live_flows))?;
+    let (judged_flows, settled) = hold(testbed, &agent, whole(live_flows), baseline)?;
     let (live, text) = (process_figures(&agent.0).1, scrape(testbed)?);
     let held = |text: &str| sum(text, "netgov_flow_table_entries", &[]);
     let heap = |text: &str| sum(text, "netgov_heap_in_use_bytes", &[]);
@@ -358,10 +360,15 @@ fn memory_per_flow(
     Ok(())
 }
 
-/// Sends `flows` new flows and keeps them alive until the agent's next
-/// heap trim has passed; returns how many were judged, and the agent's
-/// resident MiB once they were.
-fn hold(testbed: &Testbed, agent: &Agent, flows: usize) -> Result<(f64, f64), XtaskError> {
+/// Sends `flows` new flows and keeps them alive, with the `held` flows
+/// sent before, until the agent's next heap trim has passed; returns how
+/// many were judged, and the agent's resident MiB once they were.
+fn hold(
+    testbed: &Testbed,
+    agent: &Agent,
+    flows: usize,
+    held: Option<usize>,
+) -> Result<(f64, f64), XtaskError> {
     let sent = Instant::now();
     let mut last_send = sent;
     send_flows(testbed, flows, 1, Some(50_000.0))?;
@@ -371,6 +378,9 @@ fn hold(testbed: &Testbed, agent: &Agent, flows: usize) -> Result<(f64, f64), Xt
         if last_send.elapsed() > Duration::from_secs(20) {
             last_send = Instant::now();
             send_flows(testbed, flows, 1, Some(50_000.0))?;
+            if let Some(held) = held {
+                send_flows(testbed, held, 1, Some(50_000.0))?;
+            }
         }
         std::thread::sleep(Duration::from_secs(1));
     }

@@ -2,13 +2,14 @@
 //! that allocated (an arena), and memory freed after a burst stays with
 //! the arena that held it. (The steps the churn soak first showed, 270 →
 //! 297 → 333 MiB after 15 minutes, were the live-flow tables doubling late:
-//! see `churn_map.rs`. These measures lowered the plateau by about 40 MiB
-//! before that was found.) Two measures:
+//! see `churn_map.rs`.) Three measures:
 //! - at most two arenas (the agent has a few busy threads; contention on
 //!   them is negligible next to judging);
+//! - a fixed mmap threshold ([`MMAP_THRESHOLD`]): large blocks are mapped
+//!   on their own and unmapped when freed, never carved out of an arena;
 //! - every minute, `malloc_trim` returns the free pages of every arena.
 //!
-//! Both are glibc's (the agent's image links glibc statically); elsewhere
+//! All are glibc's (the agent's image links glibc statically); elsewhere
 //! they do nothing. After each trim the heap in use is exported
 //! (`netgov_heap_in_use_bytes`): resident memory that grows while it
 //! stays flat is the allocator's, not a leak.

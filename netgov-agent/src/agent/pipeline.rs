@@ -108,7 +108,7 @@ pub struct Pipeline {
     flow_log: Option<FlowLog>,
     /// Every live flow, judged or not.
     live: ChurnMap<Live>,
-    /// Cluster generation at the last re-judgement of live flows.
+    /// Cluster generation when live flows were last asked for again.
     generation: u64,
     /// Workloads with pods (and Services) at the last look, to drop the
     /// series of those that are gone.
@@ -169,7 +169,8 @@ impl Pipeline {
     }
 
     /// Judges every record from `rx` until the capture closes it; every
-    /// second, live flows are judged again if the cluster changed.
+    /// second, asks for the live flows again if the cluster changed, and
+    /// for those whose wait is over.
     pub async fn run(mut self, mut rx: mpsc::Receiver<FlowRecord>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -184,8 +185,8 @@ impl Pipeline {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    // The staged copy first, so flows judged again below
-                    // meet it up to date.
+                    // The staged copy first: when it changed, every live
+                    // flow is asked for again too.
                     if let Some(staged) = &mut self.staged
                         && staged.refresh(&self.shared.state())
                     {
@@ -337,7 +338,7 @@ impl Pipeline {
             Next::Judged(counted) => {
                 let judged = Judged {
                     counted,
-                    first_seen: record.first_seen as i64,
+                    first_seen: i64::try_from(record.first_seen).unwrap_or(i64::MAX),
                     asked: false,
                 };
                 self.live.insert(Live {

@@ -105,10 +105,14 @@ impl FlowSink for AgentSink {
         self.shared.asked_again.take()
     }
 
-    /// The channel's free places: the judge only takes records out of it,
-    /// and this sink is its one sender, so that many are sent without loss.
+    /// The channel's free places, less a quarter of it kept for the flows
+    /// that end by the next drain (a full channel loses those): the judge
+    /// only takes records out, and this sink is the one sender, so that
+    /// many live records are sent without loss.
     fn room(&self) -> usize {
-        self.tx.capacity()
+        self.tx
+            .capacity()
+            .saturating_sub(self.tx.max_capacity() / 4)
     }
 
     fn health(&mut self, health: &CaptureHealth) {

@@ -207,6 +207,9 @@ pub struct FlowTable {
     nat: Box<dyn NatLookup>,
     /// Pre-translation conversations, by themselves.
     aliases: ChurnMap<Alias>,
+    /// Where the next live report starts looking (see
+    /// [`FlowTable::live_records`]).
+    live_cursor: usize,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -276,6 +279,7 @@ impl FlowTable {
             losses: TableLosses::default(),
             nat,
             aliases: ChurnMap::new(),
+            live_cursor: 0,
         }
     }
 
@@ -349,7 +353,8 @@ impl FlowTable {
     /// flags, not mere counts (for judging flows while they last, not only
     /// when they end) — or that were asked for again
     /// ([`FlowTable::report_again`]). The others stay marked for the next
-    /// call.
+    /// call, which starts where this one stopped: flows far down the table
+    /// are not kept waiting by the ones before them marked again.
     pub fn live_records(
         &mut self,
         names: &impl InterfaceNames,
@@ -357,16 +362,20 @@ impl FlowTable {
         limit: usize,
     ) -> Vec<FlowRecord> {
         let mut records = Vec::new();
-        for flow in self
-            .flows
-            .iter_mut()
-            .filter(|f| f.changed && f.nat_pending_since.is_none())
-            .take(limit)
-        {
-            flow.changed = false;
-            flow.views.sort_by_key(|v| v.stats.first_seen_ns);
-            records.push(flow.record(EndReason::Active, names, clock));
+        let start = self.live_cursor % self.flows.len().max(1);
+        let mut looked_at = 0;
+        for flow in self.flows.iter_mut_from(start) {
+            if records.len() == limit {
+                break;
+            }
+            looked_at += 1;
+            if flow.changed && flow.nat_pending_since.is_none() {
+                flow.changed = false;
+                flow.views.sort_by_key(|v| v.stats.first_seen_ns);
+                records.push(flow.record(EndReason::Active, names, clock));
+            }
         }
+        self.live_cursor = start + looked_at;
         records
     }
 

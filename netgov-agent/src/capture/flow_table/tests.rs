@@ -455,6 +455,18 @@ fn flows_asked_for_again_are_reported_again_as_room_allows() {
             .live_records(&names, &FixedClock, usize::MAX)
             .is_empty()
     );
+
+    // Room for one at a time while all three are asked for again before
+    // each call: they take turns.
+    let mut turns = Vec::new();
+    for _ in 0..3 {
+        for k in &keys {
+            table.report_again(&id(k));
+        }
+        turns.extend(ports(table.live_records(&names, &FixedClock, 1)));
+    }
+    turns.sort_unstable();
+    assert_eq!(turns, [40000, 40001, 40002]);
 }
 
 #[test]
