@@ -305,15 +305,7 @@ impl Pipeline {
                 if let Some(reason) = emit.not_judged {
                     self.shared.metrics.count_not_judged(reason);
                 }
-                // Held as not judged, or forgotten at its end.
-                if next == Next::NotJudged {
-                    self.live.insert(Live {
-                        id,
-                        held: Held::NotJudged,
-                    });
-                } else {
-                    self.live.remove(&id);
-                }
+                self.hold(id, next, record.first_seen);
                 return;
             }
         };
@@ -332,28 +324,28 @@ impl Pipeline {
         if emit.publish {
             self.publish_hubble(&record, &judgement);
         }
-        // The ledger keeps what was counted; the record goes to the recent
-        // flows when logged.
-        match next {
-            Next::Judged(counted) => {
-                let judged = Judged {
-                    counted,
-                    first_seen: i64::try_from(record.first_seen).unwrap_or(i64::MAX),
-                    asked: false,
-                };
-                self.live.insert(Live {
-                    id,
-                    held: Held::Judged(judged),
-                });
-            }
-            Next::NotJudged | Next::Forget => {
-                self.live.remove(&id);
-            }
-        }
-        let recent = emit.log.then_some(record);
-        if let Some(record) = recent {
+        self.hold(id, next, record.first_seen);
+        if emit.log {
             self.shared.recent.push(record, judgement);
         }
+    }
+
+    /// Holds what the ledger says to hold next for flow `id`, which began
+    /// at `first_seen` (Unix ns), or forgets it.
+    fn hold(&mut self, id: FlowId, next: Next, first_seen: i128) {
+        let held = match next {
+            Next::Forget => {
+                self.live.remove(&id);
+                return;
+            }
+            Next::NotJudged => Held::NotJudged,
+            Next::Judged(counted) => Held::Judged(Judged {
+                counted,
+                first_seen: i64::try_from(first_seen).unwrap_or(i64::MAX),
+                asked: false,
+            }),
+        };
+        self.live.insert(Live { id, held });
     }
 
     /// The names of a flow's destination outside the cluster: what it had,

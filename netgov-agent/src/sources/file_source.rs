@@ -13,8 +13,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::engine::ClusterState;
-use crate::engine::Object;
-use crate::engine::tiers::ClusterPolicyKind;
 use crate::sources::manifests::{self, ManifestError};
 
 use super::{ClusterHealth, ResourceKind};
@@ -61,24 +59,6 @@ struct Loaded {
     problems: BTreeMap<String, String>,
 }
 
-fn kind_of(object: &Object) -> ResourceKind {
-    match object {
-        Object::Namespace(_) => ResourceKind::Namespace,
-        Object::Node(_) => ResourceKind::Node,
-        Object::NetworkPolicy(_) => ResourceKind::NetworkPolicy,
-        Object::Pod(_) => ResourceKind::Pod,
-        Object::Service(_) => ResourceKind::Service,
-        Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
-        Object::ClusterPolicy(kind, _) => match kind {
-            ClusterPolicyKind::ClusterNetworkPolicy => ResourceKind::ClusterNetworkPolicy,
-            ClusterPolicyKind::AdminNetworkPolicy => ResourceKind::AdminNetworkPolicy,
-            ClusterPolicyKind::BaselineAdminNetworkPolicy => {
-                ResourceKind::BaselineAdminNetworkPolicy
-            }
-        },
-    }
-}
-
 /// Loads the state once: every valid object, and the problems found.
 ///
 /// # Errors
@@ -88,7 +68,7 @@ fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<ManifestError>> {
     let manifests = manifests::load(paths)?;
     let mut counts = BTreeMap::new();
     for (object, _) in &manifests.objects {
-        *counts.entry(kind_of(object)).or_default() += 1;
+        *counts.entry(object.kind()).or_default() += 1;
     }
     let (state, errors) = manifests.into_cluster();
     let problems = errors

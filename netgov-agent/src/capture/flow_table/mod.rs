@@ -379,19 +379,16 @@ impl FlowTable {
         records
     }
 
-    /// Marks the live flow `id` (its conversation, or one of its
-    /// pre-translation conversations) to be reported by the next
+    /// Marks the live flow `id` (a record's [`FlowRecord::flow_id`] is its
+    /// flow's conversation, masqueraded or not) to be reported by the next
     /// [`FlowTable::live_records`] though nothing changed; `false` when no
     /// live flow has that id (it ended).
     pub fn report_again(&mut self, id: &FlowId) -> bool {
-        let conversation = self.aliases.get(id).map_or(*id, |a| a.target);
-        match self.flows.get_mut(&conversation) {
-            Some(flow) => {
-                flow.changed = true;
-                true
-            }
-            None => false,
-        }
+        let Some(flow) = self.flows.get_mut(id) else {
+            return false;
+        };
+        flow.changed = true;
+        true
     }
 
     /// Applies one full snapshot of the kernel map, then ends the flows whose
