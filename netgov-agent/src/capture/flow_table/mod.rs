@@ -34,6 +34,7 @@
 use crate::churn_map::{ChurnMap, Keyed};
 use crate::model::clock::WallClock;
 use crate::model::{FlowId, Protocol};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -102,20 +103,45 @@ pub fn to_ip(addr: &[u8; 16], ip_version: u8) -> IpAddr {
     }
 }
 
-/// What one interface saw of a flow.
+/// The kernel key of `conversation` at interface `ifindex`: the inverse
+/// of [`conversation_of`], since the kernel orders a key's ends as
+/// [`FlowId::new`] does (addresses bytewise, then ports).
+pub fn kernel_key(conversation: &FlowId, ifindex: u32) -> FlowKey {
+    let bytes = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&v4.octets());
+            addr
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    let ((a, port_a), (b, port_b)) = (conversation.a(), conversation.b());
+    FlowKey {
+        addr_a: bytes(a),
+        addr_b: bytes(b),
+        port_a,
+        port_b,
+        ifindex,
+        protocol: conversation.protocol().number(),
+        ip_version: if a.is_ipv4() { 4 } else { 6 },
+        _pad: [0; 2],
+    }
+}
+
+/// What one interface saw of a flow. Its kernel key is not kept: it is
+/// derived from its conversation and its interface ([`kernel_key`]).
 #[derive(Clone, Debug)]
 struct InterfaceView {
-    key: FlowKey,
+    /// The interface.
+    ifindex: u32,
     /// What the view saw in all: counts of earlier kernel entries plus the
     /// current one's.
-    stats: FlowStats,
+    stats: ViewStats,
     /// The first packet of the kernel entry last read (identifies the
     /// entry).
     kernel_first_seen: u64,
-    /// What earlier kernel entries for the key counted, when the LRU map
-    /// evicted one and the flow went on in a new entry: rare, so boxed
-    /// (the current entry's counts are `stats` less these).
-    earlier: Option<Box<Counts>>,
+    /// What few views have, boxed so the others do not pay for it.
+    rare: Option<Box<Rare>>,
     /// Whether the latest drain found the entry in the kernel map.
     drained: bool,
     /// Whether the entry vanished from the kernel map without us deleting
@@ -127,11 +153,94 @@ struct InterfaceView {
     swapped: bool,
 }
 
+/// What a view has only after a translation or an eviction.
+#[derive(Clone, Debug, Default)]
+struct Rare {
+    /// The conversation of the view's kernel key when it is not its
+    /// flow's: a pre-translation one.
+    alias: Option<FlowId>,
+    /// What earlier kernel entries for the key counted, when the LRU map
+    /// evicted one and the flow went on in a new entry (the current
+    /// entry's counts are `stats` less these).
+    earlier: Option<Counts>,
+}
+
+impl InterfaceView {
+    /// The conversation of the view's kernel key, in a flow of
+    /// `conversation`.
+    fn conversation<'a>(&'a self, conversation: &'a FlowId) -> &'a FlowId {
+        self.rare
+            .as_ref()
+            .and_then(|rare| rare.alias.as_ref())
+            .unwrap_or(conversation)
+    }
+
+    /// Whether the view is the one of kernel key `key`, whose conversation
+    /// is `key_conversation`, in a flow of `conversation`.
+    fn is_of(&self, conversation: &FlowId, key_conversation: &FlowId, key: &FlowKey) -> bool {
+        self.ifindex == key.ifindex && self.conversation(conversation) == key_conversation
+    }
+
+    fn earlier(&self) -> Option<Counts> {
+        self.rare.as_ref().and_then(|rare| rare.earlier)
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+}
+
+/// What a view counted, in its flow's directions: the kernel's
+/// [`FlowStats`] in user space, with flags in the 32 bits they use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ViewStats {
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    /// Per direction: union of TCP flags (low byte) and [`seen_at`] bits.
+    flags: [u32; 2],
+    first_direction: u8,
+    first_tcp_flags: u8,
+}
+
+impl From<&FlowStats> for ViewStats {
+    fn from(kernel: &FlowStats) -> Self {
+        // The kernel's flags use the low 18 bits: TCP flags and `seen_at`.
+        let flags = |dir: usize| kernel.flags[dir] as u32;
+        Self {
+            first_seen_ns: kernel.first_seen_ns,
+            last_seen_ns: kernel.last_seen_ns,
+            packets: kernel.packets,
+            bytes: kernel.bytes,
+            flags: [flags(0), flags(1)],
+            first_direction: kernel.first_direction,
+            first_tcp_flags: kernel.first_tcp_flags,
+        }
+    }
+}
+
+impl ViewStats {
+    /// The same counts with the two directions exchanged.
+    fn swapped(mut self) -> Self {
+        self.packets.swap(0, 1);
+        self.bytes.swap(0, 1);
+        self.flags.swap(0, 1);
+        self.first_direction ^= 1;
+        self
+    }
+}
+
+/// A flow's views: one per interface that saw it. Two inline: a flow
+/// between pods of one node is seen at both pods' interfaces, a flow
+/// with another node at one; a third (a host interface too) spills.
+type Views = SmallVec<[InterfaceView; 2]>;
+
 #[derive(Clone, Debug, Default)]
 struct Flow {
     /// The flow's conversation (after translation, for a Service flow).
     conversation: FlowId,
-    views: Vec<InterfaceView>,
+    views: Views,
     /// A view appeared or flags changed since the last live report.
     changed: bool,
     /// What the node translated, when a translated view joined. Boxed: most
@@ -140,7 +249,8 @@ struct Flow {
     /// A possibly translated conversation whose translation is not known
     /// yet (monotonic ns of the first attempt): held back from live
     /// reports while lookups are retried.
-    nat_pending_since: Option<u64>,
+    /// Non-zero, so the option takes no room of its own.
+    nat_pending_since: Option<std::num::NonZeroU64>,
 }
 
 impl Keyed for Flow {
@@ -242,8 +352,14 @@ impl EndedFlow {
         names: &impl InterfaceNames,
         clock: &impl WallClock,
     ) {
+        let flow = &mut self.flow;
         for (key, stats) in finals {
-            if let Some(view) = self.flow.views.iter_mut().find(|v| v.key == key) {
+            let key_conversation = conversation_of(&key);
+            if let Some(view) = flow
+                .views
+                .iter_mut()
+                .find(|v| v.is_of(&flow.conversation, &key_conversation, &key))
+            {
                 merge_snapshot(view, &stats);
             }
         }
@@ -313,10 +429,12 @@ impl FlowTable {
         // Only a flow start makes a flow known: a transition for a flow we
         // do not know is stale (its entry was just read and deleted) or its
         // start was lost, and then the next drain finds the entry anyway.
-        let known = self
-            .flows
-            .get(&self.flow_of(&event.key))
-            .is_some_and(|f| f.views.iter().any(|v| v.key == event.key));
+        let key_conversation = conversation_of(&event.key);
+        let known = self.flows.get(&self.flow_of(&event.key)).is_some_and(|f| {
+            f.views
+                .iter()
+                .any(|v| v.is_of(&f.conversation, &key_conversation, &event.key))
+        });
         if kind == EventKind::TcpTransition && !known {
             return;
         }
@@ -343,7 +461,7 @@ impl FlowTable {
         }
         stats.last_seen_ns = stats.last_seen_ns.max(event.header.timestamp_ns);
         let before = stats.flags[dir];
-        stats.flags[dir] |= u64::from(event.tcp_flags) | u64::from(seen_bit);
+        stats.flags[dir] |= u32::from(event.tcp_flags) | seen_bit;
         let changed = stats.flags[dir] != before;
         flow.changed |= changed;
     }
@@ -471,21 +589,28 @@ impl FlowTable {
 /// The view of `flow` for kernel key `key`, created when missing
 /// (`swapped`: see [`InterfaceView::swapped`]).
 fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey, swapped: bool) -> &'a mut InterfaceView {
-    let index = match flow.views.iter().position(|v| v.key == *key) {
+    let key_conversation = conversation_of(key);
+    let index = match flow
+        .views
+        .iter()
+        .position(|v| v.is_of(&flow.conversation, &key_conversation, key))
+    {
         Some(index) => index,
         None => {
-            // Exactly one more: a flow has one or two views, and a growing
-            // vector would make room for four (768 bytes a flow).
-            flow.views.reserve_exact(1);
-            flow.views.push(InterfaceView {
-                key: *key,
-                stats: FlowStats::default(),
+            debug_assert_eq!(kernel_key(&key_conversation, key.ifindex), *key);
+            let mut view = InterfaceView {
+                ifindex: key.ifindex,
+                stats: ViewStats::default(),
                 kernel_first_seen: 0,
-                earlier: None,
+                rare: None,
                 drained: false,
                 evicted: false,
                 swapped,
-            });
+            };
+            if key_conversation != flow.conversation {
+                view.rare_mut().alias = Some(key_conversation);
+            }
+            flow.views.push(view);
             flow.views.len() - 1
         }
     };
@@ -498,21 +623,22 @@ fn flow_view_mut<'a>(flow: &'a mut Flow, key: &FlowKey, swapped: bool) -> &'a mu
 /// entry evicted and re-created since the previous read without the drain
 /// noticing it missing (a loss to count).
 fn merge_snapshot(view: &mut InterfaceView, kernel: &FlowStats) -> bool {
-    let kernel = &if view.swapped {
-        nat::swap_directions(kernel)
+    let kernel = ViewStats::from(kernel);
+    let kernel = if view.swapped {
+        kernel.swapped()
     } else {
-        *kernel
+        kernel
     };
     // A new kernel entry: all counted so far was counted by earlier ones.
     let new_entry = view.kernel_first_seen != 0 && kernel.first_seen_ns != view.kernel_first_seen;
     let silent_eviction = new_entry && !view.evicted;
     if new_entry {
-        view.earlier = Some(Box::new(Counts {
+        view.rare_mut().earlier = Some(Counts {
             packets: view.stats.packets,
             bytes: view.stats.bytes,
-        }));
+        });
     }
-    let earlier = view.earlier.as_deref().copied().unwrap_or_default();
+    let earlier = view.earlier().unwrap_or_default();
     view.evicted = false;
     view.kernel_first_seen = kernel.first_seen_ns;
     let known = &mut view.stats;

@@ -23,7 +23,7 @@
 //!   round has its directions swapped as it is read, so every view of a
 //!   flow counts in the flow's terms.
 
-use netgov_common::FlowStats;
+use std::num::NonZeroU64;
 
 use super::{
     Alias, Endpoint, Flow, FlowId, FlowKey, FlowTable, InterfaceView, Translated, conversation_of,
@@ -81,20 +81,10 @@ enum Translation {
     Pending,
 }
 
-/// `stats` with the two directions exchanged.
-pub(super) fn swap_directions(stats: &FlowStats) -> FlowStats {
-    let mut swapped = *stats;
-    swapped.packets.swap(0, 1);
-    swapped.bytes.swap(0, 1);
-    swapped.flags.swap(0, 1);
-    swapped.first_direction ^= 1;
-    swapped
-}
-
 /// Turns a view's counts to the other orientation.
 fn flip(view: &mut InterfaceView) {
-    view.stats = swap_directions(&view.stats);
-    if let Some(earlier) = &mut view.earlier {
+    view.stats = view.stats.swapped();
+    if let Some(earlier) = view.rare.as_mut().and_then(|rare| rare.earlier.as_mut()) {
         earlier.packets.swap(0, 1);
         earlier.bytes.swap(0, 1);
     }
@@ -138,7 +128,8 @@ impl FlowTable {
             pending => {
                 self.flows.insert(Flow {
                     conversation,
-                    nat_pending_since: pending.map(|_| now_ns),
+                    nat_pending_since: pending
+                        .map(|_| NonZeroU64::new(now_ns).unwrap_or(NonZeroU64::MIN)),
                     ..Flow::default()
                 });
                 conversation
@@ -224,7 +215,7 @@ impl FlowTable {
         let pending: Vec<(FlowId, u64)> = self
             .flows
             .iter()
-            .filter_map(|flow| Some((flow.conversation, flow.nat_pending_since?)))
+            .filter_map(|flow| Some((flow.conversation, flow.nat_pending_since?.get())))
             .collect();
         for (conversation, since) in pending {
             match self.translate(conversation) {
@@ -237,8 +228,13 @@ impl FlowTable {
                     let Some(mut waiting) = self.flows.remove(&conversation) else {
                         continue;
                     };
-                    if swapped {
-                        waiting.views.iter_mut().for_each(flip);
+                    for view in &mut waiting.views {
+                        if swapped {
+                            flip(view);
+                        }
+                        // Its key's conversation is now an alias.
+                        let rare = view.rare_mut();
+                        rare.alias.get_or_insert(conversation);
                     }
                     self.join(conversation, target, swapped, original_dst, client);
                     let waiting_aliases = waiting

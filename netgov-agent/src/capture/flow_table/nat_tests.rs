@@ -203,6 +203,12 @@ fn a_translation_learned_late_still_makes_one_flow() {
     let live = table.live_records(&names, &FixedClock, usize::MAX);
     assert_eq!(live.len(), 1);
     assert_one_translated_flow(&live[0], service);
+    let ended = table.finish_all(&names, &FixedClock);
+    assert_eq!(
+        ended[0].kernel_keys,
+        [pre.0, post.0],
+        "the view that waited keeps its own kernel key"
+    );
 }
 
 #[test]

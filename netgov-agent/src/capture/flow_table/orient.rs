@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use netgov_common::{FlowStats, proto, seen_at, tcp_flags};
+use netgov_common::{proto, seen_at, tcp_flags};
 
 use super::super::record::{EndReason, FlowRecord, FlowState, Observation, Protocol, TcpFlags};
-use super::{EndedFlow, Flow, FlowTableConfig, InterfaceNames};
+use super::{EndedFlow, Flow, FlowTableConfig, InterfaceNames, ViewStats, kernel_key};
 use crate::model::clock::WallClock;
 
 /// Start of the Linux default ephemeral port range
@@ -44,7 +44,7 @@ pub(super) fn outbound_direction(flow: &Flow) -> usize {
     let any_syn = flow
         .views
         .iter()
-        .any(|v| (v.stats.flags[0] | v.stats.flags[1]) & u64::from(tcp_flags::SYN) != 0);
+        .any(|v| (v.stats.flags[0] | v.stats.flags[1]) & tcp_flags::SYN != 0);
     if any_syn {
         return first_direction;
     }
@@ -68,20 +68,22 @@ impl Flow {
             .unwrap_or(0)
     }
 
-    pub(super) fn flags(&self, dir: usize) -> u64 {
+    pub(super) fn flags(&self, dir: usize) -> u32 {
         self.views.iter().fold(0, |acc, v| acc | v.stats.flags[dir])
     }
 
     pub(super) fn tcp_ended(&self) -> bool {
         let (a, b) = (self.flags(0), self.flags(1));
-        let fin = u64::from(tcp_flags::FIN);
-        let rst = u64::from(tcp_flags::RST);
+        let (fin, rst) = (tcp_flags::FIN, tcp_flags::RST);
         (a | b) & rst != 0 || (a & fin != 0 && b & fin != 0)
     }
 
     pub(super) fn end_reason(&self, now_ns: u64, config: &FlowTableConfig) -> Option<EndReason> {
         let quiet = Duration::from_nanos(now_ns.saturating_sub(self.last_seen_ns()));
-        let protocol = self.views.first().map(|v| v.key.protocol)?;
+        if self.views.is_empty() {
+            return None;
+        }
+        let protocol = self.conversation.protocol().number();
         if protocol == proto::TCP && self.tcp_ended() && quiet >= config.close_grace {
             return Some(EndReason::Closed);
         }
@@ -97,7 +99,11 @@ impl Flow {
         self.views.sort_by_key(|v| v.stats.first_seen_ns);
         EndedFlow {
             record: self.record(reason, names, clock),
-            kernel_keys: self.views.iter().map(|v| v.key).collect(),
+            kernel_keys: self
+                .views
+                .iter()
+                .map(|v| kernel_key(v.conversation(&self.conversation), v.ifindex))
+                .collect(),
             flow: self,
         }
     }
@@ -125,15 +131,15 @@ impl Flow {
             translated_src = Some(std::net::SocketAddr::new(translated.0, translated.1));
         }
         let (src, src_port) = initiator;
-        let max = |f: &dyn Fn(&FlowStats) -> u64| {
+        let max = |f: &dyn Fn(&ViewStats) -> u64| {
             self.views.iter().map(|v| f(&v.stats)).max().unwrap_or(0)
         };
         let packets_out = max(&|s| s.packets[out]);
         let packets_in = max(&|s| s.packets[back]);
         let bytes_out = max(&|s| s.bytes[out]);
         let bytes_in = max(&|s| s.bytes[back]);
-        let flags_out = self.flags(out);
-        let flags_in = self.flags(back);
+        let flags_out = u64::from(self.flags(out));
+        let flags_in = u64::from(self.flags(back));
         let state = derive_state(key.protocol().number(), flags_out, flags_in, packets_in);
         let first_seen = self
             .views
@@ -147,9 +153,9 @@ impl Flow {
             .iter()
             .map(|v| Observation {
                 interface: names
-                    .name(v.key.ifindex)
-                    .unwrap_or_else(|| format!("if{}", v.key.ifindex).into()),
-                ifindex: v.key.ifindex,
+                    .name(v.ifindex)
+                    .unwrap_or_else(|| format!("if{}", v.ifindex).into()),
+                ifindex: v.ifindex,
                 role: role(v.stats.flags[out], v.stats.flags[back]),
                 packets_out: v.stats.packets[out],
                 bytes_out: v.stats.bytes[out],
@@ -192,10 +198,9 @@ impl Flow {
 }
 
 /// The part an interface played, from the hooks that saw each direction.
-fn role(flags_out: u64, flags_in: u64) -> super::super::record::Role {
+fn role(flags_out: u32, flags_in: u32) -> super::super::record::Role {
     use super::super::record::Role;
-    let from_pod = u64::from(seen_at::FROM_POD);
-    let to_pod = u64::from(seen_at::TO_POD);
+    let (from_pod, to_pod) = (seen_at::FROM_POD, seen_at::TO_POD);
     if flags_out & from_pod != 0 || flags_in & to_pod != 0 {
         Role::Initiator
     } else if flags_out & to_pod != 0 || flags_in & from_pod != 0 {

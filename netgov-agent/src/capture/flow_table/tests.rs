@@ -498,3 +498,35 @@ fn idle_timeouts_are_per_protocol() {
     assert_eq!(ended_at(20 * SEC), []);
     assert_eq!(ended_at(32 * SEC), [Protocol::Tcp]);
 }
+
+/// A view keeps no kernel key: the one derived from its conversation and
+/// interface must be the kernel's, byte for byte, or the entry would never
+/// be deleted.
+#[test]
+fn kernel_keys_are_derived_exactly() {
+    let mut v6 = key(9, proto::TCP, 443, 40000);
+    v6.ip_version = 6;
+    v6.addr_a = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    v6.addr_b = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let icmp = key(3, proto::ICMP, 0, 0x0800);
+    let other = key(4, 132, 9, 9);
+    for kernel in [key(7, proto::UDP, 53, 33000), v6, icmp, other] {
+        assert_eq!(
+            kernel_key(&conversation_of(&kernel), kernel.ifindex),
+            kernel
+        );
+    }
+}
+
+/// The views of a same-node flow and a translated flow report the kernel
+/// keys they were read from, to be deleted when the flow ends.
+#[test]
+fn ended_flows_name_the_kernel_keys_they_were_read_from() {
+    let mut table = FlowTable::new(FlowTableConfig::default());
+    let (client, server) = (key(7, proto::UDP, 40000, 53), key(8, proto::UDP, 40000, 53));
+    let seen = stats(SEC, SEC, direction::A_TO_B, [(1, 60, FROM), (0, 0, 0)]);
+    table.drain([(client, seen), (server, seen)], SEC, &names, &FixedClock);
+    let ended = table.finish_all(&names, &FixedClock);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].kernel_keys, vec![client, server]);
+}
