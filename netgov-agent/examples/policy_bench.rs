@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use netgov_agent::engine::evaluate::VerdictCache;
-use netgov_agent::engine::{FlowQuery, evaluate};
+use netgov_agent::engine::{ClusterState, FlowQuery, evaluate};
 use netgov_agent::model::Protocol;
 use netgov_agent::sources::manifests::{Manifests, parse_file};
 use serde_json::{Value, json};
@@ -120,6 +120,27 @@ fn cluster_policies() -> Vec<Value> {
                          "protocols": [{"tcp": {"destinationPort": {"range": {"start": 6000, "end": 7000}}}}]}],
                     "egress": [{"name": "no-test-net", "action": "Deny", "to": [{"networks": ["198.51.100.0/24"]}]}]}})
         })
+        .collect()
+}
+
+/// Flows for `netgov check`: 300,000 of the mix, about 60 % of them
+/// denied, the shape its throughput is stated on (the mix alone denies
+/// about 89 %: denied flows are left out until the share is reached).
+fn check_flows(cluster: &ClusterState, mix: &[FlowQuery]) -> Vec<FlowQuery> {
+    const FLOWS: usize = 300_000;
+    const DENIED: usize = FLOWS * 6 / 10;
+    let (mut denied, mut others) = (0, 0);
+    mix.iter()
+        .filter(|query| {
+            if evaluate(cluster, query).verdict == netgov_agent::engine::Decision::Deny {
+                denied += 1;
+                denied <= DENIED
+            } else {
+                others += 1;
+                others <= FLOWS - DENIED
+            }
+        })
+        .copied()
         .collect()
 }
 
@@ -241,15 +262,20 @@ fn main() {
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(dir.join("flows.jsonl")).expect("flows file"),
         );
+        let queries = check_flows(&cluster, &flows(2_000_000));
         for query in &queries {
             let protocol = serde_json::to_value(query.protocol).expect("protocol");
             writeln!(out, "{}", json!({"src": query.src.to_string(), "dst": query.dst.to_string(), "protocol": protocol, "dst_port": query.dst_port})).expect("write");
         }
         out.flush().expect("flush");
         println!(
-            "wrote {} flows to {}",
+            "wrote {} flows to {} ({} denied)",
             queries.len(),
-            dir.join("flows.jsonl").display()
+            dir.join("flows.jsonl").display(),
+            queries
+                .iter()
+                .filter(|q| evaluate(&cluster, q).verdict == netgov_agent::engine::Decision::Deny)
+                .count()
         );
     }
 }

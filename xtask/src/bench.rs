@@ -121,20 +121,27 @@ fn policy() -> Result<(), XtaskError> {
             source,
         }
     })?;
+    // The fastest of five runs: wall-clock time on this machine varies by
+    // a third from run to run, with other work on the host.
     let time_check = |flows: &std::path::Path| -> Result<f64, XtaskError> {
-        let started = std::time::Instant::now();
-        run(Command::new(&netgov)
-            .args(["check", "--manifests"])
-            .arg(dir.join("cluster.json"))
-            .arg("--flows")
-            .arg(flows)
-            .stdout(Stdio::null()))?;
-        Ok(started.elapsed().as_secs_f64())
+        let mut fastest = f64::MAX;
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            run(Command::new(&netgov)
+                .args(["check", "--manifests"])
+                .arg(dir.join("cluster.json"))
+                .arg("--flows")
+                .arg(flows)
+                .stdout(Stdio::null()))?;
+            fastest = fastest.min(started.elapsed().as_secs_f64());
+        }
+        Ok(fastest)
     };
     let startup = time_check(&one_flow)?;
     let total = time_check(&flows)?;
     println!(
-        "netgov check end to end: {count} JSON flows in {total:.2} s, of which {startup:.2} s loading the manifests: {:.0} flows/s (one process, one core)",
+        "netgov check end to end: {count} JSON flows in {total:.2} s (fastest of 5), of which {startup:.2} s loading the manifests: {:.0} flows/s loading included, {:.0} flows/s judging and writing (one process, one core)",
+        count as f64 / total,
         count as f64 / (total - startup)
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,7 +1,6 @@
 //! `netgov check`: would these flows be allowed? Offline, for CI pipelines.
 
 use std::io::{BufRead, Write};
-use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
@@ -10,6 +9,7 @@ use crate::engine::{Decision, FlowQuery, Verdict, evaluate};
 use crate::model::Protocol;
 
 mod input;
+mod json;
 
 use input::endpoint;
 pub use input::{FlowError, parse_flow_flag, parse_json_flow};
@@ -17,12 +17,15 @@ pub use input::{FlowError, parse_flow_flag, parse_json_flow};
 /// Writes one JSON result: the input object as given (every field echoed,
 /// byte for byte), `src_ip` / `dst_ip` when an end was named as
 /// `namespace/pod`, then the verdict's fields: `verdict`, `egress`,
-/// `ingress`, `source`, `destination`, and for Services `backends`.
+/// `ingress`, `source`, `destination`, and for Services `backends`. The
+/// verdict is serialised into `scratch` (kept from flow to flow, so that
+/// a verdict allocates nothing), then its fields follow the input's.
 ///
 /// # Errors
 /// The I/O error writing.
 pub fn write_json(
     out: &mut impl Write,
+    scratch: &mut Vec<u8>,
     input_object: &str,
     input: &FlowText<'_>,
     query: &FlowQuery,
@@ -34,14 +37,17 @@ pub fn write_json(
         ("src_ip", input.src, query.src),
         ("dst_ip", input.dst, query.dst),
     ] {
-        if given.parse::<IpAddr>().ok() != Some(ip) {
+        // An end is an IP address as given, or `namespace/pod`, which no
+        // address contains.
+        if given.contains('/') {
             write!(out, ",\"{field}\":\"{ip}\"")?;
         }
     }
-    let verdict = serde_json::to_string(verdict).map_err(std::io::Error::other)?;
-    out.write_all(b",")?;
-    out.write_all(verdict.strip_prefix('{').unwrap_or(&verdict).as_bytes())?;
-    out.write_all(b"\n")
+    scratch.clear();
+    json::write_verdict(scratch, verdict);
+    scratch[0] = b',';
+    scratch.push(b'\n');
+    out.write_all(scratch)
 }
 
 /// The text of a flow's ends, as given.
@@ -188,6 +194,7 @@ pub fn check_json_lines(
     out: &mut impl Write,
 ) -> Result<Tally, CheckError> {
     let mut tally = Tally::default();
+    let mut scratch = Vec::new();
     let mut bytes = Vec::new();
     let mut number = 0;
     loop {
@@ -208,11 +215,13 @@ pub fn check_json_lines(
             continue;
         }
         let decision = match fast_parse(cluster, line) {
-            Some((query, text)) => write_result(cluster, &query, line, &text, format, out)?,
+            Some((query, text)) => {
+                write_result(cluster, &query, line, &text, format, out, &mut scratch)?
+            }
             None => {
                 let origin = format!("{source_name}:{number}");
                 let (query, fields) = parse_json_flow(cluster, line, &origin)?;
-                judge_parsed(cluster, &query, &fields, format, out)?
+                judge_parsed(cluster, &query, &fields, format, out, &mut scratch)?
             }
         };
         tally.add(decision);
@@ -221,7 +230,7 @@ pub fn check_json_lines(
 }
 
 /// Judges a flow parsed by [`parse_json_flow`] or [`parse_flow_flag`] and
-/// writes its result.
+/// writes its result (`scratch`: see [`write_json`]).
 ///
 /// # Errors
 /// The I/O error writing output.
@@ -231,6 +240,7 @@ pub fn judge_parsed(
     fields: &Map<String, Value>,
     format: CheckFormat,
     out: &mut impl Write,
+    scratch: &mut Vec<u8>,
 ) -> Result<Decision, CheckError> {
     let text = |field| {
         fields
@@ -243,10 +253,10 @@ pub fn judge_parsed(
         src: text("src"),
         dst: text("dst"),
     };
-    write_result(cluster, query, &object, &flow_text, format, out)
+    write_result(cluster, query, &object, &flow_text, format, out, scratch)
 }
 
-/// Judges one flow and writes its result.
+/// Judges one flow and writes its result (`scratch`: see [`write_json`]).
 ///
 /// # Errors
 /// The I/O error writing output.
@@ -257,11 +267,13 @@ pub fn write_result(
     text: &FlowText<'_>,
     format: CheckFormat,
     out: &mut impl Write,
+    scratch: &mut Vec<u8>,
 ) -> Result<Decision, CheckError> {
     let verdict = evaluate(cluster, query);
     match format {
         CheckFormat::Json => {
-            write_json(out, input_object, text, query, &verdict).map_err(CheckError::Io)?;
+            write_json(out, scratch, input_object, text, query, &verdict)
+                .map_err(CheckError::Io)?;
         }
         CheckFormat::Table => {
             writeln!(out, "{}", table_row(text, query, &verdict)).map_err(CheckError::Io)?;
@@ -416,36 +428,43 @@ pub fn judge_all(
     if options.flows.is_empty() && options.flows_file.is_none() {
         return Err(CheckRunError::NoFlows);
     }
-    // A table is laid out once every row is known: its rows are collected
-    // (tab-separated), then printed.
-    let mut rows = Vec::new();
-    let tally = judge_into(cluster, options, &mut rows, out)?;
-    if options.format == CheckFormat::Table {
-        out.write_all(render_table(&String::from_utf8_lossy(&rows)).as_bytes())
-            .map_err(CheckError::Io)?;
-    }
+    let tally = match options.format {
+        CheckFormat::Json => judge_into(cluster, options, out)?,
+        CheckFormat::Table => {
+            // A table is laid out once every row is known: its rows are
+            // collected (tab-separated), then printed.
+            let mut rows = Vec::new();
+            let tally = judge_into(cluster, options, &mut rows)?;
+            out.write_all(render_table(&String::from_utf8_lossy(&rows)).as_bytes())
+                .map_err(CheckError::Io)?;
+            tally
+        }
+    };
     out.flush().map_err(CheckError::Io)?;
     Ok(tally)
 }
 
-/// Judges every flow, writing JSON results to `json_out` and table rows
-/// to `rows`.
+/// Judges every flow, writing each result to `out` (JSON, or a table's
+/// row) as it goes: one writer type, so that the many small writes of
+/// serialising a verdict are inlined.
 fn judge_into(
     cluster: &ClusterState,
     options: &CheckOptions,
-    rows: &mut Vec<u8>,
-    json_out: &mut impl Write,
+    out: &mut impl Write,
 ) -> Result<Tally, CheckRunError> {
-    let mut out: Box<dyn Write + '_> = match options.format {
-        CheckFormat::Table => Box::new(rows),
-        CheckFormat::Json => Box::new(json_out),
-    };
-    let out = &mut out;
     let mut tally = Tally::default();
+    let mut scratch = Vec::new();
     for (i, text) in options.flows.iter().enumerate() {
         let (query, fields) = parse_flow_flag(cluster, text, &format!("--flow #{}", i + 1))
             .map_err(CheckError::from)?;
-        tally.add(judge_parsed(cluster, &query, &fields, options.format, out)?);
+        tally.add(judge_parsed(
+            cluster,
+            &query,
+            &fields,
+            options.format,
+            out,
+            &mut scratch,
+        )?);
     }
     match options.flows_file.as_deref() {
         None => {}

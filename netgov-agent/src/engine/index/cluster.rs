@@ -2,7 +2,12 @@
 //! services, endpoint slices and compiled policies, indexed for verdicts
 //! and updated one object at a time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// hashbrown's maps hash with foldhash, a fraction of the cost of std's
+// SipHash: every flow judged looks its ends up here. Randomly seeded, and
+// filled only from the API server or manifests, not from traffic.
+use hashbrown::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
