@@ -7,7 +7,9 @@
 //!   them is negligible next to judging);
 //! - a fixed mmap threshold ([`MMAP_THRESHOLD`]): large blocks are mapped
 //!   on their own and unmapped when freed, never carved out of an arena;
-//! - every minute, `malloc_trim` returns the free pages of every arena.
+//! - every ten seconds, `malloc_trim` returns the free pages of every
+//!   arena: a burst (a re-report of every live flow, tens of MiB of
+//!   records for a moment) is returned soon after, not a minute later.
 //!
 //! All are glibc's (the agent's image links glibc statically); elsewhere
 //! they do nothing. After each trim the heap in use is exported
@@ -17,7 +19,7 @@
 use std::time::Duration;
 
 /// How often free memory is returned.
-pub const TRIM_INTERVAL: Duration = Duration::from_secs(60);
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Limits glibc to two arenas, and keeps large blocks out of them. Call
 /// before threads start allocating.

@@ -48,14 +48,12 @@ pub(super) fn drain(
     clock: &MonotonicClock,
 ) -> Vec<EndedFlow> {
     let now = monotonic_now_ns();
-    let snapshot = read_flows(flows).unwrap_or_else(|error| {
-        tracing::debug!(%error, "batched map read failed; reading entry by entry");
-        // An entry deleted by the kernel between key and value lookups is
-        // simply skipped: `iter` yields an error for it, which is not a
-        // loss of counts we could have read.
-        flows.iter().filter_map(Result::ok).collect()
-    });
-    table.drain(snapshot, now, &|i: u32| names.get(&i).cloned(), clock)
+    table.drain(
+        read_flows(flows),
+        now,
+        &|i: u32| names.get(&i).cloned(),
+        clock,
+    )
 }
 
 pub(super) fn emit(
