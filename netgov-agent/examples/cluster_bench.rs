@@ -1,14 +1,19 @@
-//! Cluster-state benchmark (run by `cargo xtask bench cluster`). The fake
-//! API server runs in a child process, so the figures are the agent's own:
+//! Cluster-state benchmark (run by `cargo xtask bench cluster [--pods N]`).
+//! The fake API server runs in a child process, so the figures are the
+//! agent's own, and what the server sent is what one agent costs it:
 //!
 //! 1. Initial sync of 10,000 pods, 500 namespaces, 2,000 policies and
 //!    3,000 services (with their EndpointSlices): time to ready, the memory
-//!    the sync keeps (per 10k pods), the requests it made, the time to copy
-//!    the state (what `agent --staged` pays per rebuild), and IP
-//!    resolutions per second on one core.
-//! 2. The same shape with 50,000 pods from an API server that ignores
-//!    `limit` (every list whole): time to ready and peak resident memory,
-//!    against the DaemonSet's 512 MiB limit.
+//!    the sync keeps (per 10k pods), the requests it made and the objects
+//!    and bytes it received, the time to copy the state (what `agent
+//!    --staged` pays per rebuild), and IP resolutions per second on one
+//!    core. With `--pods N`: N pods in a cluster shaped as at Kubernetes'
+//!    limits ([`Scale::at_the_limits`]), then a minute of 100 pod changes a
+//!    second (relabels, deletes, creates reusing a deleted pod's IP): the
+//!    CPU the agent's side spends on them and the bytes it receives.
+//! 2. The same shape (50,000 pods without `--pods`) from an API server
+//!    that ignores `limit` (every list whole): time to ready and peak
+//!    resident memory, against the DaemonSet's 512 MiB limit.
 
 use std::hint::black_box;
 use std::io::{BufRead, Write};
@@ -20,7 +25,7 @@ use netgov_agent::engine::ClusterState;
 use netgov_agent::engine::Resolved;
 use netgov_agent::sources::ClusterHealth;
 use netgov_agent::sources::kube_source;
-use netgov_fakeapi::synthetic::{Scale, pod_ip, populate};
+use netgov_fakeapi::synthetic::{Scale, pod, pod_ip, populate};
 use netgov_fakeapi::{FakeApiServer, Resource};
 
 /// Counts live heap bytes, to report what the sync keeps.
@@ -54,11 +59,12 @@ fn status_kib(field: &str) -> u64 {
     netgov_testbed::process::status(std::process::id(), field)
 }
 
-/// Child mode (`serve PODS whole|paged`): serve the generated cluster,
-/// print the kubeconfig path, then on each line of standard input print the
-/// requests served so far (`lists watches` over every resource), until
-/// standard input closes.
-fn serve(pods: usize, whole: bool) {
+/// Child mode (`serve PODS whole|paged classic|limits`): serve the
+/// generated cluster, print the kubeconfig path, then answer each line of
+/// standard input until it closes: an empty line with what was served so
+/// far (`lists watches objects bytes` over every resource), `churn RATE
+/// SECONDS` by making RATE pod changes a second for SECONDS, then `done`.
+fn serve(scale: Scale, whole: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -66,15 +72,7 @@ fn serve(pods: usize, whole: bool) {
         .expect("runtime");
     runtime.block_on(async {
         let server = FakeApiServer::start().await;
-        populate(
-            &server,
-            Scale {
-                namespaces: 500,
-                pods,
-                policies: 2_000,
-                services: 3_000,
-            },
-        );
+        populate(&server, scale);
         server.set_ignore_limit(whole);
         let kubeconfig =
             std::env::temp_dir().join(format!("netgov-bench-kubeconfig-{}", std::process::id()));
@@ -83,18 +81,83 @@ fn serve(pods: usize, whole: bool) {
         let server = Arc::new(server);
         let counter = Arc::clone(&server);
         tokio::task::spawn_blocking(move || {
-            for _ in std::io::stdin().lock().lines().map_while(Result::ok) {
+            let mut churned = 0;
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                let mut words = line.split_whitespace();
+                if words.next() == Some("churn") {
+                    let mut figure = || words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                    let (rate, seconds) = (figure(), figure() as u64);
+                    churned = make_pod_changes(&counter, scale, churned, rate, seconds);
+                    println!("done");
+                    continue;
+                }
                 let (lists, watches) = Resource::ALL
                     .iter()
                     .map(|r| counter.requests(*r))
                     .fold((0, 0), |(l, w), (dl, dw)| (l + dl, w + dw));
-                println!("{lists} {watches}");
+                let (objects, bytes) = counter.served();
+                println!("{lists} {watches} {objects} {bytes}");
             }
         })
         .await
         .expect("stdin");
         drop(server);
     });
+}
+
+/// Makes `rate` pod changes a second for `seconds`, from the `done`-th on:
+/// of every four, two relabel a pod, one deletes a pod and one creates a
+/// pod of a new name with the deleted pod's IP. Returns changes made in
+/// all.
+fn make_pod_changes(
+    server: &FakeApiServer,
+    scale: Scale,
+    done: usize,
+    rate: usize,
+    seconds: u64,
+) -> usize {
+    let started = Instant::now();
+    let total = rate * seconds as usize;
+    let pod_of = |i: usize| {
+        let mut pod = pod(
+            i,
+            i % scale.namespaces.max(1),
+            i % scale.replica_sets.max(1),
+            i % scale.nodes.max(1),
+        );
+        let name = |pod: &serde_json::Value| {
+            pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let namespace = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let original = name(&pod);
+        (pod.take(), namespace, original)
+    };
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let change = done + n;
+        // Each group of four changes works on its own pod, across the cluster.
+        let i = (change / 4 * 7919) % scale.pods.max(1);
+        let (mut pod, namespace, name) = pod_of(i);
+        match change % 4 {
+            0 | 1 => {
+                pod["metadata"]["labels"]["version"] = serde_json::json!(format!("v{change}"));
+                server.apply(Resource::Pods, pod);
+            }
+            2 => server.delete(Resource::Pods, &namespace, &name),
+            _ => {
+                pod["metadata"]["name"] = serde_json::json!(format!("{name}-r{change}"));
+                server.apply(Resource::Pods, pod);
+            }
+        }
+    }
+    done + total
 }
 
 /// The fake API server in a child process.
@@ -104,13 +167,23 @@ struct Server {
     kubeconfig: std::path::PathBuf,
 }
 
+/// What the server has served: requests, and what it sent.
+#[derive(Clone, Copy, Debug)]
+struct Served {
+    lists: u64,
+    watches: u64,
+    objects: u64,
+    bytes: u64,
+}
+
 impl Server {
-    fn start(pods: usize, whole: bool) -> Self {
+    fn start(pods: usize, whole: bool, limits: bool) -> Self {
         let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
             .args([
                 "serve",
                 &pods.to_string(),
                 if whole { "whole" } else { "paged" },
+                if limits { "limits" } else { "classic" },
             ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -125,16 +198,28 @@ impl Server {
         }
     }
 
-    /// `(lists, watches)` served so far.
-    fn requests(&mut self) -> (u64, u64) {
+    fn ask(&mut self, line: &str) -> String {
         let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin).expect("ask");
-        let line = self.lines.next().expect("answer").expect("read");
+        writeln!(stdin, "{line}").expect("ask");
+        self.lines.next().expect("answer").expect("read")
+    }
+
+    /// What was served so far.
+    fn served(&mut self) -> Served {
+        let line = self.ask("");
         let mut figures = line.split(' ').map(|f| f.parse().expect("figure"));
-        (
-            figures.next().expect("lists"),
-            figures.next().expect("watches"),
-        )
+        let mut next = || figures.next().expect("figure");
+        Served {
+            lists: next(),
+            watches: next(),
+            objects: next(),
+            bytes: next(),
+        }
+    }
+
+    /// Makes `rate` pod changes a second for `seconds`.
+    fn churn(&mut self, rate: usize, seconds: u64) {
+        assert_eq!(self.ask(&format!("churn {rate} {seconds}")), "done");
     }
 }
 
@@ -145,8 +230,54 @@ impl Drop for Server {
     }
 }
 
-/// Syncs from `server` until ready; returns the state and the time it took.
+/// The cluster served for `pods`: the classic shape of this benchmark, or
+/// one at Kubernetes' limits.
+fn scale(pods: usize, limits: bool) -> Scale {
+    if limits {
+        Scale::at_the_limits(pods)
+    } else {
+        Scale {
+            namespaces: 500,
+            pods,
+            replica_sets: 20,
+            nodes: 20,
+            policies: 2_000,
+            services: 3_000,
+        }
+    }
+}
+
+/// CPU seconds this process has spent, user and system.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Syncs from `server` until ready; returns the state and the time it
+/// took (the source stops watching).
 async fn sync(server: &Server) -> (Arc<RwLock<ClusterState>>, Duration) {
+    let (state, ready, tasks) = sync_and_watch(server).await;
+    for task in tasks {
+        task.abort();
+    }
+    (state, ready)
+}
+
+/// Syncs from `server` until ready; returns the state, the time it took
+/// and the source's tasks, which go on watching until aborted.
+async fn sync_and_watch(
+    server: &Server,
+) -> (
+    Arc<RwLock<ClusterState>>,
+    Duration,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     let client = kube_source::client(Some(&server.kubeconfig))
         .await
         .expect("client");
@@ -158,10 +289,7 @@ async fn sync(server: &Server) -> (Arc<RwLock<ClusterState>>, Duration) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ready = started.elapsed();
-    for task in tasks {
-        task.abort();
-    }
-    (state, ready)
+    (state, ready, tasks)
 }
 
 fn trim() {
@@ -169,30 +297,49 @@ fn trim() {
     unsafe { libc::malloc_trim(0) };
 }
 
-async fn typical_cluster() {
-    const PODS: usize = 10_000;
-    let mut server = Server::start(PODS, false);
+async fn typical_cluster(pods: usize, limits: bool) {
+    let mut server = Server::start(pods, false, limits);
+    let shape = scale(pods, limits);
     trim();
     let before = status_kib("VmRSS");
     let live_before = live_mib();
-    let (state, ready) = sync(&server).await;
-    let (lists, watches) = server.requests();
+    let cpu_before = cpu_seconds();
+    let (state, ready, tasks) = sync_and_watch(&server).await;
+    let sync_cpu = cpu_seconds() - cpu_before;
+    let synced = server.served();
     // Let the client's buffers go, and glibc return freed heap, first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     trim();
     let kept = live_mib() - live_before;
     println!(
-        "initial sync of {PODS} pods, 500 namespaces, 2000 policies, 3000 services (+ endpoint slices):"
+        "initial sync of {pods} pods, {} namespaces, {} ReplicaSets, {} nodes, {} policies, {} services (+ endpoint slices):",
+        shape.namespaces, shape.replica_sets, shape.nodes, shape.policies, shape.services
     );
-    println!("  time to ready: {:.2} s", ready.as_secs_f64());
     println!(
-        "  memory the sync keeps: {kept:.1} MiB live heap ({:.1} MiB per 10k pods at this shape); resident memory grew by {:.1} MiB",
-        kept * 10_000.0 / PODS as f64,
+        "  time to ready: {:.2} s ({sync_cpu:.1} s of CPU)",
+        ready.as_secs_f64()
+    );
+    println!(
+        "  memory the sync keeps: {kept:.1} MiB live heap ({:.1} MiB per 10k pods at this shape, {:.0} B a pod); resident {:.1} MiB, grown by {:.1} MiB",
+        kept * 10_000.0 / pods as f64,
+        kept * 1024.0 * 1024.0 / pods as f64,
+        status_kib("VmRSS") as f64 / 1024.0,
         status_kib("VmRSS").saturating_sub(before) as f64 / 1024.0
     );
     println!(
-        "  API requests for the sync (one agent): {lists} lists (the first of each resource from the watch cache), {watches} watches"
+        "  API requests for the sync (one agent): {} lists (the first of each resource from the watch cache), {} watches; received {} objects, {:.1} MiB ({:.0} B an object)",
+        synced.lists,
+        synced.watches,
+        synced.objects,
+        synced.bytes as f64 / MIB,
+        synced.bytes as f64 / synced.objects.max(1) as f64
     );
+    if limits {
+        churn(&mut server, &state, synced).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
 
     let state = state.read().expect("lock");
     // What `agent --staged` pays per rebuild of its copy.
@@ -204,7 +351,7 @@ async fn typical_cluster() {
     );
     drop(copy);
     let mut lookups: Vec<IpAddr> = (0..1_000_000)
-        .map(|i| IpAddr::V4(pod_ip(i * 7919 % PODS)))
+        .map(|i| IpAddr::V4(pod_ip(i * 7919 % pods)))
         .collect();
     lookups.extend(
         (0..100_000)
@@ -226,16 +373,15 @@ async fn typical_cluster() {
     );
 }
 
-async fn huge_unpaginated_cluster() {
-    const PODS: usize = 50_000;
-    let server = Server::start(PODS, true);
+async fn huge_unpaginated_cluster(pods: usize, limits: bool) {
+    let server = Server::start(pods, true, limits);
     trim();
     // Peak resident memory from here on (writing 5 resets VmHWM).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let before = status_kib("VmRSS");
     let (state, ready) = sync(&server).await;
     let peak = status_kib("VmHWM");
-    println!("initial sync of {PODS} pods from an API server that ignores `limit`:");
+    println!("initial sync of {pods} pods from an API server that ignores `limit`:");
     println!(
         "  time to ready: {:.2} s ({} pods in the state)",
         ready.as_secs_f64(),
@@ -248,19 +394,69 @@ async fn huge_unpaginated_cluster() {
     );
 }
 
+/// Pod changes a second while churning, and for how long.
+const CHURN_RATE: usize = 100;
+const CHURN_SECONDS: u64 = 60;
+
+/// A minute of [`CHURN_RATE`] pod changes a second against the synced
+/// state: the CPU this side spends applying them (the kube source and the
+/// cluster state; the server is the child's), what it receives, and its
+/// memory after.
+async fn churn(server: &mut Server, state: &Arc<RwLock<ClusterState>>, synced: Served) {
+    let pods_before = state.read().expect("lock").pod_count();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    // The churn runs in the child, while this side's runtime keeps
+    // applying events.
+    tokio::task::block_in_place(|| server.churn(CHURN_RATE, CHURN_SECONDS));
+    // The last events in flight.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    let after = server.served();
+    trim();
+    println!(
+        "  {CHURN_RATE} pod changes a second for {CHURN_SECONDS} s: {:.1} % of a core; received {:.2} MiB a minute ({} events); {} pods in the state (from {pods_before}); resident {:.1} MiB, heap {:.1} MiB",
+        cpu / elapsed * 100.0,
+        (after.bytes - synced.bytes) as f64 / MIB * 60.0 / elapsed,
+        after.objects - synced.objects,
+        state.read().expect("lock").pod_count(),
+        status_kib("VmRSS") as f64 / 1024.0,
+        live_mib()
+    );
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         let pods = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(10_000);
-        return serve(pods, args.get(3).map(String::as_str) == Some("whole"));
+        let limits = args.get(4).map(String::as_str) == Some("limits");
+        return serve(
+            scale(pods, limits),
+            args.get(3).map(String::as_str) == Some("whole"),
+        );
     }
+    let pods = args
+        .iter()
+        .position(|a| a == "--pods")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        typical_cluster().await;
-        huge_unpaginated_cluster().await;
+        match pods {
+            None => {
+                typical_cluster(10_000, false).await;
+                huge_unpaginated_cluster(50_000, false).await;
+            }
+            Some(pods) => {
+                typical_cluster(pods, true).await;
+                huge_unpaginated_cluster(pods, true).await;
+            }
+        }
     });
 }

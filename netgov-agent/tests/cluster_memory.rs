@@ -49,6 +49,8 @@ async fn an_unpaginated_list_of_50k_pods_stays_bounded() {
         Scale {
             namespaces: 500,
             pods: PODS,
+            replica_sets: 20,
+            nodes: 20,
             policies: 500,
             services: 500,
         },

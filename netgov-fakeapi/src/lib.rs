@@ -130,6 +130,24 @@ struct WatchEvent {
     object: Value,
 }
 
+/// What the server sent in list responses and watch streams: what an
+/// agent costs the API server.
+#[derive(Debug, Default)]
+struct Served {
+    /// Objects: list items and watch events (bookmarks excepted).
+    objects: std::sync::atomic::AtomicU64,
+    /// Bytes of response bodies.
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Served {
+    fn count(&self, objects: u64, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.objects.fetch_add(objects, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Store {
     resource_version: u64,
@@ -150,6 +168,7 @@ struct Store {
     /// The `resourceVersion` each list asked for (`""` when none), by
     /// resource, in order.
     list_versions: BTreeMap<Resource, Vec<String>>,
+    served: Arc<Served>,
 }
 
 /// The server. Dropping it stops it.
@@ -414,6 +433,15 @@ impl FakeApiServer {
     /// Delays every response by `delay` (slow API server).
     pub fn set_delay(&self, delay: Duration) {
         self.store.lock().expect("store").delay = delay;
+    }
+
+    /// What lists and watches sent so far, to every client: `(objects,
+    /// bytes)` of response bodies (watch bookmarks count as bytes, not
+    /// objects).
+    pub fn served(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let served = Arc::clone(&self.store.lock().expect("store").served);
+        (served.objects.load(Relaxed), served.bytes.load(Relaxed))
     }
 
     /// Requests served so far for `resource`: `(lists, watches)`.

@@ -62,9 +62,13 @@ fn list(
         resource.api_version(),
         resource.kind()
     );
-    let items = page.into_iter().enumerate().map(|(i, object)| {
+    let served = Arc::clone(&store.served);
+    served.count(0, head.len() + 2);
+    let items = page.into_iter().enumerate().map(move |(i, object)| {
         let separator = if i == 0 { "" } else { "," };
-        Ok(Frame::data(Bytes::from(format!("{separator}{object}"))))
+        let item = format!("{separator}{object}");
+        served.count(1, item.len());
+        Ok(Frame::data(Bytes::from(item)))
     });
     let chunks = std::iter::once(Ok(Frame::data(Bytes::from(head))))
         .chain(items)
@@ -178,12 +182,8 @@ pub(crate) async fn handle(
             .collect();
         (backlog, expired, store.resource_version)
     };
-    let line = |event_type: &str, object: &Value| -> Result<Frame<Bytes>, Infallible> {
-        Ok(Frame::data(Bytes::from(format!(
-            "{}\n",
-            json!({"type": event_type, "object": object})
-        ))))
-    };
+    let served = Arc::clone(&store.lock().expect("store").served);
+    let line = |event_type: &str, object: &Value| event_line(&served, event_type, object);
     if expired {
         let gone = status(
             410,
@@ -194,27 +194,31 @@ pub(crate) async fn handle(
         return Ok(Response::new(BodyExt::boxed(body)));
     }
     let last_backlog = backlog.last().map_or(from, |e| e.resource_version);
-    let backlog = futures::stream::iter(backlog.into_iter().map(move |e| line(e.kind, &e.object)));
+    let backlog: Vec<_> = backlog.iter().map(|e| line(e.kind, &e.object)).collect();
+    let backlog = futures::stream::iter(backlog);
     // The highest version the live stream has passed (sent or not this
     // resource's): a bookmark never claims more, or the client would resume
     // past events still queued.
     let passed = Arc::new(std::sync::atomic::AtomicU64::new(last_backlog.max(from)));
     let passed_live = Arc::clone(&passed);
+    let (served_live, served_bookmarks) = (Arc::clone(&served), Arc::clone(&served));
     let live = tokio_stream::wrappers::BroadcastStream::new(live)
         // A receiver that lagged lost events: end the watch, so the client
         // watches again from its last version (served from history).
         .take_while(|event| std::future::ready(event.is_ok()))
         .filter_map(move |event| {
             let passed = Arc::clone(&passed_live);
+            let served = Arc::clone(&served_live);
             async move {
                 let event = event.ok()?;
                 passed.fetch_max(event.resource_version, std::sync::atomic::Ordering::SeqCst);
                 (event.resource == resource && event.resource_version > last_backlog)
-                    .then(|| line(event.kind, &event.object))
+                    .then(|| event_line(&served, event.kind, &event.object))
             }
         });
     let bookmark_stream = futures::stream::unfold((), move |()| {
         let passed = Arc::clone(&passed);
+        let served = Arc::clone(&served_bookmarks);
         async move {
             if !bookmarks {
                 std::future::pending::<()>().await;
@@ -223,7 +227,7 @@ pub(crate) async fn handle(
             let version = passed.load(std::sync::atomic::Ordering::SeqCst);
             let bookmark = json!({"apiVersion": resource.api_version(), "kind": resource.kind(),
                                   "metadata": {"resourceVersion": version.to_string()}});
-            Some((line("BOOKMARK", &bookmark), ()))
+            Some((event_line(&served, "BOOKMARK", &bookmark), ()))
         }
     });
     let stream = backlog
@@ -233,4 +237,15 @@ pub(crate) async fn handle(
         .header("content-type", "application/json")
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .expect("response"))
+}
+
+/// A watch event's line, counted as served.
+fn event_line(
+    served: &Served,
+    event_type: &str,
+    object: &Value,
+) -> Result<Frame<Bytes>, Infallible> {
+    let line = format!("{}\n", json!({"type": event_type, "object": object}));
+    served.count(u64::from(event_type != "BOOKMARK"), line.len());
+    Ok(Frame::data(Bytes::from(line)))
 }
