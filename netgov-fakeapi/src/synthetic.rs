@@ -90,7 +90,7 @@ pub fn populate(server: &FakeApiServer, scale: Scale) {
 }
 
 /// The `i`-th pod, of ReplicaSet `rs` (its app label `app-{rs % 20}`, as
-/// the policies select), about 3.9 KB of JSON as an API server sends a
+/// the policies select), about 4 KB of JSON as an API server sends a
 /// pod: owner, managed fields, a container with its probes, environment
 /// and resources, the service-account token volume, the default
 /// tolerations, and a running status with its conditions.

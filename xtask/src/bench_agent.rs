@@ -402,10 +402,9 @@ fn hold(
 
 /// How long resident memory is sampled, once a second, at the end of a
 /// hold. One sample may catch the agent in the middle of a burst that
-/// scales with the flows (each second's snapshot of the kernel map; a
-/// re-report of every live flow passing through the judge's channel as
-/// records): what the agent holds per flow is from the lowest samples,
-/// and the median and highest are printed beside it.
+/// scales with the flows (a re-report of every live flow passing through
+/// the judge's channel as records): what the agent holds per flow is from
+/// the lowest samples, and the median and highest are printed beside it.
 const SAMPLED: Duration = Duration::from_secs(20);
 
 /// Resident memory sampled once a second.
@@ -443,8 +442,8 @@ impl Resident {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// How often the agent returns free heap pages (`agent/memory.rs`), plus
-/// a margin.
+/// How long each hold lasts: several of the agent's heap trims (every
+/// 10 s, `agent/memory.rs`), and a minute of live flows kept alive.
 const TRIM_INTERVAL: Duration = Duration::from_secs(62);
 
 /// `netgov agent`, stopped with SIGTERM on drop.
