@@ -146,7 +146,11 @@ fn make_pod_changes(
         // cluster: a stride prime to the pod count visits every pod once
         // before any again (a minute at 100 a second takes 1,500).
         let pods = scale.pods.max(1);
-        let stride = if pods.is_multiple_of(7919) { 7907 } else { 7919 };
+        let stride = if pods.is_multiple_of(7919) {
+            7907
+        } else {
+            7919
+        };
         let i = (change / 4 * stride) % pods;
         let (mut pod, namespace, name) = pod_of(i);
         match change % 4 {
