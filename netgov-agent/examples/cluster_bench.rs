@@ -118,25 +118,22 @@ fn make_pod_changes(
 ) -> usize {
     let started = Instant::now();
     let total = rate * seconds as usize;
+    // The pod as `populate` made it, with its namespace and name.
     let pod_of = |i: usize| {
-        let mut pod = pod(
+        let pod = pod(
             i,
             i % scale.namespaces.max(1),
             i % scale.replica_sets.max(1),
             i % scale.nodes.max(1),
         );
-        let name = |pod: &serde_json::Value| {
-            pod["metadata"]["name"]
+        let field = |name: &str| {
+            pod["metadata"][name]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned()
         };
-        let namespace = pod["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let original = name(&pod);
-        (pod.take(), namespace, original)
+        let (namespace, name) = (field("namespace"), field("name"));
+        (pod, namespace, name)
     };
     for n in 0..total {
         let due = started + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
