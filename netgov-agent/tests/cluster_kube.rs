@@ -279,6 +279,12 @@ async fn restart_and_gone_relist_lose_and_duplicate_nothing() {
     h.server.drop_connections();
     tokio::time::sleep(Duration::from_millis(150)).await;
     h.server.delete(Resource::Pods, "dev", "tool");
+    // Of every kind the state holds one for one, not only pods: the
+    // relist finds them in the state, not in a list of its own.
+    h.server.delete(Resource::Services, "prod", "db");
+    h.server.delete(Resource::EndpointSlices, "prod", "db-1");
+    h.server.delete(Resource::NetworkPolicies, "prod", "db");
+    h.server.delete(Resource::Nodes, "", "node-1");
     h.server.compact();
     h.server.set_delay(Duration::ZERO);
     h.eventually("relist after 410", |h| {
@@ -294,6 +300,28 @@ async fn restart_and_gone_relist_lose_and_duplicate_nothing() {
         2,
         "db and after-restart, nothing duplicated"
     );
+    h.eventually("the other deletions seen through their relists", |h| {
+        let state = h.state.read().expect("lock");
+        state.service("prod", "db").is_none()
+            && state.slices_of("prod", "db").count() == 0
+            && state.policies().count() == 0
+            && state.node_addresses("node-1").is_empty()
+    })
+    .await;
+    let health = h.health.read().expect("lock");
+    let objects = |kind| health.resources[&kind].objects;
+    assert_eq!(
+        [
+            ResourceKind::Pod,
+            ResourceKind::Service,
+            ResourceKind::EndpointSlice,
+            ResourceKind::NetworkPolicy,
+            ResourceKind::Node,
+        ]
+        .map(objects),
+        [2, 0, 0, 0, 0]
+    );
+    drop(health);
     // The first list came from the watch cache; the relist after 410 Gone
     // is a consistent read, as the cache may be older than what was seen.
     let versions = h.server.list_versions(Resource::Pods);
@@ -335,6 +363,8 @@ async fn malformed_objects_are_skipped_and_named() {
     );
     let policies = &health.resources[&ResourceKind::NetworkPolicy];
     assert!(policies.problems["NetworkPolicy prod/bad-cidr"].contains("ipBlock.cidr"));
+    // Skipped objects count as objects, once.
+    assert_eq!((pods.objects, policies.objects), (3, 2));
     // Everything else applies.
     assert_eq!(h.verdict("10.0.2.3", "10.0.1.3", 5432), Decision::Deny);
     assert_eq!(h.destination("10.0.1.99"), EndpointKind::External);
@@ -352,6 +382,23 @@ async fn malformed_objects_are_skipped_and_named() {
             .problems
             .is_empty()
     );
+    // A malformed update of a pod the state holds is skipped; the pod
+    // keeps its last valid version and is still one object.
+    let mut bad = pod("prod", "broken", "10.0.1.99", json!({"app": "y"}));
+    bad["spec"]["containers"][0]["ports"] = json!([{"containerPort": "eighty"}]);
+    h.server.apply(Resource::Pods, bad);
+    h.eventually("skipped update", |h| {
+        h.health.read().expect("lock").resources[&ResourceKind::Pod].skipped_objects == 2
+    })
+    .await;
+    assert_eq!(
+        h.health.read().expect("lock").resources[&ResourceKind::Pod].objects,
+        3
+    );
+    assert!(matches!(
+        h.destination("10.0.1.99"),
+        EndpointKind::Pod { .. }
+    ));
 }
 
 /// ClusterNetworkPolicies come from the API like NetworkPolicies; the

@@ -7,7 +7,7 @@
 //! workload cap, pushing live workloads into `_overflow` (seen in the churn
 //! soak: series grew by ~500 a minute).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::export::metrics::OVERFLOW;
@@ -32,22 +32,22 @@ impl DepartedSeries {
         }
     }
 
-    /// Given the workloads that name series and those in the cluster at
-    /// `now`, returns the workloads whose series to remove now.
+    /// Given the workloads that name series and which are in the cluster
+    /// at `now`, returns the workloads whose series to remove now.
     pub(super) fn sweep(
         &mut self,
         with_series: impl IntoIterator<Item = Workload>,
-        current: &HashSet<Workload>,
+        current: impl Fn(&Workload) -> bool,
         now: Instant,
     ) -> Vec<Workload> {
         for workload in with_series {
-            if !current.contains(&workload) && workload.1 != OVERFLOW {
+            if !current(&workload) && workload.1 != OVERFLOW {
                 self.since.entry(workload).or_insert(now);
             }
         }
         let mut expired = Vec::new();
         self.since.retain(|workload, since| {
-            if current.contains(workload) {
+            if current(workload) {
                 return false;
             }
             if now.duration_since(*since) >= self.grace {
@@ -63,6 +63,8 @@ impl DepartedSeries {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn set(names: &[&str]) -> HashSet<Workload> {
@@ -91,7 +93,8 @@ mod tests {
             (13 * minute, &["a", "older"], &["a"], &["older"]),
         ];
         for (at, with_series, current, expected) in steps {
-            let swept = departed.sweep(set(with_series), &set(current), start + at);
+            let current = set(current);
+            let swept = departed.sweep(set(with_series), |w| current.contains(w), start + at);
             let expected: Vec<Workload> = expected
                 .iter()
                 .map(|n| ("ml".to_owned(), (*n).to_owned()))

@@ -299,7 +299,10 @@ impl HubbleArgs {
                 .pod_namespace
                 .clone()
                 .zip(self.pod_name.clone())
-                .map(|(namespace, name)| crate::hubble::peer::PodRef { namespace, name }),
+                .map(|(namespace, name)| crate::hubble::peer::PodRef {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                }),
         }))
     }
 }

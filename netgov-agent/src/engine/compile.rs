@@ -18,7 +18,7 @@ pub enum PortSpec {
     /// `port` through `endPort` (a single port has both equal).
     Range(u16, u16),
     /// A named container port, resolved against the destination pod.
-    Named(String),
+    Named(Name),
 }
 
 /// One entry of a rule's `ports`.
@@ -73,16 +73,49 @@ pub struct Rule {
 pub struct CompiledPolicy {
     /// `namespace/name`.
     pub id: Name,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
     /// Which pods of the namespace it selects.
     pub pod_selector: Selector,
     /// Ingress rules when the policy has the Ingress type.
     pub ingress: Option<Vec<Rule>>,
     /// Egress rules when the policy has the Egress type.
     pub egress: Option<Vec<Rule>>,
+}
+
+impl CompiledPolicy {
+    /// Takes each of its selectors' strings and port names from `share`,
+    /// which returns one shared copy of each.
+    pub fn share_strings(&mut self, share: &mut impl FnMut(&str) -> Name) {
+        self.pod_selector.share_strings(share);
+        let rules = self.ingress.iter_mut().chain(&mut self.egress).flatten();
+        for rule in rules {
+            for peer in rule.peers.iter_mut().flatten() {
+                if let Peer::Pods { namespaces, pods } = peer {
+                    pods.share_strings(share);
+                    if let NamespaceScope::Matching(selector) = namespaces {
+                        selector.share_strings(share);
+                    }
+                }
+            }
+            for port in rule.ports.iter_mut().flatten() {
+                if let PortSpec::Named(name) = &mut port.port {
+                    *name = share(name);
+                }
+            }
+        }
+    }
+
+    /// Its namespace (the part of its id before the first `/`: a
+    /// namespace's name has none).
+    pub fn namespace(&self) -> &str {
+        self.id
+            .split_once('/')
+            .map_or("", |(namespace, _)| namespace)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.id.split_once('/').map_or(&*self.id, |(_, name)| name)
+    }
 }
 
 /// Compiles a NetworkPolicy.
@@ -156,7 +189,8 @@ pub fn compile(policy: &NetworkPolicy) -> Result<CompiledPolicy, PolicyError> {
                 "from",
             )
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map(exact)?;
     let egress = egress_rules
         .iter()
         .enumerate()
@@ -169,15 +203,22 @@ pub fn compile(policy: &NetworkPolicy) -> Result<CompiledPolicy, PolicyError> {
                 "to",
             )
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map(exact)?;
     Ok(CompiledPolicy {
         id: Name::from(format!("{namespace}/{name}")),
-        namespace,
-        name,
         pod_selector,
         ingress: has_ingress.then_some(ingress),
         egress: has_egress.then_some(egress),
     })
+}
+
+/// `list` without room to grow. Compiled policies are held as long as
+/// they stand, ten thousand of them in a large cluster, and a collected
+/// list keeps room for four.
+pub(crate) fn exact<T>(mut list: Vec<T>) -> Vec<T> {
+    list.shrink_to_fit();
+    list
 }
 
 fn compile_rule(
@@ -194,7 +235,8 @@ fn compile_rule(
                 .iter()
                 .enumerate()
                 .map(|(i, peer)| compile_peer(peer, object, &format!("{field}.{peers_field}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+                .map(exact)?,
         ),
     };
     let ports = match ports {
@@ -204,7 +246,8 @@ fn compile_rule(
                 .iter()
                 .enumerate()
                 .map(|(i, port)| compile_port(port, object, &format!("{field}.ports[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+                .map(exact)?,
         ),
     };
     Ok(Rule { peers, ports })
@@ -239,7 +282,10 @@ fn compile_peer(peer: &NetworkPolicyPeer, object: &str, field: &str) -> Result<P
                 }
                 except.push(hole);
             }
-            Ok(Peer::IpBlock { cidr, except })
+            Ok(Peer::IpBlock {
+                cidr,
+                except: exact(except),
+            })
         }
         (Some(_), _, _) => Err(invalid(
             format!("{field}.ipBlock"),
@@ -328,7 +374,7 @@ fn compile_port(
                     ),
                 ));
             }
-            PortSpec::Named(name.clone())
+            PortSpec::Named(Name::from(name.as_str()))
         }
         (Some(IntOrString::String(name)), Some(_)) => {
             return Err(invalid(

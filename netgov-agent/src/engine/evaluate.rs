@@ -106,7 +106,7 @@ fn judge_sides(
         ..egress_query
     };
     if let (Resolved::Pod(from), Resolved::Pod(to)) = (source, destination)
-        && from.id == to.id
+        && from.is(to)
     {
         return (to_itself(from), to_itself(to));
     }
@@ -116,7 +116,7 @@ fn judge_sides(
         // traffic to a pod is governed by neither.
         let egress = match (source, destination) {
             (Resolved::Pod(pod), Resolved::Host(_)) => {
-                to_node(&egress_query, pod, !pod.egress_policies.is_empty())
+                to_node(&egress_query, pod, !pod.policies.egress.is_empty())
             }
             _ => SideVerdict::not_applicable(host_reason),
         };
@@ -124,7 +124,7 @@ fn judge_sides(
     }
     let egress = match source {
         Resolved::Pod(pod) => {
-            judge_pod_tiers(&egress_query, pod, &pod.egress_policies, |policy, rule| {
+            judge_pod_tiers(&egress_query, pod, &pod.policies.egress, |policy, rule| {
                 rule_admits(&target, policy, rule, destination, dst_ip)
             })
         }
@@ -134,7 +134,7 @@ fn judge_sides(
         Resolved::Pod(pod) => judge_pod_tiers(
             &ingress_query,
             pod,
-            &pod.ingress_policies,
+            &pod.policies.ingress,
             |policy, rule| rule_admits(&target, policy, rule, source, flow.src),
         ),
         _ => SideVerdict::not_applicable("the destination is not a pod: no ingress policy applies"),
@@ -150,7 +150,7 @@ fn judge_pod_tiers(
     policies: &[Arc<CompiledPolicy>],
     admits: impl Fn(&CompiledPolicy, &Rule) -> bool,
 ) -> SideVerdict {
-    if pod.cluster_policies.is_empty() {
+    if pod.policies.cluster.is_empty() {
         return judge_pod(pod, policies, query.direction, admits);
     }
     let mut notes = Vec::new();
@@ -182,7 +182,7 @@ fn judge_pod_tiers(
 /// traffic between pods, and a pod's own traffic never leaves it.
 fn to_itself(pod: &PodInfo) -> SideVerdict {
     SideVerdict {
-        pod: Some(Arc::clone(&pod.id)),
+        pod: Some(pod.id()),
         ..SideVerdict::open("a pod's traffic to itself is always allowed")
     }
 }
@@ -203,7 +203,7 @@ fn to_node(query: &SideQuery<'_>, pod: &PodInfo, network_policies_select: bool) 
     let mut side = match decision {
         Some(decision) => decided(pod, decision),
         None => SideVerdict {
-            pod: Some(Arc::clone(&pod.id)),
+            pod: Some(pod.id()),
             ..SideVerdict::open(if network_policies_select {
                 "a pod's traffic to a node: NetworkPolicy does not govern it, and its tier comes before Baseline: allowed"
             } else {
@@ -233,7 +233,7 @@ fn decided(pod: &PodInfo, decision: TierDecision) -> SideVerdict {
     }
     SideVerdict {
         verdict,
-        pod: Some(Arc::clone(&pod.id)),
+        pod: Some(pod.id()),
         isolated: false,
         isolating_policies: Vec::new(),
         allowed_by: Vec::new(),
@@ -277,7 +277,7 @@ fn evaluate_service(
         ));
     };
     let client_node = match source {
-        Resolved::Pod(pod) => pod.node.as_deref(),
+        Resolved::Pod(pod) => pod.node(),
         Resolved::Host(node) => node,
         Resolved::Service(_) | Resolved::External => None,
     };
@@ -328,7 +328,7 @@ fn judge_pod(
     if policies.is_empty() {
         return SideVerdict {
             verdict: Decision::Allow,
-            pod: Some(Arc::clone(&pod.id)),
+            pod: Some(pod.id()),
             isolated: false,
             isolating_policies: Vec::new(),
             allowed_by: Vec::new(),
@@ -365,7 +365,7 @@ fn judge_pod(
     };
     SideVerdict {
         verdict,
-        pod: Some(Arc::clone(&pod.id)),
+        pod: Some(pod.id()),
         isolated: true,
         isolating_policies: policies.iter().map(|p| Arc::clone(&p.id)).collect(),
         allowed_by,
@@ -434,7 +434,7 @@ fn peers_admit(
                 return false;
             };
             let namespace_matches = match namespaces {
-                NamespaceScope::Own => *pod.namespace == *policy.namespace,
+                NamespaceScope::Own => *pod.namespace == *policy.namespace(),
                 NamespaceScope::Matching(selector) => target
                     .cluster
                     .namespace_labels(&pod.namespace)
@@ -505,7 +505,7 @@ pub fn egress_names_destination(cluster: &ClusterState, pod: &PodInfo, flow: &Fl
         port: flow.dst_port,
         destination_pod: None,
     };
-    pod.egress_policies.iter().any(|policy| {
+    pod.policies.egress.iter().any(|policy| {
         policy
             .egress
             .as_deref()

@@ -40,6 +40,7 @@
 pub mod compile;
 pub mod evaluate;
 pub mod index;
+pub mod label_set;
 mod object;
 pub mod selector;
 pub mod tiers;

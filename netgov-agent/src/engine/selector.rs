@@ -5,6 +5,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::PolicyError;
+use super::label_set::LabelLookup;
+use crate::model::Name;
+
+/// `values` as names.
+fn names(values: &[String]) -> Box<[Name]> {
+    values.iter().map(|v| Name::from(v.as_str())).collect()
+}
 
 /// Labels of a pod or namespace.
 pub type Labels = BTreeMap<String, String>;
@@ -12,22 +19,23 @@ pub type Labels = BTreeMap<String, String>;
 /// One requirement of a selector; all must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Requirement {
-    Equals(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
+    Equals(Name, Name),
+    In(Name, Box<[Name]>),
+    NotIn(Name, Box<[Name]>),
+    Exists(Name),
+    DoesNotExist(Name),
 }
 
 impl Requirement {
-    fn matches(&self, labels: &Labels) -> bool {
+    fn matches<L: LabelLookup + ?Sized>(&self, labels: &L) -> bool {
+        let listed = |values: &[Name], value: &str| values.iter().any(|v| **v == *value);
         match self {
-            Requirement::Equals(key, value) => labels.get(key) == Some(value),
-            Requirement::In(key, values) => labels.get(key).is_some_and(|v| values.contains(v)),
+            Requirement::Equals(key, value) => labels.label(key) == Some(&**value),
+            Requirement::In(key, values) => labels.label(key).is_some_and(|v| listed(values, v)),
             // Upstream: NotIn matches objects without the key, too.
-            Requirement::NotIn(key, values) => labels.get(key).is_none_or(|v| !values.contains(v)),
-            Requirement::Exists(key) => labels.contains_key(key),
-            Requirement::DoesNotExist(key) => !labels.contains_key(key),
+            Requirement::NotIn(key, values) => labels.label(key).is_none_or(|v| !listed(values, v)),
+            Requirement::Exists(key) => labels.label(key).is_some(),
+            Requirement::DoesNotExist(key) => labels.label(key).is_none(),
         }
     }
 }
@@ -49,8 +57,28 @@ impl Selector {
         self.requirements.is_empty()
     }
 
+    /// Takes each of its strings from `share`, which returns one shared
+    /// copy of each: ten thousand policies select by a few keys and values.
+    pub fn share_strings(&mut self, share: &mut impl FnMut(&str) -> Name) {
+        for requirement in &mut self.requirements {
+            match requirement {
+                Requirement::Equals(key, value) => {
+                    *key = share(key);
+                    *value = share(value);
+                }
+                Requirement::In(key, values) | Requirement::NotIn(key, values) => {
+                    *key = share(key);
+                    for value in values.iter_mut() {
+                        *value = share(value);
+                    }
+                }
+                Requirement::Exists(key) | Requirement::DoesNotExist(key) => *key = share(key),
+            }
+        }
+    }
+
     /// Whether `labels` satisfy every requirement.
-    pub fn matches(&self, labels: &Labels) -> bool {
+    pub fn matches<L: LabelLookup + ?Sized>(&self, labels: &L) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
@@ -96,7 +124,10 @@ impl Selector {
                     format!("`{value}` is not a valid label value"),
                 ));
             }
-            requirements.push(Requirement::Equals(key.clone(), value.clone()));
+            requirements.push(Requirement::Equals(
+                Name::from(&**key),
+                Name::from(&**value),
+            ));
         }
         for (i, expression) in selector.match_expressions.iter().flatten().enumerate() {
             let field = format!("{field}.matchExpressions[{i}]");
@@ -126,10 +157,10 @@ impl Selector {
                         expression.operator
                     )));
                 }
-                "In" => Requirement::In(key, values),
-                "NotIn" => Requirement::NotIn(key, values),
-                "Exists" => Requirement::Exists(key),
-                "DoesNotExist" => Requirement::DoesNotExist(key),
+                "In" => Requirement::In(key.into(), names(&values)),
+                "NotIn" => Requirement::NotIn(key.into(), names(&values)),
+                "Exists" => Requirement::Exists(key.into()),
+                "DoesNotExist" => Requirement::DoesNotExist(key.into()),
                 other => {
                     return Err(invalid(format!(
                         "unknown operator `{other}` (In, NotIn, Exists, DoesNotExist)"
@@ -138,7 +169,9 @@ impl Selector {
             };
             requirements.push(requirement);
         }
-        Ok(Self { requirements })
+        Ok(Self {
+            requirements: super::compile::exact(requirements),
+        })
     }
 }
 

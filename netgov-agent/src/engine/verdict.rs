@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::tiers::TierDecision;
 use crate::engine::Resolved;
 use crate::model::Name;
-use crate::model::{Protocol, string_enum};
+use crate::model::{PodRef, Protocol, string_enum};
 
 /// A flow to judge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +70,7 @@ pub struct SideVerdict {
     pub verdict: Decision,
     /// The pod on this side (`namespace/name`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<Name>,
+    pub pod: Option<PodRef>,
     /// Whether policies isolate the pod in this direction.
     pub isolated: bool,
     /// The policies that isolate it (select it with this policy type).
@@ -187,8 +187,8 @@ pub(super) fn endpoint_kind(resolved: Resolved<'_>) -> EndpointKind {
             node: node.map(Name::from),
         },
         Resolved::Service(service) => EndpointKind::Service {
-            namespace: Name::from(service.namespace.as_str()),
-            name: Name::from(service.name.as_str()),
+            namespace: Name::clone(&service.namespace),
+            name: Name::clone(&service.name),
         },
         Resolved::External => EndpointKind::External,
     }

@@ -42,14 +42,7 @@ pub fn tls_server_name(node: &str) -> String {
     format!("{}.{TLS_DOMAIN}", node.replace('.', "-"))
 }
 
-/// A pod by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodRef {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-}
+pub use crate::model::PodRef;
 
 /// How this agent finds its peers.
 #[derive(Clone, Debug)]
@@ -92,9 +85,9 @@ impl PeerDiscovery {
                 if pod.namespace != own.namespace || pod.workload != own.workload {
                     continue;
                 }
-                let Some(node) = &pod.node else { continue };
+                let Some(node) = pod.node() else { continue };
                 if let Some(address) = node_address(node, pod.ips.first().copied()) {
-                    peers.insert(node.clone(), PeerInfo { address });
+                    peers.insert(node.to_string(), PeerInfo { address });
                 }
             }
         }
@@ -276,8 +269,8 @@ status: {podIP: 10.2.0.9, podIPs: [{ip: 10.2.0.9}]}
             node: "node-a".into(),
             listen: "0.0.0.0:4244".parse().expect("address"),
             pod: pod.map(|name| PodRef {
-                namespace: "netgov".to_owned(),
-                name: name.to_owned(),
+                namespace: "netgov".into(),
+                name: name.into(),
             }),
             tls: true,
         }

@@ -47,7 +47,7 @@ pub fn end_context(
     };
     Some(Box::new(EndContext {
         ip,
-        labels: pod.labels.clone(),
+        labels: pod.labels.to_map(),
         namespace_labels: cluster
             .namespace_labels(&pod.namespace)
             .cloned()

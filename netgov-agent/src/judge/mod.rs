@@ -234,8 +234,8 @@ pub fn judge(
     let service = frontend_address.and_then(|address| {
         let frontend = cluster.frontend(record.protocol, (address.ip(), address.port()))?;
         Some(ServiceRef {
-            namespace: Name::from(frontend.service.namespace.as_str()),
-            name: Name::from(frontend.service.name.as_str()),
+            namespace: Name::clone(&frontend.service.namespace),
+            name: Name::clone(&frontend.service.name),
             address,
         })
     });
@@ -316,7 +316,7 @@ fn enforcement(
         return Enforcement::Enforced;
     }
     let destination_local = match destination {
-        Resolved::Pod(pod) => pod.node.is_some() && pod.node == node.node_name,
+        Resolved::Pod(pod) => pod.node().is_some() && pod.node() == node.node_name.as_deref(),
         _ => false,
     };
     // One-way traffic to another node or outside the cluster may have been

@@ -30,8 +30,7 @@ pub fn counted_elsewhere(source: Resolved<'_>, node: &NodeContext) -> Option<Not
     let (Resolved::Pod(pod), Some(here)) = (source, node.node_name.as_deref()) else {
         return None;
     };
-    pod.node
-        .as_deref()
+    pod.node()
         .is_some_and(|there| there != here)
         .then_some(NotJudged::CountedBySourceNode)
 }

@@ -7,10 +7,12 @@
 pub mod clock;
 mod flow_id;
 mod identity;
+mod pod_ref;
 mod protocol;
 
 pub use flow_id::{Endpoint, FlowId};
 pub use identity::{HOST, Identity, WORLD};
+pub use pod_ref::PodRef;
 pub use protocol::{Protocol, UnknownProtocol};
 
 /// A shared name (`namespace/name`, a namespace, a pod name): verdicts

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{DestinationName, Hostname, NameSource};
 use crate::engine::Resolved;
+use crate::model::PodRef;
 
 /// How long names are kept, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +56,8 @@ type Expiry = (i128, u64, Slot);
 /// them), else an address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Client {
-    /// A pod, by `namespace/name`.
-    Pod(std::sync::Arc<str>),
+    /// A pod.
+    Pod(PodRef),
     /// An address nothing in the cluster state owns.
     Address(IpAddr),
 }
@@ -66,7 +67,7 @@ impl Client {
     /// it: the pod's, else the address's own.
     pub fn of(owner: Resolved<'_>, ip: IpAddr) -> Self {
         match owner {
-            Resolved::Pod(pod) => Self::Pod(pod.id.clone()),
+            Resolved::Pod(pod) => Self::Pod(pod.id()),
             _ => Self::Address(ip),
         }
     }

@@ -13,6 +13,7 @@ use std::io::Write;
 use crate::engine::verdict::{
     BackendVerdict, Decision, EndpointKind, RuleRef, SideVerdict, Verdict,
 };
+use crate::model::PodRef;
 
 /// Appends `verdict` as a JSON object to `out`.
 pub fn write_verdict(out: &mut Vec<u8>, verdict: &Verdict) {
@@ -37,7 +38,7 @@ fn side(out: &mut Vec<u8>, side: &SideVerdict) {
     string(out, side.verdict.as_str());
     if let Some(pod) = &side.pod {
         out.extend_from_slice(b",\"pod\":");
-        string(out, pod);
+        pod_ref(out, pod);
     }
     out.extend_from_slice(if side.isolated {
         b",\"isolated\":true"
@@ -137,6 +138,19 @@ fn string(out: &mut Vec<u8>, text: &str) {
         out.push(b'"');
     } else {
         serde_json::to_writer(&mut *out, text).expect("writing to a vector cannot fail");
+    }
+}
+
+/// `pod` as the string `namespace/name`.
+fn pod_ref(out: &mut Vec<u8>, pod: &PodRef) {
+    if needs_escape(pod.namespace.as_bytes()) || needs_escape(pod.name.as_bytes()) {
+        serde_json::to_writer(&mut *out, pod).expect("writing to a vector cannot fail");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(pod.namespace.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(pod.name.as_bytes());
+        out.push(b'"');
     }
 }
 

@@ -195,7 +195,7 @@ fn place(cluster: &mut ClusterState, namespace: &str, name: &str, context: &EndC
         if (ns.as_str(), pod.as_str()) == (namespace, name)
             && cluster
                 .pod(ns, pod)
-                .is_some_and(|p| p.labels == context.labels)
+                .is_some_and(|p| p.labels.is(&context.labels))
         {
             return;
         }

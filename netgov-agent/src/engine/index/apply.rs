@@ -48,4 +48,77 @@ impl ClusterState {
             }
         }
     }
+
+    /// Whether objects of `kind` are held one for one as applied without
+    /// error and not deleted: Pods (but finished ones), Services,
+    /// EndpointSlices, NetworkPolicies (the valid ones) and Nodes. Not
+    /// namespaces, which are also known from their pods, nor cluster-wide
+    /// policies (a few).
+    pub fn holds(kind: ResourceKind) -> bool {
+        matches!(
+            kind,
+            ResourceKind::Pod
+                | ResourceKind::Service
+                | ResourceKind::EndpointSlice
+                | ResourceKind::NetworkPolicy
+                | ResourceKind::Node
+        )
+    }
+
+    /// The objects of `kind` held, as `(namespace, name)`, when
+    /// [`ClusterState::holds`] it.
+    pub fn held(&self, kind: ResourceKind) -> Option<Vec<(String, String)>> {
+        let key = |(namespace, name): (&str, &str)| (namespace.to_owned(), name.to_owned());
+        Some(match kind {
+            ResourceKind::Pod => self.pods().map(|p| key((&p.namespace, &p.name))).collect(),
+            ResourceKind::Service => self
+                .services
+                .iter()
+                .map(|s| key((&s.namespace, &s.name)))
+                .collect(),
+            ResourceKind::EndpointSlice => self
+                .slices
+                .iter()
+                .flatten()
+                .map(|s| key((&s.namespace, &s.name)))
+                .collect(),
+            ResourceKind::NetworkPolicy => self
+                .policies
+                .iter()
+                .flat_map(|(namespace, policies)| {
+                    policies.keys().map(|name| key((namespace, name)))
+                })
+                .collect(),
+            ResourceKind::Node => self.node_ips.keys().map(|name| key(("", name))).collect(),
+            _ => return None,
+        })
+    }
+
+    /// Whether the object `kind` `namespace/name` is held, for a kind the
+    /// state [`ClusterState::holds`].
+    pub fn is_held(&self, kind: ResourceKind, namespace: &str, name: &str) -> bool {
+        match kind {
+            ResourceKind::Pod => self.pod(namespace, name).is_some(),
+            ResourceKind::Service => self.service(namespace, name).is_some(),
+            ResourceKind::EndpointSlice => self.slice_slot(namespace, name).is_some(),
+            ResourceKind::NetworkPolicy => self
+                .policies
+                .get(namespace)
+                .is_some_and(|policies| policies.contains_key(name)),
+            ResourceKind::Node => self.node_ips.contains_key(name),
+            _ => false,
+        }
+    }
+
+    /// How many objects [`ClusterState::held`] lists for `kind`.
+    pub fn held_count(&self, kind: ResourceKind) -> Option<usize> {
+        Some(match kind {
+            ResourceKind::Pod => self.pod_count(),
+            ResourceKind::Service => self.services.len(),
+            ResourceKind::EndpointSlice => self.slice_slots.len(),
+            ResourceKind::NetworkPolicy => self.policies.values().map(|p| p.len()).sum(),
+            ResourceKind::Node => self.node_ips.len(),
+            _ => return None,
+        })
+    }
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 // hashbrown's maps hash with foldhash, a fraction of the cost of std's
 // SipHash: every flow judged looks its ends up here. Randomly seeded, and
 // filled only from the API server or manifests, not from traffic.
-use hashbrown::{HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
+use smallvec::SmallVec;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -15,21 +17,24 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::history::IpHistory;
+use super::intern::Interner;
+use super::ip_map::IpMap;
 use super::services::{ServiceInfo, SliceInfo};
 use super::workload::Workload;
 use crate::engine::PolicyError;
 use crate::engine::compile::{CompiledPolicy, compile};
+use crate::engine::label_set::LabelSet;
 use crate::engine::selector::Labels;
 use crate::engine::tiers::ClusterPolicy;
-use crate::model::Name;
 use crate::model::{HOST, Identity, Protocol};
+use crate::model::{Name, PodRef};
 
 /// The label the API server puts on every namespace (since 1.21); added
 /// here when manifests omit it, so selectors on it work offline too.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// A container port a named port can resolve to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedPort {
     /// Port name.
     pub name: String,
@@ -39,37 +44,194 @@ pub struct NamedPort {
     pub protocol: Protocol,
 }
 
-/// A pod as the engine sees it.
+/// A pod as the engine sees it. Every agent holds every pod of the
+/// cluster, so a pod keeps only what judging and naming need, and what
+/// it has alike with other pods is its [`PodShape`], held once for them
+/// all. A pod reads as its shape too (`pod.labels`, `pod.namespace`).
 #[derive(Clone, Debug)]
 pub struct PodInfo {
-    /// Namespace.
-    pub namespace: Name,
+    /// What it shares with the pods like it.
+    pub shape: Arc<PodShape>,
     /// Name.
     pub name: Name,
-    /// `namespace/name`.
-    pub id: Name,
-    /// Labels.
-    pub labels: Labels,
     /// Pod IPs (dual stack: both families).
-    pub ips: Vec<IpAddr>,
+    pub ips: IpList,
+    /// Node it runs on (see [`PodInfo::node`]).
+    pub(crate) node: Option<NodeName>,
+    /// Not being deleted (`deletionTimestamp` unset).
+    pub(crate) staying: bool,
+    /// `creationTimestamp`, in Unix seconds (`i64::MIN` when unset).
+    pub(crate) created: i64,
+    /// How many pods the state had taken in before this one.
+    pub(crate) arrival: u64,
+}
+
+impl std::ops::Deref for PodInfo {
+    type Target = PodShape;
+
+    fn deref(&self) -> &PodShape {
+        &self.shape
+    }
+}
+
+/// What pods of one kind have alike (pods of one ReplicaSet, as a rule):
+/// held once for them all. Shapes are compared by their parts' identity,
+/// which are shared themselves.
+#[derive(Debug)]
+pub struct PodShape {
+    /// Namespace.
+    pub namespace: Name,
+    /// Labels.
+    pub labels: Arc<LabelSet>,
     /// Uses the node's network namespace.
     pub host_network: bool,
-    /// Node it runs on.
-    pub node: Option<String>,
     /// Named container ports.
-    pub named_ports: Vec<NamedPort>,
+    pub named_ports: Arc<[NamedPort]>,
     /// The pod's top owner.
-    pub workload: Workload,
+    pub workload: Arc<Workload>,
+    /// The policies that apply to it.
+    pub(crate) policies: Arc<PodPolicies>,
+}
+
+impl PartialEq for PodShape {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.namespace, &other.namespace)
+            && Arc::ptr_eq(&self.labels, &other.labels)
+            && self.host_network == other.host_network
+            && Arc::ptr_eq(&self.named_ports, &other.named_ports)
+            && Arc::ptr_eq(&self.workload, &other.workload)
+            && Arc::ptr_eq(&self.policies, &other.policies)
+    }
+}
+
+impl Eq for PodShape {}
+
+impl Hash for PodShape {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.namespace).hash(state);
+        Arc::as_ptr(&self.labels).hash(state);
+        self.host_network.hash(state);
+        Arc::as_ptr(&self.named_ports).hash(state);
+        Arc::as_ptr(&self.workload).hash(state);
+        Arc::as_ptr(&self.policies).hash(state);
+    }
+}
+
+/// A node's name as pods hold it: shared, behind a thin pointer (half a
+/// shared `str`'s in each of the cluster's pods).
+pub(crate) type NodeName = Arc<String>;
+
+impl PodInfo {
+    /// The node it runs on.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref().map(String::as_str)
+    }
+
+    /// The pod as `namespace/name`.
+    pub fn id(&self) -> PodRef {
+        PodRef {
+            namespace: Arc::clone(&self.namespace),
+            name: Arc::clone(&self.name),
+        }
+    }
+
+    /// Whether `other` is this pod.
+    pub fn is(&self, other: &PodInfo) -> bool {
+        self.namespace == other.namespace && self.name == other.name
+    }
+
     /// Which pod keeps an IP several pods claim: one not being deleted,
     /// then the newest created, then the latest seen.
-    pub(crate) ip_claim: (bool, i64, u64),
+    pub(crate) fn ip_claim(&self) -> (bool, i64, u64) {
+        (self.staying, self.created, self.arrival)
+    }
+}
+
+/// Addresses read as a slice, held for one without a block of their own: a
+/// pod's IPs (one as a rule, or one of each family), a Service's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum IpList {
+    /// None (a pod not started yet, a headless Service).
+    #[default]
+    Unassigned,
+    /// One.
+    One(IpAddr),
+    /// Several (dual stack).
+    Several(Box<[IpAddr]>),
+}
+
+impl std::ops::Deref for IpList {
+    type Target = [IpAddr];
+
+    fn deref(&self) -> &[IpAddr] {
+        match self {
+            IpList::Unassigned => &[],
+            IpList::One(ip) => std::slice::from_ref(ip),
+            IpList::Several(ips) => ips,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a IpList {
+    type Item = &'a IpAddr;
+    type IntoIter = std::slice::Iter<'a, IpAddr>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl FromIterator<IpAddr> for IpList {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(ips: I) -> Self {
+        let ips: Vec<IpAddr> = ips.into_iter().collect();
+        match ips[..] {
+            [] => IpList::Unassigned,
+            [ip] => IpList::One(ip),
+            _ => IpList::Several(ips.into()),
+        }
+    }
+}
+
+/// The policies that apply to a pod, shared by every pod they apply to
+/// alike (pods of one ReplicaSet, as a rule). Two lists are the same when
+/// they hold the same compiled policies, not merely equal ones: a policy
+/// changed is compiled anew.
+#[derive(Debug, Default)]
+pub(crate) struct PodPolicies {
     /// Policies of its namespace that select it with the Ingress type.
-    pub(crate) ingress_policies: Vec<Arc<CompiledPolicy>>,
+    pub(crate) ingress: Box<[Arc<CompiledPolicy>]>,
     /// Policies of its namespace that select it with the Egress type.
-    pub(crate) egress_policies: Vec<Arc<CompiledPolicy>>,
+    pub(crate) egress: Box<[Arc<CompiledPolicy>]>,
     /// Cluster-wide policies whose subject it is, by tier then priority
     /// (never for host-network pods).
-    pub(crate) cluster_policies: Vec<Arc<ClusterPolicy>>,
+    pub(crate) cluster: Box<[Arc<ClusterPolicy>]>,
+}
+
+impl PartialEq for PodPolicies {
+    fn eq(&self, other: &Self) -> bool {
+        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+        }
+        same(&self.ingress, &other.ingress)
+            && same(&self.egress, &other.egress)
+            && same(&self.cluster, &other.cluster)
+    }
+}
+
+impl Eq for PodPolicies {}
+
+impl Hash for PodPolicies {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        fn addresses<T, H: Hasher>(list: &[Arc<T>], state: &mut H) {
+            state.write_usize(list.len());
+            for policy in list {
+                Arc::as_ptr(policy).hash(state);
+            }
+        }
+        addresses(&self.ingress, state);
+        addresses(&self.egress, state);
+        addresses(&self.cluster, state);
+    }
 }
 
 impl PodInfo {
@@ -112,9 +274,9 @@ impl Resolved<'_> {
                 workload: Name::from(node.unwrap_or(HOST)),
             },
             Resolved::Service(service) => Identity {
-                namespace: Name::from(service.namespace.as_str()),
+                namespace: Arc::clone(&service.namespace),
                 pod: None,
-                workload: Name::from(service.name.as_str()),
+                workload: Arc::clone(&service.name),
             },
             Resolved::External => Identity::world(),
         }
@@ -124,20 +286,48 @@ impl Resolved<'_> {
 /// Object identity `namespace/name`.
 pub(super) type Key = (String, String);
 
+/// A pod's place in [`ClusterState::pods`]. Slots are reused: 32 bits
+/// number any cluster's pods, at half a pointer's size in the indexes.
+pub(super) type Slot = u32;
+
+/// The values pods share, one copy each.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Shared {
+    /// Namespace names, Service names (shared with their slices), node
+    /// names of endpoints, label keys and values, policies' selector
+    /// strings and port names.
+    pub(super) names: Interner<str>,
+    /// Node names of pods.
+    pub(super) nodes: Interner<String>,
+    pub(super) labels: Interner<LabelSet>,
+    pub(super) named_ports: Interner<[NamedPort]>,
+    pub(super) workloads: Interner<Workload>,
+    pub(super) policies: Interner<PodPolicies>,
+    pub(super) shapes: Interner<PodShape>,
+}
+
 /// The indexed cluster state.
 // Clone: the staged policies (`agent --staged`) are judged on a copy.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterState {
     pub(super) namespaces: HashMap<String, Labels>,
     pub(super) pods: Vec<Option<PodInfo>>,
-    pub(super) free_pod_slots: Vec<usize>,
-    pub(super) pod_slots: HashMap<Key, usize>,
-    pub(super) pods_by_namespace: HashMap<String, HashSet<usize>>,
-    pub(super) pod_by_ip: HashMap<IpAddr, usize>,
-    /// Every pod that claims an IP, so the IP falls back to another
-    /// claimant when its owner goes.
-    pub(super) ip_claimants: HashMap<IpAddr, Vec<usize>>,
+    pub(super) free_pod_slots: Vec<Slot>,
+    /// Every pod's slot, found by the hash of its namespace and name
+    /// ([`ClusterState::slot_hash`]), which the pod itself holds: the key
+    /// is not kept twice.
+    pub(super) pod_slots: HashTable<Slot>,
+    /// Hashes the names the slot tables file objects under.
+    pub(super) slot_hasher: DefaultHashBuilder,
+    pub(super) pods_by_namespace: HashMap<Name, Vec<Slot>>,
+    /// The pod that owns each pod IP.
+    pub(super) pod_by_ip: IpMap<Slot>,
+    /// Every pod that claims an IP several pods claim (a sole claimant
+    /// owns it), so the IP falls back to another claimant when its owner
+    /// goes.
+    pub(super) contested_ips: HashMap<IpAddr, SmallVec<[Slot; 2]>>,
     pub(super) pod_arrivals: u64,
+    pub(super) shared: Shared,
     pub(super) host_network_ips: HashMap<IpAddr, HashSet<Key>>,
     pub(super) node_ips: HashMap<String, Vec<IpAddr>>,
     pub(super) node_by_ip: HashMap<IpAddr, String>,
@@ -145,19 +335,36 @@ pub struct ClusterState {
     /// Cluster-wide policies by `Kind name`, compiled.
     pub(super) cluster_policies: BTreeMap<String, Arc<ClusterPolicy>>,
     pub(super) cluster_policy_errors: BTreeMap<String, PolicyError>,
-    pub(super) services: HashMap<Key, Arc<ServiceInfo>>,
-    pub(super) service_by_ip: HashMap<IpAddr, Key>,
+    /// Services, by the hash of their namespace and name.
+    pub(super) services: HashTable<Arc<ServiceInfo>>,
+    pub(super) service_by_ip: IpMap<Arc<ServiceInfo>>,
     /// External and load-balancer IPs of Services.
-    pub(super) service_frontends: HashMap<IpAddr, Vec<Key>>,
+    pub(super) service_frontends: HashMap<IpAddr, Vec<Arc<ServiceInfo>>>,
     /// Node ports, on every node's addresses.
-    pub(super) node_ports: HashMap<(Protocol, u16), Key>,
-    pub(super) slices: HashMap<Key, SliceInfo>,
+    pub(super) node_ports: HashMap<(Protocol, u16), Arc<ServiceInfo>>,
+    /// EndpointSlices, in reused slots as pods are.
+    pub(super) slices: Vec<Option<SliceInfo>>,
+    pub(super) free_slice_slots: Vec<Slot>,
+    /// Each slice's slot, by the hash of its namespace and name.
+    pub(super) slice_slots: HashTable<Slot>,
+    /// Each slice's slot, by the hash of its namespace and Service (a
+    /// Service may have several).
+    pub(super) service_slices: HashTable<Slot>,
     pub(super) policies: HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>,
     pub(super) policy_errors: BTreeMap<String, PolicyError>,
     /// Bumped on every change; caches of verdicts compare it.
     pub(super) generation: u64,
     /// Who owned pod IPs before their current owners.
     pub(super) history: IpHistory,
+}
+
+/// Makes room in `slots` for one more when it is full: an eighth more
+/// rather than twice as many, since slot vectors are the largest blocks the
+/// state holds and, after the first list, grow slowly.
+pub(super) fn make_room<T>(slots: &mut Vec<T>) {
+    if slots.len() == slots.capacity() {
+        slots.reserve_exact(slots.len() / 8 + 64);
+    }
 }
 
 pub(super) fn key_of(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
@@ -245,7 +452,9 @@ impl ClusterState {
         let (namespace, name) = key_of(&policy.metadata);
         let id = format!("{namespace}/{name}");
         match compile(policy) {
-            Ok(compiled) => {
+            Ok(mut compiled) => {
+                let names = &mut self.shared.names;
+                compiled.share_strings(&mut |text| names.name(text));
                 self.policy_errors.remove(&id);
                 self.policies
                     .entry(namespace.clone())
@@ -275,10 +484,10 @@ impl ClusterState {
     }
 
     pub(super) fn refresh_namespace_pods(&mut self, namespace: &str) {
-        let slots: Vec<usize> = self
+        let slots: Vec<Slot> = self
             .pods_by_namespace
             .get(namespace)
-            .map(|s| s.iter().copied().collect())
+            .map(|s| s.to_vec())
             .unwrap_or_default();
         for slot in slots {
             self.refresh_pod_policies(slot);
@@ -286,16 +495,16 @@ impl ClusterState {
         self.refresh_departed(Some(namespace));
     }
 
-    pub(super) fn refresh_pod_policies(&mut self, slot: usize) {
-        let Some(mut pod) = self.pods[slot].take() else {
+    pub(super) fn refresh_pod_policies(&mut self, slot: Slot) {
+        let Some(mut pod) = self.pods[slot as usize].take() else {
             return;
         };
         self.assign_policies(&mut pod);
-        self.pods[slot] = Some(pod);
+        self.pods[slot as usize] = Some(pod);
     }
 
     /// Sets the policies that apply to `pod` (not in the state's slots).
-    pub(super) fn assign_policies(&self, pod: &mut PodInfo) {
+    pub(super) fn assign_policies(&mut self, pod: &mut PodInfo) {
         let (mut ingress, mut egress) = (Vec::new(), Vec::new());
         for policy in self
             .policies
@@ -313,18 +522,51 @@ impl ClusterState {
                 egress.push(Arc::clone(policy));
             }
         }
-        let cluster_policies = self.cluster_policies_of(pod);
-        pod.ingress_policies = ingress;
-        pod.egress_policies = egress;
-        pod.cluster_policies = cluster_policies;
+        let policies = PodPolicies {
+            ingress: ingress.into(),
+            egress: egress.into(),
+            cluster: self.cluster_policies_of(pod).into(),
+        };
+        let policies = self.shared.policies.intern(policies);
+        if !Arc::ptr_eq(&policies, &pod.policies) {
+            let shape = PodShape {
+                namespace: Arc::clone(&pod.namespace),
+                labels: Arc::clone(&pod.labels),
+                host_network: pod.host_network,
+                named_ports: Arc::clone(&pod.named_ports),
+                workload: Arc::clone(&pod.workload),
+                policies,
+            };
+            pod.shape = self.shared.shapes.intern(shape);
+        }
+    }
+
+    /// The hash a slot table files an object of `namespace` under, by its
+    /// name (or, for slices by Service, the Service's).
+    pub(super) fn slot_hash(&self, namespace: &str, name: &str) -> u64 {
+        self.slot_hasher.hash_one((namespace, name))
+    }
+
+    /// The slot of the pod `namespace/name`.
+    pub(super) fn pod_slot(&self, namespace: &str, name: &str) -> Option<Slot> {
+        let pods = &self.pods;
+        self.pod_slots
+            .find(self.slot_hash(namespace, name), |slot| {
+                pods[*slot as usize]
+                    .as_ref()
+                    .is_some_and(|pod| *pod.namespace == *namespace && *pod.name == *name)
+            })
+            .copied()
+    }
+
+    /// The pod in `slot`.
+    pub(super) fn pod_in(&self, slot: Slot) -> Option<&PodInfo> {
+        self.pods[slot as usize].as_ref()
     }
 
     /// The pod `namespace/name`.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodInfo> {
-        let slot = self
-            .pod_slots
-            .get(&(namespace.to_owned(), name.to_owned()))?;
-        self.pods[*slot].as_ref()
+        self.pod_in(self.pod_slot(namespace, name)?)
     }
 
     /// Every pod known.
@@ -332,20 +574,19 @@ impl ClusterState {
         self.pods.iter().flatten()
     }
 
-    /// Every workload that can name an end of a flow now: the pods'
-    /// workloads and the Services, as `(namespace, name)`.
-    pub fn workloads(&self) -> std::collections::HashSet<(String, String)> {
-        self.pods()
-            .map(|p| (p.namespace.to_string(), p.workload.name.to_string()))
-            .chain(self.services.keys().cloned())
-            .collect()
+    /// Every workload that can name an end of a flow now, as
+    /// `(namespace, name)`: each pod's workload (once per pod), and the
+    /// Services.
+    pub fn workloads(&self) -> impl Iterator<Item = (&str, &str)> {
+        let pods = self.pods().map(|p| (&*p.namespace, &*p.workload.name));
+        pods.chain(self.services.iter().map(|s| (&*s.namespace, &*s.name)))
     }
 
     /// Whether policies isolate `pod` for ingress and for egress.
     pub fn isolation(pod: &PodInfo) -> (bool, bool) {
         (
-            !pod.ingress_policies.is_empty(),
-            !pod.egress_policies.is_empty(),
+            !pod.policies.ingress.is_empty(),
+            !pod.policies.egress.is_empty(),
         )
     }
 
@@ -397,9 +638,7 @@ impl ClusterState {
 
     /// The pod that owns `ip` now.
     pub(super) fn pod_owning(&self, ip: IpAddr) -> Option<&PodInfo> {
-        self.pod_by_ip
-            .get(&ip)
-            .and_then(|slot| self.pods[*slot].as_ref())
+        self.pod_by_ip.get(&ip).and_then(|slot| self.pod_in(*slot))
     }
 
     /// What `ip` is now (for a flow, see [`ClusterState::resolve_at`]).
@@ -419,16 +658,11 @@ impl ClusterState {
             // A hostNetwork pod is its node, as far as the network goes.
             let node = owners
                 .iter()
-                .filter_map(|key| self.pod_slots.get(key))
-                .filter_map(|slot| self.pods[*slot].as_ref()?.node.as_deref())
+                .filter_map(|(namespace, name)| self.pod(namespace, name)?.node())
                 .next();
             return Resolved::Host(node);
         }
-        if let Some(service) = self
-            .service_by_ip
-            .get(&ip)
-            .and_then(|key| self.services.get(key))
-        {
+        if let Some(service) = self.service_by_ip.get(&ip) {
             return Resolved::Service(service);
         }
         Resolved::External

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::cluster::{ClusterState, PodInfo};
+use super::cluster::{ClusterState, PodInfo, Slot};
 use crate::engine::PolicyError;
 use crate::engine::selector::Labels;
 use crate::engine::tiers::{ClusterPolicy, ClusterPolicyKind, Subject, compile_cluster_policy};
@@ -117,7 +117,7 @@ impl ClusterState {
 
     fn refresh_all_cluster_policies(&mut self) {
         for slot in 0..self.pods.len() {
-            self.refresh_pod_policies(slot);
+            self.refresh_pod_policies(slot as Slot);
         }
         self.refresh_departed(None);
     }

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::cluster::{ClusterState, PodInfo, Resolved};
-use crate::model::Name;
+use crate::model::PodRef;
 
 /// How long departed owners are remembered unless configured: well over
 /// the default idle timeouts (60 s) plus answer window and drain.
@@ -31,7 +31,7 @@ pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(300);
 const OWNER_LAG_NS: i128 = 2_000_000_000;
 
 /// Departed owners kept at most, whatever the churn (oldest forgotten
-/// first; about 1 KiB each).
+/// first; about 200 bytes each, their shapes shared).
 const MAX_DEPARTED: usize = 65_536;
 
 /// A pod that owned an IP from `since` (unknown: before anything was
@@ -56,7 +56,7 @@ pub(super) struct IpHistory {
 }
 
 /// Who owned the IPs a change touches, before it: `(ip, owner's id)`.
-pub(super) type OwnersBefore = Vec<(IpAddr, Option<Name>)>;
+pub(super) type OwnersBefore = Vec<(IpAddr, Option<PodRef>)>;
 
 impl ClusterState {
     /// How long a pod that left is remembered as its IPs' owner: at least
@@ -100,7 +100,7 @@ impl ClusterState {
     /// The owners of `ips` now, to compare after a change.
     pub(super) fn owners(&self, ips: impl IntoIterator<Item = IpAddr>) -> OwnersBefore {
         ips.into_iter()
-            .map(|ip| (ip, self.pod_owning(ip).map(|p| p.id.clone())))
+            .map(|ip| (ip, self.pod_owning(ip).map(PodInfo::id)))
             .collect()
     }
 
@@ -109,10 +109,10 @@ impl ClusterState {
     /// any: no longer in the state), a new owner is stamped.
     pub(super) fn record_ownership(&mut self, before: OwnersBefore, removed: Option<&PodInfo>) {
         let changes = self.ownership_changes(before, |id, _| {
-            removed.filter(|r| r.id == *id).cloned().or_else(|| {
-                let (namespace, name) = id.split_once('/')?;
-                self.pod(namespace, name).cloned()
-            })
+            removed
+                .filter(|r| r.id() == *id)
+                .cloned()
+                .or_else(|| self.pod(&id.namespace, &id.name).cloned())
         });
         self.apply_ownership_changes(changes);
     }
@@ -122,13 +122,13 @@ impl ClusterState {
     fn ownership_changes(
         &self,
         before: OwnersBefore,
-        previous: impl Fn(&Name, IpAddr) -> Option<PodInfo>,
+        previous: impl Fn(&PodRef, IpAddr) -> Option<PodInfo>,
     ) -> Vec<(IpAddr, Option<PodInfo>, bool)> {
         before
             .into_iter()
             .filter_map(|(ip, owner)| {
-                let current = self.pod_owning(ip).map(|p| &p.id);
-                (current != owner.as_ref()).then(|| {
+                let current = self.pod_owning(ip).map(PodInfo::id);
+                (current != owner).then(|| {
                     let departed = owner.and_then(|id| previous(&id, ip));
                     (ip, departed, current.is_some())
                 })
@@ -193,12 +193,7 @@ impl ClusterState {
     /// (a reloaded manifest file), keeping the ownership history: pods
     /// that owned an IP here and do not in `next` departed now.
     pub fn succeed(&mut self, mut next: ClusterState) {
-        let ips: Vec<IpAddr> = self
-            .pod_by_ip
-            .keys()
-            .chain(next.pod_by_ip.keys())
-            .copied()
-            .collect();
+        let ips: Vec<IpAddr> = self.pod_by_ip.keys().chain(next.pod_by_ip.keys()).collect();
         let before = self.owners(ips);
         next.history = std::mem::take(&mut self.history);
         next.generation += self.generation + 1;
@@ -232,7 +227,9 @@ mod tests {
     /// seconds, as `name app`, or `-` for no pod.
     fn owner(cluster: &ClusterState, ip: &str, (first, last): (i128, i128)) -> String {
         match cluster.resolve_at(ip.parse().expect("ip"), first * SECOND, last * SECOND) {
-            Resolved::Pod(pod) => format!("{} {}", pod.name, pod.labels["app"]),
+            Resolved::Pod(pod) => {
+                format!("{} {}", pod.name, pod.labels.get("app").unwrap_or_default())
+            }
             _ => "-".into(),
         }
     }

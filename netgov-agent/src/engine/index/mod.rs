@@ -10,11 +10,13 @@ mod apply;
 pub mod cluster;
 mod cluster_policies;
 mod history;
+mod intern;
+mod ip_map;
 mod pods;
 pub mod services;
 pub mod workload;
 
-pub use cluster::{ClusterState, NamedPort, PodInfo, Resolved};
+pub use cluster::{ClusterState, NamedPort, PodInfo, PodShape, Resolved};
 pub use history::DEFAULT_HISTORY_RETENTION;
 pub use services::{
     EndpointInfo, Frontend, NoBackend, SERVICE_NAME_LABEL, ServiceInfo, ServicePortInfo, SliceInfo,

@@ -1,6 +1,7 @@
 //! Services and EndpointSlices in the cluster state: which address is a
 //! Service's cluster IP, and which backends its slices name.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -8,8 +9,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::cluster::{ClusterState, Key, key_of};
-use crate::model::Protocol;
+use super::cluster::{ClusterState, IpList, Slot, key_of, make_room};
+use crate::engine::compile::exact;
+use crate::model::{Name, Protocol};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -33,14 +35,18 @@ pub struct ServicePortInfo {
 #[derive(Clone, Debug)]
 pub struct ServiceInfo {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Name,
     /// Name.
-    pub name: String,
+    pub name: Name,
     /// Ports.
     pub ports: Vec<ServicePortInfo>,
     /// `internalTrafficPolicy: Local`: traffic from inside the cluster
     /// goes only to endpoints on the client's node.
     pub internal_traffic_local: bool,
+    /// Cluster IPs.
+    pub cluster_ips: IpList,
+    /// External IPs and load-balancer ingress IPs.
+    pub frontend_ips: IpList,
 }
 
 /// One endpoint of a slice, with the conditions that choose it.
@@ -55,14 +61,18 @@ pub struct EndpointInfo {
     /// `conditions.terminating`.
     pub terminating: bool,
     /// The node it runs on.
-    pub node: Option<String>,
+    pub node: Option<Name>,
 }
 
 /// An EndpointSlice reduced to what resolution needs.
 #[derive(Clone, Debug)]
 pub struct SliceInfo {
+    /// Namespace.
+    pub namespace: Name,
+    /// Name.
+    pub name: Name,
     /// The Service it belongs to.
-    pub service: String,
+    pub service: Name,
     /// `(name, port, protocol)` of each slice port.
     pub ports: Vec<(String, u16, Protocol)>,
     /// Endpoints with an IP address (FQDN slices have none).
@@ -112,7 +122,7 @@ impl ClusterState {
         {
             ips.push(ip);
         }
-        let ports = spec
+        let ports: Vec<ServicePortInfo> = spec
             .ports
             .iter()
             .flatten()
@@ -128,15 +138,6 @@ impl ClusterState {
                 })
             })
             .collect();
-        let info = Arc::new(ServiceInfo {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            ports,
-            internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-        });
-        for ip in ips {
-            self.service_by_ip.insert(ip, key.clone());
-        }
         // Addresses outside the cluster's that the node translates to the
         // Service too: external IPs and load-balancer ingress IPs.
         let ingress = service
@@ -145,52 +146,101 @@ impl ClusterState {
             .flat_map(|s| s.load_balancer.iter())
             .flat_map(|lb| lb.ingress.iter().flatten())
             .filter_map(|i| i.ip.clone());
-        for ip in spec
+        let frontend_ips: Vec<IpAddr> = spec
             .external_ips
             .iter()
             .flatten()
             .cloned()
             .chain(ingress)
             .filter_map(|ip| ip.parse::<IpAddr>().ok())
-        {
+            .collect();
+        let info = Arc::new(ServiceInfo {
+            namespace: self.shared.names.name(&key.0),
+            // Shared with its EndpointSlices'.
+            name: self.shared.names.name(&key.1),
+            ports: exact(ports),
+            internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            cluster_ips: ips.into_iter().collect(),
+            frontend_ips: frontend_ips.into_iter().collect(),
+        });
+        for ip in &info.cluster_ips {
+            self.service_by_ip.insert(*ip, Arc::clone(&info));
+        }
+        for ip in &info.frontend_ips {
             self.service_frontends
-                .entry(ip)
+                .entry(*ip)
                 .or_default()
-                .push(key.clone());
+                .push(Arc::clone(&info));
         }
         for port in &info.ports {
             if let Some(node_port) = port.node_port {
                 self.node_ports
-                    .insert((port.protocol, node_port), key.clone());
+                    .insert((port.protocol, node_port), Arc::clone(&info));
             }
         }
-        self.services.insert(key, info);
+        let hasher = &self.slot_hasher;
+        self.services
+            .insert_unique(self.slot_hash(&key.0, &key.1), info, |s| {
+                hasher.hash_one((&*s.namespace, &*s.name))
+            });
     }
 
-    /// Removes a Service.
+    /// The Service `namespace/name`.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceInfo> {
+        self.services
+            .find(self.slot_hash(namespace, name), |s| {
+                *s.namespace == *namespace && *s.name == *name
+            })
+            .map(|s| &**s)
+    }
+
+    /// Removes a Service, and its addresses and node ports where they are
+    /// still its own.
     pub(super) fn delete_service(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        if self.services.remove(&key).is_some() {
-            self.service_by_ip.retain(|_, owner| *owner != key);
-            self.service_frontends.retain(|_, owners| {
-                owners.retain(|owner| *owner != key);
-                !owners.is_empty()
-            });
-            self.node_ports.retain(|_, owner| *owner != key);
+        let Ok(filed) = self
+            .services
+            .find_entry(self.slot_hash(namespace, name), |s| {
+                *s.namespace == *namespace && *s.name == *name
+            })
+        else {
+            return;
+        };
+        let (gone, _) = filed.remove();
+        let own = |service: &Arc<ServiceInfo>| Arc::ptr_eq(service, &gone);
+        for ip in &gone.cluster_ips {
+            if self.service_by_ip.get(ip).is_some_and(own) {
+                self.service_by_ip.remove(ip);
+            }
+        }
+        for ip in &gone.frontend_ips {
+            if let Some(services) = self.service_frontends.get_mut(ip) {
+                services.retain(|service| !own(service));
+                if services.is_empty() {
+                    self.service_frontends.remove(ip);
+                }
+            }
+        }
+        for port in &gone.ports {
+            if let Some(node_port) = port.node_port {
+                let at = (port.protocol, node_port);
+                if self.node_ports.get(&at).is_some_and(own) {
+                    self.node_ports.remove(&at);
+                }
+            }
         }
     }
 
     /// Adds or replaces an EndpointSlice (every endpoint with an IP
     /// address, with its conditions and node).
     pub(super) fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) {
-        let key = key_of(&slice.metadata);
+        let (namespace, name) = key_of(&slice.metadata);
+        self.delete_endpoint_slice(&namespace, &name);
         let service = slice
             .metadata
             .labels
             .as_ref()
             .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .cloned()
-            .unwrap_or_default();
+            .map_or("", String::as_str);
         let ports = slice
             .ports
             .iter()
@@ -203,6 +253,7 @@ impl ClusterState {
                 ))
             })
             .collect();
+        let names = &mut self.shared.names;
         let endpoints = slice
             .endpoints
             .iter()
@@ -215,7 +266,7 @@ impl ClusterState {
                     ready,
                     serving: conditions.serving.unwrap_or(ready),
                     terminating: conditions.terminating.unwrap_or(false),
-                    node: e.node_name.clone(),
+                    node: e.node_name.as_deref().map(|node| names.name(node)),
                 };
                 e.addresses.iter().filter_map(move |a| {
                     Some(EndpointInfo {
@@ -225,19 +276,73 @@ impl ClusterState {
                 })
             })
             .collect();
-        self.slices.insert(
-            key,
-            SliceInfo {
-                service,
-                ports,
-                endpoints,
-            },
+        let info = SliceInfo {
+            namespace: self.shared.names.name(&namespace),
+            name: Name::from(name.as_str()),
+            service: self.shared.names.name(service),
+            ports: exact(ports),
+            endpoints: exact(endpoints),
+        };
+        let slot = match self.free_slice_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                make_room(&mut self.slices);
+                self.slices.push(None);
+                Slot::try_from(self.slices.len() - 1).expect("fewer than 2^32 slices")
+            }
+        };
+        let (by_name, by_service) = (
+            self.slot_hash(&namespace, &name),
+            self.slot_hash(&namespace, service),
         );
+        self.slices[slot as usize] = Some(info);
+        let (slices, hasher) = (&self.slices, &self.slot_hasher);
+        let filed = |slot: &Slot| {
+            slices[*slot as usize]
+                .as_ref()
+                .expect("filed slices are in their slots")
+        };
+        self.slice_slots.insert_unique(by_name, slot, |slot| {
+            let slice = filed(slot);
+            hasher.hash_one((&*slice.namespace, &*slice.name))
+        });
+        self.service_slices.insert_unique(by_service, slot, |slot| {
+            let slice = filed(slot);
+            hasher.hash_one((&*slice.namespace, &*slice.service))
+        });
+    }
+
+    /// The slot of the EndpointSlice `namespace/name`.
+    pub(super) fn slice_slot(&self, namespace: &str, name: &str) -> Option<Slot> {
+        let slices = &self.slices;
+        self.slice_slots
+            .find(self.slot_hash(namespace, name), |slot| {
+                slices[*slot as usize]
+                    .as_ref()
+                    .is_some_and(|s| *s.namespace == *namespace && *s.name == *name)
+            })
+            .copied()
     }
 
     /// Removes an EndpointSlice.
     pub(super) fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
-        self.slices.remove(&(namespace.to_owned(), name.to_owned()));
+        let Some(slot) = self.slice_slot(namespace, name) else {
+            return;
+        };
+        if let Ok(filed) = self
+            .slice_slots
+            .find_entry(self.slot_hash(namespace, name), |s| *s == slot)
+        {
+            filed.remove();
+        }
+        let Some(gone) = self.slices[slot as usize].take() else {
+            return;
+        };
+        let by_service = self.slot_hash(namespace, &gone.service);
+        if let Ok(filed) = self.service_slices.find_entry(by_service, |s| *s == slot) {
+            filed.remove();
+        }
+        self.free_slice_slots.push(slot);
     }
 
     /// The slices of Service `namespace/service`.
@@ -246,10 +351,10 @@ impl ClusterState {
         namespace: &'a str,
         service: &'a str,
     ) -> impl Iterator<Item = &'a SliceInfo> {
-        self.slices
-            .iter()
-            .filter(move |((ns, _), slice)| ns == namespace && slice.service == service)
-            .map(|(_, slice)| slice)
+        self.service_slices
+            .iter_hash(self.slot_hash(namespace, service))
+            .filter_map(|slot| self.slices[*slot as usize].as_ref())
+            .filter(move |s| *s.namespace == *namespace && *s.service == *service)
     }
 }
 
@@ -270,9 +375,13 @@ impl ClusterState {
     /// The Service port a client reaches at `address` over `protocol`:
     /// a cluster IP and port, an external or load-balancer IP and port, or
     /// any node's address and a node port.
-    pub fn frontend(&self, protocol: Protocol, (ip, port): (IpAddr, u16)) -> Option<Frontend<'_>> {
-        let by_port = |key: &Key, node_port: bool| {
-            let service = self.services.get(key)?;
+    pub fn frontend<'s>(
+        &'s self,
+        protocol: Protocol,
+        (ip, port): (IpAddr, u16),
+    ) -> Option<Frontend<'s>> {
+        let external = |node_port: bool| node_port || self.service_by_ip.get(&ip).is_none();
+        let by_port = |service: &'s ServiceInfo, node_port: bool| {
             let port = service.ports.iter().find(|p| {
                 p.protocol == protocol
                     && if node_port {
@@ -284,7 +393,7 @@ impl ClusterState {
             Some(Frontend {
                 service,
                 port,
-                external: node_port || !self.service_by_ip.contains_key(&ip),
+                external: external(node_port),
             })
         };
         // A cluster IP belongs to one Service; an external or load-balancer
@@ -292,12 +401,12 @@ impl ClusterState {
         // takes the node ports.
         self.service_by_ip
             .get(&ip)
-            .and_then(|key| by_port(key, false))
+            .and_then(|service| by_port(service, false))
             .or_else(|| {
                 self.service_frontends
                     .get(&ip)?
                     .iter()
-                    .find_map(|key| by_port(key, false))
+                    .find_map(|service| by_port(service, false))
             })
             .or_else(|| {
                 self.node_by_ip.contains_key(&ip).then_some(())?;

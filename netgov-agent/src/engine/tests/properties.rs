@@ -114,7 +114,7 @@ proptest! {
         let verdict = evaluate(&state, &flow(&format!("10.0.0.{}", src + 1), &format!("10.0.0.{}", dst + 1), Tcp, 80));
         let selected = |i: usize| {
             let pod = state.pod(if i.is_multiple_of(2) { "n1" } else { "n2" }, &format!("p{i}")).expect("pod");
-            state.policies().any(|p| *p.namespace == *pod.namespace && p.pod_selector.matches(&pod.labels))
+            state.policies().any(|p| p.namespace() == &*pod.namespace && p.pod_selector.matches(&pod.labels))
         };
         if !selected(dst) {
             prop_assert!(!verdict.ingress.isolated);

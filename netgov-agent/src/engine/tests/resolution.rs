@@ -134,7 +134,15 @@ fn host_ends() {
         to_node.egress.reason,
         "a pod's traffic to a node: NetworkPolicy does not govern it, and its tier comes before Baseline: allowed"
     );
-    assert_eq!(to_node.egress.pod.as_deref(), Some("prod/api"));
+    assert_eq!(
+        to_node
+            .egress
+            .pod
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("prod/api")
+    );
     // A hostNetwork pod is its node.
     let verdict = evaluate(&state, &flow(API, "192.168.1.11", Tcp, 10250));
     assert_eq!(
@@ -148,7 +156,10 @@ fn host_ends() {
     assert_eq!(summary(&hairpin), "allow | egress: open | ingress: open");
     for side in [&hairpin.egress, &hairpin.ingress] {
         assert_eq!(side.reason, "a pod's traffic to itself is always allowed");
-        assert_eq!(side.pod.as_deref(), Some("prod/api"));
+        assert_eq!(
+            side.pod.as_ref().map(ToString::to_string).as_deref(),
+            Some("prod/api")
+        );
     }
 }
 
@@ -167,7 +178,15 @@ fn explanations_name_policies_and_rules() {
         summary(&allowed),
         "allow | egress: open | ingress: allowed by [prod/db#1]"
     );
-    assert_eq!(allowed.ingress.pod.as_deref(), Some("prod/db"));
+    assert_eq!(
+        allowed
+            .ingress
+            .pod
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("prod/db")
+    );
     assert_eq!(
         allowed.ingress.isolating_policies,
         [Name::from("prod/db"), Name::from("prod/deny")]
@@ -355,10 +374,7 @@ fn service_backends_follow_the_proxy_rules() {
         let frontend = state
             .frontend(Tcp, (address.parse().expect("ip"), port))
             .expect("a frontend");
-        assert_eq!(
-            (frontend.service.name.as_str(), frontend.port.port),
-            ("svc", 80)
-        );
+        assert_eq!((&*frontend.service.name, frontend.port.port), ("svc", 80));
     }
     assert!(
         state
@@ -383,7 +399,7 @@ fn a_shared_external_ip_names_each_service_by_port() {
     let name = |state: &ClusterState, port: u16| {
         state
             .frontend(Tcp, ("198.51.100.7".parse().expect("ip"), port))
-            .map(|f| f.service.name.clone())
+            .map(|f| f.service.name.to_string())
     };
     assert_eq!(name(&state, 80).as_deref(), Some("http"));
     assert_eq!(name(&state, 443).as_deref(), Some("https"));

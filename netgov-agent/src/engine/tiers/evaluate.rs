@@ -64,7 +64,8 @@ pub fn judge_tiers(
 ) -> Option<TierDecision> {
     // The pod's list is sorted by tier, then priority.
     let policies = pod
-        .cluster_policies
+        .policies
+        .cluster
         .iter()
         .filter(|p| p.tier == tier && p.may_match(query.direction, query.protocol, query.port));
     for policy in policies.clone() {

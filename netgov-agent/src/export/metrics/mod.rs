@@ -537,8 +537,9 @@ impl Metrics {
     }
 
     /// The workloads in namespaces (not `world`, nodes or the host) that
-    /// name at least one series.
-    pub fn workloads_with_series(&self) -> std::collections::BTreeSet<(String, String)> {
+    /// name at least one series or hold a place under the workload cap:
+    /// those [`Metrics::forget_workload`] has something of to forget.
+    pub fn workloads_in_metrics(&self) -> std::collections::BTreeSet<(String, String)> {
         let index = self.index();
         index
             .flows
@@ -547,6 +548,7 @@ impl Metrics {
             .chain(index.egress.keys())
             .chain(index.egress_flows.keys())
             .chain(index.staged.keys())
+            .chain(&index.workloads)
             .filter(|(namespace, _)| !namespace.is_empty())
             .cloned()
             .collect()

@@ -23,7 +23,9 @@ pub(super) struct SeriesIndex {
     pub egress: BTreeMap<WorkloadKey, BTreeSet<EgressLabels>>,
     pub egress_flows: BTreeMap<WorkloadKey, BTreeSet<EgressFlowLabels>>,
     pub staged: BTreeMap<WorkloadKey, BTreeSet<StagedLabels>>,
-    workloads: HashSet<WorkloadKey>,
+    /// Workloads holding a place under the cap (with series or not: the
+    /// series of one may have gone with another workload's).
+    pub(super) workloads: HashSet<WorkloadKey>,
     /// `dst_port` values of violations per (source, destination) workload.
     violation_ports: HashMap<[String; 4], HashSet<String>>,
     /// Destination names in egress series, per source workload.

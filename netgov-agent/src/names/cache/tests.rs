@@ -1,5 +1,14 @@
 use super::*;
 
+/// The pod written `namespace/name`.
+fn pod_ref(id: &str) -> PodRef {
+    let (namespace, name) = id.split_once('/').expect("namespace/name");
+    PodRef {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
 const SECOND: i128 = 1_000_000_000;
 
 fn host(text: &str) -> Hostname {
@@ -29,7 +38,7 @@ fn dns(name: &str) -> DestinationName {
 #[test]
 fn a_name_is_the_resolving_pods_only() {
     let cache = NameCache::new(limits(100));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let upload: IpAddr = "203.0.113.20".parse().expect("ip");
     cache.resolved(
         pod.clone(),
@@ -48,7 +57,7 @@ fn a_name_is_the_resolving_pods_only() {
     );
     // Another pod connecting to the same address learned nothing; the
     // pod's other address (IPv6) shares its names.
-    let other = Client::Pod("ai/notebook-0".into());
+    let other = Client::Pod(pod_ref("ai/notebook-0"));
     let server = addr("203.0.113.20:443");
     assert_eq!(
         cache.names(
@@ -71,7 +80,7 @@ fn a_name_is_the_resolving_pods_only() {
 #[test]
 fn ttls_are_clamped_and_names_expire() {
     let cache = NameCache::new(limits(100));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let rows = [("short.example", 1, 5), ("long.example", 86_400, 60)];
     for (i, (name, ttl, _)) in rows.iter().enumerate() {
         let address = IpAddr::from([192, 0, 2, i as u8]);
@@ -104,7 +113,7 @@ fn ttls_are_clamped_and_names_expire() {
 #[test]
 fn relearning_extends_and_a_connection_has_its_server_name() {
     let cache = NameCache::new(limits(100));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let server = addr("203.0.113.20:443");
     cache.resolved(
         pod.clone(),
@@ -153,7 +162,7 @@ fn relearning_extends_and_a_connection_has_its_server_name() {
 #[test]
 fn the_bound_evicts_the_soonest_to_expire_and_counts_them() {
     let cache = NameCache::new(limits(3));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     for (i, ttl) in [50u64, 10, 40, 30].into_iter().enumerate() {
         let address = IpAddr::from([192, 0, 2, i as u8]);
         let name = host(&format!("n{i}.example"));
@@ -179,7 +188,7 @@ fn the_bound_evicts_the_soonest_to_expire_and_counts_them() {
 #[test]
 fn expired_names_leave_after_a_grace() {
     let cache = NameCache::new(limits(100));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     cache.resolved(
         pod.clone(),
         "192.0.2.1".parse().expect("ip"),
@@ -209,7 +218,7 @@ fn expired_names_leave_after_a_grace() {
 #[test]
 fn an_answer_after_the_flow_started_does_not_name_it() {
     let cache = NameCache::new(limits(100));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let flow = (addr("10.244.0.5:40000"), addr("198.51.100.7:443"));
     cache.resolved(
         pod.clone(),
@@ -244,8 +253,8 @@ fn a_pod_over_its_quota_loses_its_own_names_only() {
         ..limits(100)
     });
     let (busy, quiet) = (
-        Client::Pod("kube-system/coredns-0".into()),
-        Client::Pod("ai/ingest-0".into()),
+        Client::Pod(pod_ref("kube-system/coredns-0")),
+        Client::Pod(pod_ref("ai/ingest-0")),
     );
     let address = |i: u8| IpAddr::from([192, 0, 2, i]);
     cache.resolved(
@@ -286,7 +295,7 @@ fn a_pod_over_its_quota_loses_its_own_names_only() {
 #[test]
 fn an_address_keeps_its_latest_names_latest_first() {
     let cache = NameCache::new(limits(1_000));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let cdn: IpAddr = "198.51.100.7".parse().expect("ip");
     for i in 0..20 {
         let name = host(&format!("site{i}.example"));
@@ -320,7 +329,7 @@ fn an_address_keeps_its_latest_names_latest_first() {
 #[test]
 fn a_name_learned_again_after_it_expired_counts_from_then() {
     let cache = NameCache::new(limits(100));
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let server = addr("203.0.113.20:443");
     let flow = (addr("10.244.0.5:1"), server);
     cache.resolved(
@@ -353,7 +362,7 @@ fn a_name_answered_again_is_kept_and_shown_first() {
         max_per_pod: 16,
         ..limits(1_000)
     });
-    let pod = Client::Pod("ai/ingest-0".into());
+    let pod = Client::Pod(pod_ref("ai/ingest-0"));
     let cdn: IpAddr = "198.51.100.7".parse().expect("ip");
     let learn = |name: &str, at: i128| {
         cache.resolved(
