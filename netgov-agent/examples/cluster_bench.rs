@@ -14,6 +14,10 @@
 //! 2. The same shape (50,000 pods without `--pods`) from an API server
 //!    that ignores `limit` (every list whole): time to ready and peak
 //!    resident memory, against the DaemonSet's 512 MiB limit.
+//! 3. With `--agent PATH` (root: it loads its eBPF programs): the `netgov
+//!    agent` binary at PATH against the first shape, as a user runs it:
+//!    time to ready (`/readyz`), and its resident memory once ready and
+//!    after its periodic trim.
 
 use std::hint::black_box;
 use std::io::{BufRead, Write};
@@ -56,7 +60,7 @@ fn live_mib() -> f64 {
 
 /// A `/proc/self/status` figure in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
-    netgov_testbed::process::status(std::process::id(), field)
+    status_kib_of(std::process::id(), field)
 }
 
 /// Child mode (`serve PODS whole|paged classic|limits`): serve the
@@ -435,6 +439,83 @@ async fn churn(server: &mut Server, state: &Arc<RwLock<ClusterState>>, synced: S
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The metrics port of the agent binary under test.
+const AGENT_PORT: u16 = 19_471;
+
+/// The agent on [`AGENT_PORT`]'s answer to `GET path`, when 200.
+fn agent_get(path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", AGENT_PORT)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).ok()?;
+    answer.starts_with("HTTP/1.1 200").then_some(answer)
+}
+
+/// The agent's heap in use as it last exported it, in MiB.
+fn agent_heap_mib() -> f64 {
+    agent_get("/metrics")
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("netgov_heap_in_use_bytes ")?.parse().ok())
+        })
+        .map_or(f64::NAN, |bytes: f64| bytes / MIB)
+}
+
+/// The agent binary `netgov` against a fresh server of `pods` at the
+/// limits' shape: time to ready, resident memory when ready and after
+/// the agent's trim (every 10 s), and its peak.
+fn agent_binary(netgov: &str, pods: usize) {
+    let server = Server::start(pods, false, true);
+    let started = Instant::now();
+    let mut agent = std::process::Command::new(netgov)
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        // No interface of a node has this name: the agent loads its
+        // programs and captures nothing.
+        .args(["--iface", "netgov-bench-none*", "--cgroup-root", "none"])
+        .args(["--node-name", "node-0"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{AGENT_PORT}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the agent");
+    let deadline = started + Duration::from_secs(180);
+    while agent_get("/readyz").is_none() {
+        if Instant::now() > deadline || agent.try_wait().is_ok_and(|s| s.is_some()) {
+            let _ = agent.kill();
+            panic!("the agent was not ready within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready = started.elapsed();
+    let resident = || status_kib_of(agent.id(), "VmRSS") as f64 / 1024.0;
+    let at_ready = resident();
+    std::thread::sleep(Duration::from_secs(25));
+    println!("the netgov agent binary against {pods} pods (same shape, paginated):");
+    println!(
+        "  ready (/readyz) after {:.2} s; resident {at_ready:.1} MiB when ready, {:.1} MiB 25 s later (after its trim; heap in use {:.1} MiB), peak {:.1} MiB",
+        ready.as_secs_f64(),
+        resident(),
+        agent_heap_mib(),
+        status_kib_of(agent.id(), "VmHWM") as f64 / 1024.0
+    );
+    let kib = |field| status_kib_of(agent.id(), field) as f64 / 1024.0;
+    println!(
+        "  of which anonymous {:.1} MiB, file and shared mappings {:.1} MiB (its binary's pages, and its BPF ring buffers, whose pages the kernel maps twice)",
+        kib("RssAnon"),
+        kib("RssFile") + kib("RssShmem")
+    );
+    // SAFETY: signals the child this function started.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+}
+
+/// A `/proc/PID/status` figure in KiB.
+fn status_kib_of(pid: u32, field: &str) -> u64 {
+    netgov_testbed::process::status(pid, field)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
@@ -445,16 +526,24 @@ fn main() {
             args.get(3).map(String::as_str) == Some("whole"),
         );
     }
-    let pods = args
-        .iter()
-        .position(|a| a == "--pods")
-        .and_then(|i| args.get(i + 1)?.parse().ok());
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let pods = value("--pods").and_then(|p| p.parse().ok());
+    let agent = value("--agent");
+    // Only the agent binary's run (with `--agent`).
+    let agent_only = args.iter().any(|a| a == "--agent-only");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        if agent_only {
+            return;
+        }
         match pods {
             None => {
                 typical_cluster(10_000, false).await;
@@ -466,4 +555,7 @@ fn main() {
             }
         }
     });
+    if let Some(netgov) = agent {
+        agent_binary(netgov, pods.unwrap_or(10_000));
+    }
 }

@@ -8,13 +8,15 @@
 //!   ClusterNetworkPolicies (compile time,
 //!   verdicts/s), then `netgov check` end to end on 300,000 JSON flows, 60 %
 //!   of them denied.
-//! - `cargo xtask bench cluster [--pods N]`: initial sync of 10,000 pods,
+//! - `cargo xtask bench cluster [--pods N [--agent-only]]`: initial sync of 10,000 pods,
 //!   500 namespaces, 2,000 policies and 3,000 services from the fake API
 //!   server (time to ready, memory per 10k pods, requests, objects and
 //!   bytes received, IP resolutions/s), and of 50,000 pods listed
 //!   unpaginated (peak resident memory). With `--pods N`, N pods in a
 //!   cluster shaped as at Kubernetes' limits, then a minute of 100 pod
-//!   changes a second (CPU, bytes received), and the same unpaginated.
+//!   changes a second (CPU, bytes received), the same unpaginated, and the
+//!   release `netgov agent` binary against that shape (time to ready,
+//!   resident memory); `--agent-only`, the binary alone.
 //! - `cargo xtask bench soak [--minutes N]`: a live agent under pod churn
 //!   with IP reuse, policy and label changes and steady new flows, through
 //!   the fake API server; resident memory and the rest per minute.
@@ -64,10 +66,25 @@ pub fn bench(args: &[String]) -> Result<(), XtaskError> {
         }
         Some("policy") => policy(),
         Some("agent") => crate::bench_agent::bench(args),
-        Some("cluster") => run(example("cluster_bench").args(&args[1..])),
+        Some("cluster") => cluster(args),
         Some("soak") => soak(args),
         other => Err(XtaskError::Usage(format!("unknown benchmark {other:?}"))),
     }
+}
+
+/// Runs the cluster example; with `--pods`, also against a release
+/// `netgov agent` (as root: it loads its programs).
+fn cluster(args: &[String]) -> Result<(), XtaskError> {
+    let mut command = example("cluster_bench");
+    command.args(&args[1..]);
+    if args.iter().any(|a| a == "--pods") {
+        require_root(
+            "bench cluster --pods",
+            "it runs the agent, which loads eBPF programs",
+        )?;
+        command.arg("--agent").arg(build_netgov(true)?);
+    }
+    run(&mut command)
 }
 
 /// Runs the soak example against a release `netgov`.
