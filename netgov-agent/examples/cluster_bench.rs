@@ -8,9 +8,10 @@
 //!    and bytes it received, the time to copy the state (what `agent
 //!    --staged` pays per rebuild), and IP resolutions per second on one
 //!    core. With `--pods N`: N pods in a cluster shaped as at Kubernetes'
-//!    limits ([`Scale::at_the_limits`]), then a minute of 100 pod changes a
-//!    second (relabels, deletes, creates reusing a deleted pod's IP): the
-//!    CPU the agent's side spends on them and the bytes it receives.
+//!    limits ([`Scale::at_the_limits`]), then a minute (`--churn-minutes
+//!    M`: M, with figures each minute) of 100 pod changes a second
+//!    (relabels, deletes, creates reusing a deleted pod's IP): the CPU the
+//!    agent's side spends on them, the bytes it receives, its memory.
 //! 2. The same shape (50,000 pods without `--pods`) from an API server
 //!    that ignores `limit` (every list whole): time to ready and peak
 //!    resident memory, against the DaemonSet's 512 MiB limit.
@@ -306,7 +307,7 @@ fn trim() {
     unsafe { libc::malloc_trim(0) };
 }
 
-async fn typical_cluster(pods: usize, limits: bool) {
+async fn typical_cluster(pods: usize, limits: bool, churn_minutes: u64) {
     let mut server = Server::start(pods, false, limits);
     let shape = scale(pods, limits);
     trim();
@@ -346,7 +347,7 @@ async fn typical_cluster(pods: usize, limits: bool) {
         synced.bytes as f64 / synced.objects.max(1) as f64
     );
     if limits {
-        churn(&mut server, &state, synced).await;
+        churn(&mut server, &state, synced, churn_minutes).await;
     }
     for task in tasks {
         task.abort();
@@ -405,31 +406,47 @@ async fn huge_unpaginated_cluster(pods: usize, limits: bool) {
     );
 }
 
-/// Pod changes a second while churning, and for how long.
+/// Pod changes a second while churning.
 const CHURN_RATE: usize = 100;
-const CHURN_SECONDS: u64 = 60;
 
-/// A minute of [`CHURN_RATE`] pod changes a second against the synced
+/// `minutes` of [`CHURN_RATE`] pod changes a second against the synced
 /// state: the CPU this side spends applying them (the kube source and the
 /// cluster state; the server is the child's), what it receives, and its
-/// memory after.
-async fn churn(server: &mut Server, state: &Arc<RwLock<ClusterState>>, synced: Served) {
+/// memory after each minute.
+async fn churn(
+    server: &mut Server,
+    state: &Arc<RwLock<ClusterState>>,
+    synced: Served,
+    minutes: u64,
+) {
     let pods_before = state.read().expect("lock").pod_count();
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    // The churn runs in the child, while this side's runtime keeps
-    // applying events.
-    tokio::task::block_in_place(|| server.churn(CHURN_RATE, CHURN_SECONDS));
-    // The last events in flight.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu_before;
-    let after = server.served();
-    trim();
+    let (cpu_before, started) = (cpu_seconds(), Instant::now());
+    let mut minute_before = (cpu_before, started, synced);
+    for minute in 1..=minutes {
+        // The churn runs in the child, while this side's runtime keeps
+        // applying events.
+        tokio::task::block_in_place(|| server.churn(CHURN_RATE, 60));
+        // The last events in flight.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (cpu, now, served) = (cpu_seconds(), Instant::now(), server.served());
+        trim();
+        if minutes > 1 {
+            let (cpu_then, then, served_then) = minute_before;
+            println!(
+                "    minute {minute}: {:.1} % of a core; received {:.2} MiB; resident {:.1} MiB, heap {:.1} MiB",
+                (cpu - cpu_then) / (now - then).as_secs_f64() * 100.0,
+                (served.bytes - served_then.bytes) as f64 / MIB,
+                status_kib("VmRSS") as f64 / 1024.0,
+                live_mib()
+            );
+        }
+        minute_before = (cpu, now, served);
+    }
+    let (cpu, now, after) = minute_before;
     println!(
-        "  {CHURN_RATE} pod changes a second for {CHURN_SECONDS} s: {:.1} % of a core; received {:.2} MiB a minute ({} events); {} pods in the state (from {pods_before}); resident {:.1} MiB, heap {:.1} MiB",
-        cpu / elapsed * 100.0,
-        (after.bytes - synced.bytes) as f64 / MIB * 60.0 / CHURN_SECONDS as f64,
+        "  {CHURN_RATE} pod changes a second for {minutes} min: {:.1} % of a core; received {:.2} MiB a minute ({} events); {} pods in the state (from {pods_before}); resident {:.1} MiB, heap {:.1} MiB",
+        (cpu - cpu_before) / (now - started).as_secs_f64() * 100.0,
+        (after.bytes - synced.bytes) as f64 / MIB / minutes as f64,
         after.objects - synced.objects,
         state.read().expect("lock").pod_count(),
         status_kib("VmRSS") as f64 / 1024.0,
@@ -533,6 +550,9 @@ fn main() {
     };
     let pods = value("--pods").and_then(|p| p.parse().ok());
     let agent = value("--agent");
+    let churn_minutes = value("--churn-minutes")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1);
     // Only the agent binary's run (with `--agent`).
     let agent_only = args.iter().any(|a| a == "--agent-only");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -546,11 +566,11 @@ fn main() {
         }
         match pods {
             None => {
-                typical_cluster(10_000, false).await;
+                typical_cluster(10_000, false, 0).await;
                 huge_unpaginated_cluster(50_000, false).await;
             }
             Some(pods) => {
-                typical_cluster(pods, true).await;
+                typical_cluster(pods, true, churn_minutes).await;
                 huge_unpaginated_cluster(pods, true).await;
             }
         }

@@ -8,7 +8,7 @@
 //!   ClusterNetworkPolicies (compile time,
 //!   verdicts/s), then `netgov check` end to end on 300,000 JSON flows, 60 %
 //!   of them denied.
-//! - `cargo xtask bench cluster [--pods N [--agent-only]]`: initial sync of 10,000 pods,
+//! - `cargo xtask bench cluster [--pods N [--churn-minutes M] [--agent-only]]`: initial sync of 10,000 pods,
 //!   500 namespaces, 2,000 policies and 3,000 services from the fake API
 //!   server (time to ready, memory per 10k pods, requests, objects and
 //!   bytes received, IP resolutions/s), and of 50,000 pods listed

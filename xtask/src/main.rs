@@ -85,7 +85,7 @@ pub enum XtaskError {
     },
     /// Bad command line.
     #[error(
-        "usage: cargo xtask setup [--build-only] | test [cargo test args] | layers | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster [--pods N [--agent-only]] | bench agent [--flows N] [--live-flows N] [--names] [--hubble] [--memory-only [--baseline-flows N]] | bench soak [--minutes N]\n{0}"
+        "usage: cargo xtask setup [--build-only] | test [cargo test args] | layers | test-prometheus | demo | bench datapath [--runs N] [--seconds S] | bench policy | bench cluster [--pods N [--churn-minutes M] [--agent-only]] | bench agent [--flows N] [--live-flows N] [--names] [--hubble] [--memory-only [--baseline-flows N]] | bench soak [--minutes N]\n{0}"
     )]
     Usage(String),
 }
