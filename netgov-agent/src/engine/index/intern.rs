@@ -19,8 +19,11 @@ const MIN_SWEEP: usize = 1024;
 #[derive(Debug)]
 pub(super) struct Interner<T: ?Sized> {
     values: HashSet<Arc<T>>,
-    /// Values are swept when there are this many: twice as many as the
-    /// last sweep kept, so sweeping costs a constant share of interning.
+    /// Values are swept when there are this many: a quarter more than the
+    /// last sweep kept, so values no pod holds cost at most a quarter of
+    /// those in use (under churn, relabelled and departed pods leave theirs
+    /// behind at a steady rate), and sweeping costs a constant share of
+    /// interning.
     sweep_at: usize,
 }
 
@@ -62,7 +65,7 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
             // Held here only: nothing uses the value any more, and nothing
             // can take it again but through this interner.
             self.values.retain(|value| Arc::strong_count(value) > 1);
-            self.sweep_at = (self.values.len() * 2).max(MIN_SWEEP);
+            self.sweep_at = (self.values.len() + self.values.len() / 4).max(MIN_SWEEP);
         }
         self.values.insert(Arc::clone(&shared));
         shared
