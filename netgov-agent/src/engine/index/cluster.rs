@@ -358,6 +358,19 @@ pub struct ClusterState {
     pub(super) history: IpHistory,
 }
 
+/// The slot filed in `table` under `hash` whose object in `slots` is the
+/// one `is` looks for.
+pub(super) fn find_slot<T>(
+    table: &HashTable<Slot>,
+    slots: &[Option<T>],
+    hash: u64,
+    is: impl Fn(&T) -> bool,
+) -> Option<Slot> {
+    table
+        .find(hash, |slot| slots[*slot as usize].as_ref().is_some_and(&is))
+        .copied()
+}
+
 /// Makes room in `slots` for one more when it is full: an eighth more
 /// rather than twice as many, since slot vectors are the largest blocks the
 /// state holds and, after the first list, grow slowly.
@@ -549,14 +562,10 @@ impl ClusterState {
 
     /// The slot of the pod `namespace/name`.
     pub(super) fn pod_slot(&self, namespace: &str, name: &str) -> Option<Slot> {
-        let pods = &self.pods;
-        self.pod_slots
-            .find(self.slot_hash(namespace, name), |slot| {
-                pods[*slot as usize]
-                    .as_ref()
-                    .is_some_and(|pod| *pod.namespace == *namespace && *pod.name == *name)
-            })
-            .copied()
+        let hash = self.slot_hash(namespace, name);
+        find_slot(&self.pod_slots, &self.pods, hash, |pod| {
+            *pod.namespace == *namespace && *pod.name == *name
+        })
     }
 
     /// The pod in `slot`.

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::cluster::{ClusterState, IpList, Slot, key_of, make_room};
+use super::cluster::{ClusterState, IpList, Slot, find_slot, key_of, make_room};
 use crate::engine::compile::exact;
 use crate::model::{Name, Protocol};
 
@@ -314,14 +314,10 @@ impl ClusterState {
 
     /// The slot of the EndpointSlice `namespace/name`.
     pub(super) fn slice_slot(&self, namespace: &str, name: &str) -> Option<Slot> {
-        let slices = &self.slices;
-        self.slice_slots
-            .find(self.slot_hash(namespace, name), |slot| {
-                slices[*slot as usize]
-                    .as_ref()
-                    .is_some_and(|s| *s.namespace == *namespace && *s.name == *name)
-            })
-            .copied()
+        let hash = self.slot_hash(namespace, name);
+        find_slot(&self.slice_slots, &self.slices, hash, |slice| {
+            *slice.namespace == *namespace && *slice.name == *name
+        })
     }
 
     /// Removes an EndpointSlice.
